@@ -1,0 +1,52 @@
+"""The settings of one batch run, parsed and validated once.
+
+Everything downstream (payloads, transports, engine, daemon) reads this frozen object rather
+than raw option dictionaries, so a setting has one spelling and one type everywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import attrs
+
+GATEWAYS = ("ambassador", "istio", "seldon")
+TRANSPORTS = ("rest", "grpc")
+DATA_TYPES = ("data", "json", "str", "raw")
+PAYLOAD_TYPES = ("ndarray", "tensor", "tftensor")
+METHODS = ("predict", "feedback")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@attrs.frozen
+class BatchConfig:
+    """One batch: where the data is, how to reach the model, and how hard to push it."""
+
+    deployment_name: str
+    input_data_path: str
+    output_data_path: str
+    gateway_type: str = "istio"
+    namespace: str = "default"
+    host: str = "istio-ingressgateway.istio-system.svc.cluster.local:80"
+    transport: str = "rest"
+    data_type: str = "data"
+    payload_type: str = "ndarray"
+    workers: int = 1
+    retries: int = 3
+    method: str = "predict"
+    log_level: str = "info"
+    benchmark: bool = False
+    batch_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    batch_size: int = 1
+    batch_interval: float = 0.0
+    use_ssl: bool = False
+    ssl_verify: bool = True
+    ca_cert: str | None = None
+    call_credentials_token: str | None = None
+    timeout: float = 30.0
+    max_failures: int | None = None
+
+    def replace(self, **changes: Any) -> BatchConfig:
+        """A copy with some settings changed (per-file overrides in the daemon)."""
+        return attrs.evolve(self, **changes)
