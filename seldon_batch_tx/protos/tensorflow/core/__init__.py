@@ -1,0 +1,1 @@
+"""Generated TensorFlow TensorProto subset (see scripts/gen-protos.sh)."""
