@@ -1,0 +1,208 @@
+"""Conversion between the REST JSON shape of Seldon v1 messages and their protobuf form.
+
+The engine builds every request as the REST body (reference section 2); the gRPC transport
+turns it into a ``SeldonMessage`` / ``Feedback`` here and turns the response back into the
+REST shape, so the output file looks the same whichever transport ran.
+
+Requests are parsed strictly with ``google.protobuf.json_format.ParseDict``: an unknown key
+(``"ndarry"``), two payloads at once, a wrong type or bad base64 raises :class:`ValueError`
+rather than silently sending an empty message.
+
+Responses use the REST/proto3-JSON field names (``strData``, ``jsonData``, ``binData`` as
+base64, ``tensorShape``, ``doubleVal``, ``requestPath``...). ``google.protobuf.Value`` parts
+(``data.ndarray``, ``jsonData``, ``meta.tags``) are converted here rather than by
+``json_format`` so that NaN/Infinity survive (``json_format`` refuses them) and so that
+integers can be restored:
+
+* ``meta.tags`` and ``jsonData``: each number that is integral and within +-2**53 becomes an
+  ``int`` (``batch_index`` 7.0 -> 7). JSON itself has no int/float distinction, so this is
+  the honest reading of a value that was sent as JSON.
+* ``data.ndarray``: an ndarray is one numpy array on the model side, hence homogeneous; its
+  numbers become ints only if *every* number in it is integral (and within +-2**53),
+  otherwise all stay floats (``[[1, 0.5]]`` stays ``[[1.0, 0.5]]``, never a mix).
+
+What cannot be preserved over gRPC (the information is not on the wire):
+
+* whether a number was an int or a float: a float ndarray whose values all happen to be
+  integral (``[[1.0, 0.0]]``) comes back as ints, a float tag ``1.0`` comes back as ``1``;
+  ``-0.0`` comes back as ``0``;
+* integers beyond +-2**53 in ndarray/jsonData/tags: they travel as doubles and lose
+  precision (they come back as floats);
+* ``data.tensor.values`` is ``repeated double`` by definition: always floats;
+* ``Feedback.reward`` and ``Metric.value`` are 32-bit floats (``0.1`` -> ``0.10000000149...``);
+* ``tftensor`` follows the proto3 JSON mapping exactly like the REST server: 64-bit integers
+  (``int64Val``, ``dim.size``) are strings, ``stringVal`` is base64, NaN is ``"NaN"``;
+* ``customData`` (``google.protobuf.Any``) whose type is unknown here comes back as
+  ``{"@type": url, "value": base64}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
+
+from seldon_batch_tx.protos import prediction_pb2
+
+JSONDict = dict[str, Any]
+
+_MAX_EXACT_INT = 2**53
+
+__all__ = [
+    "feedback_from_dict",
+    "message_from_dict",
+    "message_to_dict",
+    "value_to_python",
+]
+
+
+def _parse(body: Any, message: Message, what: str) -> Message:
+    """ParseDict with every failure turned into one clear ValueError."""
+    if not isinstance(body, dict):
+        # ValueError, not TypeError: the engine turns ValueError into an error line.
+        raise ValueError(f"{what} must be a JSON object, got {type(body).__name__}")  # noqa: TRY004
+    try:
+        json_format.ParseDict(body, message)
+    except json_format.ParseError as exc:
+        raise ValueError(f"invalid {what}: {exc}") from None
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise ValueError(f"invalid {what}: {type(exc).__name__}: {exc}") from None
+    return message
+
+
+def message_from_dict(body: JSONDict) -> prediction_pb2.SeldonMessage:
+    """Build a ``SeldonMessage`` from a REST request body; ValueError if malformed."""
+    msg = _parse(body, prediction_pb2.SeldonMessage(), "SeldonMessage")
+    assert isinstance(msg, prediction_pb2.SeldonMessage)
+    return msg
+
+
+def feedback_from_dict(body: JSONDict) -> prediction_pb2.Feedback:
+    """Build a ``Feedback`` from ``{"request", "response", "reward", "truth"}``; ValueError if malformed."""
+    msg = _parse(body, prediction_pb2.Feedback(), "Feedback")
+    assert isinstance(msg, prediction_pb2.Feedback)
+    return msg
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def _restore_int(x: float) -> float | int:
+    if math.isfinite(x) and x.is_integer() and -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT:
+        return int(x)
+    return x
+
+
+def value_to_python(value: struct_pb2.Value, *, ints: bool = True) -> Any:
+    """A ``google.protobuf.Value`` as plain Python, integral numbers as ints (per value)."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return _restore_int(value.number_value) if ints else value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: value_to_python(v, ints=ints) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [value_to_python(v, ints=ints) for v in value.list_value.values]
+    return None  # null_value or unset
+
+
+class _NumberScan:
+    """Whether every number seen in an ndarray is an exactly representable integer."""
+
+    all_integral = True
+
+
+def _ndarray_floats(values: Any, scan: _NumberScan) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        kind = v.WhichOneof("kind")
+        if kind == "number_value":
+            x = v.number_value
+            if scan.all_integral and not (
+                math.isfinite(x) and x.is_integer() and -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT
+            ):
+                scan.all_integral = False
+            out.append(x)
+        elif kind == "list_value":
+            out.append(_ndarray_floats(v.list_value.values, scan))
+        else:
+            out.append(value_to_python(v, ints=False))
+    return out
+
+
+def _floats_to_ints(values: list[Any]) -> list[Any]:
+    return [
+        int(v) if isinstance(v, float) else _floats_to_ints(v) if isinstance(v, list) else v
+        for v in values
+    ]
+
+
+def ndarray_to_python(ndarray: struct_pb2.ListValue, *, ints: bool = True) -> list[Any]:
+    """An ndarray ``ListValue`` as nested lists; all-integral arrays become ints (per array)."""
+    scan = _NumberScan()
+    rows = _ndarray_floats(ndarray.values, scan)
+    if ints and scan.all_integral:
+        return _floats_to_ints(rows)
+    return rows
+
+
+def _any_to_dict(any_msg: Any) -> JSONDict:
+    try:
+        result: JSONDict = json_format.MessageToDict(any_msg)
+        return result
+    except (TypeError, KeyError, json_format.Error):
+        return {
+            "@type": any_msg.type_url,
+            "value": base64.b64encode(any_msg.value).decode("ascii"),
+        }
+
+
+def _meta_to_dict(meta: prediction_pb2.Meta, ints: bool) -> JSONDict:
+    rest = prediction_pb2.Meta()
+    rest.CopyFrom(meta)
+    rest.ClearField("tags")
+    out: JSONDict = json_format.MessageToDict(rest)
+    if meta.tags:
+        out["tags"] = {k: value_to_python(v, ints=ints) for k, v in meta.tags.items()}
+    return out
+
+
+def _data_to_dict(data: prediction_pb2.DefaultData, ints: bool) -> JSONDict:
+    out: JSONDict = {}
+    if data.names:
+        out["names"] = list(data.names)
+    kind = data.WhichOneof("data_oneof")
+    if kind == "ndarray":
+        out["ndarray"] = ndarray_to_python(data.ndarray, ints=ints)
+    elif kind == "tensor":
+        out["tensor"] = {"shape": list(data.tensor.shape), "values": list(data.tensor.values)}
+    elif kind == "tftensor":
+        out["tftensor"] = json_format.MessageToDict(data.tftensor)
+    return out
+
+
+def message_to_dict(msg: prediction_pb2.SeldonMessage, *, ints: bool = True) -> JSONDict:
+    """A response ``SeldonMessage`` in the REST JSON shape (see the module docstring for ints)."""
+    out: JSONDict = {}
+    if msg.HasField("status"):
+        out["status"] = json_format.MessageToDict(msg.status)
+    if msg.HasField("meta"):
+        out["meta"] = _meta_to_dict(msg.meta, ints)
+    kind = msg.WhichOneof("data_oneof")
+    if kind == "data":
+        out["data"] = _data_to_dict(msg.data, ints)
+    elif kind == "binData":
+        out["binData"] = base64.b64encode(msg.binData).decode("ascii")
+    elif kind == "strData":
+        out["strData"] = msg.strData
+    elif kind == "jsonData":
+        out["jsonData"] = value_to_python(msg.jsonData, ints=ints)
+    elif kind == "customData":
+        out["customData"] = _any_to_dict(msg.customData)
+    return out

@@ -1,0 +1,370 @@
+"""The gRPC transport: one channel per run, calls kept off the reactor thread.
+
+Requests arrive as REST-shaped dicts (built by the engine) and leave as the model's response
+in the same shape, so nothing downstream knows which transport ran; the conversion lives in
+:mod:`seldon_batch_tx.grpc_messages`.
+
+Two ways of keeping blocking gRPC off the reactor are implemented (``mode=``):
+
+* ``"futures"`` (default): ``stub.Predict.future(...)``; gRPC's own completion thread hands the
+  result back with ``reactor.callFromThread``. No thread per in-flight request, cancellable.
+* ``"threads"``: blocking ``stub.Predict(...)`` in a dedicated ``ThreadPool`` sized to
+  ``config.workers`` via ``deferToThreadPool`` (never the reactor's shared pool, which DNS uses).
+
+``bench/grpc_modes.py`` measures both against the real microservice; see its docstring.
+
+Which service: ``seldon.protos.Seldon`` for every gateway. The Seldon Core executor (what
+istio/ambassador route to, and what ``--gateway-type seldon`` usually points at) serves only
+``Seldon``; the Python model microservice serves both ``Seldon`` and ``Model``. ``service="Model"``
+is available for a bare non-Python model unit that serves only ``Model``.
+
+TLS without verification (``use_ssl`` and ``ssl_verify=False``): gRPC has no switch to skip
+verification. Unless ``ca_cert`` is given, ``start()`` fetches the server's certificate once
+(trust on first use, off the reactor thread) and trusts exactly that certificate, overriding the
+expected host name with a name taken from it. This works for the usual self-signed server
+certificate; a certificate signed by an unknown CA cannot be trusted that way: pass ``ca_cert``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import txaio
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.grpc_messages import (
+    JSONDict,
+    feedback_from_dict,
+    message_from_dict,
+    message_to_dict,
+)
+from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
+from seldon_batch_tx.transport import RequestFailed
+
+txaio.use_twisted()
+
+MODES = ("futures", "threads")
+SERVICES = ("Seldon", "Model")
+
+#: Codes worth another attempt: the server was unreachable, too slow or shedding load.
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+MAX_MESSAGE_BYTES = 100 * 1024 * 1024
+
+#: Message sizes far above gRPC's 4 MB default (whole mini-batches travel in one message);
+#: keepalive pings during calls notice a dead gateway connection within ~80 s, and stay
+#: within what a default gRPC server tolerates (client sends at most 2 pings without data).
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+]
+
+
+def rpc_failure(error: grpc.RpcError) -> RequestFailed:
+    """The RequestFailed for a failed call: kind ``grpc_<CODE>``, numeric code, retryable or not."""
+    code_fn = getattr(error, "code", None)
+    details_fn = getattr(error, "details", None)
+    code = code_fn() if callable(code_fn) else None
+    details = (details_fn() if callable(details_fn) else None) or ""
+    if not isinstance(code, grpc.StatusCode):
+        return RequestFailed("grpc_UNKNOWN", f"gRPC call failed: {error!r}", code=2, info="UNKNOWN")
+    return RequestFailed(
+        f"grpc_{code.name}",
+        f"gRPC {code.name}: {details}",
+        code=code.value[0],
+        retryable=code in RETRYABLE_CODES,
+        info=code.name,
+    )
+
+
+def model_failure(status: prediction_pb2.Status) -> RequestFailed:
+    """A response with ``status.status == FAILURE`` is a failed request, never retried."""
+    reason = status.reason or status.info or "the model answered with status FAILURE"
+    return RequestFailed(
+        "model_failure", reason, code=status.code or None, retryable=False, info=status.info
+    )
+
+
+def response_to_dict(response: prediction_pb2.SeldonMessage) -> JSONDict:
+    """The REST-shaped response, or RequestFailed for a FAILURE status or an unreadable message."""
+    if response.HasField("status") and response.status.status == prediction_pb2.Status.FAILURE:
+        raise model_failure(response.status)
+    try:
+        return message_to_dict(response)
+    except Exception as exc:  # a conversion bug must not kill the worker
+        raise RequestFailed("bad_response", f"cannot convert the gRPC response: {exc}") from exc
+
+
+def fetch_server_certificate(host: str, port: int, timeout: float) -> bytes:
+    """The server's leaf certificate (PEM), without verifying it, offering ALPN h2 like gRPC."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host, port), timeout=timeout) as sock,
+        context.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ssl.SSLError(f"{host}:{port} sent no certificate")
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
+
+
+def certificate_name_for(pem: bytes, host: str) -> str | None:
+    """A name the certificate is valid for, to override the target name; None if ``host`` fits."""
+    from cryptography import x509  # only needed for ssl_verify=False
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = san.get_values_for_type(x509.DNSName)
+        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        dns_names, ips = [], []
+    try:
+        if str(ipaddress.ip_address(host)) in ips:
+            return None
+    except ValueError:
+        if host in dns_names:
+            return None
+    if dns_names:
+        return dns_names[0].lstrip("*.") if dns_names[0].startswith("*.") else dns_names[0]
+    common = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if common:
+        return str(common[0].value)
+    return ips[0] if ips else None
+
+
+def split_host_port(target: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` / ``host`` (port 443) as a pair."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest.lstrip(":") or 443)
+    host, sep, port = target.rpartition(":")
+    if not sep or ":" in host:
+        return target, 443
+    return host, int(port)
+
+
+class GrpcTransport:
+    """Sends Seldon v1 predict/feedback calls over one shared gRPC channel."""
+
+    log = txaio.make_logger()  # type: ignore[attr-defined]
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        reactor: Any,
+        *,
+        mode: str = "futures",
+        service: str = "Seldon",
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if service not in SERVICES:
+            raise ValueError(f"service must be one of {SERVICES}, not {service!r}")
+        self._config = config
+        self._reactor = reactor
+        self._mode = mode
+        self._service = service
+        self._channel: grpc.Channel | None = None
+        self._call: Any = None  # the stub's multi-callable for the configured method
+        self._pool: ThreadPool | None = None
+        self._shutdown_trigger: Any = None
+        self._waiting: list[Deferred[None]] | None = None  # sends waiting for the channel
+        self._starting_error: Failure | None = None
+        self._build: Callable[[JSONDict], Any] = (
+            feedback_from_dict if config.method == "feedback" else message_from_dict
+        )
+        self._metadata = self._base_metadata(config)
+
+    @staticmethod
+    def _base_metadata(config: BatchConfig) -> tuple[tuple[str, str], ...]:
+        metadata: list[tuple[str, str]] = []
+        if config.gateway_type in ("istio", "ambassador"):
+            metadata += [("seldon", config.deployment_name), ("namespace", config.namespace)]
+        if config.call_credentials_token:
+            metadata.append(("x-auth-token", config.call_credentials_token))
+        return tuple(metadata)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the channel (and the thread pool in ``threads`` mode)."""
+        config = self._config
+        if self._mode == "threads":
+            self._pool = ThreadPool(
+                minthreads=config.workers, maxthreads=config.workers, name="grpc-transport"
+            )
+            self._pool.start()
+            # Pool threads are not daemons: stop them even if nobody calls stop().
+            self._shutdown_trigger = self._reactor.addSystemEventTrigger(
+                "during", "shutdown", self._pool.stop
+            )
+        if config.use_ssl and not config.ssl_verify and not config.ca_cert:
+            self._waiting = []
+            threading.Thread(
+                target=self._fetch_certificate_then_connect, name="grpc-tls-fetch", daemon=True
+            ).start()
+        else:
+            root = None
+            if config.use_ssl and config.ca_cert:
+                with open(config.ca_cert, "rb") as f:
+                    root = f.read()
+            self._connect(root, None)
+
+    def _connect(self, root_certificates: bytes | None, name_override: str | None) -> None:
+        config = self._config
+        options = list(CHANNEL_OPTIONS)
+        if config.use_ssl:
+            if name_override:
+                options.append(("grpc.ssl_target_name_override", name_override))
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(config.host, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(config.host, options=options)
+        stub: Any = (
+            prediction_pb2_grpc.SeldonStub(self._channel)
+            if self._service == "Seldon"
+            else prediction_pb2_grpc.ModelStub(self._channel)
+        )
+        self._call = stub.SendFeedback if config.method == "feedback" else stub.Predict
+        self.log.info(
+            "gRPC channel to {host} open (tls={tls}, service={service}, method={method}, mode={mode})",
+            host=config.host,
+            tls=config.use_ssl,
+            service=self._service,
+            method=config.method,
+            mode=self._mode,
+        )
+
+    def _fetch_certificate_then_connect(self) -> None:
+        """Runs in its own thread: trust-on-first-use for ``ssl_verify=False``."""
+        host, port = split_host_port(self._config.host)
+        try:
+            pem = fetch_server_certificate(host, port, self._config.timeout)
+            name = certificate_name_for(pem, host)
+        except (OSError, ValueError):  # connection/TLS errors, unparsable certificate
+            self._reactor.callFromThread(self._connected, Failure())
+        else:
+            self._reactor.callFromThread(self._connect_trusting, pem, name)
+
+    def _connect_trusting(self, pem: bytes, name: str | None) -> None:
+        self.log.warn(  # noqa: G010 (txaio loggers spell it warn)
+            "TLS verification off: trusting the certificate {host} presents now (name {name})",
+            host=self._config.host,
+            name=name,
+        )
+        self._connect(pem, name)
+        self._connected(None)
+
+    def _connected(self, error: Failure | None) -> None:
+        if error is not None:
+            self.log.failure("cannot fetch the server certificate from {host}", error, host=self._config.host)
+            self._starting_error = error
+        waiting, self._waiting = self._waiting or [], None
+        for d in waiting:
+            d.callback(None)
+
+    def stop(self) -> Deferred[None]:
+        """Close the channel (in-flight calls fail with CANCELLED) and join the pool's threads."""
+        channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            channel.close()
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return succeed(None)
+        if self._shutdown_trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        done: Deferred[None] = Deferred()
+
+        def join() -> None:
+            pool.stop()
+            self._reactor.callFromThread(done.callback, None)
+
+        threading.Thread(target=join, name="grpc-transport-stop", daemon=True).start()
+        return done
+
+    # --- requests ------------------------------------------------------------------------
+
+    def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
+        """Call the model; a malformed ``body`` fails with ValueError, a failed call with RequestFailed."""
+        if self._waiting is not None:  # TLS certificate still being fetched
+            ready: Deferred[None] = Deferred()
+            self._waiting.append(ready)
+            return ready.addCallback(lambda _: self.send(body, puid))
+        if self._starting_error is not None:
+            return fail(
+                RequestFailed(
+                    "connection",
+                    f"cannot reach {self._config.host} for TLS: {self._starting_error.getErrorMessage()}",
+                    retryable=False,
+                )
+            )
+        if self._call is None:
+            return fail(RuntimeError("GrpcTransport.send() called before start() or after stop()"))
+        try:
+            request = self._build(body)
+        except ValueError:
+            return fail()
+        metadata = (*self._metadata, ("seldon-puid", puid))
+        if self._mode == "threads":
+            assert self._pool is not None
+            return deferToThreadPool(self._reactor, self._pool, self._blocking_call, request, metadata)
+        return self._future_call(request, metadata)
+
+    def _blocking_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> JSONDict:
+        """Runs in the dedicated pool."""
+        try:
+            response = self._call(request, timeout=self._config.timeout, metadata=metadata)
+        except grpc.RpcError as error:
+            raise rpc_failure(error) from None
+        return response_to_dict(response)
+
+    def _future_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> Deferred[JSONDict]:
+        try:
+            future = self._call.future(request, timeout=self._config.timeout, metadata=metadata)
+        except grpc.RpcError as error:
+            return fail(rpc_failure(error))
+        except ValueError as error:  # e.g. the channel was closed meanwhile
+            return fail(RequestFailed("connection", f"gRPC channel unusable: {error}"))
+        d: Deferred[JSONDict] = Deferred(lambda _: future.cancel())
+        future.add_done_callback(
+            lambda f: self._reactor.callFromThread(self._deliver, d, f)
+        )
+        return d
+
+    def _deliver(self, d: Deferred[JSONDict], future: Any) -> None:
+        """On the reactor thread: fire ``d`` from the finished gRPC future."""
+        if d.called:  # cancelled by the caller meanwhile
+            return
+        if future.cancelled():
+            d.errback(CancelledError("gRPC call cancelled"))
+            return
+        error = future.exception()
+        if error is not None:
+            d.errback(rpc_failure(error) if isinstance(error, grpc.RpcError) else error)
+            return
+        try:
+            result = response_to_dict(future.result())
+        except RequestFailed:
+            d.errback()
+        else:
+            d.callback(result)
