@@ -1,0 +1,86 @@
+"""One batch from file to file: opens what the engine needs, runs it, closes everything.
+
+The command line, the daemon and the tests all run batches through :class:`Batch`, so a file
+is always read, written and summarised the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import txaio
+from twisted.internet.task import LoopingCall
+
+from .config import BatchConfig
+from .engine import BatchRun, Summary
+from .reader import count_lines, read_items
+from .stats import BatchStats
+from .transport import Transport
+from .writer import LineWriter
+
+log = txaio.make_logger()
+
+
+def make_transport(config: BatchConfig, reactor: Any) -> Transport:
+    """The transport ``config.transport`` names; gRPC is imported only when asked for."""
+    if config.transport == "grpc":
+        from .transport_grpc import GrpcTransport
+
+        return GrpcTransport(config, reactor)
+    from .transport_rest import RestTransport
+
+    return RestTransport(config, reactor)
+
+
+class Batch:
+    """A batch job with live :class:`BatchStats` and a graceful :meth:`stop`."""
+
+    def __init__(self, config: BatchConfig, reactor: Any, *, stats: BatchStats | None = None,
+                 transport: Transport | None = None, name: str | None = None) -> None:
+        self.config = config
+        self._reactor = reactor
+        self.stats = stats or BatchStats(config.batch_id, name or os.path.basename(config.input_data_path))
+        self._transport = transport or make_transport(config, reactor)
+        self._run: BatchRun | None = None
+        self._stop_reason: str | None = None
+        self._abandon_call: Any = None
+
+    async def run(self) -> Summary:
+        config, stats = self.config, self.stats
+        stats.total = count_lines(config.input_data_path)
+        self._transport.start()
+        writer = LineWriter(config.output_data_path)
+        flusher = LoopingCall(lambda: writer.flush(self._reactor.seconds()))
+        flusher.clock = self._reactor
+        flusher.start(1.0, now=False)
+        log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
+                 batch_id=config.batch_id, total=stats.total, path=config.input_data_path,
+                 model=config.deployment_name, transport=config.transport)
+        try:
+            with open(config.input_data_path, "rb") as stream:
+                self._run = BatchRun(config, read_items(stream, config.batch_id), self._transport,
+                                     writer, stats, self._reactor)
+                if self._stop_reason:
+                    self._run.stop(self._stop_reason)
+                summary = await self._run.run()
+        except BaseException as e:
+            stats.state, stats.reason = "failed", str(e)
+            raise
+        finally:
+            flusher.stop()
+            writer.close()
+            if self._abandon_call is not None and self._abandon_call.active():
+                self._abandon_call.cancel()
+            await self._transport.stop()
+        log.info("batch {batch_id} finished: {summary}", batch_id=config.batch_id, summary=summary.text())
+        return summary
+
+    def stop(self, reason: str, grace: float = 30.0) -> None:
+        """Take no new lines; give requests in flight ``grace`` seconds, then abandon them."""
+        self._stop_reason = reason
+        if self._run is None:
+            return
+        self._run.stop(reason)
+        if self._abandon_call is None:
+            self._abandon_call = self._reactor.callLater(grace, self._run.abandon)

@@ -1,0 +1,72 @@
+"""``seldon-batch-processor``: the seed's command, run on a Twisted reactor."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+
+from .engine import EXIT_USAGE
+from .options import ProcessorOptions
+
+PROG = "seldon-batch-processor"
+
+
+def parse(argv: Sequence[str] | None) -> ProcessorOptions:
+    """Parsed options, or a one-line error and exit status 2 before anything is sent."""
+    options = ProcessorOptions()
+    try:
+        options.parseOptions(list(argv) if argv is not None else sys.argv[1:])
+    except usage.UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"Try '{PROG} --help' for more information.", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse(argv)
+    config = options.config()
+
+    from twisted.internet import task
+
+    from .logs import start_logging
+
+    start_logging(config.log_level)
+    task.react(_run, (options,))
+
+
+def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
+    from .batch import Batch
+    from .progress import ProgressReporter
+
+    config = options.config()
+    batch = Batch(config, reactor)
+    progress = ProgressReporter(batch.stats, reactor, sys.stderr)
+    finished: Deferred[None] = Deferred()
+
+    def on_shutdown() -> Deferred[None]:
+        batch.stop("interrupted by a signal")
+        return finished
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+
+    async def run() -> None:
+        progress.start()
+        try:
+            summary = await batch.run()
+        finally:
+            progress.stop()
+            finished.callback(None)
+        reactor.removeSystemEventTrigger(trigger)
+        print(summary.text(), flush=True)
+        if config.benchmark:
+            print(f"Benchmark: elapsed time {summary.elapsed:.3f} s for {summary.lines} lines, "
+                  f"{summary.rate:.1f} lines/s, {config.workers} workers, batch size {config.batch_size}",
+                  flush=True)
+        raise SystemExit(summary.exit_code)
+
+    return Deferred.fromCoroutine(run())

@@ -1,0 +1,30 @@
+"""Logging that honours ``--log-level``.
+
+txaio's loggers replace the methods below the current level with no-ops, so a debug call on
+the per-request path costs nothing when debug is off (no formatting, no event dict). Events go
+through ``twisted.logger`` to stderr; stdout stays free for the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import txaio
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
+txaio.use_twisted()
+
+
+def start_logging(level: str, out: TextIO | None = None) -> None:
+    """Send structured log events at ``level`` and above to ``out`` (stderr by default)."""
+    txaio.set_global_log_level(level)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level.replace("warning", "warn")))
+    observer = FilteringLogObserver(textFileLogObserver(out or sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -1,0 +1,300 @@
+"""The Seldon protocol's message formats: input line -> request body -> output lines.
+
+Nothing here touches a socket or a file. A line becomes a :class:`Parsed` value, one or more
+of those become a request body, and the model's response is split back into exactly one output
+line per input line, each carrying its own batch tags in ``meta.tags``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from .config import BatchConfig
+from .reader import Item
+
+JSONDict = dict[str, Any]
+
+DATA_KEYS = ("data", "strData", "jsonData", "binData", "customData")
+FEEDBACK_KEYS = ("request", "response", "reward", "truth")
+ARRAY_KINDS = ("ndarray", "tensor", "tftensor")
+TF_VALUE_FIELDS = ("doubleVal", "floatVal", "intVal", "int64Val", "boolVal", "stringVal", "halfVal")
+
+
+class InputError(ValueError):
+    """A line that cannot become a request; the message says what is wrong with it."""
+
+
+class ResponseMismatch(ValueError):
+    """A mini-batch response whose rows cannot be matched one-to-one with its input lines."""
+
+
+@attrs.frozen(slots=True)
+class Parsed:
+    """A line that passed validation: its value, how many rows it adds, and its own tags."""
+
+    item: Item
+    value: Any
+    rows: int = 1
+    shape: tuple[int, ...] = ()
+    own_tags: JSONDict = attrs.field(factory=dict)
+
+
+def tags_for(batch_id: str, item: Item) -> JSONDict:
+    """The identifiers every request and output line carries (``batch_index`` an int)."""
+    return {"batch_id": batch_id, "batch_instance_id": item.instance_id, "batch_index": item.index}
+
+
+def _shape_of(value: Any, where: str) -> tuple[int, ...]:
+    """Shape of a rectangular nested list of numbers; InputError if ragged or not numeric."""
+    if not isinstance(value, list):
+        raise InputError(f"{where}: expected a JSON array of numbers, got {type(value).__name__}")
+    if not value:
+        raise InputError(f"{where}: empty array")
+    first = value[0]
+    if isinstance(first, list):
+        inner = _shape_of(first, where)
+        for row in value[1:]:
+            if _shape_of(row, where) != inner:
+                raise InputError(f"{where}: ragged array, rows have different shapes")
+        return (len(value), *inner)
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise InputError(f"{where}: expected numbers, found {json.dumps(x)[:40]}")
+    return (len(value),)
+
+
+def _flatten(value: Any) -> list[Any]:
+    if value and isinstance(value[0], list):
+        return [x for row in value for x in _flatten(row)]
+    return list(value)
+
+
+def _row_size(shape: Sequence[int]) -> int:
+    size = 1
+    for dim in shape[1:]:
+        size *= dim
+    return size
+
+
+class SeldonCodec:
+    """Builds Seldon protocol v1 requests for one batch configuration and splits responses."""
+
+    def __init__(self, config: BatchConfig) -> None:
+        self.batch_id = config.batch_id
+        self.data_type = config.data_type
+        self.payload_type = config.payload_type
+        self.method = config.method
+        #: Only plain arrays can be concatenated into one request; others go one per request.
+        self.batch_size = config.batch_size if self.batchable(config) else 1
+
+    @staticmethod
+    def batchable(config: BatchConfig) -> bool:
+        return config.data_type == "data" and config.method == "predict"
+
+    # -- input line -> Parsed -------------------------------------------------------------
+
+    def parse(self, item: Item) -> Parsed:
+        """Validate one line for the configured data and payload type."""
+        line = item.line.strip()
+        if not line:
+            raise InputError("blank line")
+        if self.data_type == "str":
+            return Parsed(item, self._parse_str(line))
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            raise InputError(f"line is not valid JSON: {e}") from None
+        if self.method == "feedback":
+            return self._parse_feedback(item, value)
+        if self.data_type == "json":
+            return Parsed(item, value)
+        if self.data_type == "raw":
+            return self._parse_raw(item, value)
+        if not isinstance(value, list):
+            raise InputError(
+                f"{self.payload_type} payload: expected a JSON array, got {type(value).__name__}"
+            )
+        if not value:
+            raise InputError(f"{self.payload_type} payload: empty array")
+        if self.payload_type == "ndarray":
+            if self.batch_size > 1 and not isinstance(value[0], list):
+                value = [value]  # a flat line is one row of the mini-batch
+            return Parsed(item, value, rows=len(value))
+        shape = _shape_of(value, self.payload_type + " payload")
+        if len(shape) == 1 and self.batch_size > 1:
+            shape = (1, *shape)
+            value = [value]
+        return Parsed(item, value, rows=shape[0], shape=shape)
+
+    @staticmethod
+    def _parse_str(line: bytes) -> str:
+        text = line.decode("utf-8", errors="replace")
+        if text.startswith('"'):
+            try:
+                decoded = json.loads(text)
+            except ValueError:
+                return text
+            if isinstance(decoded, str):
+                return decoded
+        return text
+
+    @staticmethod
+    def _own_tags(message: JSONDict) -> JSONDict:
+        meta = message.get("meta")
+        tags = meta.get("tags") if isinstance(meta, dict) else None
+        return dict(tags) if isinstance(tags, dict) else {}
+
+    def _parse_raw(self, item: Item, value: Any) -> Parsed:
+        if not isinstance(value, dict):
+            raise InputError(f"raw payload: expected a SeldonMessage object, got {type(value).__name__}")
+        if not any(k in value for k in DATA_KEYS):
+            raise InputError(f"raw payload: a SeldonMessage needs one of {', '.join(DATA_KEYS)}")
+        return Parsed(item, value, own_tags=self._own_tags(value))
+
+    def _parse_feedback(self, item: Item, value: Any) -> Parsed:
+        if not isinstance(value, dict) or not any(k in value for k in FEEDBACK_KEYS):
+            raise InputError(
+                "feedback: expected a Feedback object with request, response, reward or truth"
+            )
+        request = value.get("request")
+        return Parsed(item, value, own_tags=self._own_tags(request) if isinstance(request, dict) else {})
+
+    # -- Parsed values -> request body ----------------------------------------------------
+
+    def build(self, parsed: list[Parsed]) -> tuple[JSONDict, list[Parsed], list[tuple[Parsed, str]]]:
+        """One request body for these lines, the lines it holds, and lines that cannot join it."""
+        first = parsed[0]
+        tags = tags_for(self.batch_id, first.item)
+        if self.method == "feedback":
+            body = dict(first.value)
+            request = dict(body.get("request") or {})
+            request["meta"] = self._with_tags(request.get("meta"), tags)
+            body["request"] = request
+            return body, [first], []
+        if self.data_type == "raw":
+            body = dict(first.value)
+            body["meta"] = self._with_tags(body.get("meta"), tags)
+            return body, [first], []
+        if self.data_type == "str":
+            return {"strData": first.value, "meta": {"tags": tags}}, [first], []
+        if self.data_type == "json":
+            return {"jsonData": first.value, "meta": {"tags": tags}}, [first], []
+
+        members, rejected = [first], []
+        for p in parsed[1:]:
+            if self.payload_type != "ndarray" and p.shape[1:] != first.shape[1:]:
+                rejected.append((p, f"shape {list(p.shape)} does not fit the mini-batch's "
+                                    f"row shape {list(first.shape[1:])}"))
+            else:
+                members.append(p)
+        if len(members) == 1:
+            array = first.value
+            shape = first.shape
+        else:
+            array = [row for p in members for row in p.value]
+            shape = (sum(p.rows for p in members), *first.shape[1:])
+        return {"data": self._data(array, shape), "meta": {"tags": tags}}, members, rejected
+
+    @staticmethod
+    def _with_tags(meta: Any, tags: JSONDict) -> JSONDict:
+        meta = dict(meta) if isinstance(meta, dict) else {}
+        own = meta.get("tags")
+        meta["tags"] = {**own, **tags} if isinstance(own, dict) else tags
+        return meta
+
+    def _data(self, array: list[Any], shape: tuple[int, ...]) -> JSONDict:
+        if self.payload_type == "ndarray":
+            return {"ndarray": array}
+        values = _flatten(array)
+        if self.payload_type == "tensor":
+            return {"tensor": {"shape": list(shape), "values": values}}
+        return {
+            "tftensor": {
+                "dtype": "DT_DOUBLE",
+                "tensorShape": {"dim": [{"size": str(d)} for d in shape]},
+                "doubleVal": values,
+            }
+        }
+
+    # -- response -> output lines ---------------------------------------------------------
+
+    def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
+        """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
+        if len(members) == 1:
+            return [self._tagged(response, members[0])]
+        data = response.get("data")
+        if not isinstance(data, dict):
+            raise ResponseMismatch("mini-batch response has no data to split into rows")
+        slices = self._split(data, [p.rows for p in members])
+        return [self._tagged({**response, "data": part}, p) for part, p in zip(slices, members)]
+
+    def _split(self, data: JSONDict, rows: list[int]) -> list[JSONDict]:
+        want = sum(rows)
+        rest = {k: v for k, v in data.items() if k not in ARRAY_KINDS}
+        if isinstance(data.get("ndarray"), list):
+            array = data["ndarray"]
+            self._check_rows(len(array), want)
+            out, start = [], 0
+            for n in rows:
+                out.append({**rest, "ndarray": array[start:start + n]})
+                start += n
+            return out
+        if isinstance(data.get("tensor"), dict):
+            tensor = data["tensor"]
+            shape, values = list(tensor.get("shape") or []), list(tensor.get("values") or [])
+            self._check_rows(shape[0] if shape else 0, want)
+            size = _row_size(shape)
+            out, start = [], 0
+            for n in rows:
+                part = {"shape": [n, *shape[1:]], "values": values[start * size:(start + n) * size]}
+                out.append({**rest, "tensor": part})
+                start += n
+            return out
+        if isinstance(data.get("tftensor"), dict):
+            tf = data["tftensor"]
+            dims = [int(d.get("size", 0)) for d in (tf.get("tensorShape") or {}).get("dim", [])]
+            self._check_rows(dims[0] if dims else 0, want)
+            size = _row_size(dims)
+            field = next((f for f in TF_VALUE_FIELDS if f in tf), None)
+            values = list(tf.get(field) or []) if field else []
+            out, start = [], 0
+            for n in rows:
+                part = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS}
+                part["tensorShape"] = {"dim": [{"size": str(d)} for d in [n, *dims[1:]]]}
+                if field:
+                    part[field] = values[start * size:(start + n) * size]
+                out.append({**rest, "tftensor": part})
+                start += n
+            return out
+        raise ResponseMismatch("mini-batch response has no ndarray, tensor or tftensor to split")
+
+    @staticmethod
+    def _check_rows(got: int, want: int) -> None:
+        if got != want:
+            raise ResponseMismatch(f"model returned {got} rows for {want} input rows")
+
+    def _tagged(self, response: JSONDict, parsed: Parsed) -> JSONDict:
+        out = dict(response)
+        meta = out.get("meta")
+        meta = dict(meta) if isinstance(meta, dict) else {}
+        tags = meta.get("tags")
+        meta["tags"] = {**(tags if isinstance(tags, dict) else parsed.own_tags),
+                        **tags_for(self.batch_id, parsed.item)}
+        out["meta"] = meta
+        return out
+
+    # -- failures -------------------------------------------------------------------------
+
+    def error(
+        self, item: Item, reason: str, *, info: str, code: int | None = None,
+        own_tags: JSONDict | None = None,
+    ) -> JSONDict:
+        """An error line: the line's tags nested in ``meta.tags`` and a readable ``status``."""
+        return {
+            "status": {"code": code, "info": info, "reason": reason, "status": "FAILURE"},
+            "meta": {"tags": {**(own_tags or {}), **tags_for(self.batch_id, item)}},
+        }

@@ -1,0 +1,102 @@
+"""Counters of one batch, written by the engine and only read by progress, summary and dashboard."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, deque
+from typing import Any
+
+import attrs
+
+#: Upper bounds (seconds) of the request latency histogram exported on /metrics.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@attrs.define
+class BatchStats:
+    """Live state of one batch; cheap to update on the per-request path."""
+
+    batch_id: str
+    name: str
+    total: int | None = None
+    state: str = "queued"  # queued | running | done | failed | stopped
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    requests: int = 0
+    errors_by_kind: Counter[str] = attrs.field(factory=Counter)
+    latest_errors: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=20))
+    started: float | None = None
+    finished: float | None = None
+    latency_counts: list[int] = attrs.field(factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+    #: (time, lines done) samples for "rate now" and the throughput chart; bounded.
+    samples: deque[tuple[float, int]] = attrs.field(factory=lambda: deque(maxlen=600))
+    reason: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+    def observe_latency(self, seconds: float) -> None:
+        self.requests += 1
+        self.latency_sum += seconds
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def record_error(self, kind: str, index: int, reason: str) -> None:
+        self.failed += 1
+        self.errors_by_kind[kind] += 1
+        self.latest_errors.append({"batch_index": index, "kind": kind, "reason": reason})
+
+    def sample(self, now: float) -> None:
+        self.samples.append((now, self.done))
+
+    def elapsed(self, now: float) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished if self.finished is not None else now) - self.started
+
+    def rate_overall(self, now: float) -> float:
+        elapsed = self.elapsed(now)
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def rate_now(self, window: float = 5.0) -> float:
+        """Lines/s over roughly the last ``window`` seconds of samples."""
+        if len(self.samples) < 2:
+            return 0.0
+        t1, n1 = self.samples[-1]
+        t0, n0 = t1, n1
+        for t, n in reversed(self.samples):
+            t0, n0 = t, n
+            if t1 - t >= window:
+                break
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta(self, now: float) -> float | None:
+        rate = self.rate_now() or self.rate_overall(now)
+        if self.total is None or rate <= 0 or self.state != "running":
+            return None
+        return max(self.total - self.done, 0) / rate
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """A JSON-ready view for the API, the dashboard and the summary file."""
+        total = self.total
+        return {
+            "id": self.batch_id,
+            "name": self.name,
+            "state": self.state,
+            "total": total,
+            "done": self.done,
+            "percent": round(100.0 * self.done / total, 1) if total else (100.0 if self.state == "done" else 0.0),
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "retries": self.retries,
+            "requests": self.requests,
+            "errors_by_kind": dict(self.errors_by_kind),
+            "elapsed": round(self.elapsed(now), 3),
+            "rate_now": round(self.rate_now(), 1),
+            "rate_overall": round(self.rate_overall(now), 1),
+            "eta": None if (eta := self.eta(now)) is None else round(eta, 1),
+            "mean_latency_ms": round(1000 * self.latency_sum / self.requests, 2) if self.requests else None,
+            "reason": self.reason,
+        }

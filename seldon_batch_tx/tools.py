@@ -1,0 +1,40 @@
+"""``seldon-batch``: tools around batch outputs (``verify``, ``merge``).
+
+Kept apart from ``seldon-batch-processor`` so that command keeps the seed's interface.
+Each subcommand lives in its own module and registers here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+Command = Callable[[Sequence[str]], int]
+
+
+def _commands() -> dict[str, tuple[str, Command]]:
+    commands: dict[str, tuple[str, Command]] = {}
+    try:
+        from .verify import main as verify_main
+
+        commands["verify"] = ("report missing, duplicated and failed lines of an output", verify_main)
+    except ImportError:
+        pass
+    try:
+        from .merge import main as merge_main
+
+        commands["merge"] = ("combine shard outputs into one file in batch_index order", merge_main)
+    except ImportError:
+        pass
+    return commands
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    if not args or args[0] in ("-h", "--help") or args[0] not in commands:
+        print("Usage: seldon-batch COMMAND [ARGS]\n\nCommands:", file=sys.stderr)
+        for name, (doc, _) in sorted(commands.items()):
+            print(f"  {name:8} {doc}", file=sys.stderr)
+        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
+    raise SystemExit(commands[args[0]][1](args[1:]))

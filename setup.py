@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="seldon-batch-tx",
+    version="0.1.0",
+    description="A Twisted batch processor for Seldon Core and Open Inference Protocol models",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["seldon_batch_tx", "seldon_batch_tx.*"]) + ["twisted.plugins"],
+    package_data={"seldon_batch_tx": ["protos/*.proto", "protos/**/*.proto"], "": ["web/**/*"]},
+    data_files=[],
+    include_package_data=True,
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "treq>=24.9",
+        "txaio>=23.1",
+        "jinja2>=3.1",
+        "grpcio>=1.60",
+        "protobuf>=5.26",
+        "attrs>=23.1",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "grpcio-tools>=1.60",
+                "pyyaml>=6", "cryptography>=42"],
+    },
+    entry_points={
+        "console_scripts": [
+            "seldon-batch-processor=seldon_batch_tx.cli:main",
+            "seldon-batch=seldon_batch_tx.tools:main",
+        ],
+    },
+)
