@@ -52,9 +52,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
 fi
 
+pip_install() {
+    # Quiet; drops pip's notes about local find-links folders that do not exist.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 echo "setup-seldon-venv: installing ${REQS[*]} into $VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${REQS[@]}"
+pip_install --upgrade pip
+pip_install "${REQS[@]}"
 "$VENV/bin/python" -c 'import seldon_core.microservice, pkg_resources'
 echo "$WANT" > "$MARKER"
 echo "setup-seldon-venv: done; $("$VENV/bin/python" -m pip show seldon-core 2>/dev/null | grep -i '^version' || true)"

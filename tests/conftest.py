@@ -1,0 +1,23 @@
+"""Shared pytest fixtures.  Server logic lives in tests/servers.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import SeldonServer, ensure_seldon_venv
+
+
+@pytest.fixture(scope="session")
+def seldon_venv() -> Path:
+    """The python of `.venvs/seldon` (created by scripts/setup-seldon-venv.sh if missing)."""
+    return ensure_seldon_venv()
+
+
+@pytest.fixture(scope="session")
+def seldon_server(seldon_venv: Path) -> Iterator[SeldonServer]:
+    """The real Seldon microservice with EchoModel on 127.0.0.1, for the whole session."""
+    with SeldonServer("EchoModel") as server:
+        yield server
