@@ -7,6 +7,7 @@ is always read, written and summarised the same way.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import txaio
@@ -33,6 +34,15 @@ def make_transport(config: BatchConfig, reactor: Any) -> Transport:
     return RestTransport(config, reactor)
 
 
+def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | None:
+    """One ``wanted`` predicate from several (shard and resume filters), None when there are none."""
+    if not predicates:
+        return None
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda index: all(p(index) for p in predicates)
+
+
 class Batch:
     """A batch job with live :class:`BatchStats` and a graceful :meth:`stop`."""
 
@@ -48,7 +58,14 @@ class Batch:
 
     async def run(self) -> Summary:
         config, stats = self.config, self.stats
-        stats.total = count_lines(config.input_data_path)
+        lines = count_lines(config.input_data_path)
+        # Lines this run skips: other shards' (--shard-index/--shard-count); a resume adds its own.
+        wanted: list[Callable[[int], bool]] = []
+        if config.shard_count > 1:
+            index, count = config.shard_index, config.shard_count
+            wanted.append(lambda i: i % count == index)
+            lines = len(range(index, lines, count))
+        stats.total = lines
         self._transport.start()
         writer = LineWriter(config.output_data_path)
         flusher = LoopingCall(lambda: writer.flush(self._reactor.seconds()))
@@ -59,8 +76,8 @@ class Batch:
                  model=config.deployment_name, transport=config.transport)
         try:
             with open(config.input_data_path, "rb") as stream:
-                self._run = BatchRun(config, read_items(stream, config.batch_id), self._transport,
-                                     writer, stats, self._reactor)
+                self._run = BatchRun(config, read_items(stream, config.batch_id, all_of(wanted)),
+                                     self._transport, writer, stats, self._reactor)
                 if self._stop_reason:
                     self._run.stop(self._stop_reason)
                 summary = await self._run.run()

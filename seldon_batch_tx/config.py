@@ -46,6 +46,13 @@ class BatchConfig:
     call_credentials_token: str | None = None
     timeout: float = 30.0
     max_failures: int | None = None
+    #: This run handles the lines with ``batch_index % shard_count == shard_index``.
+    shard_index: int = 0
+    shard_count: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"shard index {self.shard_index} is not in 0..{self.shard_count - 1}")
 
     def replace(self, **changes: Any) -> BatchConfig:
         """A copy with some settings changed (per-file overrides in the daemon)."""

@@ -75,6 +75,8 @@ class Option:
     default: Any
     help: str
     coerce: Callable[[str], Any] | None = str
+    #: Other environment variables read when ``SELDON_BATCH_*`` is unset (first set wins).
+    fallback_env: tuple[str, ...] = ()
 
     @property
     def field(self) -> str:
@@ -122,6 +124,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", None, 30.0, "Seconds to wait for one response", positive),
     Option("max-failures", None, None, "Stop early, with a non-zero exit, once this many lines failed",
            optional_int),
+    Option("shard-index", None, 0, "Process only the lines with batch_index % SHARD_COUNT == SHARD_INDEX "
+           "[default: $JOB_COMPLETION_INDEX of a Kubernetes Indexed Job, else 0]", at_least(0),
+           fallback_env=("JOB_COMPLETION_INDEX",)),
+    Option("shard-count", None, 1, "How many shards split the input (merge their outputs with "
+           "'seldon-batch merge')", at_least(1)),
 )
 FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
 
@@ -183,13 +190,14 @@ class ProcessorOptions(usage.Options):
         for o in OPTIONS:
             if o.coerce is None:
                 self[o.name] = o.default
-            raw = env.get(o.env)
+            name = next((n for n in (o.env, *o.fallback_env) if env.get(n) is not None), o.env)
+            raw = env.get(name)
             if raw is None:
                 continue
             try:
                 self[o.name] = boolean(raw) if o.coerce is None else o.coerce(raw)
             except ValueError as e:
-                raise usage.UsageError(f"environment variable {o.env}: {e}") from None
+                raise usage.UsageError(f"environment variable {name}: {e}") from None
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
         super().parseOptions(normalise_flags(options if options is not None else sys.argv[1:]))
@@ -200,6 +208,9 @@ class ProcessorOptions(usage.Options):
                 self[o.name] = False
         if not self["deployment-name"]:
             raise usage.UsageError("--deployment-name/-d is required")
+        if not 0 <= self["shard-index"] < self["shard-count"]:
+            raise usage.UsageError(f"--shard-index {self['shard-index']} must be less than --shard-count "
+                                   f"{self['shard-count']} (it defaults to $JOB_COMPLETION_INDEX)")
         if self.needs_input:
             self._check_paths()
 
@@ -209,7 +220,7 @@ class ProcessorOptions(usage.Options):
             raise usage.UsageError(f"input file {path!r} does not exist or is not a file")
         if not os.access(path, os.R_OK):
             raise usage.UsageError(f"input file {path!r} is not readable")
-        out = self["output-data-path"] or default_output_path(path)
+        out = self["output-data-path"] or default_output_path(path, self["shard-index"], self["shard-count"])
         if os.path.abspath(out) == os.path.abspath(path):
             raise usage.UsageError("the output path must differ from the input path")
         directory = os.path.dirname(os.path.abspath(out))
@@ -222,12 +233,15 @@ class ProcessorOptions(usage.Options):
     def config(self, **overrides: Any) -> BatchConfig:
         """The validated settings as a :class:`BatchConfig`."""
         values = {o.field: self[o.name] for o in OPTIONS if self[o.name] is not None}
-        values.setdefault("output_data_path", default_output_path(values["input_data_path"]))
+        values.setdefault("output_data_path", default_output_path(values["input_data_path"], self["shard-index"],
+                                                                  self["shard-count"]))
         values.update(overrides)
         return BatchConfig(**values)
 
 
-def default_output_path(input_path: str) -> str:
-    """``data/in.txt`` -> ``data/in.out.txt``: beside the input, never the input itself."""
+def default_output_path(input_path: str, shard_index: int = 0, shard_count: int = 1) -> str:
+    """``data/in.txt`` -> ``data/in.out.txt`` (``in.out.shard-1-of-3.txt`` for a shard): beside the
+    input, never the input itself, and never shared by two shards."""
     root, ext = os.path.splitext(input_path)
-    return f"{root}.out{ext or '.jsonl'}"
+    shard = f".shard-{shard_index}-of-{shard_count}" if shard_count > 1 else ""
+    return f"{root}.out{shard}{ext or '.jsonl'}"
