@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Everything the tool, its tests and its demo need on a fresh machine; idempotent.
+#   .venv          the project (editable) with its dev tools
+#   .venvs/seldon  seldon-core 1.18.2: the real model microservice and the original processor
+#   Debian packages: nginx, wrk, chromium (only when run as root or with sudo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+fi
+if ! .venv/bin/python -c "import seldon_batch_tx, pytest, ruff" 2>/dev/null \
+        || [ setup.py -nt .venv/.installed ]; then
+    .venv/bin/pip install -q -e '.[dev]'
+    touch .venv/.installed
+fi
+scripts/setup-seldon-venv.sh
+if [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; then
+    .ci/setup-system.sh
+fi
