@@ -7,6 +7,7 @@ line per input line, each carrying its own batch tags in ``meta.tags``.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,8 @@ JSONDict = dict[str, Any]
 DATA_KEYS = ("data", "strData", "jsonData", "binData", "customData")
 FEEDBACK_KEYS = ("request", "response", "reward", "truth")
 ARRAY_KINDS = ("ndarray", "tensor", "tftensor")
+TF_ITEM_SIZES = {"DT_FLOAT": 4, "DT_DOUBLE": 8, "DT_INT32": 4, "DT_INT64": 8, "DT_INT16": 2, "DT_INT8": 1,
+                 "DT_UINT8": 1, "DT_BOOL": 1, "DT_HALF": 2}
 TF_VALUE_FIELDS = ("doubleVal", "floatVal", "intVal", "int64Val", "boolVal", "stringVal", "halfVal")
 
 
@@ -260,13 +263,19 @@ class SeldonCodec:
             self._check_rows(dims[0] if dims else 0, want)
             size = _row_size(dims)
             field = next((f for f in TF_VALUE_FIELDS if f in tf), None)
-            values = list(tf.get(field) or []) if field else []
+            values: Any = list(tf.get(field) or []) if field else []
+            if "tensorContent" in tf:  # TensorFlow packs arrays as raw little-endian bytes
+                field, values = "tensorContent", base64.b64decode(tf["tensorContent"])
+                size *= TF_ITEM_SIZES.get(tf.get("dtype", "DT_DOUBLE"), 8)
             out, start = [], 0
             for n in rows:
-                part = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS}
+                part = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS and k != "tensorContent"}
                 part["tensorShape"] = {"dim": [{"size": str(d)} for d in [n, *dims[1:]]]}
-                if field:
-                    part[field] = values[start * size:(start + n) * size]
+                chunk = values[start * size:(start + n) * size]
+                if field == "tensorContent":
+                    part[field] = base64.b64encode(chunk).decode("ascii")
+                elif field:
+                    part[field] = chunk
                 out.append({**rest, "tftensor": part})
                 start += n
             return out
