@@ -187,8 +187,10 @@ class GrpcTransport:
         self._call: Any = None  # the stub's multi-callable for the configured method
         self._pool: ThreadPool | None = None
         self._shutdown_trigger: Any = None
-        self._waiting: list[Deferred[None]] | None = None  # sends waiting for the channel
-        self._starting_error: Failure | None = None
+        self._running = False
+        # ssl_verify=False without ca_cert: the channel opens once the certificate is fetched
+        self._trust_on_first_use = config.use_ssl and not config.ssl_verify and not config.ca_cert
+        self._waiting: list[Deferred[None]] | None = None  # sends waiting for that
         self._build: Callable[[JSONDict], Any] = (
             feedback_from_dict if config.method == "feedback" else message_from_dict
         )
@@ -217,11 +219,9 @@ class GrpcTransport:
             self._shutdown_trigger = self._reactor.addSystemEventTrigger(
                 "during", "shutdown", self._pool.stop
             )
-        if config.use_ssl and not config.ssl_verify and not config.ca_cert:
-            self._waiting = []
-            threading.Thread(
-                target=self._fetch_certificate_then_connect, name="grpc-tls-fetch", daemon=True
-            ).start()
+        self._running = True
+        if self._trust_on_first_use:
+            self._begin_certificate_fetch()
         else:
             root = None
             if config.use_ssl and config.ca_cert:
@@ -254,6 +254,12 @@ class GrpcTransport:
             mode=self._mode,
         )
 
+    def _begin_certificate_fetch(self) -> None:
+        self._waiting = []
+        threading.Thread(
+            target=self._fetch_certificate_then_connect, name="grpc-tls-fetch", daemon=True
+        ).start()
+
     def _fetch_certificate_then_connect(self) -> None:
         """Runs in its own thread: trust-on-first-use for ``ssl_verify=False``."""
         host, port = split_host_port(self._config.host)
@@ -261,29 +267,43 @@ class GrpcTransport:
             pem = fetch_server_certificate(host, port, self._config.timeout)
             name = certificate_name_for(pem, host)
         except (OSError, ValueError):  # connection/TLS errors, unparsable certificate
-            self._reactor.callFromThread(self._connected, Failure())
+            self._reactor.callFromThread(self._certificate_fetched, None, None, Failure())
         else:
-            self._reactor.callFromThread(self._connect_trusting, pem, name)
+            self._reactor.callFromThread(self._certificate_fetched, pem, name, None)
 
-    def _connect_trusting(self, pem: bytes, name: str | None) -> None:
-        self.log.warn(  # noqa: G010 (txaio loggers spell it warn)
-            "TLS verification off: trusting the certificate {host} presents now (name {name})",
-            host=self._config.host,
-            name=name,
-        )
-        self._connect(pem, name)
-        self._connected(None)
-
-    def _connected(self, error: Failure | None) -> None:
-        if error is not None:
-            self.log.failure("cannot fetch the server certificate from {host}", error, host=self._config.host)
-            self._starting_error = error
+    def _certificate_fetched(self, pem: bytes | None, name: str | None, error: Failure | None) -> None:
+        """On the reactor thread: open the channel trusting ``pem``, or fail the waiting sends."""
         waiting, self._waiting = self._waiting or [], None
+        if error is None and not self._running:
+            error = Failure(RuntimeError("transport stopped"))
+        if error is None and pem is not None:
+            self.log.warn(  # noqa: G010 (txaio loggers spell it warn)
+                "TLS verification off: trusting the certificate {host} presents now (name {name})",
+                host=self._config.host,
+                name=name,
+            )
+            self._connect(pem, name)
+            for d in waiting:
+                d.callback(None)
+            return
+        assert error is not None
+        self.log.error(
+            "cannot fetch the TLS certificate of {host}: {error}",
+            host=self._config.host,
+            error=error.getErrorMessage(),
+        )
         for d in waiting:
-            d.callback(None)
+            d.errback(
+                RequestFailed(
+                    "connection",
+                    f"cannot fetch the TLS certificate of {self._config.host}: {error.getErrorMessage()}",
+                    retryable=True,
+                )
+            )
 
     def stop(self) -> Deferred[None]:
         """Close the channel (in-flight calls fail with CANCELLED) and join the pool's threads."""
+        self._running = False
         channel, self._channel, self._call = self._channel, None, None
         if channel is not None:
             channel.close()
@@ -306,18 +326,12 @@ class GrpcTransport:
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
         """Call the model; a malformed ``body`` fails with ValueError, a failed call with RequestFailed."""
+        if self._running and self._call is None and self._trust_on_first_use and self._waiting is None:
+            self._begin_certificate_fetch()  # the last fetch failed: try again for this send
         if self._waiting is not None:  # TLS certificate still being fetched
             ready: Deferred[None] = Deferred()
             self._waiting.append(ready)
             return ready.addCallback(lambda _: self.send(body, puid))
-        if self._starting_error is not None:
-            return fail(
-                RequestFailed(
-                    "connection",
-                    f"cannot reach {self._config.host} for TLS: {self._starting_error.getErrorMessage()}",
-                    retryable=False,
-                )
-            )
         if self._call is None:
             return fail(RuntimeError("GrpcTransport.send() called before start() or after stop()"))
         try:
