@@ -1,0 +1,222 @@
+"""``seldon-batch merge``: shard outputs -> one output file in ``batch_index`` order.
+
+Shard outputs are in completion order, not ``batch_index`` order, and may be far larger than
+memory. Pass 1 reads each shard once and records, per ``batch_index``, which file and byte
+offset holds its line: two flat arrays of about 10 bytes a line, never the lines themselves.
+Missing, duplicated or out-of-range indexes fail the merge before any output exists. Pass 2
+copies the lines byte for byte in index order, seeking into the shards; lines finish roughly
+in order, so most seeks land inside the read buffer. The output is written to a temporary file
+beside it and renamed into place, so a reader never sees half a merge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import BinaryIO
+
+import attrs
+
+from .reader import count_lines
+
+PROG = "seldon-batch merge"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+#: At most this many bad-line messages are kept; the rest are only counted.
+MAX_PROBLEMS = 10
+#: --expected may exceed the lines the shards hold by at most this much before we refuse to
+#: allocate an index for it (every extra expected line is a missing line anyway).
+MAX_EXCESS = 10_000_000
+_NOWHERE = -1
+
+
+class MergeError(Exception):
+    """The shard outputs do not add up to one complete output; nothing was written."""
+
+
+def compact_ranges(indexes: Iterable[int], limit: int = 20) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"``; sorted, at most ``limit`` ranges shown."""
+    ranges: list[tuple[int, int]] = []
+    for i in sorted(set(indexes)):
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], i)
+        else:
+            ranges.append((i, i))
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in ranges[:limit]]
+    if len(ranges) > limit:
+        parts.append(f"... ({len(ranges) - limit} more ranges)")
+    return ", ".join(parts)
+
+
+def read_line(line: bytes) -> tuple[int, bool]:
+    """The ``meta.tags.batch_index`` every output line carries, and whether it is an error line."""
+    try:
+        record = json.loads(line)
+        value = record["meta"]["tags"]["batch_index"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not an output line with meta.tags.batch_index") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"batch_index {value!r} is not a non-negative integer")
+    status = record.get("status")
+    return value, isinstance(status, dict) and status.get("status") == "FAILURE"
+
+
+@attrs.define
+class ShardIndex:
+    """Where each ``batch_index`` lives: file number and byte offset (``-1``: not seen yet)."""
+
+    paths: list[str]
+    total: int
+    offsets: array = attrs.field(init=False)  # type: ignore[type-arg]
+    files: array = attrs.field(init=False)  # type: ignore[type-arg]
+    duplicates: array = attrs.field(factory=lambda: array("q"))  # type: ignore[type-arg]
+    out_of_range: array = attrs.field(factory=lambda: array("q"))  # type: ignore[type-arg]
+    problems: list[str] = attrs.field(factory=list)
+    bad_lines: int = 0
+    failures: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.offsets = array("q", [_NOWHERE]) * self.total
+        self.files = array("H", [0]) * self.total
+
+    def scan(self, number: int, stream: BinaryIO) -> None:
+        """Record every line of shard ``number``."""
+        offset = 0
+        for line_number, line in enumerate(stream, 1):
+            start, offset = offset, offset + len(line)
+            if not line.strip():
+                continue
+            try:
+                index, failed = read_line(line)
+            except ValueError as e:
+                self.bad_lines += 1
+                if len(self.problems) < MAX_PROBLEMS:
+                    torn = "" if line.endswith(b"\n") else " (a torn last line?)"
+                    self.problems.append(f"{self.paths[number]} line {line_number}: {e}{torn}")
+                continue
+            if index >= self.total:
+                self.out_of_range.append(index)
+            elif self.offsets[index] != _NOWHERE:
+                self.duplicates.append(index)
+            else:
+                self.offsets[index] = start
+                self.files[index] = number
+                self.failures += failed
+
+    def missing(self) -> list[int]:
+        offsets = self.offsets
+        return [i for i in range(self.total) if offsets[i] == _NOWHERE]
+
+    def check(self, total_source: str) -> None:
+        """Raise :class:`MergeError` naming every kind of hole or overlap found."""
+        errors = list(self.problems)
+        if self.bad_lines > len(self.problems):
+            errors.append(f"... {self.bad_lines - len(self.problems)} more unreadable lines")
+        if self.out_of_range:
+            errors.append(f"{len(self.out_of_range)} lines have a batch_index >= {self.total} ({total_source}): "
+                          f"{compact_ranges(self.out_of_range)}")
+        if self.duplicates:
+            errors.append(f"{len(self.duplicates)} duplicated lines, batch_index "
+                          f"{compact_ranges(self.duplicates)}")
+        missing = self.missing()
+        if missing:
+            errors.append(f"{len(missing)} missing lines, batch_index {compact_ranges(missing)}")
+        if errors:
+            raise MergeError("; ".join(errors))
+
+    def write(self, out: BinaryIO, streams: Sequence[BinaryIO]) -> None:
+        """Copy the lines in ``batch_index`` order, each exactly as its shard holds it."""
+        offsets, files = self.offsets, self.files
+        for index in range(self.total):
+            stream = streams[files[index]]
+            stream.seek(offsets[index])
+            line = stream.readline()
+            out.write(line if line.endswith(b"\n") else line + b"\n")
+
+
+def merge(paths: Sequence[str], output: str, expected: int | None = None,
+          expected_source: str = "--expected") -> ShardIndex:
+    """Merge ``paths`` into ``output`` or raise :class:`MergeError` (and write nothing)."""
+    if len(paths) > 0xFFFF:
+        raise MergeError(f"at most {0xFFFF} shard outputs can be merged at once")
+    if any(os.path.abspath(p) == os.path.abspath(output) for p in paths):
+        raise MergeError(f"the output {output!r} is also a shard output")
+    held = sum(count_lines(p) for p in paths)
+    if expected is None:
+        # With every line present exactly once, the shards hold exactly `total` lines, so any
+        # index beyond what they hold already proves a hole or a duplicate.
+        total, source = held, "the number of lines the shards hold; pass --expected or --input to check the total"
+    else:
+        if expected > held + MAX_EXCESS:
+            raise MergeError(f"{expected_source} says {expected} lines but the shards hold only {held}")
+        total, source = expected, expected_source
+    index = ShardIndex(list(paths), total)
+    for number, path in enumerate(paths):
+        with open(path, "rb") as stream:
+            index.scan(number, stream)
+    index.check(source)
+    directory = os.path.dirname(os.path.abspath(output))
+    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".merging", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+            streams = [open(p, "rb", buffering=1 << 16) for p in paths]  # noqa: SIM115 - closed below
+            try:
+                index.write(out, streams)
+            finally:
+                for s in streams:
+                    s.close()
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, output)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return index
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Combine the outputs of sharded runs (--shard-index/--shard-count) into one file in "
+                    "batch_index order. Fails, writing nothing, when a line is missing or duplicated. "
+                    "Give the input's line count (--expected or --input) to also catch missing last lines; "
+                    "without it the total is taken to be the number of lines the shards hold.")
+    parser.add_argument("-o", "--output", required=True, help="the merged output file (written atomically)")
+    total = parser.add_mutually_exclusive_group()
+    total.add_argument("--expected", type=int, metavar="N", help="the input had N lines (batch_index 0..N-1)")
+    total.add_argument("--input", metavar="INPUT", help="the input file the shards processed (its lines are counted)")
+    parser.add_argument("shards", nargs="+", metavar="SHARD_OUTPUT", help="the output files of the shards")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as e:
+        return EXIT_OK if e.code == 0 else EXIT_USAGE
+    for path in [*args.shards, *([args.input] if args.input else [])]:
+        if not os.path.isfile(path):
+            print(f"{PROG}: error: {path!r} does not exist or is not a file", file=sys.stderr)
+            return EXIT_USAGE
+    if args.expected is not None and args.expected < 0:
+        print(f"{PROG}: error: --expected must not be negative", file=sys.stderr)
+        return EXIT_USAGE
+    expected, source = args.expected, "--expected"
+    if args.input:
+        expected, source = count_lines(args.input), f"the {args.input!r} line count"
+    try:
+        index = merge(args.shards, args.output, expected, source)
+    except MergeError as e:
+        print(f"{PROG}: error: {e}; nothing written", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"merged {index.total} lines ({index.total - index.failures} succeeded, {index.failures} failed) "
+          f"from {len(args.shards)} shard outputs into {args.output}", file=sys.stderr)
+    return EXIT_OK
