@@ -21,7 +21,7 @@ setup(
         "attrs>=23.1",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "grpcio-tools>=1.60",
+        "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "grpcio-tools>=1.60",
                 "pyyaml>=6", "cryptography>=42"],
     },
     entry_points={

@@ -76,6 +76,15 @@ def _flatten(value: Any) -> list[Any]:
     return list(value)
 
 
+def _slices(values: Any, rows: list[int], row_size: int) -> list[Any]:
+    """Cut a flat sequence into consecutive parts of ``rows[i] * row_size`` elements."""
+    out, start = [], 0
+    for n in rows:
+        out.append(values[start * row_size:(start + n) * row_size])
+        start += n
+    return out
+
+
 def _row_size(shape: Sequence[int]) -> int:
     size = 1
     for dim in shape[1:]:
@@ -233,7 +242,7 @@ class SeldonCodec:
         if not isinstance(data, dict):
             raise ResponseMismatch("mini-batch response has no data to split into rows")
         slices = self._split(data, [p.rows for p in members])
-        return [self._tagged({**response, "data": part}, p) for part, p in zip(slices, members)]
+        return [self._tagged({**response, "data": part}, p) for part, p in zip(slices, members, strict=True)]
 
     def _split(self, data: JSONDict, rows: list[int]) -> list[JSONDict]:
         want = sum(rows)
@@ -241,43 +250,51 @@ class SeldonCodec:
         if isinstance(data.get("ndarray"), list):
             array = data["ndarray"]
             self._check_rows(len(array), want)
-            out, start = [], 0
-            for n in rows:
-                out.append({**rest, "ndarray": array[start:start + n]})
-                start += n
-            return out
+            return [{**rest, "ndarray": part} for part in _slices(array, rows, 1)]
         if isinstance(data.get("tensor"), dict):
             tensor = data["tensor"]
             shape, values = list(tensor.get("shape") or []), list(tensor.get("values") or [])
             self._check_rows(shape[0] if shape else 0, want)
-            size = _row_size(shape)
-            out, start = [], 0
-            for n in rows:
-                part = {"shape": [n, *shape[1:]], "values": values[start * size:(start + n) * size]}
-                out.append({**rest, "tensor": part})
-                start += n
-            return out
+            return [{**rest, "tensor": {"shape": [n, *shape[1:]], "values": part}}
+                    for n, part in zip(rows, _slices(values, rows, _row_size(shape)), strict=True)]
+        raise ResponseMismatch("mini-batch response has no data to split into rows")
+        slices = self._split(data, [p.rows for p in members])
+        return [self._tagged({**response, "data": part}, p) for part, p in zip(slices, members, strict=True)]
+
+    def _split(self, data: JSONDict, rows: list[int]) -> list[JSONDict]:
+        want = sum(rows)
+        rest = {k: v for k, v in data.items() if k not in ARRAY_KINDS}
+        if isinstance(data.get("ndarray"), list):
+            array = data["ndarray"]
+            self._check_rows(len(array), want)
+            return [{**rest, "ndarray": part} for part in _slices(array, rows, 1)]
+        if isinstance(data.get("tensor"), dict):
+            tensor = data["tensor"]
+            shape, values = list(tensor.get("shape") or []), list(tensor.get("values") or [])
+            self._check_rows(shape[0] if shape else 0, want)
+            return [{**rest, "tensor": {"shape": [n, *shape[1:]], "values": part}}
+                    for n, part in zip(rows, _slices(values, rows, _row_size(shape)), strict=True)]
         if isinstance(data.get("tftensor"), dict):
             tf = data["tftensor"]
             dims = [int(d.get("size", 0)) for d in (tf.get("tensorShape") or {}).get("dim", [])]
             self._check_rows(dims[0] if dims else 0, want)
             size = _row_size(dims)
             field = next((f for f in TF_VALUE_FIELDS if f in tf), None)
-            values: Any = list(tf.get(field) or []) if field else []
-            if "tensorContent" in tf:  # TensorFlow packs arrays as raw little-endian bytes
-                field, values = "tensorContent", base64.b64decode(tf["tensorContent"])
+            values: Any
+            packed = "tensorContent" in tf  # TensorFlow packs arrays as raw little-endian bytes
+            if packed:
+                field = "tensorContent"
+                values = base64.b64decode(tf["tensorContent"])
                 size *= TF_ITEM_SIZES.get(tf.get("dtype", "DT_DOUBLE"), 8)
-            out, start = [], 0
-            for n in rows:
-                part = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS and k != "tensorContent"}
-                part["tensorShape"] = {"dim": [{"size": str(d)} for d in [n, *dims[1:]]]}
-                chunk = values[start * size:(start + n) * size]
-                if field == "tensorContent":
-                    part[field] = base64.b64encode(chunk).decode("ascii")
-                elif field:
-                    part[field] = chunk
-                out.append({**rest, "tftensor": part})
-                start += n
+            else:
+                values = list(tf.get(field) or []) if field else []
+            base = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS and k != "tensorContent"}
+            out = []
+            for n, part in zip(rows, _slices(values, rows, size)):
+                piece = {**base, "tensorShape": {"dim": [{"size": str(d)} for d in [n, *dims[1:]]]}}
+                if field:
+                    piece[field] = base64.b64encode(part).decode("ascii") if packed else part
+                out.append({**rest, "tftensor": piece})
             return out
         raise ResponseMismatch("mini-batch response has no ndarray, tensor or tftensor to split")
 

@@ -142,7 +142,7 @@ def test_https_self_signed_and_custom_ca(seldon_server: SeldonServer, tmp_path: 
         insecure = run_ours([*base, "--use-ssl", "--no-ssl-verify", "-o", str(tmp_path / "a.txt")])
         trusted = run_ours([*base, "--use-ssl", "true", "--ca-cert", str(cert), "-o", str(tmp_path / "b.txt")])
         refused = run_ours([*base, "--use-ssl", "-o", str(tmp_path / "c.txt")])
-        plain = run_ours([*base, "--call-credentials-token", "tok", "-o", str(tmp_path / "d.txt")])
+        run_ours([*base, "--call-credentials-token", "tok", "-o", str(tmp_path / "d.txt")])
     assert insecure.returncode == 0, insecure.stderr
     assert trusted.returncode == 0, trusted.stderr
     assert by_index(tmp_path / "a.txt", 5)[0]["data"]["ndarray"] == [[0, 0.5, 0]]
