@@ -280,17 +280,17 @@ class SeldonCodec:
             self._check_rows(dims[0] if dims else 0, want)
             size = _row_size(dims)
             field = next((f for f in TF_VALUE_FIELDS if f in tf), None)
-            values: Any
+            flat: Any
             packed = "tensorContent" in tf  # TensorFlow packs arrays as raw little-endian bytes
             if packed:
                 field = "tensorContent"
-                values = base64.b64decode(tf["tensorContent"])
+                flat = base64.b64decode(tf["tensorContent"])
                 size *= TF_ITEM_SIZES.get(tf.get("dtype", "DT_DOUBLE"), 8)
             else:
-                values = list(tf.get(field) or []) if field else []
+                flat = list(tf.get(field) or []) if field else []
             base = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS and k != "tensorContent"}
             out = []
-            for n, part in zip(rows, _slices(values, rows, size)):
+            for n, part in zip(rows, _slices(flat, rows, size), strict=True):
                 piece = {**base, "tensorShape": {"dim": [{"size": str(d)} for d in [n, *dims[1:]]]}}
                 if field:
                     piece[field] = base64.b64encode(part).decode("ascii") if packed else part
