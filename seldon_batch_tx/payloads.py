@@ -257,23 +257,6 @@ class SeldonCodec:
             self._check_rows(shape[0] if shape else 0, want)
             return [{**rest, "tensor": {"shape": [n, *shape[1:]], "values": part}}
                     for n, part in zip(rows, _slices(values, rows, _row_size(shape)), strict=True)]
-        raise ResponseMismatch("mini-batch response has no data to split into rows")
-        slices = self._split(data, [p.rows for p in members])
-        return [self._tagged({**response, "data": part}, p) for part, p in zip(slices, members, strict=True)]
-
-    def _split(self, data: JSONDict, rows: list[int]) -> list[JSONDict]:
-        want = sum(rows)
-        rest = {k: v for k, v in data.items() if k not in ARRAY_KINDS}
-        if isinstance(data.get("ndarray"), list):
-            array = data["ndarray"]
-            self._check_rows(len(array), want)
-            return [{**rest, "ndarray": part} for part in _slices(array, rows, 1)]
-        if isinstance(data.get("tensor"), dict):
-            tensor = data["tensor"]
-            shape, values = list(tensor.get("shape") or []), list(tensor.get("values") or [])
-            self._check_rows(shape[0] if shape else 0, want)
-            return [{**rest, "tensor": {"shape": [n, *shape[1:]], "values": part}}
-                    for n, part in zip(rows, _slices(values, rows, _row_size(shape)), strict=True)]
         if isinstance(data.get("tftensor"), dict):
             tf = data["tftensor"]
             dims = [int(d.get("size", 0)) for d in (tf.get("tensorShape") or {}).get("dim", [])]
