@@ -211,6 +211,9 @@ class ProcessorOptions(usage.Options):
         if not 0 <= self["shard-index"] < self["shard-count"]:
             raise usage.UsageError(f"--shard-index {self['shard-index']} must be less than --shard-count "
                                    f"{self['shard-count']} (it defaults to $JOB_COMPLETION_INDEX)")
+        if self["shard-count"] > 1 and not self["batch-id"]:
+            raise usage.UsageError("--batch-id is required with --shard-count: all shards must tag their lines "
+                                   "with the same batch id")
         if self.needs_input:
             self._check_paths()
 
