@@ -111,6 +111,8 @@ def connection_failure(failure: BaseException) -> RequestFailed:
     if isinstance(failure, (CancelledError, TimeoutError)):
         return RequestFailed("timeout", "no response within the request timeout", retryable=True, info="timeout")
     if isinstance(failure, ResponseFailed):
+        if any(r.check(CancelledError) for r in failure.reasons):  # treq's timeout cancels the request
+            return connection_failure(TimeoutError())
         inner = "; ".join(str(r.value) for r in failure.reasons) or "response failed"
         return RequestFailed("connection", f"connection lost during the response: {inner}",
                              retryable=True, info="connection")

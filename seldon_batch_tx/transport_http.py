@@ -1,0 +1,405 @@
+"""A lean REST transport: keep-alive HTTP/1.1 on Twisted's protocol layer, parsed by httptools.
+
+treq over Twisted's HTTP/1.1 client spends most of a request's CPU on URL handling, header
+objects, producers and Deferred chains; with a fast server it tops out near 3,000 requests/s.
+This transport does only what one Seldon endpoint needs: the request line and static headers
+are built once, each request adds its Content-Length, ``seldon-puid`` and body, and responses
+are framed by llhttp (through ``httptools``: Content-Length, chunked, read-until-close).
+
+Behaviour shared with :class:`~seldon_batch_tx.transport_rest.RestTransport`: the same URL
+(``endpoint_url``), TLS policy (``tls_policy``), status classification (``classify``, with
+``Retry-After``) and error kinds. At most ``config.workers`` connections are open; idle ones are
+reused last-in first-out so a few hot connections serve a light load.
+
+A reused connection that the server closed while idle (its close racing our write) is lost
+before any byte of the response arrives; that request is sent again ONCE on a fresh connection
+without spending one of the engine's retries. Every other connection loss is reported as a
+retryable ``connection`` failure and the engine's retry policy decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+import txaio
+from httptools import HttpParserError, HttpResponseParser
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed
+
+from .config import BatchConfig
+from .transport import JSONDict, RequestFailed
+from .transport_rest import classify, connection_failure, endpoint_url, tls_policy
+
+txaio.use_twisted()
+log = txaio.make_logger()  # type: ignore[attr-defined]
+
+#: One shared C encoder; compact separators keep request bodies small.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: Seconds ``stop()`` waits for polite closes before aborting what is left.
+_CLOSE_GRACE = 2.0
+
+
+def request_head(method: str, url: str, token: str | None) -> tuple[bytes, str, int, bool]:
+    """The request line and static headers up to ``Content-Length:``, host, port and TLS."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if tls else 80)
+    lines = [f"{method} {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", "User-Agent: seldon-batch-tx",
+             "Content-Type: application/json"]
+    if token:
+        lines.append(f"X-Auth-Token: {token}")
+    if any(c in value for value in (token or "", parts.netloc, parts.path) for c in "\r\n\0"):
+        raise ValueError("the host, path and token must not contain line breaks")
+    head = "\r\n".join(lines) + "\r\nContent-Length: "
+    return head.encode("latin-1"), host, port, tls
+
+
+class _Call:
+    """One request from ``send`` until its Deferred fires: where it waits and what it sends."""
+
+    __slots__ = ("d", "data", "timer", "conn", "connecting", "retried", "done")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.d: Deferred[JSONDict] = Deferred(self._cancel)
+        self.timer: Any = None
+        self.conn: _Connection | None = None
+        self.connecting: Deferred[Any] | None = None
+        self.retried = False
+        self.done = False
+
+    def _cancel(self, d: Deferred[JSONDict]) -> None:
+        """The engine gave up on this request (abandon): drop it wherever it is."""
+        self.finish()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.call = None
+            conn.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+
+    def finish(self) -> bool:
+        """Mark the call as answered; False when it already was (timeout, cancel, loss)."""
+        if self.done:
+            return False
+        self.done = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        return True
+
+    def fail(self, error: RequestFailed) -> None:
+        if self.finish():
+            self.d.errback(error)
+
+
+class _Connection(Protocol):
+    """One keep-alive HTTP/1.1 connection carrying at most one request at a time."""
+
+    def __init__(self, pool: FastHttpTransport) -> None:
+        self._pool = pool
+        self._parser = HttpResponseParser(self)
+        self.call: _Call | None = None
+        self.reused = False
+        self.attached = True  # counted in the pool; False once it is being closed
+        self.lost = False
+        self.closed: Deferred[None] | None = None
+        self.out: Any = None  # the transport, typed loosely (zope interfaces confuse mypy)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._body: list[bytes] = []
+        self._retry_after: bytes | None = None
+        self._framed = False
+        self._headers_done = False
+        self._complete = False
+        self._keep_alive = False
+        self._got = False
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def start(self, call: _Call) -> None:
+        self.call = call
+        call.conn = self
+        self.out.write(call.data)
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent; used on timeouts, cancels and stop."""
+        self._pool.detach(self)
+        if not self.lost:
+            self.out.abortConnection()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = len(name)
+        if n == 11 or n == 14 or n == 17:
+            lowered = name.lower()
+            if lowered == b"retry-after":
+                self._retry_after = value
+            elif lowered == b"content-length" or lowered == b"transfer-encoding":
+                self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        # llhttp forgets keep-alive once the message is done, so ask now
+        self._keep_alive = self._parser.should_keep_alive()
+        self._complete = True
+
+    # -- Protocol ---------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.out = self.transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self._got = True
+        try:
+            self._parser.feed_data(data)
+        except HttpParserError as e:
+            call, self.call = self.call, None
+            self.abort()
+            if call is not None:
+                call.fail(RequestFailed("bad_response", f"malformed HTTP response: {e}", retryable=True,
+                                        info="bad_response"))
+            return
+        if self._complete:
+            self._respond(self._keep_alive)
+
+    def _respond(self, keep_alive: bool) -> None:
+        """A whole response arrived: free the connection first, then answer the caller."""
+        call, self.call = self.call, None
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        retry_after = self._retry_after
+        code = self._parser.get_status_code()
+        self._reset()
+        self.reused = True
+        self._pool.release(self, keep_alive)
+        if call is None or not call.finish():
+            return
+        call.conn = None
+        try:
+            result = classify(code, body, retry_after)
+        except RequestFailed as e:
+            call.d.errback(e)
+            return
+        call.d.callback(result)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self.lost = True
+        self._pool.lost(self)
+        if self.closed is not None:
+            self.closed.callback(None)
+        call = self.call
+        if call is None:
+            return
+        if self._headers_done and not self._framed and not self._complete:
+            self._respond(False)  # a body delimited by the end of the connection
+            return
+        self.call = None
+        call.conn = None
+        if not self._got and self.reused and not call.retried and not call.done:
+            call.retried = True
+            log.debug("reused connection closed before a response; sending again on a fresh one")
+            self._pool.dispatch(call, fresh=True)
+            return
+        call.fail(connection_failure(ResponseFailed([reason])))
+
+
+class _ConnectionFactory(Factory):
+    noisy = False  # one "Starting factory" log line per connection is noise at info level
+
+    def __init__(self, pool: FastHttpTransport) -> None:
+        self._pool = pool
+
+    def buildProtocol(self, addr: Any) -> _Connection:
+        return _Connection(self._pool)
+
+
+class FastHttpTransport:
+    """POSTs JSON bodies to one Seldon endpoint over at most ``workers`` keep-alive connections."""
+
+    def __init__(self, config: BatchConfig, reactor: Any, endpoint: Any = None) -> None:
+        self._config = config
+        self._reactor = reactor
+        self.url = endpoint_url(config, "feedback" if config.method == "feedback" else "predictions")
+        self._head, self._host, self._port, self._tls = request_head("POST", self.url,
+                                                                     config.call_credentials_token)
+        self._endpoint = endpoint
+        self._factory = _ConnectionFactory(self)
+        self._timeout = config.timeout
+        self._max = max(config.workers, 1)
+        self._open = 0  # connections connecting, busy or idle (not those being closed)
+        self._idle: list[_Connection] = []
+        self._waiting: deque[_Call] = deque()
+        self._connections: set[_Connection] = set()
+        self._connecting: set[Deferred[Any]] = set()
+        self._stopping = False
+        #: Connections opened over the transport's life (tests and benchmarks read it).
+        self.connections_made = 0
+
+    def _make_endpoint(self) -> Any:
+        endpoint: Any = HostnameEndpoint(self._reactor, self._host, self._port)
+        if self._tls:
+            host = self._host.encode("ascii") if self._host.isascii() else self._host.encode("idna")
+            policy: Any = tls_policy(self._config)
+            creator = policy.creatorForNetloc(host, self._port)
+            endpoint = wrapClientTLS(creator, endpoint)
+        return endpoint
+
+    def start(self) -> None:
+        self._stopping = False
+        if self._endpoint is None:
+            self._endpoint = self._make_endpoint()
+
+    def stop(self) -> Deferred[None]:
+        """Close every connection (politely when idle) and fire once all are closed."""
+        self._stopping = True
+        for d in list(self._connecting):
+            d.cancel()
+        while self._waiting:
+            self._waiting.popleft().fail(RequestFailed("connection", "the transport was stopped",
+                                                       retryable=False, info="connection"))
+        waits = []
+        for conn in list(self._connections):
+            if conn.closed is None:
+                conn.closed = Deferred()
+            waits.append(conn.closed)
+            if conn.call is None:
+                self.detach(conn)
+                conn.out.loseConnection()
+            else:
+                conn.abort()
+        self._idle.clear()
+        if not waits:
+            return succeed(None)
+        timer = self._reactor.callLater(_CLOSE_GRACE, self._abort_all)
+        done: Deferred[Any] = DeferredList(waits)
+
+        def closed(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return done.addCallback(closed)
+
+    def _abort_all(self) -> None:
+        for conn in list(self._connections):
+            if not conn.lost:
+                conn.out.abortConnection()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
+        payload = _encode(body).encode()
+        call = _Call(b"%b%d\r\nseldon-puid: %b\r\n\r\n%b" % (self._head, len(payload), puid.encode(), payload))
+        call.timer = self._reactor.callLater(self._timeout, self._timed_out, call)
+        self.dispatch(call)
+        return call.d
+
+    def dispatch(self, call: _Call, fresh: bool = False) -> None:
+        """Give ``call`` an idle connection, a new one, or a place in the queue."""
+        if self._stopping:
+            call.fail(RequestFailed("connection", "the transport was stopped", info="connection"))
+        elif self._idle and not fresh:
+            self._idle.pop().start(call)
+        elif self._open < self._max:
+            self._connect(call)
+        elif fresh and self._idle:
+            self.detach(conn := self._idle.pop())
+            conn.out.loseConnection()
+            self._connect(call)
+        else:
+            self._waiting.append(call)
+
+    def _connect(self, call: _Call) -> None:
+        assert self._endpoint is not None, "start() first"
+        self._open += 1
+        self.connections_made += 1
+        d = self._endpoint.connect(self._factory)
+        call.connecting = d
+        self._connecting.add(d)
+        d.addCallbacks(self._connected, self._connect_failed, callbackArgs=(call, d), errbackArgs=(call, d))
+
+    def _connected(self, conn: _Connection, call: _Call, d: Deferred[Any]) -> None:
+        self._connecting.discard(d)
+        call.connecting = None
+        if conn.lost:  # closed by the peer before we got to use it
+            if not call.done:
+                call.fail(RequestFailed("connection", "connection closed as soon as it was made",
+                                        retryable=True, info="connection"))
+            return
+        self._connections.add(conn)
+        if call.done:
+            self.release(conn, True)
+        else:
+            conn.start(call)
+
+    def _connect_failed(self, failure: Failure, call: _Call, d: Deferred[Any]) -> None:
+        self._connecting.discard(d)
+        call.connecting = None
+        self._open -= 1
+        if not call.done:
+            error = failure.value
+            call.fail(connection_failure(error if isinstance(error, Exception) else Exception(str(error))))
+        self._serve_waiting()
+
+    def _timed_out(self, call: _Call) -> None:
+        call.timer = None
+        conn, call.conn = call.conn, None
+        if conn is not None:
+            conn.call = None
+            conn.abort()
+        elif call.connecting is not None:
+            call.connecting.cancel()
+        else:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(call)
+        call.fail(connection_failure(TimeoutError()))
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    def release(self, conn: _Connection, keep_alive: bool) -> None:
+        """A connection finished a response: next waiter, the idle stack, or closed."""
+        if not keep_alive or self._stopping or conn.lost:
+            self.detach(conn)
+            if not conn.lost:
+                conn.out.loseConnection()
+            return
+        if self._waiting:
+            conn.start(self._waiting.popleft())
+        else:
+            self._idle.append(conn)
+
+    def detach(self, conn: _Connection) -> None:
+        """Stop counting ``conn`` against the limit; it is closing and will never be reused."""
+        if not conn.attached:
+            return
+        conn.attached = False
+        self._open -= 1
+        if conn in self._idle:
+            self._idle.remove(conn)
+        self._serve_waiting()
+
+    def lost(self, conn: _Connection) -> None:
+        self.detach(conn)
+        self._connections.discard(conn)
+
+    def _serve_waiting(self) -> None:
+        while self._waiting and self._open < self._max and not self._stopping:
+            self._connect(self._waiting.popleft())
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
