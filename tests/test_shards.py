@@ -104,3 +104,12 @@ def test_shard_index_must_be_below_shard_count(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "error: --shard-index 3 must be less than --shard-count 3" in run.stderr
     assert not list(tmp_path.glob("in.out*"))
+
+
+def test_shards_need_a_shared_batch_id(tmp_path: Path) -> None:
+    """Shards that each generated a batch id would tag one batch with K ids: a usage error."""
+    infile = write_input(tmp_path / "in.txt")
+    run = subprocess.run([PROCESSOR, "-d", "echo", "-i", str(infile), "--shard-index", "0", "--shard-count", "2"],
+                         env=loopback_env(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "--batch-id is required with --shard-count" in run.stderr
