@@ -16,8 +16,8 @@ setup(
         "treq>=24.9",
         "txaio>=23.1",
         "jinja2>=3.1",
-        "grpcio>=1.60",
-        "protobuf>=5.26",
+        "grpcio>=1.85.1",
+        "protobuf>=7.35.1,<8",
         "attrs>=23.1",
     ],
     extras_require={
