@@ -19,6 +19,7 @@ setup(
         "grpcio>=1.85.1",
         "protobuf>=7.35.1,<8",
         "attrs>=23.1",
+        "httptools>=0.6",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "grpcio-tools>=1.60",

@@ -29,6 +29,10 @@ def make_transport(config: BatchConfig, reactor: Any) -> Transport:
         from .transport_grpc import GrpcTransport
 
         return GrpcTransport(config, reactor)
+    if config.http_client == "fast":
+        from .transport_http import FastHttpTransport
+
+        return FastHttpTransport(config, reactor)
     from .transport_rest import RestTransport
 
     return RestTransport(config, reactor)

@@ -13,6 +13,7 @@ import attrs
 
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")
+HTTP_CLIENTS = ("fast", "treq")
 DATA_TYPES = ("data", "json", "str", "raw")
 PAYLOAD_TYPES = ("ndarray", "tensor", "tftensor")
 METHODS = ("predict", "feedback")
@@ -30,6 +31,8 @@ class BatchConfig:
     namespace: str = "default"
     host: str = "istio-ingressgateway.istio-system.svc.cluster.local:80"
     transport: str = "rest"
+    #: REST only: ``fast`` (transport_http) or ``treq`` (transport_rest).
+    http_client: str = "treq"
     data_type: str = "data"
     payload_type: str = "ndarray"
     workers: int = 1

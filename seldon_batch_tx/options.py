@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from .config import DATA_TYPES, GATEWAYS, LOG_LEVELS, METHODS, PAYLOAD_TYPES, TRANSPORTS, BatchConfig
+from .config import DATA_TYPES, GATEWAYS, HTTP_CLIENTS, LOG_LEVELS, METHODS, PAYLOAD_TYPES, TRANSPORTS, BatchConfig
 
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "off"})
@@ -95,6 +95,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", "h", "istio-ingressgateway.istio-system.svc.cluster.local:80",
            "The hostname (host[:port]) for the seldon model, the ingress or the service itself"),
     Option("transport", "t", "rest", "The transport type of the SeldonDeployment model", choice(*TRANSPORTS)),
+    Option("http-client", None, "treq", "The HTTP client of the REST transport: fast (keep-alive HTTP/1.1 "
+           "on Twisted's protocol layer) or treq", choice(*HTTP_CLIENTS)),
     Option("data-type", "a", "data", "Whether to use json, strData, Seldon Data type or a raw SeldonMessage "
            "per line for the payload", choice(*DATA_TYPES)),
     Option("payload-type", "p", "ndarray", "The payload type expected by the SeldonDeployment",
