@@ -14,6 +14,7 @@ cd "$ROOT"
 PROTOS=(
     seldon_batch_tx/protos/tensorflow/core/framework/tensor.proto
     seldon_batch_tx/protos/prediction.proto
+    seldon_batch_tx/protos/grpc_service.proto
 )
 
 "$PYTHON" -m grpc_tools.protoc \
