@@ -17,6 +17,10 @@ HTTP_CLIENTS = ("fast", "treq")
 DATA_TYPES = ("data", "json", "str", "raw")
 PAYLOAD_TYPES = ("ndarray", "tensor", "tftensor")
 METHODS = ("predict", "feedback")
+PROTOCOLS = ("seldon", "v2")
+#: Open Inference Protocol tensor datatypes, also accepted by ``--payload-type`` for ``--protocol v2``.
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64", "BYTES")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -52,6 +56,14 @@ class BatchConfig:
     #: This run handles the lines with ``batch_index % shard_count == shard_index``.
     shard_index: int = 0
     shard_count: int = 1
+    #: ``v2``: the Open Inference Protocol (MLServer, Triton, KServe) instead of Seldon's.
+    protocol: str = "seldon"
+    #: The V2 model (default: ``deployment_name``), its version and the input tensor's name.
+    model_name: str | None = None
+    model_version: str | None = None
+    input_name: str = "input-0"
+    #: Extra request headers (gRPC metadata), e.g. ``seldon-model`` or ``Host`` for gateways.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:
