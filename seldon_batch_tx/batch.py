@@ -16,6 +16,7 @@ from twisted.internet.task import LoopingCall
 from .config import BatchConfig
 from .engine import BatchRun, Summary
 from .reader import count_lines, read_items
+from .resume import ResumeError, prepare_resume
 from .stats import BatchStats
 from .transport import Transport
 from .writer import LineWriter
@@ -62,7 +63,7 @@ class Batch:
 
     async def run(self) -> Summary:
         config, stats = self.config, self.stats
-        lines = count_lines(config.input_data_path)
+        lines = input_lines = count_lines(config.input_data_path)
         # Lines this run skips: other shards' (--shard-index/--shard-count); a resume adds its own.
         wanted: list[Callable[[int], bool]] = []
         if config.shard_count > 1:
@@ -70,11 +71,26 @@ class Batch:
             wanted.append(lambda i: i % count == index)
             lines = len(range(index, lines, count))
         stats.total = lines
+        resuming = config.resume or config.retry_failed
+        if resuming:
+            try:
+                state = prepare_resume(config.output_data_path, config.batch_id if config.batch_id_given else None,
+                                       retry_failed=config.retry_failed, size_hint=input_lines)
+            except (ResumeError, OSError) as e:
+                stats.state, stats.reason = "failed", str(e)
+                raise
+            if state is not None:
+                # Same batch id as the lines already written; only lines without an output line are sent.
+                self.config = config = config.replace(batch_id=state.batch_id)
+                stats.batch_id = state.batch_id
+                wanted.append(state.pending)
+                stats.succeeded, stats.failed = state.succeeded, state.failed
+                stats.resumed = state.succeeded + state.failed
         self._transport.start()
-        writer = LineWriter(config.output_data_path)
+        writer = LineWriter(config.output_data_path, append=resuming, fsync_interval=config.fsync_interval)
         flusher = LoopingCall(lambda: writer.flush(self._reactor.seconds()))
         flusher.clock = self._reactor
-        flusher.start(1.0, now=False)
+        flusher.start(min(1.0, config.fsync_interval or 1.0), now=False)
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
                  batch_id=config.batch_id, total=stats.total, path=config.input_data_path,
                  model=config.deployment_name, transport=config.transport)
@@ -97,8 +113,11 @@ class Batch:
         log.info("batch {batch_id} finished: {summary}", batch_id=config.batch_id, summary=summary.text())
         return summary
 
-    def stop(self, reason: str, grace: float = 30.0) -> None:
-        """Take no new lines; give requests in flight ``grace`` seconds, then abandon them."""
+    def stop(self, reason: str, grace: float | None = None) -> None:
+        """Take no new lines; give requests in flight ``grace`` seconds (``--drain-timeout``), then
+        abandon them: they write nothing, so a ``--resume`` sends them again."""
+        if grace is None:
+            grace = self.config.drain_timeout
         self._stop_reason = reason
         if self._run is None:
             return

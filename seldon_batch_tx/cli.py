@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
     from .batch import Batch
     from .progress import ProgressReporter
+    from .resume import ResumeError
 
     config = options.config()
     batch = Batch(config, reactor)
@@ -58,6 +59,9 @@ def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
         progress.start()
         try:
             summary = await batch.run()
+        except ResumeError as e:  # the output cannot be resumed as asked: nothing was sent
+            print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE) from None
         finally:
             progress.stop()
             finished.callback(None)

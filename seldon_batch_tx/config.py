@@ -64,6 +64,14 @@ class BatchConfig:
     input_name: str = "input-0"
     #: Extra request headers (gRPC metadata), e.g. ``seldon-model`` or ``Host`` for gateways.
     headers: tuple[tuple[str, str], ...] = ()
+    #: Keep the output's lines and send only the rest (``retry_failed`` also redoes error lines).
+    resume: bool = False
+    retry_failed: bool = False
+    #: Whether ``batch_id`` was asked for (a resume must then match the file's) or generated.
+    batch_id_given: bool = False
+    ordered: bool = False
+    fsync_interval: float | None = None
+    drain_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

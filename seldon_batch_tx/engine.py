@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from .config import BatchConfig
+from .ordering import ReorderBuffer
 from .payloads import InputError, Parsed, ResponseMismatch, SeldonCodec
 from .reader import Item, chunked
 from .stats import BatchStats
@@ -31,6 +32,13 @@ log = txaio.make_logger()
 
 #: Exit statuses, documented in the README.
 EXIT_OK, EXIT_FAILED_LINES, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+
+Record = dict[str, Any]
+
+
+def reorder_window(workers: int) -> int:
+    """Work units (requests) ``--ordered`` may hold back: enough to keep every worker busy."""
+    return max(2 * workers, 16)
 
 
 def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1, cap: float = 10.0,
@@ -53,10 +61,12 @@ class Summary:
     not_processed: int
     elapsed: float
     stopped_early: str | None
+    #: Lines already in the output when a resumed run started (counted in succeeded/failed).
+    resumed: int = 0
 
     @property
     def rate(self) -> float:
-        return (self.succeeded + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
+        return (self.succeeded + self.failed - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -66,7 +76,8 @@ class Summary:
 
     def text(self) -> str:
         stopped = f", stopped early: {self.stopped_early}" if self.stopped_early else ""
-        return (f"{self.lines} lines: {self.succeeded} succeeded, {self.failed} failed, "
+        resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
+        return (f"{self.lines} lines{resumed}: {self.succeeded} succeeded, {self.failed} failed, "
                 f"{self.retried} retries, {self.not_processed} not processed{stopped}; "
                 f"{self.elapsed:.2f} s, {self.rate:.1f} lines/s")
 
@@ -88,6 +99,9 @@ class BatchRun:
         self._stop_reason: str | None = None
         self._abandoned = False
         self._attempts = 1 + max(config.retries, 0)
+        self._pauses: set[Deferred[None]] = set()
+        #: ``--ordered``: finished units wait here for earlier ones; None writes in completion order.
+        self._reorder = ReorderBuffer(reorder_window(config.workers), writer.write) if config.ordered else None
 
     # -- control --------------------------------------------------------------------------
 
@@ -96,6 +110,10 @@ class BatchRun:
         if self._stop_reason is None:
             self._stop_reason = reason
             log.info("stopping batch {batch_id}: {reason}", batch_id=self.config.batch_id, reason=reason)
+            for d in list(self._pauses):
+                d.cancel()  # no more retries: a line between attempts stays unwritten for a resume
+            if self._reorder is not None:
+                self._reorder.release()
 
     def abandon(self) -> None:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
@@ -108,14 +126,16 @@ class BatchRun:
         stats.state = "running"
         stats.started = self._clock.seconds()
         try:
-            for chunk in chunked(self._items, self.codec.batch_size):
+            for seq, chunk in enumerate(chunked(self._items, self.codec.batch_size)):
                 if self._stop_reason is not None:
                     break
+                if self._reorder is not None:
+                    await self._reorder.room(seq)  # --ordered: reading waits while earlier lines are pending
                 await self._semaphore.acquire()
                 if self._stop_reason is not None:
                     self._semaphore.release()
                     break
-                d = Deferred.fromCoroutine(self._work(chunk))
+                d = Deferred.fromCoroutine(self._work(seq, chunk))
                 self._in_flight.add(d)
                 d.addBoth(self._finished, d)
             await self._drain()
@@ -130,6 +150,7 @@ class BatchRun:
             succeeded=stats.succeeded, failed=stats.failed, retried=stats.retries,
             not_processed=max((stats.total or done) - done, 0),
             elapsed=stats.elapsed(stats.finished), stopped_early=self._stop_reason,
+            resumed=stats.resumed,
         )
 
     def _finished(self, result: Failure | None, d: Deferred[None]) -> None:
@@ -146,26 +167,37 @@ class BatchRun:
 
     # -- one unit of work -----------------------------------------------------------------
 
-    async def _work(self, chunk: list[Item]) -> None:
+    async def _work(self, seq: int, chunk: list[Item]) -> None:
+        """Unit ``seq`` of the run: its lines' output, written in input order."""
         started = self._clock.seconds()
+        out: dict[int, Record] = {}
         parsed: list[Parsed] = []
         for item in chunk:
             try:
                 parsed.append(self.codec.parse(item))
             except InputError as e:
-                self._fail(item, str(e), "input_error")
+                out[item.index] = self._fail(item, str(e), "input_error")
         if parsed:
             body, members, rejected = self.codec.build(parsed)
             for p, reason in rejected:
-                self._fail(p.item, reason, "input_error", own_tags=p.own_tags)
-            await self._send(body, members)
+                out[p.item.index] = self._fail(p.item, reason, "input_error", own_tags=p.own_tags)
+            sent = await self._send(body, members)  # empty when stopping before a final answer
+            for p, line in zip(members, sent, strict=False):
+                out[p.item.index] = line
+        lines = [out[item.index] for item in chunk if item.index in out]
+        if self._reorder is not None:
+            self._reorder.put(seq, lines)
+        else:
+            for line in lines:
+                self._writer.write(line)
         interval = self.config.batch_interval
         if interval > 0 and self._stop_reason is None:
             wait = interval - (self._clock.seconds() - started)
             if wait > 0:
                 await deferLater(self._clock, wait)
 
-    async def _send(self, body: dict[str, Any], members: list[Parsed]) -> None:
+    async def _send(self, body: dict[str, Any], members: list[Parsed]) -> list[Record]:
+        """One output line per member; none when stopped or abandoned before a final answer."""
         puid = members[0].item.instance_id
         clock, stats = self._clock, self.stats
         failure: RequestFailed | None = None
@@ -173,42 +205,63 @@ class BatchRun:
             if attempt:
                 stats.retries += 1
                 assert failure is not None
-                await deferLater(clock, backoff_delay(attempt - 1, failure.retry_after))
+                await self._pause(backoff_delay(attempt - 1, failure.retry_after))
+                if self._stop_reason is not None or self._abandoned:
+                    return []  # stopping: a resume sends these lines again
             sent = clock.seconds()
             try:
                 response = await self._transport.send(body, puid)
             except RequestFailed as e:
                 stats.observe_latency(clock.seconds() - sent)
                 if self._abandoned:
-                    return
+                    return []
                 failure = e
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
                           index=members[0].item.index, reason=e.reason)
-                if not e.retryable or self._stop_reason is not None:
+                if not e.retryable:
                     break
+                if self._stop_reason is not None:
+                    return []  # stopping: leave the lines for a resume rather than record a transient error
                 continue
+            except CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a transport bug must still end as error lines
+                failure = RequestFailed("internal_error", f"{type(e).__name__}: {e}", info="internal_error")
+                break
             stats.observe_latency(clock.seconds() - sent)
             try:
                 lines = self.codec.results(response, members)
             except ResponseMismatch as e:
                 failure = RequestFailed("response_mismatch", str(e), info="response_mismatch")
                 break
-            for line in lines:
-                self._writer.write(line)
             stats.succeeded += len(lines)
-            return
+            return lines
         assert failure is not None
         if attempt + 1 > 1 and failure.retryable and self._stop_reason is None:
             reason = f"{failure.reason} (after {attempt + 1} attempts)"
         else:
             reason = failure.reason
-        for p in members:
-            self._fail(p.item, reason, failure.kind, code=failure.code, own_tags=p.own_tags)
+        return [self._fail(p.item, reason, failure.kind, code=failure.code, own_tags=p.own_tags)
+                for p in members]
+
+    async def _pause(self, seconds: float) -> None:
+        """Backoff between attempts; cut short by :meth:`stop`."""
+        d: Deferred[None] = deferLater(self._clock, seconds)
+        self._pauses.add(d)
+        try:
+            await d
+        except CancelledError:
+            if self._abandoned:
+                raise
+        finally:
+            self._pauses.discard(d)
 
     def _fail(self, item: Item, reason: str, kind: str, *, code: int | None = None,
-              own_tags: dict[str, Any] | None = None) -> None:
-        self._writer.write(self.codec.error(item, reason, info=kind, code=code, own_tags=own_tags))
+              own_tags: dict[str, Any] | None = None) -> Record:
+        """The error line for ``item``, counted."""
+        record = self.codec.error(item, reason, info=kind, code=code, own_tags=own_tags)
         self.stats.record_error(kind, item.index, reason)
         limit = self.config.max_failures
         if limit is not None and self.stats.failed >= limit:
             self.stop(f"{self.stats.failed} lines failed (--max-failures {limit})")
+        return record

@@ -53,6 +53,10 @@ def positive(value: str) -> float:
     return number
 
 
+def optional_positive(value: str) -> float | None:
+    return positive(value) if value not in ("", "0", "none") else None
+
+
 def optional_int(value: str) -> int | None:
     return at_least(1)(value) if value not in ("", "0", "none") else None
 
@@ -131,6 +135,16 @@ OPTIONS: tuple[Option, ...] = (
            fallback_env=("JOB_COMPLETION_INDEX",)),
     Option("shard-count", None, 1, "How many shards split the input (merge their outputs with "
            "'seldon-batch merge')", at_least(1)),
+    Option("resume", None, False, "Keep the lines already in the output file (a torn last line is cut off) "
+           "and send only input lines without one, under the file's batch id", None),
+    Option("retry-failed", None, False, "Also send again the lines whose output is an error line, replacing "
+           "those lines (implies --resume)", None),
+    Option("ordered", None, False, "Write output lines in input order (a bounded reorder buffer: reading "
+           "waits while an early line is still pending)", None),
+    Option("fsync-interval", None, None, "Also fsync the output file at most every this many seconds (whole "
+           "lines are written to the OS every second regardless) [default: never]", optional_positive),
+    Option("drain-timeout", None, 30.0, "On SIGTERM/SIGINT, seconds requests in flight may take to finish "
+           "before they are abandoned (a --resume redoes them)", non_negative),
 )
 FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
 
@@ -241,6 +255,7 @@ class ProcessorOptions(usage.Options):
         values.setdefault("output_data_path", default_output_path(values["input_data_path"], self["shard-index"],
                                                                   self["shard-count"]))
         values.update(overrides)
+        values.setdefault("batch_id_given", "batch_id" in values)
         return BatchConfig(**values)
 
 

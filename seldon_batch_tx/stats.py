@@ -33,6 +33,8 @@ class BatchStats:
     #: (time, lines done) samples for "rate now" and the throughput chart; bounded.
     samples: deque[tuple[float, int]] = attrs.field(factory=lambda: deque(maxlen=600))
     reason: str | None = None
+    #: Lines found in the output when a resumed run started; included in succeeded/failed.
+    resumed: int = 0
 
     @property
     def done(self) -> int:
@@ -58,7 +60,7 @@ class BatchStats:
 
     def rate_overall(self, now: float) -> float:
         elapsed = self.elapsed(now)
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self.resumed) / elapsed if elapsed > 0 else 0.0
 
     def rate_now(self, window: float = 5.0) -> float:
         """Lines/s over roughly the last ``window`` seconds of samples."""

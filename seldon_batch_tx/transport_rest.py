@@ -161,13 +161,27 @@ class RestTransport:
     async def _send(self, data: bytes, puid: str) -> JSONDict:
         headers = {**self._headers, "seldon-puid": [puid]}
         try:
+            started = self._reactor.seconds()
             response = await self._client.post(self.url, data=data, headers=headers, timeout=self._config.timeout)
-            content = await response.content()
+            # treq's timeout stops at the headers: a body that stalls must time out too.
+            body = response.content()
+            body.addTimeout(max(self._config.timeout - (self._reactor.seconds() - started), 0.001), self._reactor)
+            try:
+                content = await body
+            except TimeoutError:
+                _drop_connection(response)  # the connection is mid-body: never reuse it
+                raise
         except RequestFailed:
             raise
         except Exception as e:  # noqa: BLE001 - every transport error becomes an error record
             raise connection_failure(e) from None
         return classify(response.code, content, response.headers.getRawHeaders(b"retry-after", [None])[0])
+
+
+def _drop_connection(response: Any) -> None:
+    transport = getattr(getattr(response, "original", response), "_transport", None)
+    if transport is not None:
+        transport.stopProducing()
 
 
 async def _done() -> None:
