@@ -36,7 +36,7 @@ class BatchConfig:
     host: str = "istio-ingressgateway.istio-system.svc.cluster.local:80"
     transport: str = "rest"
     #: REST only: ``fast`` (transport_http) or ``treq`` (transport_rest).
-    http_client: str = "treq"
+    http_client: str = "fast"
     data_type: str = "data"
     payload_type: str = "ndarray"
     workers: int = 1

@@ -99,7 +99,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", "h", "istio-ingressgateway.istio-system.svc.cluster.local:80",
            "The hostname (host[:port]) for the seldon model, the ingress or the service itself"),
     Option("transport", "t", "rest", "The transport type of the SeldonDeployment model", choice(*TRANSPORTS)),
-    Option("http-client", None, "treq", "The HTTP client of the REST transport: fast (keep-alive HTTP/1.1 "
+    Option("http-client", None, "fast", "The HTTP client of the REST transport: fast (keep-alive HTTP/1.1 "
            "on Twisted's protocol layer) or treq", choice(*HTTP_CLIENTS)),
     Option("data-type", "a", "data", "Whether to use json, strData, Seldon Data type or a raw SeldonMessage "
            "per line for the payload", choice(*DATA_TYPES)),
