@@ -1,3 +1,5 @@
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -8,8 +10,13 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["seldon_batch_tx", "seldon_batch_tx.*"]) + ["twisted.plugins"],
+    # The repository root as the package root: `pip install -e .` then adds it to sys.path with a .pth,
+    # which Twisted's plugin finder needs to see twisted/plugins/seldon_batch_plugin.py (setuptools'
+    # import-hook editable mode hides it from `twistd --help`).
+    package_dir={"": "."},
     package_data={"seldon_batch_tx": ["protos/*.proto", "protos/**/*.proto"], "": ["web/**/*"]},
-    data_files=[],
+    # The dashboard's templates and static files (web/ at the repository root, found by webroot.py).
+    data_files=[(f"share/seldon-batch-tx/{d}", sorted(glob.glob(f"{d}/*"))) for d in ("web/templates", "web/static")],
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=24.7",

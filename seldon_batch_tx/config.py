@@ -72,6 +72,8 @@ class BatchConfig:
     ordered: bool = False
     fsync_interval: float | None = None
     drain_timeout: float = 30.0
+    #: Serve the live dashboard on this Twisted endpoint string while the batch runs.
+    dashboard: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

@@ -145,6 +145,8 @@ OPTIONS: tuple[Option, ...] = (
            "lines are written to the OS every second regardless) [default: never]", optional_positive),
     Option("drain-timeout", None, 30.0, "On SIGTERM/SIGINT, seconds requests in flight may take to finish "
            "before they are abandoned (a --resume redoes them)", non_negative),
+    Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
+           "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)"),
 )
 FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
 

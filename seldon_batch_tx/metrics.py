@@ -1,0 +1,119 @@
+"""``/metrics`` in the Prometheus text exposition format (version 0.0.4), written by hand.
+
+Why by hand rather than ``prometheus_client``: the numbers already live in ``BatchStats``
+(including the latency histogram's bucket counts), so a client library would only add a
+dependency and a second copy of every counter; the format is a few lines of text with one
+escaping rule for label values. The tests parse the output with ``prometheus_client``'s
+parser to prove it is valid.
+
+Process-wide counters add the retired batches' counts, so they never go down; per-batch
+gauges exist only for batches still listed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from .registry import BatchRegistry, Totals
+from .stats import LATENCY_BUCKETS
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "seldon_batch"
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+def labels(pairs: dict[str, str]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in pairs.items()) + "}"
+
+
+class _Text:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, pairs: dict[str, str] | None = None) -> None:
+        self.lines.append(f"{name}{labels(pairs or {})} {number(value)}")
+
+
+def totals(registry: BatchRegistry) -> Totals:
+    """Process-wide sums: batches still listed plus the retired ones."""
+    total = Totals()
+    retired = registry.retired
+    total.succeeded, total.failed, total.retries = retired.succeeded, retired.failed, retired.retries
+    total.requests, total.latency_sum = retired.requests, retired.latency_sum
+    total.latency_counts = list(retired.latency_counts)
+    total.errors_by_kind = Counter(retired.errors_by_kind)
+    for entry in registry.entries():
+        total.add(entry.stats)
+    return total
+
+
+def render_metrics(registry: BatchRegistry) -> str:
+    now = registry.now()
+    total = totals(registry)
+    out = _Text()
+    p = PREFIX
+
+    out.family(f"{p}_lines_total", "counter", "Output lines written, by result.")
+    out.sample(f"{p}_lines_total", total.succeeded, {"result": "succeeded"})
+    out.sample(f"{p}_lines_total", total.failed, {"result": "failed"})
+    out.family(f"{p}_errors_total", "counter", "Failed lines by kind of error.")
+    for kind, count in sorted(total.errors_by_kind.items()):
+        out.sample(f"{p}_errors_total", count, {"kind": kind})
+    out.family(f"{p}_requests_total", "counter", "Requests sent to the model, retries included.")
+    out.sample(f"{p}_requests_total", total.requests)
+    out.family(f"{p}_retries_total", "counter", "Requests retried after a retryable failure.")
+    out.sample(f"{p}_retries_total", total.retries)
+
+    name = f"{p}_request_duration_seconds"
+    out.family(name, "histogram", "Time from sending a request to its answer or failure.")
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS, total.latency_counts, strict=False):
+        cumulative += count
+        out.sample(f"{name}_bucket", cumulative, {"le": number(float(bound))})
+    cumulative += total.latency_counts[-1]
+    out.sample(f"{name}_bucket", cumulative, {"le": "+Inf"})
+    out.sample(f"{name}_sum", total.latency_sum)
+    out.sample(f"{name}_count", cumulative)
+
+    out.family(f"{p}_batches", "gauge", "Batches listed on the dashboard, by state.")
+    for state, count in sorted(registry.counts_by_state().items()):
+        out.sample(f"{p}_batches", count, {"state": state})
+
+    entries = registry.entries()
+    out.family(f"{p}_batch_lines_done", "gauge", "Lines done (succeeded or failed) of one batch.")
+    for e in entries:
+        out.sample(f"{p}_batch_lines_done", e.stats.done, {"batch_id": e.batch_id, "name": e.stats.name})
+    out.family(f"{p}_batch_lines_expected", "gauge", "Lines in the input of one batch (0 until counted).")
+    for e in entries:
+        out.sample(f"{p}_batch_lines_expected", e.stats.total or 0, {"batch_id": e.batch_id, "name": e.stats.name})
+    out.family(f"{p}_batch_lines_failed", "gauge", "Failed lines of one batch.")
+    for e in entries:
+        out.sample(f"{p}_batch_lines_failed", e.stats.failed, {"batch_id": e.batch_id, "name": e.stats.name})
+    out.family(f"{p}_batch_rate_lines_per_second", "gauge", "Recent throughput of one batch.")
+    for e in entries:
+        out.sample(f"{p}_batch_rate_lines_per_second", float(e.stats.rate_now()),
+                   {"batch_id": e.batch_id, "name": e.stats.name})
+
+    out.family(f"{p}_uptime_seconds", "gauge", "Seconds since this process started its registry.")
+    out.sample(f"{p}_uptime_seconds", float(now - registry.started))
+    return "\n".join(out.lines) + "\n"
