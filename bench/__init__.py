@@ -1,0 +1,1 @@
+"""bench/: the benchmark suite (run with `.venv/bin/python bench/run.py`)."""
