@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import attrs
 import txaio
 
+txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
 
 _TAIL_CHUNK = 1 << 16
