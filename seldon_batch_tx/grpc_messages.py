@@ -29,6 +29,8 @@ What cannot be preserved over gRPC (the information is not on the wire):
 * integers beyond +-2**53 in ndarray/jsonData/tags: they travel as doubles and lose
   precision (they come back as floats);
 * ``data.tensor.values`` is ``repeated double`` by definition: always floats;
+* an empty repeated field is not on the wire: ``"names": []`` (which the model microservice's
+  REST answer has for a 1-d result) is absent over gRPC;
 * ``Feedback.reward`` and ``Metric.value`` are 32-bit floats (``0.1`` -> ``0.10000000149...``);
 * ``tftensor`` follows the proto3 JSON mapping exactly like the REST server: 64-bit integers
   (``int64Val``, ``dim.size``) are strings, ``stringVal`` is base64, NaN is ``"NaN"``;
