@@ -24,7 +24,8 @@ txaio.use_twisted()
 
 def start_logging(level: str, out: TextIO | None = None) -> None:
     """Send structured log events at ``level`` and above to ``out`` (stderr by default)."""
+    level = "warn" if level == "warning" else level  # txaio and twisted.logger spell it "warn"
     txaio.set_global_log_level(level)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level.replace("warning", "warn")))
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     observer = FilteringLogObserver(textFileLogObserver(out or sys.stderr), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
