@@ -24,10 +24,10 @@ import jinja2
 import txaio
 from twisted.application import service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
-from twisted.web import static
-from twisted.web.resource import IResource, NoResource, Resource
+from twisted.web import pages
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -140,14 +140,13 @@ class Page(Resource):
         self._templates = templates
         self.registry = registry
 
-    def context(self) -> dict[str, Any] | None:
+    def context(self) -> dict[str, Any]:
         return {}
 
     def render_GET(self, request: Request) -> bytes:
         context = self.context()
-        if context is None:
+        if context.get("missing"):
             request.setResponseCode(404)
-            context = {"missing": True}
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return self._templates.get_template(self.template).render(**context).encode("utf-8")
 
@@ -171,7 +170,7 @@ class BatchPage(Page):
     def context(self) -> dict[str, Any]:
         entry = self.registry.get(self.batch_id)
         batch = entry.detail_json(self.registry.now()) if entry else None
-        return {"base": "../", "batch_id": self.batch_id, "batch": batch}
+        return {"base": "../", "batch_id": self.batch_id, "batch": batch, "missing": batch is None}
 
 
 class BatchPages(Resource):
@@ -247,11 +246,35 @@ class Health(Resource):
                                "batches": registry.counts_by_state()})
 
 
-class StaticFiles(static.File):
-    """Static files without directory listings."""
+_CONTENT_TYPES = {".js": b"text/javascript; charset=utf-8", ".css": b"text/css; charset=utf-8",
+                  ".svg": b"image/svg+xml", ".png": b"image/png", ".ico": b"image/x-icon"}
 
-    def directoryListing(self) -> Resource:  # noqa: N802
-        return NoResource()
+
+class StaticFile(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        super().__init__()
+        self._body = body
+        self._type = content_type
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", self._type)
+        return self._body
+
+
+class StaticFiles(Resource):
+    """The few files of web/static, read once at start; nothing else (no listing, no paths)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        for path in sorted(directory.iterdir()):
+            kind = _CONTENT_TYPES.get(path.suffix)
+            if path.is_file() and kind is not None:
+                self.putChild(path.name.encode("utf-8"), StaticFile(path.read_bytes(), kind))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return pages.notFound()
 
 
 class DashboardRoot(Resource):
@@ -270,7 +293,7 @@ class DashboardRoot(Resource):
         self.putChild(b"api", api)
         self.putChild(b"metrics", Metrics(registry))
         self.putChild(b"health", Health(registry))
-        self.putChild(b"static", StaticFiles(str(web / "static")))
+        self.putChild(b"static", StaticFiles(web / "static"))
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         for name, value in _SECURITY_HEADERS.items():
@@ -283,7 +306,7 @@ class DashboardRoot(Resource):
 class QuietSite(Site):
     """No access log line per request: the page polls every second."""
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Any) -> None:
         pass
 
 
@@ -332,9 +355,24 @@ class DashboardService(service.Service):
         log.info("dashboard listening on {where}", where=where)
         return port
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()  # type: ignore[no-any-return]
-        return None
+        return succeed(None)
+
+
+def serve_single_batch(endpoint: str, stats: Any, config: Any, reactor: Any) -> DashboardService:
+    """The dashboard of the one-shot command for its one batch (``--dashboard ENDPOINT``).
+
+    The token comes from ``$SELDON_BATCH_DASHBOARD_TOKEN``; raises ValueError for a
+    non-loopback endpoint without one, and the listen error if the port is taken.
+    """
+    import os
+
+    registry = BatchRegistry(reactor, sample_interval=None)  # the progress reporter samples already
+    registry.add(stats, config=config, source=config.input_data_path, output=config.output_data_path)
+    dashboard = DashboardService(endpoint, registry, reactor, token=os.environ.get(TOKEN_ENV) or None)
+    dashboard.startService()
+    return dashboard
