@@ -56,6 +56,15 @@ def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
     trigger = reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
 
     async def run() -> None:
+        dashboard = None
+        if config.dashboard:
+            from .dashboard import serve_single_batch
+
+            try:
+                dashboard = serve_single_batch(config.dashboard, batch.stats, config, reactor)
+            except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was sent
+                print(f"{PROG}: error: --dashboard {config.dashboard}: {e}", file=sys.stderr, flush=True)
+                raise SystemExit(EXIT_USAGE) from None
         progress.start()
         try:
             summary = await batch.run()
@@ -64,6 +73,8 @@ def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
             raise SystemExit(EXIT_USAGE) from None
         finally:
             progress.stop()
+            if dashboard is not None:
+                await dashboard.stopService()
             finished.callback(None)
         reactor.removeSystemEventTrigger(trigger)
         print(summary.text(), flush=True)
