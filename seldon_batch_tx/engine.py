@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 
 from .config import BatchConfig
 from .ordering import ReorderBuffer
-from .payloads import InputError, Parsed, ResponseMismatch, SeldonCodec
+from .payloads import InputError, Parsed, ResponseMismatch
+from .payloads_v2 import make_codec
 from .reader import Item, chunked
 from .stats import BatchStats
 from .transport import RequestFailed, Transport
@@ -88,7 +89,7 @@ class BatchRun:
     def __init__(self, config: BatchConfig, items: Iterator[Item], transport: Transport,
                  writer: LineWriter, stats: BatchStats, clock: IReactorTime) -> None:
         self.config = config
-        self.codec = SeldonCodec(config)
+        self.codec = make_codec(config)
         self._items = items
         self._transport = transport
         self._writer = writer

@@ -15,7 +15,18 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from .config import DATA_TYPES, GATEWAYS, HTTP_CLIENTS, LOG_LEVELS, METHODS, PAYLOAD_TYPES, TRANSPORTS, BatchConfig
+from .config import (
+    DATA_TYPES,
+    GATEWAYS,
+    HTTP_CLIENTS,
+    LOG_LEVELS,
+    METHODS,
+    PAYLOAD_TYPES,
+    PROTOCOLS,
+    TRANSPORTS,
+    V2_DATATYPES,
+    BatchConfig,
+)
 
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "off"})
@@ -61,6 +72,19 @@ def optional_int(value: str) -> int | None:
     return at_least(1)(value) if value not in ("", "0", "none") else None
 
 
+def header_pairs(value: str) -> tuple[tuple[str, str], ...]:
+    """``Name: Value`` (several on separate lines, as in ``$SELDON_BATCH_HEADER``) as pairs."""
+    pairs = []
+    for line in value.splitlines():
+        if not line.strip():
+            continue
+        name, sep, text = line.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t"):
+            raise ValueError(f"{line!r} is not a header NAME:VALUE")
+        pairs.append((name.strip(), text.strip()))
+    return tuple(pairs)
+
+
 def boolean(value: str) -> bool:
     word = value.strip().lower()
     if word in TRUE_WORDS:
@@ -103,8 +127,16 @@ OPTIONS: tuple[Option, ...] = (
            "on Twisted's protocol layer) or treq", choice(*HTTP_CLIENTS)),
     Option("data-type", "a", "data", "Whether to use json, strData, Seldon Data type or a raw SeldonMessage "
            "per line for the payload", choice(*DATA_TYPES)),
-    Option("payload-type", "p", "ndarray", "The payload type expected by the SeldonDeployment",
-           choice(*PAYLOAD_TYPES)),
+    Option("payload-type", "p", "ndarray", "The payload type expected by the SeldonDeployment; with --protocol "
+           "v2 a V2 datatype (FP32, INT64, BYTES...) [default for v2: inferred from the values]",
+           choice(*PAYLOAD_TYPES, *V2_DATATYPES)),
+    Option("protocol", None, "seldon", "The inference protocol: seldon (Seldon Core v1) or v2 (Open Inference "
+           "Protocol: MLServer, Triton, KServe, Seldon Core 2)", choice(*PROTOCOLS)),
+    Option("model-name", None, None, "The V2 model name [default: the deployment name]"),
+    Option("model-version", None, None, "The V2 model version [default: none, the server's choice]"),
+    Option("input-name", None, "input-0", "The V2 input tensor's name for plain (non-raw) lines"),
+    Option("header", None, (), "A request header NAME:VALUE (gRPC metadata), repeatable: e.g. 'seldon-model: "
+           "NAME' for Seldon Core 2, 'Host: NAME.NS.example.com' for KServe", header_pairs),
     Option("workers", "w", 1, "The number of requests in flight at once", at_least(1)),
     Option("retries", "r", 3, "How many times a failed request is retried (connection errors, timeouts, 429, "
            "5xx) before its lines are written as errors", at_least(0)),
@@ -178,8 +210,13 @@ def normalise_flags(argv: Sequence[str], flags: frozenset[str] = FLAG_NAMES) -> 
     return out
 
 
+#: Options given any number of times (an ``opt_<name>`` method of ProcessorOptions collects them).
+REPEATABLE = frozenset({"header"})
+
+
 def _parameters() -> list[list[Any]]:
-    return [[o.name, o.short, o.default, o.help, o.coerce] for o in OPTIONS if o.coerce is not None]
+    return [[o.name, o.short, o.default, o.help, o.coerce] for o in OPTIONS
+            if o.coerce is not None and o.name not in REPEATABLE]
 
 
 def _flags() -> list[list[Any]]:
@@ -206,7 +243,7 @@ class ProcessorOptions(usage.Options):
         super().__init__()
         env = os.environ if environ is None else environ
         for o in OPTIONS:
-            if o.coerce is None:
+            if o.coerce is None or o.name in REPEATABLE:
                 self[o.name] = o.default
             name = next((n for n in (o.env, *o.fallback_env) if env.get(n) is not None), o.env)
             raw = env.get(name)
@@ -220,6 +257,13 @@ class ProcessorOptions(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
         super().parseOptions(normalise_flags(options if options is not None else sys.argv[1:]))
 
+    def opt_header(self, value: str) -> None:
+        """A request header NAME:VALUE (gRPC metadata), repeatable"""
+        try:
+            self["header"] = (*self["header"], *header_pairs(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--header: {e}") from None
+
     def postOptions(self) -> None:  # noqa: N802
         for o in OPTIONS:
             if o.coerce is None and self.get("no-" + o.name):
@@ -232,8 +276,19 @@ class ProcessorOptions(usage.Options):
         if self["shard-count"] > 1 and not self["batch-id"]:
             raise usage.UsageError("--batch-id is required with --shard-count: all shards must tag their lines "
                                    "with the same batch id")
+        self._check_protocol()
         if self.needs_input:
             self._check_paths()
+
+    def _check_protocol(self) -> None:
+        v2_type = self["payload-type"] in V2_DATATYPES
+        if self["protocol"] == "seldon" and v2_type:
+            raise usage.UsageError(f"--payload-type {self['payload-type']} needs --protocol v2")
+        if self["protocol"] == "v2":
+            if self["method"] != "predict":
+                raise usage.UsageError("--protocol v2 has no feedback method")
+            if self["data-type"] == "json":
+                raise usage.UsageError("--protocol v2 takes --data-type data, str or raw (a whole V2 request)")
 
     def _check_paths(self) -> None:
         path = self["input-data-path"]
@@ -256,6 +311,7 @@ class ProcessorOptions(usage.Options):
         values = {o.field: self[o.name] for o in OPTIONS if self[o.name] is not None}
         values.setdefault("output_data_path", default_output_path(values["input_data_path"], self["shard-index"],
                                                                   self["shard-count"]))
+        values["headers"] = tuple(values.pop("header", ()))
         values.update(overrides)
         values.setdefault("batch_id_given", "batch_id" in values)
         return BatchConfig(**values)

@@ -46,6 +46,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from seldon_batch_tx import grpc_v2_messages
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.grpc_messages import (
     JSONDict,
@@ -53,6 +54,7 @@ from seldon_batch_tx.grpc_messages import (
     message_from_dict,
     message_to_dict,
 )
+from seldon_batch_tx.payloads_v2 import model_name
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
 from seldon_batch_tx.transport import RequestFailed
 
@@ -200,6 +202,10 @@ class GrpcTransport:
             feedback_from_dict if config.method == "feedback" else message_from_dict
         )
         self._metadata = self._base_metadata(config)
+        self._convert: Callable[[Any], JSONDict] = response_to_dict
+        if config.protocol == "v2":  # Open Inference Protocol: inference.GRPCInferenceService/ModelInfer
+            self._build = grpc_v2_messages.request_builder(model_name(config), config.model_version)
+            self._convert = grpc_v2_messages.response_to_dict
 
     @staticmethod
     def _base_metadata(config: BatchConfig) -> tuple[tuple[str, str], ...]:
@@ -208,6 +214,8 @@ class GrpcTransport:
             metadata += [("seldon", config.deployment_name), ("namespace", config.namespace)]
         if config.call_credentials_token:
             metadata.append(("x-auth-token", config.call_credentials_token))
+        # --header: gRPC metadata keys are lower case; a Host header becomes the channel's :authority
+        metadata += [(name.lower(), value) for name, value in config.headers if name.lower() != "host"]
         return tuple(metadata)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -237,6 +245,7 @@ class GrpcTransport:
     def _connect(self, root_certificates: bytes | None, name_override: str | None) -> None:
         config = self._config
         options = list(CHANNEL_OPTIONS)
+        options += [("grpc.default_authority", v) for k, v in config.headers if k.lower() == "host"]
         if config.use_ssl:
             if name_override:
                 options.append(("grpc.ssl_target_name_override", name_override))
@@ -250,6 +259,8 @@ class GrpcTransport:
             else prediction_pb2_grpc.ModelStub(self._channel)
         )
         self._call = stub.SendFeedback if config.method == "feedback" else stub.Predict
+        if config.protocol == "v2":
+            self._call = grpc_v2_messages.model_infer_call(self._channel)
         self.log.info(
             "gRPC channel to {host} open (tls={tls}, service={service}, method={method}, mode={mode})",
             host=config.host,
@@ -357,7 +368,7 @@ class GrpcTransport:
             raise rpc_failure(error) from None
         except ValueError as error:  # the channel was closed meanwhile
             raise RequestFailed("connection", f"gRPC channel unusable: {error}") from None
-        return response_to_dict(response)
+        return self._convert(response)
 
     def _future_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> Deferred[JSONDict]:
         try:
@@ -387,7 +398,7 @@ class GrpcTransport:
                 d.errback(RequestFailed("bad_response", f"gRPC call failed: {error!r}"))
             return
         try:
-            result = response_to_dict(future.result())
+            result = self._convert(future.result())
         except RequestFailed:
             d.errback()
         else:

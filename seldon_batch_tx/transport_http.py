@@ -47,18 +47,25 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _CLOSE_GRACE = 2.0
 
 
-def request_head(method: str, url: str, token: str | None) -> tuple[bytes, str, int, bool]:
-    """The request line and static headers up to ``Content-Length:``, host, port and TLS."""
+def request_head(method: str, url: str, token: str | None,
+                 extra: tuple[tuple[str, str], ...] = ()) -> tuple[bytes, str, int, bool]:
+    """The request line and static headers up to ``Content-Length:``, host, port and TLS.
+
+    ``extra`` (``--header``) are added as given; a ``Host`` among them replaces the URL's.
+    """
     parts = urlsplit(url)
     tls = parts.scheme == "https"
     host = parts.hostname or "localhost"
     port = parts.port or (443 if tls else 80)
-    lines = [f"{method} {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", "User-Agent: seldon-batch-tx",
+    host_header = next((v for k, v in extra if k.lower() == "host"), parts.netloc)
+    lines = [f"{method} {parts.path or '/'} HTTP/1.1", f"Host: {host_header}", "User-Agent: seldon-batch-tx",
              "Content-Type: application/json"]
     if token:
         lines.append(f"X-Auth-Token: {token}")
-    if any(c in value for value in (token or "", parts.netloc, parts.path) for c in "\r\n\0"):
-        raise ValueError("the host, path and token must not contain line breaks")
+    lines += [f"{k}: {v}" for k, v in extra if k.lower() != "host"]
+    if any(c in value for value in (token or "", parts.netloc, parts.path, *(x for kv in extra for x in kv))
+           for c in "\r\n\0"):
+        raise ValueError("the host, path, token and headers must not contain line breaks")
     head = "\r\n".join(lines) + "\r\nContent-Length: "
     return head.encode("latin-1"), host, port, tls
 
@@ -236,7 +243,8 @@ class FastHttpTransport:
         self._reactor = reactor
         self.url = endpoint_url(config, "feedback" if config.method == "feedback" else "predictions")
         self._head, self._host, self._port, self._tls = request_head("POST", self.url,
-                                                                     config.call_credentials_token)
+                                                                     config.call_credentials_token,
+                                                                     config.headers)
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
         self._timeout = config.timeout

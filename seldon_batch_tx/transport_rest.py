@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import treq
 from OpenSSL import SSL
@@ -34,6 +35,11 @@ _EXCERPT = 300
 def endpoint_url(config: BatchConfig, path: str) -> str:
     """The model URL for ``path`` (``predictions``/``feedback``) and the gateway type."""
     scheme = "https" if config.use_ssl else "http"
+    if config.protocol == "v2":  # Open Inference Protocol; a gateway's Seldon Core 1 prefix when not direct
+        model = quote(config.model_name or config.deployment_name, safe="")
+        version = f"/versions/{quote(config.model_version, safe='')}" if config.model_version else ""
+        prefix = "" if config.gateway_type == "seldon" else f"/seldon/{config.namespace}/{config.deployment_name}"
+        return f"{scheme}://{config.host}{prefix}/v2/models/{model}{version}/infer"
     if config.gateway_type == "seldon":
         return f"{scheme}://{config.host}/api/v1.0/{path}"
     return f"{scheme}://{config.host}/seldon/{config.namespace}/{config.deployment_name}/api/v1.0/{path}"
@@ -137,6 +143,8 @@ class RestTransport:
         headers = {"Content-Type": ["application/json"]}
         if config.call_credentials_token:
             headers["X-Auth-Token"] = [config.call_credentials_token]
+        for name, value in config.headers:  # --header: gateway routing (seldon-model, Host), auth...
+            headers.setdefault(name, []).append(value)
         self._headers = headers
 
     def start(self) -> None:
