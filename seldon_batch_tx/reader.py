@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -25,6 +26,25 @@ def instance_id(batch_id: str, index: int) -> str:
     return str(uuid.uuid5(_INSTANCE_NAMESPACE, f"{batch_id}/{index}"))
 
 
+def instance_ids(batch_id: str) -> Callable[[int], str]:
+    """A fast :func:`instance_id` for one batch: the SHA-1 of the shared prefix is computed once.
+
+    Same value as ``uuid5`` (version and variant bits set by hand), about 3x cheaper per line.
+    """
+    prefix = hashlib.sha1(_INSTANCE_NAMESPACE.bytes + f"{batch_id}/".encode(), usedforsecurity=False)
+
+    def make(index: int) -> str:
+        digest = prefix.copy()
+        digest.update(b"%d" % index)
+        raw = bytearray(digest.digest()[:16])
+        raw[6] = (raw[6] & 0x0F) | 0x50
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    return make
+
+
 def count_lines(path: str, chunk_size: int = 1 << 20) -> int:
     """Count input lines cheaply (a trailing line without newline counts) for progress."""
     total = 0
@@ -40,10 +60,11 @@ def read_items(
     stream: BinaryIO, batch_id: str, wanted: Callable[[int], bool] | None = None
 ) -> Iterator[Item]:
     """Yield one item per line; ``wanted`` skips lines already done (resume) or of other shards."""
+    make_id = instance_ids(batch_id)
     for index, raw in enumerate(stream):
         if wanted is not None and not wanted(index):
             continue
-        yield Item(index, instance_id(batch_id, index), raw.rstrip(b"\r\n"))
+        yield Item(index, make_id(index), raw.rstrip(b"\r\n"))
 
 
 def chunked(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
