@@ -21,3 +21,13 @@ def seldon_server(seldon_venv: Path) -> Iterator[SeldonServer]:
     """The real Seldon microservice with EchoModel on 127.0.0.1, for the whole session."""
     with SeldonServer("EchoModel") as server:
         yield server
+
+from tests.mlserver_servers import MLServerServer, ensure_mlserver_venv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mlserver_server() -> Iterator[MLServerServer]:
+    """The real MLServer 1.7.1 serving the example V2 model ``echo`` on 127.0.0.1, for the whole session."""
+    ensure_mlserver_venv()
+    with MLServerServer() as server:
+        yield server
