@@ -48,12 +48,12 @@ class EchoModel(MLModel):
         for tensor in payload.inputs:
             values = _values(tensor)
             if tensor.datatype == "BYTES":
-                texts = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+                # echoed as they came: str over REST, bytes over gRPC (what MLServer encodes back)
+                texts = {v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values}
                 if "boom" in texts:
                     raise MLServerError("boom: this input asks the echo model to fail", 400)
                 if "crash" in texts:
                     raise RuntimeError("crash: this input makes the echo model raise")
-                values = texts
             outputs.append(ResponseOutput(name=tensor.name, shape=tensor.shape, datatype=tensor.datatype,
                                           data=values))
             if row_sum is None and tensor.datatype in NUMERIC and tensor.shape:
