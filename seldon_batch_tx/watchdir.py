@@ -8,7 +8,8 @@ Layout under ``--watch-dir DIR``::
     failed/      NAME, NAME.reason.txt (and whatever output and summary exist)
 
 A file is taken only when complete: it was renamed in (seen through inotify where available),
-a ``NAME.ready`` marker exists, or its size and mtime did not change between two polls.
+a ``NAME.ready`` marker exists, or its size and mtime did not change between two polls (a whole
+poll interval apart).
 Names starting with ``.`` or ending in ``.part``, ``.partial``, ``.tmp``, ``.ready`` or
 ``.json`` are never inputs. A file is claimed by taking an exclusive ``flock`` on it and then
 renaming it into ``processing/``: of two daemons on one directory only one rename succeeds,
@@ -198,7 +199,8 @@ class WatchDirService(service.Service):
         self._notifier: Any = None
         self._soon: Any = None
         self._stopping = False
-        self._last_seen: dict[str, tuple[int, int]] = {}
+        #: name -> ((size, mtime), when that signature was first seen)
+        self._last_seen: dict[str, tuple[tuple[int, int], float]] = {}
         self._renamed_in: set[str] = set()
         self._waiting: dict[str, BatchEntry] = {}
         self._orphans: list[Job] = []
@@ -289,7 +291,8 @@ class WatchDirService(service.Service):
     def _scan_incoming(self) -> None:
         names = sorted(os.listdir(self.incoming))
         present = set(names)
-        seen: dict[str, tuple[int, int]] = {}
+        now = self._reactor.seconds()
+        seen: dict[str, tuple[tuple[int, int], float]] = {}
         for name in names:
             if not is_candidate(name):
                 continue
@@ -301,10 +304,14 @@ class WatchDirService(service.Service):
                 self._reject_incoming(name, "not a regular file")
                 continue
             signature = (st.st_size, st.st_mtime_ns)
-            seen[name] = signature
+            previous, since = self._last_seen.get(name, (None, now))
+            seen[name] = (signature, since if previous == signature else now)
             if name in self._waiting:
                 continue
-            if name + READY in present or name in self._renamed_in or self._last_seen.get(name) == signature:
+            # Unchanged means: the same size and mtime for a whole poll interval, so two scans close
+            # together (an early scan after a batch ends) do not count as two polls.
+            steady = previous == signature and now - since >= self._poll_interval * 0.999
+            if name + READY in present or name in self._renamed_in or steady:
                 self._enqueue(name)
         self._last_seen = seen
         self._renamed_in &= present

@@ -116,6 +116,9 @@ def test_file_unchanged_over_two_polls_is_taken_and_done(daemon: Daemon) -> None
     os.utime(src, ns=(1, 1_000_000_000))  # a different mtime even on coarse clocks
     daemon.clock.advance(1)  # changed since last poll: still waiting
     assert files(daemon.path("incoming")) == ["grow.txt"]
+    daemon.clock.advance(0.5)
+    daemon.service.poll()  # an early scan half an interval later is not a second poll
+    assert files(daemon.path("incoming")) == ["grow.txt"]
     daemon.pump(lambda: (daemon.path("done", "grow.txt.summary.json")).exists(), seconds=3)
     assert files(daemon.path("done")) == ["grow.out.txt", "grow.txt", "grow.txt.summary.json"]
     assert files(daemon.path("incoming")) == [] and files(daemon.path("processing")) == []
