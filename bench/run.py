@@ -38,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.servers import (  # noqa: E402
     NGINX,
     WRK,
+    GrpcEchoServer,
     LatencyServer,
     NginxServer,
     compact,
+    grpc_load_rate,
     wrk_rate,
 )
 from bench.tools import TOOLS, Job, RunResult, Tool, ensure_installed, measure  # noqa: E402
@@ -48,13 +50,14 @@ from bench.tools import TOOLS, Job, RunResult, Tool, ensure_installed, measure  
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 ROWS = 32  # the mini-batch size of the batch rows
 SUITE_DEADLINE = 40 * 60.0  # seconds: rows not started by then are skipped
+MIN_NET = 0.25  # the start-up offset never takes more than 75% off a run's wall time
 
 
 @dataclass(frozen=True)
 class Scenario:
     """One server setting, run by several tools on the same input file."""
 
-    server: str  # "nginx" | "nginx-batch" | "latency" | "seldon"
+    server: str  # "nginx" | "nginx-batch" | "latency" | "seldon" | "grpc-echo"
     workers: int
     batch_size: int
     lines: int
@@ -78,26 +81,29 @@ class Scenario:
 def suite(quick: bool, runs: int) -> list[Scenario]:
     """The rows of a full or a quick run."""
     everyone = ("ours", "original", "mlserver")
+    headline = ("ours", "ours-treq", "original", "mlserver")
     grpc = ("ours-grpc", "original-grpc")
     if quick:
         return [
             Scenario("nginx", 1, 1, 1, everyone, runs, 60, "startup: one line", tag="-startup"),
-            Scenario("nginx", 50, 1, 2_000, everyone, runs, 120, "nginx, 50 workers (headline)"),
-            Scenario("nginx-batch", 50, ROWS, 6_400, everyone, runs, 120, f"nginx, --batch-size {ROWS}"),
-            Scenario("latency", 200, 1, 2_000, everyone, runs, 120, "10 ms latency, 200 workers"),
+            Scenario("nginx", 50, 1, 5_000, headline, runs, 120, "nginx, 50 workers (headline)"),
+            Scenario("nginx-batch", 50, ROWS, 16_000, everyone, runs, 120, f"nginx, --batch-size {ROWS}"),
+            Scenario("latency", 200, 1, 5_000, everyone, runs, 120, "10 ms latency, 200 workers"),
             Scenario("seldon", 50, 1, 1_000, ("ours", "original", *grpc), runs, 120, "real Seldon microservice"),
+            Scenario("grpc-echo", 50, 1, 2_000, grpc, runs, 120, "gRPC echo server"),
             Scenario("nginx", 50, 1, 50_000, ("ours",), 1, 120, "memory: 50,000 lines", tag="-mem"),
         ]
     return [
         Scenario("nginx", 1, 1, 1, everyone, runs, 60, "startup: one line", tag="-startup"),
         Scenario("nginx", 1, 1, 2_000, everyone, runs, 120, "nginx, 1 worker"),
-        Scenario("nginx", 50, 1, 10_000, everyone, runs, 180, "nginx, 50 workers (headline)"),
+        Scenario("nginx", 50, 1, 10_000, headline, runs, 180, "nginx, 50 workers (headline)"),
         Scenario("nginx", 200, 1, 10_000, everyone, runs, 180, "nginx, 200 workers"),
         Scenario("nginx-batch", 50, ROWS, 32_000, everyone, runs, 180, f"nginx, --batch-size {ROWS}"),
         Scenario("latency", 50, 1, 5_000, everyone, runs, 120, "10 ms latency, 50 workers"),
         Scenario("latency", 200, 1, 5_000, everyone, runs, 120, "10 ms latency, 200 workers"),
         Scenario("latency", 1000, 1, 5_000, everyone, runs, 120, "10 ms latency, 1,000 workers"),
         Scenario("seldon", 50, 1, 5_000, ("ours", "original", *grpc), runs, 120, "real Seldon microservice"),
+        Scenario("grpc-echo", 50, 1, 5_000, grpc, runs, 120, "gRPC echo server"),
         Scenario("nginx", 50, 1, 1_000_000, ("ours", "original", "mlserver"), 1, 600,
                  "memory: 1,000,000 lines (others cut at 45 s)", partial_ok=("ours", "original", "mlserver"),
                  tag="-mem", cut_after=45.0),
@@ -112,6 +118,8 @@ class Row:
     tool: Tool
     runs: list[RunResult] = field(default_factory=list)
     skipped: str = ""
+    startup: tuple[float, float] | None = None  # the tool's (wall, CPU) seconds for one line
+    loads: list[float] = field(default_factory=list)  # 1-minute load average as each run started
 
     @property
     def id(self) -> str:
@@ -122,17 +130,20 @@ class Row:
         partial = self.tool.name in self.scenario.partial_ok
         return [r for r in self.runs if r.valid or (partial and r.timed_out and r.errors == 0)]
 
-    def rates(self) -> list[float]:
-        """Datapoints (lines) per second of each good run."""
-        return [r.lines_out / r.wall for r in self.good if r.wall > 0]
+    def rates(self, net: bool = True) -> list[float]:
+        """Datapoints (lines) per second of each good run; `net` takes the tool's start-up
+        time (its one-line run) off the wall time."""
+        off = self.startup[0] if (net and self.startup) else 0.0
+        return [r.lines_out / max(r.wall - off, MIN_NET * r.wall) for r in self.good if r.wall > 0]
 
-    def rate(self) -> float | None:
-        rates = self.rates()
+    def rate(self, net: bool = True) -> float | None:
+        rates = self.rates(net)
         return statistics.median(rates) if rates else None
 
-    def cpu_per_1k(self) -> float | None:
-        """Client CPU ms per 1,000 requests (a mini-batch is one request)."""
-        values = [1e6 * r.cpu / max(1, self.requests(r)) for r in self.good]
+    def cpu_per_1k(self, net: bool = True) -> float | None:
+        """Client CPU ms per 1,000 requests (a mini-batch is one request), less start-up CPU."""
+        off = self.startup[1] if (net and self.startup) else 0.0
+        values = [1e6 * max(r.cpu - off, 0.0) / max(1, self.requests(r)) for r in self.good]
         return statistics.median(values) if values else None
 
     def requests(self, r: RunResult) -> int:
@@ -145,6 +156,21 @@ class Row:
     @property
     def partial(self) -> bool:
         return any(r.timed_out for r in self.good)
+
+
+def attach_startup(rows: list[Row]) -> None:
+    """Give every row its tool family's start-up cost (least wall and CPU of the one-line runs):
+    ``ours-grpc`` and ``ours-treq`` take ``ours``'s, ``original-grpc`` takes ``original``'s."""
+    startup: dict[str, tuple[float, float]] = {}
+    for row in rows:
+        if row.scenario.tag == "-startup" and row.good:
+            # Start-up is imports and set-up, all CPU: its CPU time is its wall time on a free core,
+            # and, unlike wall time, does not swell when the shared machine is busy.
+            startup[row.tool.name] = (min(min(r.wall, r.cpu) for r in row.good), min(r.cpu for r in row.good))
+    for row in rows:
+        if row.scenario.tag != "-startup":
+            family = row.tool.name.split("-")[0]
+            row.startup = startup.get(row.tool.name) or startup.get(family)
 
 
 def make_inputs(directory: Path, protocol: str, lines: int) -> Path:
@@ -173,7 +199,8 @@ class Servers:
         self.nginx: NginxServer | None = None
         self.latency: LatencyServer | None = None
         self.seldon: Any = None
-        self.ceilings: dict[tuple[str, int], float] = {}
+        self.grpc_echo: GrpcEchoServer | None = None
+        self.ceilings: dict[tuple[str, str, int], float] = {}
         self.descriptions: dict[str, str] = {}
 
     def start(self) -> None:
@@ -189,6 +216,9 @@ class Servers:
             ensure_seldon_venv()
             self.seldon = self.stack.enter_context(SeldonServer("EchoModel", workers=2))
             self.descriptions["seldon"] = "real Seldon 1.18.2 microservice, EchoModel, GUNICORN_WORKERS=2"
+        if "grpc-echo" in self.needed:
+            self.grpc_echo = self.stack.enter_context(GrpcEchoServer(processes=2))
+            self.descriptions["grpc-echo"] = self.grpc_echo.describe()
 
     def host(self, server: str, tool: Tool) -> str:
         if server == "nginx" and self.nginx:
@@ -197,22 +227,28 @@ class Servers:
             return self.nginx.batch_host
         if server == "latency" and self.latency:
             return self.latency.host
+        if server == "grpc-echo" and self.grpc_echo is not None:
+            return self.grpc_echo.host
         if server == "seldon" and self.seldon is not None:
             return str(self.seldon.grpc_host if tool.transport == "grpc" else self.seldon.rest_host)
         raise RuntimeError(f"server {server} for {tool.name} is not running")
 
-    def ceiling(self, scenario: Scenario) -> float | None:
-        """Requests/s `wrk` reaches on the scenario's server (REST) at the same concurrency."""
+    def ceiling(self, scenario: Scenario, transport: str) -> float | None:
+        """Requests/s on the scenario's server at the same concurrency: `wrk` over REST, a plain
+        grpc.aio loop over gRPC.  Measured once per (server, transport, workers)."""
         if scenario.lines < 100:
             return None
-        key = (scenario.server, scenario.workers)
+        key = (scenario.server, transport, scenario.workers)
         if key not in self.ceilings:
-            tool = TOOLS["ours"]
-            host = self.host(scenario.server, tool)
-            body = compact({"data": {"ndarray": [[1, 2.5, 3, 4]] * scenario.batch_size}})
             duration = 3.0 if self.quick else 5.0
-            self.ceilings[key] = wrk_rate(f"http://{host}/api/v1.0/predictions", body, scenario.workers,
-                                          duration=duration)
+            tool = TOOLS["ours-grpc" if transport == "grpc" else "ours"]
+            host = self.host(scenario.server, tool)
+            if transport == "grpc":
+                self.ceilings[key] = grpc_load_rate(host, scenario.workers, duration=duration)
+            else:
+                body = compact({"data": {"ndarray": [[1, 2.5, 3, 4]] * scenario.batch_size}})
+                self.ceilings[key] = wrk_rate(f"http://{host}/api/v1.0/predictions", body, scenario.workers,
+                                              duration=duration)
         return self.ceilings[key] or None
 
 
@@ -242,15 +278,15 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 def table(rows: list[Row], servers: Servers) -> list[str]:
     """The result table as markdown lines."""
     tools = [name for name in TOOLS if any(r.tool.name == name for r in rows)]
-    header = ["row", "tool", "server", "w", "batch", "lines", "datapoints/s", "min-max", "req/s",
-              "CPU ms/1k req", "peak RSS MB", "% ceiling", *[f"vs {t}" for t in tools], "note"]
+    header = ["row", "tool", "server", "w", "batch", "lines", "datapoints/s", "min-max", "gross dp/s", "req/s",
+              "CPU ms/1k req", "peak RSS MB", "% ceiling", *[f"vs {t}" for t in tools], "load", "note"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     by_scenario: dict[Scenario, dict[str, Row]] = {}
     for row in rows:
         by_scenario.setdefault(row.scenario, {})[row.tool.name] = row
     for scenario, members in by_scenario.items():
-        ceiling = servers.ceilings.get((scenario.server, scenario.workers)) or None
         for row in members.values():
+            ceiling = servers.ceilings.get((scenario.server, row.tool.transport, scenario.workers)) or None
             rate = row.rate()
             req_rate = None if rate is None else rate / scenario.batch_size
             notes = []
@@ -265,23 +301,34 @@ def table(rows: list[Row], servers: Servers) -> list[str]:
             ratios = [fmt_ratio(rate, members[t].rate()) if t in members and t != row.tool.name else ""
                       for t in tools]
             cpu, rss = row.cpu_per_1k(), row.rss_mb()
+            if scenario.tag == "-startup" and row.good:
+                notes.append(f"start-up: {statistics.median(r.wall for r in row.good):.2f} s wall, "
+                             f"{statistics.median(r.cpu for r in row.good):.2f} s CPU")
+                rate = req_rate = cpu = None
+            elif not row.startup and row.good:
+                notes.append("start-up not measured: figures include it")
             cells = [
                 row.id, row.tool.label, scenario.server, str(scenario.workers), str(scenario.batch_size),
-                f"{scenario.lines:,}", fmt_rate(rate), fmt_spread(row.rates()), fmt_rate(req_rate),
-                "-" if cpu is None else f"{cpu:,.0f}", "-" if rss is None else f"{rss:.0f}",
+                f"{scenario.lines:,}", fmt_rate(rate), fmt_spread(row.rates()), fmt_rate(row.rate(net=False)),
+                fmt_rate(req_rate), "-" if cpu is None else f"{cpu:,.0f}", "-" if rss is None else f"{rss:.0f}",
                 "-" if not (req_rate and ceiling) else f"{100 * req_rate / ceiling:.1f}%",
-                *ratios, "; ".join(notes),
+                *ratios, f"{statistics.median(row.loads):.1f}" if row.loads else "-", "; ".join(notes),
             ]
             out.append("| " + " | ".join(cells) + " |")
     return out
 
 
 def ceiling_lines(servers: Servers) -> list[str]:
-    lines = ["| server | connections | wrk requests/s | ideal (workers / latency) |", "|---|---|---|---|"]
-    for (server, workers), rate in sorted(servers.ceilings.items()):
+    lines = ["| server | transport | connections | ceiling requests/s | measured by | ideal (workers / latency) |",
+             "|---|---|---|---|---|---|"]
+    for (server, transport, workers), rate in sorted(servers.ceilings.items()):
         ideal = f"{workers / 0.01:,.0f}" if server == "latency" else ""
-        lines.append(f"| {server} ({servers.descriptions.get(server.split('-')[0], '')}) | {workers} "
-                     f"| {rate:,.0f} | {ideal} |")
+        by = "grpc.aio loop, 1 channel" if transport == "grpc" else "wrk, 1 thread, POST"
+        name = "nginx" if server == "nginx-batch" else server
+        what = servers.descriptions.get(name, "")
+        if server == "nginx-batch":
+            what += f", {ROWS}-row bodies"
+        lines.append(f"| {server} ({what}) | {transport} | {workers} | {rate:,.0f} | {by} | {ideal} |")
     return lines
 
 
@@ -362,7 +409,7 @@ def run_rows(pairs: list[tuple[Scenario, str]], servers: Servers, workdir: Path,
         if time.monotonic() > deadline:
             row.skipped = "skipped: suite time limit"
             continue
-        servers.ceiling(scenario)
+        servers.ceiling(scenario, tool.transport)
         input_path = make_inputs(workdir, tool.protocol, scenario.lines)
         job = Job(servers.host(scenario.server, tool), input_path, workdir / f"{row.id}.out",
                   scenario.workers, scenario.batch_size)
@@ -370,6 +417,7 @@ def run_rows(pairs: list[tuple[Scenario, str]], servers: Servers, workdir: Path,
         if scenario.cut_after is not None and name in scenario.partial_ok and name != "ours":
             timeout = scenario.cut_after
         for i in range(scenario.runs):
+            row.loads.append(os.getloadavg()[0])
             result = measure(tool, job, scenario.lines, timeout, workdir / f"{row.id}.log")
             row.runs.append(result)
             status = "ok" if result.valid else ("partial" if result.timed_out else "INVALID")
@@ -416,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {len(pairs)} rows, {runs} run(s) each; servers: "
               f"{'; '.join(servers.descriptions.values())}", flush=True)
         rows = run_rows(pairs, servers, Path(tmp), started + SUITE_DEADLINE)
+    attach_startup(rows)
     elapsed = time.monotonic() - started
     command = "bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = [
@@ -423,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Date: {date}. Command: `.venv/bin/python {command.strip()}` ({elapsed / 60:.1f} minutes).", "",
         "## Machine", "", *info,
         f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
-        "## Server ceilings (wrk, 1 thread, POST)", "", *ceiling_lines(servers), "",
+        "## Server ceilings", "", *ceiling_lines(servers), "",
         "## Rows", "", *table(rows, servers), "",
         "## Targets", "", *(headline(rows) or ["- (rows for the targets were not run)"]), "",
         "## How to read it", "",
@@ -440,18 +489,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 METHOD = [
     "- Every row is one tool (a child process) over the same input file against the same loopback server.",
-    "  `datapoints/s` = input lines / wall time of the whole process (start-up included; see the startup rows),",
-    "  median of the runs, `min-max` over the runs; `req/s` = datapoints/s / batch size.",
-    "- `CPU ms/1k req` = user+system CPU of the child (os.wait4) per 1,000 requests (one mini-batch = one",
-    "  request), start-up included; `peak RSS` = ru_maxrss of the child.",
-    "- `% ceiling` = req/s / what `wrk` (1 thread, same connections) reaches on the same server in the same run.",
+    "- `datapoints/s` = input lines / (wall time of the whole process - the tool's start-up time), median of",
+    "  the runs, `min-max` over the runs; start-up = the least wall time of the tool's one-line runs (the",
+    "  `-startup` rows; its CPU time, which load on the shared machine does not inflate; gRPC/treq rows use",
+    "  their family's; never more than 75% of a run's wall).  `gross dp/s` = lines / whole wall time, start-up",
+    "  included (what a user waiting for a small file sees).  `req/s` = datapoints/s / batch size.",
+    "- `CPU ms/1k req` = user+system CPU of the child (os.wait4) less the start-up CPU, per 1,000 requests",
+    "  (one mini-batch = one request); `peak RSS` = ru_maxrss of the child.",
+    "- `% ceiling` = req/s / what `wrk` (REST: 1 thread, same connections) or a plain grpc.aio loop (gRPC:",
+    "  one channel, same concurrency) reaches on the same server in the same run.",
     "- `vs X` = this row's datapoints/s / tool X's in the same scenario.",
     "- A run counts only if its output has exactly one line per input line and no error line; invalid runs",
     "  are listed in the note and left out of the figures.",
     "- Input: Seldon rows `[[i, 2.5, 3, 4]]` (`-a data -p ndarray`, gateway `seldon`); mlserver gets the",
     "  equivalent V2 request per line (`FP64`, shape [1, 4]).  Default settings otherwise (log level, retries).",
     "- The machine is shared with other work while this runs: absolute numbers are noisy, ratios within",
-    "  one run are what to compare.",
+    "  one run are what to compare; `load` is the 1-minute load average as the row's runs started (2 cores).",
 ]
 
 

@@ -262,3 +262,64 @@ def wrk_rate(url: str, body: str, connections: int, duration: float = 5.0, threa
     if bad and total and int(bad.group(1)) > int(total.group(1)) // 2:
         return 0.0
     return rate
+
+
+class GrpcEchoServer(_Managed):
+    """bench/grpc_echo.py serve: a Seldon gRPC echo in `processes` processes sharing the port."""
+
+    def __init__(self, processes: int = 2, startup_timeout: float = 20.0) -> None:
+        self.processes = processes
+        self.port = free_port()
+        self.startup_timeout = startup_timeout
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self) -> GrpcEchoServer:
+        try:
+            for i in range(self.processes):
+                fd, name = tempfile.mkstemp(prefix=f"bench-grpc-echo-{i}-", suffix=".log")
+                self.logs.append(Path(name))
+                child = subprocess.Popen(
+                    [str(PROJECT_PYTHON), str(BENCH_DIR / "grpc_echo.py"), "serve", "--port", str(self.port)],
+                    stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=loopback_env(),
+                )
+                os.close(fd)
+                self.children.append(child)
+                log = self.logs[-1]
+                wait_until(lambda log=log: b"READY" in log.read_bytes(), self.startup_timeout,
+                           f"gRPC echo server #{i} on {self.host}", alive=lambda child=child: child.poll() is None)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for child in self.children:
+            stop_process(child)
+        self.children = []
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                log.unlink()
+        self.logs = []
+
+    def describe(self) -> str:
+        return f"gRPC echo (grpc.aio), {self.processes} processes (SO_REUSEPORT)"
+
+
+def grpc_load_rate(host: str, concurrency: int, duration: float = 5.0) -> float:
+    """Requests/s a plain grpc.aio loop (one channel, `concurrency` coroutines) reaches on
+    a Seldon gRPC server; 0.0 when it failed or saw errors."""
+    result = subprocess.run(
+        [str(PROJECT_PYTHON), str(BENCH_DIR / "grpc_echo.py"), "load", "--host", host,
+         "--concurrency", str(concurrency), "--duration", str(duration)],
+        capture_output=True, text=True, timeout=duration + 60, stdin=subprocess.DEVNULL, env=loopback_env(),
+    )
+    match = re.search(r"RATE ([\d.]+) ERRORS (\d+)", result.stdout)
+    if result.returncode != 0 or match is None or int(match.group(2)) > 0:
+        return 0.0
+    return float(match.group(1))

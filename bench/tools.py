@@ -78,11 +78,11 @@ def our_prefix() -> list[str]:
             "import sys; sys.argv[0] = 'seldon-batch-processor'; from seldon_batch_tx.cli import main; main()"]
 
 
-def ours(transport: str) -> Callable[[Job], list[str]]:
+def ours(transport: str, *extra: str) -> Callable[[Job], list[str]]:
     def build(job: Job) -> list[str]:
         return [*our_prefix(), "-d", DEPLOYMENT, "-g", "seldon", "-h", job.host, "-t", transport,
                 "-a", "data", "-p", "ndarray", "-w", str(job.workers), "-s", str(job.batch_size),
-                "-i", str(job.input_path), "-o", str(job.output_path)]
+                "-i", str(job.input_path), "-o", str(job.output_path), *extra]
     return build
 
 
@@ -105,6 +105,8 @@ TOOLS: dict[str, Tool] = {
     for tool in (
         Tool("ours", "seldon-batch-tx REST", "seldon", "rest", ours("rest"), b'"FAILURE"', PROJECT_PYTHON,
              env={"PYTHONPATH": str(REPO_ROOT)}),
+        Tool("ours-treq", "seldon-batch-tx REST (treq)", "seldon", "rest", ours("rest", "--http-client", "treq"),
+             b'"FAILURE"', PROJECT_PYTHON, env={"PYTHONPATH": str(REPO_ROOT)}),
         Tool("ours-grpc", "seldon-batch-tx gRPC", "seldon", "grpc", ours("grpc"), b'"FAILURE"', PROJECT_PYTHON,
              env={"PYTHONPATH": str(REPO_ROOT)}),
         Tool("original", "original REST", "seldon", "rest", original("rest"), b'"FAILURE"',
