@@ -23,6 +23,7 @@ import datetime
 import fnmatch
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -452,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not pairs:
         print(f"bench: no row matches {args.only!r}; see --list", file=sys.stderr)
         return 2
+    # SIGTERM unwinds like Ctrl-C, so that the ExitStack stops every server this run started
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine_info()
