@@ -49,7 +49,11 @@ def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
     progress = ProgressReporter(batch.stats, reactor, sys.stderr)
     finished: Deferred[None] = Deferred()
 
+    shutting_down = False
+
     def on_shutdown() -> Deferred[None]:
+        nonlocal shutting_down
+        shutting_down = True
         batch.stop("interrupted by a signal")
         return finished
 
@@ -64,6 +68,7 @@ def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
                 dashboard = serve_single_batch(config.dashboard, batch.stats, config, reactor)
             except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was sent
                 print(f"{PROG}: error: --dashboard {config.dashboard}: {e}", file=sys.stderr, flush=True)
+                reactor.removeSystemEventTrigger(trigger)
                 raise SystemExit(EXIT_USAGE) from None
         progress.start()
         try:
@@ -76,7 +81,8 @@ def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
             if dashboard is not None:
                 await dashboard.stopService()
             finished.callback(None)
-        reactor.removeSystemEventTrigger(trigger)
+        if not shutting_down:  # a fired trigger is already gone; removing it again raises
+            reactor.removeSystemEventTrigger(trigger)
         print(summary.text(), flush=True)
         if config.benchmark:
             print(f"Benchmark: elapsed time {summary.elapsed:.3f} s for {summary.lines} lines, "

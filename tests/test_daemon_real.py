@@ -203,3 +203,33 @@ def test_one_file_mode_exit_status_says_whether_lines_failed(tmp_path: Path, sel
         assert len(out) == path.read_text().count("\n")
         assert sum(1 for o in out if "status" in o) == failed
         assert "Benchmark: elapsed time" in daemon.log()
+
+
+def test_command_line_dashboard_shows_its_one_batch(tmp_path: Path, seldon_server: SeldonServer) -> None:
+    """`seldon-batch-processor --dashboard ENDPOINT` serves the same API for its single batch while it runs."""
+    src = tmp_path / "in.txt"
+    write_lines(src, 60)
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "seldon-batch-processor"), "-d", "echo", "-g", "seldon",
+               "-h", seldon_server.rest_host, "-i", str(src), "-w", "1", "--batch-interval", "0.05",
+               "--dashboard", f"tcp:{port}:interface=127.0.0.1"]
+    process = subprocess.Popen(command, env=loopback_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def running() -> dict[str, Any] | None:
+            try:
+                code, body = http_request("GET", f"127.0.0.1:{port}", "/api/batches", timeout=2)
+            except OSError:
+                return None
+            batches = json.loads(body)["batches"] if code == 200 else []
+            return batches[0] if batches and batches[0]["state"] == "running" and batches[0]["done"] > 0 else None
+        seen = wait_for(running, 20, "the command line's dashboard")
+        assert seen["name"] == "in.txt" and seen["total"] == 60
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+    assert len(read_output(tmp_path / "in.out.txt")) == 60
+    refused = subprocess.run([*command[:-2], "--dashboard", f"tcp:{port}:interface=0.0.0.0"], env=loopback_env(),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "not loopback-only" in refused.stderr
