@@ -82,7 +82,7 @@ class Scenario:
 def suite(quick: bool, runs: int) -> list[Scenario]:
     """The rows of a full or a quick run."""
     everyone = ("ours", "original", "mlserver")
-    headline = ("ours", "ours-treq", "original", "mlserver")
+    headline = ("ours", "ours-treq", "original", "mlserver", "ours-v2")
     grpc = ("ours-grpc", "original-grpc")
     if quick:
         return [
@@ -352,6 +352,10 @@ def headline(rows: list[Row]) -> list[str]:
         x = ours / mls
         out.append(f"- nginx, 50 workers: ours vs mlserver infer {mls:,.0f}/s = {x:.2f}x "
                    f"(issue 6 goal >= 4x: {'met' if x >= 4 else 'not met'})")
+    v2 = rate("ours-v2-nginx-w50-b1")
+    if v2 and mls:
+        out.append(f"- nginx, 50 workers, same V2 file: ours --protocol v2 {v2:,.0f}/s vs mlserver infer "
+                   f"{mls:,.0f}/s = {v2 / mls:.2f}x")
     b32 = rate(f"ours-nginx-w50-b{ROWS}")
     if ours and b32:
         x = b32 / ours

@@ -86,6 +86,15 @@ def ours(transport: str, *extra: str) -> Callable[[Job], list[str]]:
     return build
 
 
+def ours_v2(transport: str) -> Callable[[Job], list[str]]:
+    """This processor with ``--protocol v2`` on the same V2 InferenceRequest file as ``mlserver infer``."""
+    def build(job: Job) -> list[str]:
+        return [*our_prefix(), "--protocol", "v2", "-d", DEPLOYMENT, "--model-name", MODEL, "-g", "seldon",
+                "-h", job.host, "-t", transport, "-a", "raw", "-w", str(job.workers), "-s", str(job.batch_size),
+                "-i", str(job.input_path), "-o", str(job.output_path)]
+    return build
+
+
 def original(transport: str) -> Callable[[Job], list[str]]:
     # `-t grpc` does not work in the original (-t is also --batch-interval): say --transport.
     def build(job: Job) -> list[str]:
@@ -114,6 +123,8 @@ TOOLS: dict[str, Tool] = {
         Tool("original-grpc", "original gRPC", "seldon", "grpc", original("grpc"), b'"FAILURE"',
              SELDON_BATCH_PROCESSOR, SETUP_SELDON),
         Tool("mlserver", "mlserver infer", "v2", "rest", mlserver_infer, b'"error"', MLSERVER, SETUP_MLSERVER),
+        Tool("ours-v2", "seldon-batch-tx V2 REST", "v2", "rest", ours_v2("rest"), b'"FAILURE"', PROJECT_PYTHON,
+             env={"PYTHONPATH": str(REPO_ROOT)}),
     )
 }
 
