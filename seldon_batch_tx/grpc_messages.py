@@ -75,8 +75,126 @@ def _parse(body: Any, message: Message, what: str) -> Message:
     return message
 
 
+class _Unusual(Exception):  # noqa: N818 - a signal, not an error
+    """The body is not one of the common shapes the direct builder handles: use ParseDict."""
+
+
+_MESSAGE_KEYS = frozenset({"data", "meta", "strData", "jsonData"})
+_PAYLOAD_KEYS = ("data", "strData", "jsonData")
+_DATA_KEYS = frozenset({"names", "ndarray", "tensor"})
+_INT32 = 2**31
+
+
+def _set_value(target: struct_pb2.Value, x: Any) -> None:
+    """Fill a ``google.protobuf.Value`` from a JSON value, exactly as ParseDict would."""
+    kind = type(x)
+    if kind is float:
+        if not math.isfinite(x):
+            raise _Unusual  # ParseDict's own rules (and messages) for NaN/Infinity
+        target.number_value = x
+    elif kind is int:
+        if not -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT:
+            raise _Unusual
+        target.number_value = x
+    elif kind is str:
+        target.string_value = x
+    elif kind is list:
+        values = target.list_value.values
+        target.list_value.SetInParent()  # an empty list is still a list_value
+        for item in x:
+            _set_value(values.add(), item)
+    elif kind is bool:
+        target.bool_value = x
+    elif x is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif kind is dict:
+        fields = target.struct_value.fields
+        target.struct_value.SetInParent()
+        for key, item in x.items():
+            if type(key) is not str:
+                raise _Unusual
+            _set_value(fields[key], item)
+    else:
+        raise _Unusual
+
+
+def _build_message(body: JSONDict) -> prediction_pb2.SeldonMessage:
+    """A SeldonMessage built field by field for the bodies the engine makes (data ndarray/tensor,
+    strData, jsonData; meta tags/puid): about 20x cheaper than ParseDict. Anything else raises
+    _Unusual, so ParseDict decides, with its strict checks and its error messages."""
+    if not body.keys() <= _MESSAGE_KEYS or sum(key in body for key in _PAYLOAD_KEYS) > 1:
+        raise _Unusual
+    msg = prediction_pb2.SeldonMessage()
+    meta = body.get("meta")
+    if meta is not None:
+        if type(meta) is not dict or not meta.keys() <= {"tags", "puid"}:
+            raise _Unusual
+        msg.meta.SetInParent()
+        tags = meta.get("tags")
+        if tags is not None:
+            if type(tags) is not dict:
+                raise _Unusual
+            fields = msg.meta.tags
+            for key, item in tags.items():
+                if type(key) is not str:
+                    raise _Unusual
+                _set_value(fields[key], item)
+        puid = meta.get("puid")
+        if puid is not None:
+            if type(puid) is not str:
+                raise _Unusual
+            msg.meta.puid = puid
+    if "strData" in body:
+        if type(body["strData"]) is not str:
+            raise _Unusual
+        msg.strData = body["strData"]
+    elif "jsonData" in body:
+        _set_value(msg.jsonData, body["jsonData"])
+    elif "data" in body:
+        _build_data(body["data"], msg.data)
+    return msg
+
+
+def _build_data(data: Any, target: prediction_pb2.DefaultData) -> None:
+    if type(data) is not dict or not data.keys() <= _DATA_KEYS or ("ndarray" in data and "tensor" in data):
+        raise _Unusual
+    target.SetInParent()
+    names = data.get("names")
+    if names is not None:
+        if type(names) is not list or not all(type(n) is str for n in names):
+            raise _Unusual
+        target.names.extend(names)
+    if "ndarray" in data:
+        rows = data["ndarray"]
+        if type(rows) is not list:
+            raise _Unusual
+        target.ndarray.SetInParent()
+        values = target.ndarray.values
+        for row in rows:
+            _set_value(values.add(), row)
+    elif "tensor" in data:
+        tensor = data["tensor"]
+        if type(tensor) is not dict or not tensor.keys() <= {"shape", "values"}:
+            raise _Unusual
+        shape, values = tensor.get("shape", []), tensor.get("values", [])
+        if type(shape) is not list or not all(type(n) is int and -_INT32 <= n < _INT32 for n in shape):
+            raise _Unusual
+        if type(values) is not list or not all(
+            (type(v) is float and math.isfinite(v)) or type(v) is int for v in values
+        ):
+            raise _Unusual
+        target.tensor.SetInParent()
+        target.tensor.shape.extend(shape)
+        target.tensor.values.extend(values)
+
+
 def message_from_dict(body: JSONDict) -> prediction_pb2.SeldonMessage:
     """Build a ``SeldonMessage`` from a REST request body; ValueError if malformed."""
+    if type(body) is dict:
+        try:
+            return _build_message(body)
+        except (_Unusual, OverflowError):
+            pass
     msg = _parse(body, prediction_pb2.SeldonMessage(), "SeldonMessage")
     assert isinstance(msg, prediction_pb2.SeldonMessage)
     return msg
@@ -166,6 +284,8 @@ def _any_to_dict(any_msg: Any) -> JSONDict:
 
 
 def _meta_to_dict(meta: prediction_pb2.Meta, ints: bool) -> JSONDict:
+    if not (meta.puid or meta.routing or meta.requestPath or meta.metrics):  # the usual: tags only
+        return {"tags": {k: value_to_python(v, ints=ints) for k, v in meta.tags.items()}} if meta.tags else {}
     rest = prediction_pb2.Meta()
     rest.CopyFrom(meta)
     rest.ClearField("tags")

@@ -4,19 +4,26 @@ Requests arrive as REST-shaped dicts (built by the engine) and leave as the mode
 in the same shape, so nothing downstream knows which transport ran; the conversion lives in
 :mod:`seldon_batch_tx.grpc_messages`.
 
-Two ways of keeping blocking gRPC off the reactor are implemented (``mode=``):
+Three ways of keeping gRPC off the reactor thread are implemented (``mode=``):
 
-* ``"futures"`` (default): ``stub.Predict.future(...)``; gRPC's own completion thread hands the
-  result back with ``reactor.callFromThread``. No thread per in-flight request, cancellable.
+* ``"aio"`` (default): ``grpc.aio`` on a private asyncio loop in one dedicated thread
+  (:mod:`seldon_batch_tx.grpc_aio`), calls and answers handed over in batches, one wake-up
+  per burst rather than per call. Cancellable; closing the channel fails calls in flight.
+* ``"futures"``: ``stub.Predict.future(...)``; gRPC's completion thread hands each result back
+  with ``reactor.callFromThread``.
 * ``"threads"``: blocking ``stub.Predict(...)`` in a dedicated ``ThreadPool`` sized to
   ``config.workers`` via ``deferToThreadPool`` (never the reactor's shared pool, which DNS uses).
 
-``bench/grpc_modes.py`` measures both against the real microservice (2000 requests, 50 workers,
-2-core box shared with other work): throughput is the same within noise, about 600-800 req/s
-either way, because the one server process behind one channel is the bottleneck; the futures
-mode used a little less client CPU (about 0.45 vs 0.50 ms per request in most runs), needs no
-thread per in-flight request and can cancel calls, hence the default. ``threads`` stays
-because it costs ~30 lines and is the fallback should a grpcio release misbehave with futures.
+Why ``aio``: measured with the whole command (10,000 lines, 50 workers, the gRPC echo server
+of bench/grpc_echo.py, a 2-core box shared with other work), ``futures`` spent 0.57 ms of
+client CPU per request, 40% of it in grpcio's sync call set-up (a channel spin thread that
+starts and stops with the calls in flight, a lock shared with it); ``aio`` spent 0.43 ms, and
+0.32 ms once requests were built without ``json_format`` (see grpc_messages): 2,765 lines/s,
+3.2x the original processor (bench/grpc_bench.py). Against the real microservice
+(bench/grpc_modes.py, 3000 requests) the modes are equal within noise (~900-960 req/s, the one
+server process behind one channel is the bottleneck); client CPU aio 0.32, futures 0.33,
+threads 0.37 ms per request. ``futures`` and ``threads`` stay as fallbacks (~40 lines each)
+should a grpcio release misbehave with ``grpc.aio`` in a thread.
 
 Which service: ``seldon.protos.Seldon`` for every gateway. The Seldon Core executor (what
 istio/ambassador route to, and what ``--gateway-type seldon`` usually points at) serves only
@@ -48,6 +55,7 @@ from twisted.python.threadpool import ThreadPool
 
 from seldon_batch_tx import grpc_v2_messages
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.grpc_aio import AioCaller
 from seldon_batch_tx.grpc_messages import (
     JSONDict,
     feedback_from_dict,
@@ -60,7 +68,7 @@ from seldon_batch_tx.transport import RequestFailed
 
 txaio.use_twisted()
 
-MODES = ("futures", "threads")
+MODES = ("aio", "futures", "threads")
 SERVICES = ("Seldon", "Model")
 
 #: Codes worth another attempt: the server was unreachable, too slow or shedding load.
@@ -179,7 +187,7 @@ class GrpcTransport:
         config: BatchConfig,
         reactor: Any,
         *,
-        mode: str = "futures",
+        mode: str = "aio",
         service: str = "Seldon",
     ) -> None:
         if mode not in MODES:
@@ -192,6 +200,7 @@ class GrpcTransport:
         self._service = service
         self._channel: grpc.Channel | None = None
         self._call: Any = None  # the stub's multi-callable for the configured method
+        self._aio: AioCaller | None = None  # mode "aio": the loop thread that owns the channel
         self._pool: ThreadPool | None = None
         self._shutdown_trigger: Any = None
         self._running = False
@@ -246,21 +255,27 @@ class GrpcTransport:
         config = self._config
         options = list(CHANNEL_OPTIONS)
         options += [("grpc.default_authority", v) for k, v in config.headers if k.lower() == "host"]
+        credentials = None
         if config.use_ssl:
             if name_override:
                 options.append(("grpc.ssl_target_name_override", name_override))
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(config.host, credentials, options=options)
+        if self._mode == "aio":
+            self._aio = AioCaller(self._reactor)
+
+            def open_channel() -> grpc.aio.Channel:  # on the loop thread
+                if credentials is None:
+                    return grpc.aio.insecure_channel(config.host, options=options)
+                return grpc.aio.secure_channel(config.host, credentials, options=options)
+
+            self._aio.start(open_channel, self._multi_callable)
+            self._call = self._aio
         else:
-            self._channel = grpc.insecure_channel(config.host, options=options)
-        stub: Any = (
-            prediction_pb2_grpc.SeldonStub(self._channel)
-            if self._service == "Seldon"
-            else prediction_pb2_grpc.ModelStub(self._channel)
-        )
-        self._call = stub.SendFeedback if config.method == "feedback" else stub.Predict
-        if config.protocol == "v2":
-            self._call = grpc_v2_messages.model_infer_call(self._channel)
+            if credentials is None:
+                self._channel = grpc.insecure_channel(config.host, options=options)
+            else:
+                self._channel = grpc.secure_channel(config.host, credentials, options=options)
+            self._call = self._multi_callable(self._channel)
         self.log.info(
             "gRPC channel to {host} open (tls={tls}, service={service}, method={method}, mode={mode})",
             host=config.host,
@@ -269,6 +284,17 @@ class GrpcTransport:
             method=config.method,
             mode=self._mode,
         )
+
+    def _multi_callable(self, channel: Any) -> Any:
+        """The stub method for the configured service, method and protocol (sync or aio channel)."""
+        if self._config.protocol == "v2":
+            return grpc_v2_messages.model_infer_call(channel)
+        stub: Any = (
+            prediction_pb2_grpc.SeldonStub(channel)
+            if self._service == "Seldon"
+            else prediction_pb2_grpc.ModelStub(channel)
+        )
+        return stub.SendFeedback if self._config.method == "feedback" else stub.Predict
 
     def _begin_certificate_fetch(self) -> None:
         self._waiting = []
@@ -323,6 +349,9 @@ class GrpcTransport:
         channel, self._channel, self._call = self._channel, None, None
         if channel is not None:
             channel.close()
+        aio, self._aio = self._aio, None
+        if aio is not None:
+            return aio.stop()
         pool, self._pool = self._pool, None
         if pool is None:
             return succeed(None)
@@ -355,10 +384,23 @@ class GrpcTransport:
         except ValueError:
             return fail()
         metadata = (*self._metadata, ("seldon-puid", puid))
+        if self._aio is not None:
+            return self._aio.call(request, self._config.timeout, metadata).addCallback(self._aio_outcome)
         if self._mode == "threads":
             assert self._pool is not None
             return deferToThreadPool(self._reactor, self._pool, self._blocking_call, request, metadata)
         return self._future_call(request, metadata)
+
+    def _aio_outcome(self, outcome: tuple[bool, Any]) -> JSONDict:
+        """On the reactor thread: the converted response, or the call's failure raised."""
+        ok, value = outcome
+        if ok:
+            return self._convert(value)
+        if isinstance(value, grpc.RpcError):
+            raise rpc_failure(value)
+        if isinstance(value, CancelledError):
+            raise value
+        raise RequestFailed("bad_response", f"gRPC call failed: {value!r}")
 
     def _blocking_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> JSONDict:
         """Runs in the dedicated pool."""

@@ -249,3 +249,63 @@ def test_malformed_feedback_raises_value_error() -> None:
         feedback_from_dict({"reward": "high"})
     with pytest.raises(ValueError, match="invalid Feedback"):
         feedback_from_dict({"request": {"data": {"bogus": 1}}})
+
+
+# --- the direct builder agrees with ParseDict ----------------------------------------------------
+
+SAME_AS_PARSEDICT = [
+    {"data": {"ndarray": [[1, 2.5, -3]]}, "meta": {"tags": {"batch_id": "b", "batch_index": 7, "x": None}}},
+    {"data": {"names": ["a", "b"], "ndarray": [[1, 2], [3, 4]]}},
+    {"data": {"ndarray": []}},
+    {"data": {"ndarray": [["a", True, None, {"k": [1, {}]}, []]]}},
+    {"data": {"tensor": {"shape": [1, 3], "values": [1, 2.5, 3]}}, "meta": {"tags": {}}},
+    {"data": {"tensor": {}}},
+    {"data": {}},
+    {"strData": "text", "meta": {"puid": "p-1", "tags": {"cust": {"nested": [1, "x"]}}}},
+    {"strData": ""},
+    {"jsonData": {"a": 1, "b": [2.5, None, True, "x"]}},
+    {"jsonData": []},
+    {"jsonData": None},
+    {"meta": {}},
+    {},
+]
+
+
+@pytest.mark.parametrize("body", SAME_AS_PARSEDICT)
+def test_direct_builder_equals_parse_dict(body: dict[str, Any]) -> None:
+    """The fast field-by-field builder makes exactly the message ParseDict makes (byte for byte)."""
+    from seldon_batch_tx.grpc_messages import _build_message
+
+    expected = json_format.ParseDict(body, prediction_pb2.SeldonMessage())
+    built = _build_message(body)
+    assert built == expected
+    assert built.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("body", [
+    {"data": {"ndarry": [[1]]}},
+    {"data": {"ndarray": [[1]]}, "strData": "x"},
+    {"data": {"tensor": {"shape": [1.5], "values": [1]}}},
+    {"data": {"names": "a", "ndarray": [[1]]}},
+    {"meta": {"tags": []}},
+    {"strData": 5},
+    {"jsonData": {"a": 1}, "strData": "x"},
+])
+def test_unusual_bodies_still_fail_like_parse_dict(body: dict[str, Any]) -> None:
+    """Bodies outside the direct builder's shapes fall back to ParseDict and its ValueError."""
+    with pytest.raises(ValueError, match="invalid SeldonMessage"):
+        message_from_dict(body)
+
+
+def test_non_finite_and_huge_numbers_fall_back() -> None:
+    """NaN, Infinity and ints beyond 2**53 take the ParseDict path, whatever it decides."""
+    for body in ({"jsonData": 2**60}, {"data": {"ndarray": [[float("nan")]]}}):
+        try:
+            expected: Any = json_format.ParseDict(body, prediction_pb2.SeldonMessage())
+        except json_format.ParseError:
+            expected = ValueError
+        if expected is ValueError:
+            with pytest.raises(ValueError):
+                message_from_dict(body)
+        else:
+            assert message_from_dict(body) == expected

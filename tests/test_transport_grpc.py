@@ -57,7 +57,7 @@ def make_config(host: str, **changes: Any) -> BatchConfig:
     return BatchConfig(**settings)
 
 
-async def send_once(config: BatchConfig, body: dict[str, Any], *, mode: str = "futures", **kw: Any) -> Any:
+async def send_once(config: BatchConfig, body: dict[str, Any], *, mode: str = "aio", **kw: Any) -> Any:
     """Start a transport, send one body, stop it (also when the send fails)."""
     transport = GrpcTransport(config, the_reactor(), mode=mode, **kw)
     transport.start()
