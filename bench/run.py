@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.servers import (  # noqa: E402
     NGINX,
+    REPO_ROOT,
     WRK,
     GrpcEchoServer,
     LatencyServer,
@@ -398,6 +399,8 @@ def machine_info() -> list[str]:
         f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem}",
         f"- OS: {platform.platform()}; Python {platform.python_version()}",
         f"- servers: {run([NGINX, '-v'])}; {run([WRK, '-v'])}",
+        f"- code: commit {run(['git', '-C', str(REPO_ROOT), 'rev-parse', '--short', 'HEAD'])}"
+        f"{' plus uncommitted changes' if run(['git', '-C', str(REPO_ROOT), 'status', '--porcelain']) != '?' else ''}",
         f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]
 
