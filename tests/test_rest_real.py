@@ -173,7 +173,7 @@ def test_server_down_at_start_then_up(tmp_path: Path) -> None:
 def test_successes_match_the_original_processor(seldon_server: SeldonServer, tmp_path: Path) -> None:
     """For the same input, our successes carry the same data as the original's (which turns ints into
     floats, a defect we fix: the values compare equal, the types are kept by us)."""
-    lines = [json.dumps([[i, i * 2, 0.25]]) for i in range(30)]
+    lines = [json.dumps([[i, i * 2, 3]]) for i in range(30)]
     infile = write_lines(tmp_path / "in.txt", lines)
     base = ["-d", "echo", "-g", "seldon", "-h", seldon_server.rest_host, "-i", str(infile), "-w", "3"]
     original = run_original_processor([*base, "-o", str(tmp_path / "orig.txt")])
@@ -187,7 +187,8 @@ def test_successes_match_the_original_processor(seldon_server: SeldonServer, tmp
     for i in range(30):
         assert mine[i]["data"] == theirs[i]["data"]
         assert set(mine[i]["meta"]["tags"]) == set(theirs[i]["meta"]["tags"])
-    assert mine[4]["data"]["ndarray"] == [[4, 8, 0.25]] and type(mine[4]["data"]["ndarray"][0][0]) is int
+    assert mine[4]["data"]["ndarray"] == [[4, 8, 3]] and type(mine[4]["data"]["ndarray"][0][0]) is int
+    assert type(theirs[4]["data"]["ndarray"][0][0]) is float  # the original's defect
 
 
 def test_exit_status_when_every_line_fails(tmp_path: Path) -> None:
