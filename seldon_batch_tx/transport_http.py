@@ -172,6 +172,9 @@ class _Connection(Protocol):
         self.out = self.transport
 
     def dataReceived(self, data: bytes) -> None:
+        if self.call is None:  # bytes on an idle connection (a 408 before closing, say): never reuse it
+            self.abort()
+            return
         self._got = True
         try:
             self._parser.feed_data(data)

@@ -581,3 +581,25 @@ async def test_fast_cancel_drops_the_request(web: WebServer) -> None:
         assert transport.open_connections == 0
     finally:
         await transport.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_fast_drops_a_connection_that_talks_while_idle(raw: Any) -> None:
+    """A server that sends bytes on an idle keep-alive connection (a 408, say) gets that connection
+    closed; the next request goes out on a fresh one and succeeds."""
+    def behave(conn: RawConnection, n: int) -> None:
+        conn.transport.write(response(OK_BYTES))  # type: ignore[union-attr]
+        reactor.callLater(0.01, conn.transport.write,  # type: ignore[union-attr]
+                          b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+
+    port, factory = raw(behave)
+    transport = FastHttpTransport(config_for(port, "x"), reactor)
+    transport.start()
+    try:
+        assert await transport.send(REQUEST, "p") == OK_BODY
+        await wait_for(lambda: factory.lost == 1, what="the idle connection to be dropped")
+        assert transport.open_connections == 0
+        assert await transport.send(REQUEST, "p") == OK_BODY
+        assert factory.made == 2
+    finally:
+        await transport.stop()
