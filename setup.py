@@ -1,12 +1,15 @@
 import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+
+README = Path(__file__).with_name("README.md")
 
 setup(
     name="seldon-batch-tx",
     version="0.1.0",
     description="A Twisted batch processor for Seldon Core and Open Inference Protocol models",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=README.read_text() if README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["seldon_batch_tx", "seldon_batch_tx.*"]) + ["twisted.plugins"],
