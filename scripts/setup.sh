@@ -2,6 +2,8 @@
 # Everything the tool, its tests and its demo need on a fresh machine; idempotent.
 #   .venv          the project (editable) with its dev tools
 #   .venvs/seldon  seldon-core 1.18.2: the real model microservice and the original processor
+#   .venvs/mlserver  MLServer 1.7.1: the real V2 model server and `mlserver infer`
+#   .venvs/kfp     the Kubeflow Pipelines SDK, to compile the pipeline example in a test
 #   Debian packages: nginx, wrk, chromium (only when run as root or with sudo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,8 @@ if ! .venv/bin/python -c "import seldon_batch_tx, pytest, ruff" 2>/dev/null \
     touch .venv/.installed
 fi
 scripts/setup-seldon-venv.sh
+scripts/setup-mlserver-venv.sh
+scripts/setup-kfp-venv.sh
 if [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; then
     .ci/setup-system.sh
 fi
