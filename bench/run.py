@@ -53,6 +53,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 ROWS = 32  # the mini-batch size of the batch rows
 SUITE_DEADLINE = 40 * 60.0  # seconds: rows not started by then are skipped
 MIN_NET = 0.25  # the start-up offset never takes more than 75% off a run's wall time
+CUT = 10.0  # seconds after which the slower tools are cut in the rows sized for ours
 
 
 @dataclass(frozen=True)
@@ -95,21 +96,30 @@ def suite(quick: bool, runs: int) -> list[Scenario]:
             Scenario("grpc-echo", 50, 1, 2_000, grpc, runs, 120, "gRPC echo server"),
             Scenario("nginx", 50, 1, 50_000, ("ours",), 1, 120, "memory: 50,000 lines", tag="-mem"),
         ]
+    # Files sized so that each run of ours lasts a few seconds (connection set-up and start-up are
+    # then a small part of it); slower tools run the same file and are cut after CUT seconds, their
+    # rate taken over the lines they finished (the `cut at` note).
+    slow = ("original", "mlserver", "ours-treq", "original-grpc")
+    cut: dict[str, Any] = {"partial_ok": slow, "cut_after": CUT}
     return [
         Scenario("nginx", 1, 1, 1, everyone, runs, 60, "startup: one line", tag="-startup"),
-        Scenario("nginx", 1, 1, 2_000, everyone, runs, 120, "nginx, 1 worker"),
-        Scenario("nginx", 50, 1, 10_000, headline, runs, 180, "nginx, 50 workers (headline)"),
-        Scenario("nginx", 200, 1, 10_000, everyone, runs, 180, "nginx, 200 workers"),
-        Scenario("nginx-batch", 50, ROWS, 32_000, everyone, runs, 180, f"nginx, --batch-size {ROWS}"),
-        Scenario("latency", 50, 1, 5_000, everyone, runs, 120, "10 ms latency, 50 workers"),
-        Scenario("latency", 200, 1, 5_000, everyone, runs, 120, "10 ms latency, 200 workers"),
-        Scenario("latency", 1000, 1, 5_000, everyone, runs, 120, "10 ms latency, 1,000 workers"),
+        Scenario("nginx", 1, 1, 10_000, everyone, runs, 120, "nginx, 1 worker", **cut),
+        Scenario("nginx", 50, 1, 50_000, headline, runs, 180, "nginx, 50 workers (headline)", **cut),
+        Scenario("nginx", 200, 1, 50_000, everyone, runs, 180, "nginx, 200 workers", **cut),
+        Scenario("nginx-batch", 50, ROWS, 320_000, everyone, runs, 180, f"nginx, --batch-size {ROWS}", **cut),
+        *(Scenario("latency", w, 1, latency_lines(w), everyone, runs, 180, f"10 ms latency, {w:,} workers", **cut)
+          for w in (50, 200, 1000)),
         Scenario("seldon", 50, 1, 5_000, ("ours", "original", *grpc), runs, 120, "real Seldon microservice"),
-        Scenario("grpc-echo", 50, 1, 5_000, grpc, runs, 120, "gRPC echo server"),
+        Scenario("grpc-echo", 50, 1, 10_000, grpc, runs, 120, "gRPC echo server", **cut),
         Scenario("nginx", 50, 1, 1_000_000, ("ours", "original", "mlserver"), 1, 600,
                  "memory: 1,000,000 lines (others cut at 45 s)", partial_ok=("ours", "original", "mlserver"),
                  tag="-mem", cut_after=45.0),
     ]
+
+
+def latency_lines(workers: int) -> int:
+    """Lines for the 10 ms latency rows: about 3 s at the ideal rate (workers / 10 ms), at most 100,000."""
+    return min(max(5_000, workers * 300), 100_000)
 
 
 @dataclass
@@ -334,7 +344,7 @@ def ceiling_lines(servers: Servers) -> list[str]:
     return lines
 
 
-def headline(rows: list[Row]) -> list[str]:
+def headline(rows: list[Row], ceilings: dict[tuple[str, str, int], float]) -> list[str]:
     """The targets of issues 2 and 6, read off the table (reported, never asserted)."""
     find: dict[str, Row] = {r.id: r for r in rows}
 
@@ -366,8 +376,14 @@ def headline(rows: list[Row]) -> list[str]:
         r = rate(f"ours-latency-w{workers}-b1")
         if r:
             ideal = workers / 0.01
+            wrk = ceilings.get(("latency", "rest", workers))
+            server = f"; the server's own ceiling (wrk) {wrk:,.0f}/s, ours = {100 * r / wrk:.0f}% of it" if wrk else ""
+            if ours and ideal >= ours:
+                goal = f"goal does not apply: the ideal is above ours' nginx rate {ours:,.0f}/s"
+            else:
+                goal = f"goal >= 90%: {'met' if r >= 0.9 * ideal else 'not met'}"
             out.append(f"- 10 ms latency, {workers} workers: {r:,.0f}/s = {100 * r / ideal:.0f}% of ideal "
-                       f"{ideal:,.0f}/s (goal >= 90% while below the nginx rate)")
+                       f"{ideal:,.0f}/s ({goal}{server})")
     mem, small = find.get("ours-nginx-w50-b1-mem"), find.get("ours-nginx-w50-b1")
     if mem and mem.rss_mb():
         line = f"- memory: {mem.scenario.lines:,} lines, peak RSS {mem.rss_mb():.0f} MB"
@@ -484,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
         "## Server ceilings", "", *ceiling_lines(servers), "",
         "## Rows", "", *table(rows, servers), "",
-        "## Targets", "", *(headline(rows) or ["- (rows for the targets were not run)"]), "",
+        "## Targets", "", *(headline(rows, servers.ceilings) or ["- (rows for the targets were not run)"]), "",
         "## How to read it", "",
         *METHOD,
     ]
