@@ -8,7 +8,8 @@
 * The real Seldon microservice is tests/servers.py's ``SeldonServer``.
 * :func:`wrk_rate`: requests/s that `wrk` reaches with a POST body (a small lua script).
 
-Every process is started in its own session and stopped by its own pid; every wait is bounded.
+Every process is started in its own session and stopped by its group (tests/processes.py); every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import string
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -33,6 +31,7 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.processes import Managed, ManagedProcess, stop_group, wait_until  # noqa: E402
 from tests.servers import LOOPBACK, free_port, free_ports, http_request, loopback_env  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -61,33 +60,6 @@ def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def wait_until(check: Any, timeout: float, what: str, alive: Any = None) -> None:
-    """Poll `check()` every 50 ms until true; raise after `timeout` or once `alive()` is false."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if alive is not None and not alive():
-            raise RuntimeError(f"{what}: process exited before it was ready")
-        time.sleep(0.05)
-    raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
-
-
-def stop_process(process: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
-    """SIGTERM one process we started (by its pid), SIGKILL it after `timeout`."""
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5.0)
-
-
 def pinged(host: str) -> bool:
     try:
         status, body = http_request("GET", host, "/health/ping", timeout=1.0)
@@ -96,27 +68,12 @@ def pinged(host: str) -> bool:
     return status == 200 and body.strip() == b"pong"
 
 
-class _Managed:
-    """Context-manager plumbing shared by the servers below."""
-
-    def start(self) -> Any:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class NginxServer(_Managed):
+class NginxServer(ManagedProcess):
     """nginx answering fixed JSON for the Seldon and V2 paths; `workers` worker processes
     (1 or 2 on a 2-core box, to leave CPU for the client)."""
+
+    name = "nginx"
+    poll_interval = 0.05
 
     def __init__(self, workers: int = 1, rows: int = 32, startup_timeout: float = 15.0) -> None:
         self.workers = workers
@@ -125,6 +82,7 @@ class NginxServer(_Managed):
         self.startup_timeout = startup_timeout
         self.prefix: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
 
     @property
     def host(self) -> str:
@@ -156,23 +114,20 @@ class NginxServer(_Managed):
         self.prefix.chmod(0o755)
         conf = self.prefix / "nginx.conf"
         conf.write_text(self.render(self.prefix))
-        with open(self.prefix / "stderr.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [NGINX, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        try:
-            wait_until(lambda: pinged(self.host) and pinged(self.batch_host), self.startup_timeout,
-                       f"nginx on {self.host}", alive=lambda: self.process is not None and self.process.poll() is None)
-        except BaseException:
-            self.stop()
-            raise
+        self.log_path = self.prefix / "stderr.log"
+        self.spawn([NGINX, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")])
+        self.wait_ready_or_stop()
         return self
 
-    def stop(self) -> None:
+    def where(self) -> str:
+        return self.host
+
+    def is_ready(self) -> bool:
+        return pinged(self.host) and pinged(self.batch_host)
+
+    def stop(self, sig: int | None = None) -> None:
         # nginx's master stops its workers on SIGTERM (fast shutdown) or SIGQUIT (graceful)
-        stop_process(self.process)
-        self.process = None
+        super().stop(sig)
         if self.prefix is not None:
             shutil.rmtree(self.prefix, ignore_errors=True)
             self.prefix = None
@@ -181,7 +136,7 @@ class NginxServer(_Managed):
         return f"nginx {self.workers} worker(s), fixed body"
 
 
-class LatencyServer(_Managed):
+class LatencyServer(Managed):
     """bench/latency_server.py in `processes` processes sharing one port (SO_REUSEPORT)."""
 
     def __init__(self, delay: float = 0.01, processes: int = 2, startup_timeout: float = 20.0) -> None:
@@ -220,7 +175,7 @@ class LatencyServer(_Managed):
 
     def stop(self) -> None:
         for child in self.children:
-            stop_process(child)
+            stop_group(child)
         self.children = []
         for log in self.logs:
             with contextlib.suppress(OSError):
@@ -264,7 +219,7 @@ def wrk_rate(url: str, body: str, connections: int, duration: float = 5.0, threa
     return rate
 
 
-class GrpcEchoServer(_Managed):
+class GrpcEchoServer(Managed):
     """bench/grpc_echo.py serve: a Seldon gRPC echo in `processes` processes sharing the port."""
 
     def __init__(self, processes: int = 2, startup_timeout: float = 20.0) -> None:
@@ -300,7 +255,7 @@ class GrpcEchoServer(_Managed):
 
     def stop(self) -> None:
         for child in self.children:
-            stop_process(child)
+            stop_group(child)
         self.children = []
         for log in self.logs:
             with contextlib.suppress(OSError):

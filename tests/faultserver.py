@@ -26,7 +26,6 @@ Restarts are the test's job: :class:`FaultServer` stops the process and starts i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -38,8 +37,9 @@ import time
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -278,8 +278,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- for tests: the server as a subprocess --------------------------------------------------------
 
 
-class FaultServer:
+class FaultServer(ManagedProcess):
     """``python -m tests.faultserver`` as a child process on fixed ports, restartable."""
+
+    name = "fault server"
+    startup_timeout = 20.0
+    poll_interval = 0.05
+    stop_signal = signal.SIGKILL  # by default abruptly: connections in flight die with it
 
     def __init__(self, *, faults: dict[str, float] | None = None, seed: int = 0, grpc: bool = False,
                  delay: float = 0.0, retry_after: float = 1.0, stall_seconds: float = 600.0,
@@ -319,40 +324,26 @@ class FaultServer:
             cmd += ["--fault-log", self.fault_log]
         return cmd
 
+    def where(self) -> str:
+        return self.rest_host
+
     def start(self, timeout: float = 20.0) -> FaultServer:
         """Start on this server's ports (a new seed each start) and wait until it answers."""
-        from tests.servers import http_request, loopback_env, tcp_accepts
+        from tests.servers import loopback_env
 
-        self.process = subprocess.Popen(self.command(), cwd=str(REPO_ROOT), env=loopback_env(),
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.spawn(self.command(), cwd=REPO_ROOT, env=loopback_env())
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"fault server exited with status {self.process.returncode}")
-            try:
-                ready = http_request("GET", self.rest_host, "/health/ping", timeout=1.0)[1] == b"pong"
-            except OSError:
-                ready = False
-            if ready and (not self.grpc_port or tcp_accepts(LOOPBACK, self.grpc_port)):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"fault server not ready on {self.rest_host} after {timeout} s")
+        self.wait_ready_or_stop(timeout)
+        return self
 
-    def stop(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the server (by default abruptly: connections in flight die with it)."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
+    def is_ready(self) -> bool:
+        from tests.servers import http_request, tcp_accepts
+
         try:
-            process.wait(timeout=10.0)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5.0)
+            ready = http_request("GET", self.rest_host, "/health/ping", timeout=1.0)[1] == b"pong"
+        except OSError:
+            ready = False
+        return ready and (not self.grpc_port or tcp_accepts(LOOPBACK, self.grpc_port))
 
     def restart(self, pause: float = 0.0) -> FaultServer:
         self.stop()
@@ -365,13 +356,6 @@ class FaultServer:
             for word in Path(self.fault_log).read_text().split():
                 counts[word] = counts.get(word, 0) + 1
         return counts
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":

@@ -17,19 +17,16 @@ Findings against the real server (echo model):
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.servers import LOOPBACK, REPO_ROOT, _group_alive, free_ports, http_request, loopback_env, tcp_accepts
+from tests.processes import ManagedProcess
+from tests.servers import LOOPBACK, REPO_ROOT, free_ports, http_request, loopback_env, tcp_accepts
 
 MLSERVER_VENV = REPO_ROOT / ".venvs" / "mlserver"
 MLSERVER = MLSERVER_VENV / "bin" / "mlserver"
@@ -48,8 +45,11 @@ class MLServerError(RuntimeError):
     """MLServer did not start, or not in time."""
 
 
-class MLServerServer:
+class MLServerServer(ManagedProcess):
     """One MLServer process serving ``model_dirs`` on free loopback ports; stopped by its group id."""
+
+    name = "mlserver"
+    error = MLServerError
 
     def __init__(self, model_dirs: Sequence[Path] = (ECHO_MODEL,), *, startup_timeout: float = 90.0,
                  stop_timeout: float = 15.0) -> None:
@@ -82,9 +82,8 @@ class MLServerServer:
     def grpc_host(self) -> str:
         return f"{LOOPBACK}:{self.grpc_port}"
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def where(self) -> str:
+        return self.rest_host
 
     def start(self) -> MLServerServer:
         """Start ``mlserver start`` and wait until ``/v2/health/ready`` and the gRPC port answer."""
@@ -94,15 +93,8 @@ class MLServerServer:
             raise MLServerError(f"{MLSERVER} is missing: run scripts/setup-mlserver-venv.sh")
         env = loopback_env()
         env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([str(MLSERVER), "start", str(self.root)], cwd=str(self.root), env=env,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        try:
-            self.wait_ready(self.startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
+        self.spawn([str(MLSERVER), "start", str(self.root)], cwd=self.root, env=env)
+        self.wait_ready_or_stop(self.startup_timeout)
         return self
 
     def is_ready(self) -> bool:
@@ -112,47 +104,9 @@ class MLServerServer:
             return False
         return status == 200 and tcp_accepts(LOOPBACK, self.grpc_port)
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                code = None if self.process is None else self.process.returncode
-                raise MLServerError(f"mlserver exited with status {code} before it was ready:\n{self.log_tail()}")
-            if self.is_ready():
-                return
-            time.sleep(0.2)
-        raise MLServerError(f"mlserver not ready on {self.rest_host} after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM to the server's process group, SIGKILL what is left after ``stop_timeout``."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        pgid = process.pid  # start_new_session: the group id is the leader's pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        while time.monotonic() < deadline and _group_alive(pgid):
-            process.poll()
-            time.sleep(0.1)
-        if _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5.0)
-
     def close(self) -> None:
         self.stop()
         self._tmp.cleanup()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> MLServerServer:
-        return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

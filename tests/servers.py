@@ -72,7 +72,6 @@ when every line failed):
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -80,11 +79,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.processes import ManagedProcess, log_tail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SELDON_VENV = REPO_ROOT / ".venvs" / "seldon"
@@ -200,33 +199,20 @@ def post_json(url_host: str, path: str, body: Any, timeout: float = 10.0) -> tup
     return status, json.loads(data)
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a process of group `pgid` is alive (zombies don't count)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 class SeldonServerError(RuntimeError):
     """The microservice did not start, or not in time."""
 
 
-class SeldonServer:
+class SeldonServer(ManagedProcess):
     """The real Seldon Core v1 model microservice on 127.0.0.1 (REST, gRPC, metrics).
 
     Ports are chosen once (free ports unless given) and kept across stop()/start(), so a
     test can stop the server mid-run and start it again at the same address.  The
     server runs in its own process group and is stopped by that group's id.
     """
+
+    name = "seldon microservice"
+    error = SeldonServerError
 
     def __init__(
         self,
@@ -266,9 +252,12 @@ class SeldonServer:
             fd, name = tempfile.mkstemp(prefix=f"seldon-{model_name}-", suffix=".log")
             os.close(fd)
             log_path = name
-        self.log_path = Path(log_path)
+        self.log_path: Path = Path(log_path)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    def where(self) -> str:
+        return f"{self.rest_host} / {self.grpc_host}"
 
     # addresses -----------------------------------------------------------------
     @property
@@ -295,14 +284,6 @@ class SeldonServer:
     @property
     def feedback_url(self) -> str:
         return f"{self.rest_url}/api/v1.0/feedback"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     # lifecycle -----------------------------------------------------------------
     def command(self) -> list[str]:
@@ -347,21 +328,8 @@ class SeldonServer:
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts}: {' '.join(self.command())}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=str(self.model_dir),
-                env=self.environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self.wait_ready(self.startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
+        self.spawn(self.command(), cwd=self.model_dir, env=self.environment())
+        self.wait_ready_or_stop(self.startup_timeout)
         return self
 
     def is_ready(self) -> bool:
@@ -372,50 +340,10 @@ class SeldonServer:
             return False
         return status == 200 and body.strip() == b"pong" and tcp_accepts(LOOPBACK, self.grpc_port)
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                code = None if self.process is None else self.process.returncode
-                raise SeldonServerError(
-                    f"seldon microservice exited with status {code} before it was ready;"
-                    f" log {self.log_path}:\n{self.log_tail()}"
-                )
-            if self.is_ready():
-                return
-            time.sleep(0.2)
-        raise SeldonServerError(
-            f"seldon microservice not ready on {self.rest_host} / {self.grpc_host}"
-            f" after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
-        )
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+    def stop(self, sig: int | None = signal.SIGTERM) -> None:
         """Send `sig` (SIGTERM) to the server's process group, SIGKILL what is left after
         stop_timeout, and return once no process of the group is alive (ports released)."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        pgid = process.pid  # start_new_session: the group id is the leader's pid
-        self._signal_group(pgid, sig)
-        deadline = time.monotonic() + self.stop_timeout
-        while time.monotonic() < deadline:
-            process.poll()
-            if not _group_alive(pgid):
-                break
-            time.sleep(0.1)
-        else:
-            self._signal_group(pgid, signal.SIGKILL)
-            kill_deadline = time.monotonic() + 5.0
-            while time.monotonic() < kill_deadline and _group_alive(pgid):
-                process.poll()
-                time.sleep(0.05)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5.0)
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
+        super().stop(sig)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL to the whole group), like a crash: in-flight requests fail."""
@@ -425,24 +353,6 @@ class SeldonServer:
         """Stop, then start again on the same ports."""
         self.stop()
         return self.start()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> SeldonServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return (
@@ -475,9 +385,13 @@ def run_original_processor(
     )
 
 
-class NginxGateway:
+class NginxGateway(ManagedProcess):
     """An ingress stand-in on 127.0.0.1: nginx routes istio/ambassador-style paths
     ``/seldon/{namespace}/{deployment}/api/v1.0/...`` to a model's ``/api/v1.0/...``."""
+
+    name = "nginx gateway"
+    startup_timeout = 10.0
+    poll_interval = 0.05
 
     def __init__(self, upstream: str, namespace: str, deployment: str,
                  tls: tuple[Path, Path] | None = None) -> None:
@@ -507,21 +421,19 @@ http {{
     def host(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
-    def __enter__(self) -> NginxGateway:
-        self.process = subprocess.Popen(["nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not tcp_accepts(LOOPBACK, self.port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"nginx gateway did not start: {(self.dir / 'error.log').read_text()}")
-            time.sleep(0.05)
-        return self
+    def where(self) -> str:
+        return self.host
 
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+    def is_ready(self) -> bool:
+        return tcp_accepts(LOOPBACK, self.port)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.dir / "error.log", lines)
+
+    def start(self) -> NginxGateway:
+        self.spawn(["nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)], stdout=subprocess.DEVNULL)
+        self.wait_ready_or_stop()
+        return self
 
 
 def self_signed_cert(directory: Path, name: str = "localhost") -> tuple[Path, Path]:

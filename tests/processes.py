@@ -1,0 +1,192 @@
+"""One lifecycle for the server processes tests and bench/ start: spawn in a session of its
+own, poll until ready within a bound, stop by the process group (SIGTERM, then SIGKILL).
+
+:class:`ManagedProcess` is the base of tests/servers.py's ``SeldonServer`` and
+``NginxGateway``, tests/mlserver_servers.py's ``MLServerServer``, tests/faultserver.py's
+``FaultServer`` and bench/servers.py's servers; :func:`stop_group` and :func:`wait_until`
+serve the ones that run several children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` is alive (zombies don't count)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send `sig` to process group `pgid`; a group that is gone already is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def stop_group(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Send `sig` to the group of `process` (started with start_new_session, so the group id is
+    its pid), SIGKILL what is left after `timeout`, and return once no process of the group is
+    alive (its ports released) or 5 s after the SIGKILL."""
+    if process is None:
+        return
+    pgid = process.pid
+    signal_group(pgid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.poll()
+        if not group_alive(pgid):
+            break
+        time.sleep(0.1)
+    else:
+        signal_group(pgid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5.0
+        while time.monotonic() < kill_deadline and group_alive(pgid):
+            process.poll()
+            time.sleep(0.05)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5.0)
+
+
+def wait_until(check: Callable[..., Any], timeout: float, what: str,
+               alive: Callable[..., Any] | None = None, interval: float = 0.05) -> None:
+    """Poll `check()` every `interval` until true; RuntimeError after `timeout` or once
+    `alive()` is false."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if alive is not None and not alive():
+            raise RuntimeError(f"{what}: process exited before it was ready")
+        time.sleep(interval)
+    raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
+
+
+def log_tail(path: Path | None, lines: int = 40) -> str:
+    """The last `lines` lines of a log file, or "(no log)"."""
+    if path is None:
+        return "(no log)"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Managed:
+    """Context-manager plumbing: ``with server:`` starts it and stops it."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class ManagedProcess(Managed):
+    """One server child process in a session of its own.
+
+    Subclasses say what to run in ``start()`` (through :meth:`spawn` then
+    :meth:`wait_ready`) and when it is ready in :meth:`is_ready`.  ``stop()`` signals the whole
+    group, so workers the server forks go with it.
+    """
+
+    name = "server"  # for messages
+    error: type[Exception] = RuntimeError  # what a failed start raises
+    poll_interval = 0.2
+    startup_timeout = 60.0
+    stop_timeout = 10.0
+    stop_signal: int = signal.SIGTERM
+    log_path: Path | None = None  # the child's stdout and stderr, appended; None = inherited
+
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def where(self) -> str:
+        """The address the server serves, for messages."""
+        return ""
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def spawn(self, command: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
+              env: Mapping[str, str] | None = None, stdout: int | IO[Any] | None = None) -> subprocess.Popen[bytes]:
+        """Popen `command` in a new session, stdin closed, output appended to ``log_path``
+        (or to `stdout` when there is no log)."""
+        def popen(out: int | IO[Any] | None) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(list(command), cwd=None if cwd is None else str(cwd),
+                                    env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT if out is not None else None,
+                                    start_new_session=True)
+
+        if self.log_path is None:
+            self.process = popen(stdout)
+        else:
+            with open(self.log_path, "ab") as log:
+                self.process = popen(log)
+        return self.process
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Poll :meth:`is_ready` until true; ``error`` (with the log's tail) once the process
+        exits or `timeout` (``startup_timeout``) passes."""
+        timeout = self.startup_timeout if timeout is None else timeout
+        log = f"; log {self.log_path}" if self.log_path is not None else ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise self.error(f"{self.name} exited with status {code} before it was ready{log}:\n"
+                                 f"{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(self.poll_interval)
+        raise self.error(f"{self.name} not ready on {self.where()} after {timeout:.0f} s{log}:\n{self.log_tail()}")
+
+    def wait_ready_or_stop(self, timeout: float | None = None) -> None:
+        """:meth:`wait_ready`, stopping the process if it fails (or is interrupted)."""
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, sig: int | None = None) -> None:
+        """Send `sig` (``stop_signal``) to the process group, SIGKILL what is left after
+        ``stop_timeout``; return once the group is gone."""
+        process, self.process = self.process, None
+        stop_group(process, self.stop_signal if sig is None else sig, self.stop_timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log_path, lines)
