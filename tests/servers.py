@@ -116,6 +116,21 @@ def ensure_seldon_venv(timeout: float = 900.0) -> Path:
     return SELDON_PYTHON
 
 
+def tftensor_request(tags: Mapping[str, Any]) -> dict[str, Any]:
+    """The tftensor request of the findings above (DT_DOUBLE, shape [1, 3], doubleVal 1 2 3)
+    with `tags`; a new dict each call, so a test may change its copy."""
+    return {
+        "data": {
+            "tftensor": {
+                "dtype": "DT_DOUBLE",
+                "tensorShape": {"dim": [{"size": "1"}, {"size": "3"}]},
+                "doubleVal": [1, 2, 3],
+            }
+        },
+        "meta": {"tags": dict(tags)},
+    }
+
+
 def port_is_free(port: int) -> bool:
     """True when nothing is bound to 127.0.0.1:port.
 

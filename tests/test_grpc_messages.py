@@ -16,6 +16,7 @@ from seldon_batch_tx.grpc_messages import (
 )
 from seldon_batch_tx.protos import prediction_pb2
 from seldon_batch_tx.protos.tensorflow.core.framework import tensor_pb2
+from tests.servers import tftensor_request
 
 TAGS = {"batch_id": "b-1", "batch_instance_id": "i-1", "batch_index": 7}
 
@@ -69,16 +70,7 @@ def test_tensor_round_trip_values_are_doubles() -> None:
 
 def test_tftensor_round_trip_uses_proto3_json_names() -> None:
     """The REST body of reference section 2 for tftensor comes back in the same spelling."""
-    body = {
-        "data": {
-            "tftensor": {
-                "dtype": "DT_DOUBLE",
-                "tensorShape": {"dim": [{"size": "1"}, {"size": "3"}]},
-                "doubleVal": [1, 2, 3],
-            }
-        },
-        "meta": {"tags": TAGS},
-    }
+    body = tftensor_request(TAGS)
     msg = message_from_dict(body)
     assert msg.data.tftensor.dtype == tensor_pb2.DT_DOUBLE
     assert [d.size for d in msg.data.tftensor.tensor_shape.dim] == [1, 3]

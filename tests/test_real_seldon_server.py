@@ -24,6 +24,7 @@ from tests.servers import (
     post_json,
     run_original_processor,
     tcp_accepts,
+    tftensor_request,
 )
 
 PREDICT = "/api/v1.0/predictions"
@@ -95,16 +96,7 @@ def test_rest_predict_echoes_payload_and_tags(
 
 def test_rest_tftensor_fails_without_tensorflow(seldon_server: SeldonServer) -> None:
     """Without TensorFlow the real server answers any tftensor with HTTP 500."""
-    body = {
-        "data": {
-            "tftensor": {
-                "dtype": "DT_DOUBLE",
-                "tensorShape": {"dim": [{"size": "1"}, {"size": "3"}]},
-                "doubleVal": [1, 2, 3],
-            }
-        },
-        "meta": {"tags": TAGS},
-    }
+    body = tftensor_request(TAGS)
     status, answer = post_json(seldon_server.rest_host, PREDICT, body)
     assert status == 500
     assert answer == {
@@ -253,16 +245,7 @@ def test_original_processor_error_line_when_server_down(tmp_path: Path) -> None:
 def test_server_restart_on_same_ports_with_tftensor_shim(seldon_venv: Path) -> None:
     """A server stopped by PID frees its ports and restarts on the same ones; the opt-in
     tftensor shim answers tftensor like TensorFlow (packed tensorContent)."""
-    body = {
-        "data": {
-            "tftensor": {
-                "dtype": "DT_DOUBLE",
-                "tensorShape": {"dim": [{"size": "1"}, {"size": "3"}]},
-                "doubleVal": [1, 2, 3],
-            }
-        },
-        "meta": {"tags": TAGS},
-    }
+    body = tftensor_request(TAGS)
     expected = {
         "data": {
             "names": ["t:0", "t:1", "t:2"],

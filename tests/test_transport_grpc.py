@@ -29,7 +29,7 @@ from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
 from seldon_batch_tx.transport import RequestFailed
 from seldon_batch_tx.transport_grpc import MODES, GrpcTransport
-from tests.servers import SeldonServer, free_port
+from tests.servers import SeldonServer, free_port, tftensor_request
 
 TAGS = {"batch_id": "b-1", "batch_instance_id": "i-1", "batch_index": 3}
 
@@ -177,16 +177,7 @@ def tftensor_server() -> Iterator[SeldonServer]:
 @pytest_twisted.ensureDeferred
 async def test_real_server_tftensor(tftensor_server: SeldonServer, mode: str) -> None:
     """A tftensor request is read by the server; the answer keeps dtype and shape (packed content)."""
-    body = {
-        "data": {
-            "tftensor": {
-                "dtype": "DT_DOUBLE",
-                "tensorShape": {"dim": [{"size": "1"}, {"size": "3"}]},
-                "doubleVal": [1, 2, 3],
-            }
-        },
-        "meta": {"tags": TAGS},
-    }
+    body = tftensor_request(TAGS)
     response = await send_once(make_config(tftensor_server.grpc_host), body, mode=mode)
     tensor = response["data"]["tftensor"]
     assert tensor["dtype"] == "DT_DOUBLE"
