@@ -136,11 +136,13 @@ class NginxServer(ManagedProcess):
         return f"nginx {self.workers} worker(s), fixed body"
 
 
-class LatencyServer(Managed):
-    """bench/latency_server.py in `processes` processes sharing one port (SO_REUSEPORT)."""
+class ReusePortServers(Managed):
+    """`processes` copies of one bench/ server sharing a port (SO_REUSEPORT); each child
+    prints READY on its log when it listens, and is stopped by its own group."""
 
-    def __init__(self, delay: float = 0.01, processes: int = 2, startup_timeout: float = 20.0) -> None:
-        self.delay = delay
+    label = "server"
+
+    def __init__(self, processes: int, startup_timeout: float) -> None:
         self.processes = processes
         self.port = free_port()
         self.startup_timeout = startup_timeout
@@ -151,23 +153,29 @@ class LatencyServer(Managed):
     def host(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
-    def start(self) -> LatencyServer:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """Once every child said READY: True, or a further check (the port answers)."""
+        return True
+
+    def start(self) -> ReusePortServers:
+        slug = self.label.lower().replace(" ", "-")
         try:
             for i in range(self.processes):
-                fd, name = tempfile.mkstemp(prefix=f"bench-latency-{i}-", suffix=".log")
+                fd, name = tempfile.mkstemp(prefix=f"bench-{slug}-{i}-", suffix=".log")
                 self.logs.append(Path(name))
                 child = subprocess.Popen(
-                    [str(PROJECT_PYTHON), str(BENCH_DIR / "latency_server.py"), "--port", str(self.port),
-                     "--delay", str(self.delay), "--reuseport"],
-                    stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT, start_new_session=True,
-                    env=loopback_env(),
+                    self.command(), stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                    start_new_session=True, env=loopback_env(),
                 )
                 os.close(fd)
                 self.children.append(child)
                 log = self.logs[-1]
                 wait_until(lambda log=log: b"READY" in log.read_bytes(), self.startup_timeout,
-                           f"latency server #{i} on {self.host}", alive=lambda child=child: child.poll() is None)
-            wait_until(lambda: pinged(self.host), self.startup_timeout, f"latency server on {self.host}")
+                           f"{self.label} #{i} on {self.host}", alive=lambda child=child: child.poll() is None)
+            wait_until(self.ready, self.startup_timeout, f"{self.label} on {self.host}")
         except BaseException:
             self.stop()
             raise
@@ -181,6 +189,23 @@ class LatencyServer(Managed):
             with contextlib.suppress(OSError):
                 log.unlink()
         self.logs = []
+
+
+class LatencyServer(ReusePortServers):
+    """bench/latency_server.py in `processes` processes sharing one port (SO_REUSEPORT)."""
+
+    label = "latency server"
+
+    def __init__(self, delay: float = 0.01, processes: int = 2, startup_timeout: float = 20.0) -> None:
+        super().__init__(processes, startup_timeout)
+        self.delay = delay
+
+    def command(self) -> list[str]:
+        return [str(PROJECT_PYTHON), str(BENCH_DIR / "latency_server.py"), "--port", str(self.port),
+                "--delay", str(self.delay), "--reuseport"]
+
+    def ready(self) -> bool:
+        return pinged(self.host)
 
     def describe(self) -> str:
         return f"latency {self.delay * 1000:.0f} ms, {self.processes} Twisted processes (SO_REUSEPORT)"
@@ -219,48 +244,16 @@ def wrk_rate(url: str, body: str, connections: int, duration: float = 5.0, threa
     return rate
 
 
-class GrpcEchoServer(Managed):
+class GrpcEchoServer(ReusePortServers):
     """bench/grpc_echo.py serve: a Seldon gRPC echo in `processes` processes sharing the port."""
 
+    label = "gRPC echo server"
+
     def __init__(self, processes: int = 2, startup_timeout: float = 20.0) -> None:
-        self.processes = processes
-        self.port = free_port()
-        self.startup_timeout = startup_timeout
-        self.children: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
+        super().__init__(processes, startup_timeout)
 
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    def start(self) -> GrpcEchoServer:
-        try:
-            for i in range(self.processes):
-                fd, name = tempfile.mkstemp(prefix=f"bench-grpc-echo-{i}-", suffix=".log")
-                self.logs.append(Path(name))
-                child = subprocess.Popen(
-                    [str(PROJECT_PYTHON), str(BENCH_DIR / "grpc_echo.py"), "serve", "--port", str(self.port)],
-                    stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT, start_new_session=True,
-                    env=loopback_env(),
-                )
-                os.close(fd)
-                self.children.append(child)
-                log = self.logs[-1]
-                wait_until(lambda log=log: b"READY" in log.read_bytes(), self.startup_timeout,
-                           f"gRPC echo server #{i} on {self.host}", alive=lambda child=child: child.poll() is None)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for child in self.children:
-            stop_group(child)
-        self.children = []
-        for log in self.logs:
-            with contextlib.suppress(OSError):
-                log.unlink()
-        self.logs = []
+    def command(self) -> list[str]:
+        return [str(PROJECT_PYTHON), str(BENCH_DIR / "grpc_echo.py"), "serve", "--port", str(self.port)]
 
     def describe(self) -> str:
         return f"gRPC echo (grpc.aio), {self.processes} processes (SO_REUSEPORT)"
