@@ -370,7 +370,7 @@ class GrpcTransport:
     # --- requests ------------------------------------------------------------------------
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
-        """Call the model; a malformed ``body`` fails with ValueError, a failed call with RequestFailed."""
+        """Call the model; a body gRPC cannot encode or a failed call fails with RequestFailed."""
         if self._running and self._call is None and self._trust_on_first_use and self._waiting is None:
             self._begin_certificate_fetch()  # the last fetch failed: try again for this send
         if self._waiting is not None:  # TLS certificate still being fetched
@@ -381,8 +381,8 @@ class GrpcTransport:
             return fail(RuntimeError("GrpcTransport.send() called before start() or after stop()"))
         try:
             request = self._build(body)
-        except ValueError:
-            return fail()
+        except ValueError as e:  # a line the protocol cannot carry: that line's error, not a crash
+            return fail(RequestFailed("input_error", f"cannot encode the request for gRPC: {e}", info="input_error"))
         metadata = (*self._metadata, ("seldon-puid", puid))
         if self._aio is not None:
             return self._aio.call(request, self._config.timeout, metadata).addCallback(self._aio_outcome)

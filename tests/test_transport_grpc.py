@@ -382,10 +382,11 @@ async def test_server_down_is_retryable_unavailable(mode: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_malformed_body_fails_with_value_error(loopback: LoopbackServer) -> None:
-    """A malformed body never reaches the server: the Deferred fails with ValueError."""
+async def test_malformed_body_is_a_non_retryable_input_error(loopback: LoopbackServer) -> None:
+    """A body gRPC cannot encode never reaches the server; it fails as that line's input error."""
     exc = await failure_of(Deferred.fromCoroutine(send_once(make_config(loopback.host), {"data": {"ndarry": [[1]]}})))
-    assert isinstance(exc, ValueError) and "ndarry" in str(exc)
+    assert isinstance(exc, RequestFailed) and "ndarry" in exc.reason
+    assert (exc.kind, exc.retryable) == ("input_error", False)
     assert loopback.recorder.metadata == []
 
 
