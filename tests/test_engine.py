@@ -162,3 +162,36 @@ def test_max_failures_stops_early(tmp_path: Path) -> None:
     summary = finish(run, stub, clock)
     assert summary.stopped_early and summary.exit_code == 3
     assert 5 <= summary.failed < 50 and len(output(out)) == summary.failed
+
+
+class BrokenTransport:
+    """A transport with a bug: every send raises something that is not a RequestFailed."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(_nothing())
+
+    def send(self, body: dict[str, Any], puid: str) -> Deferred[dict[str, Any]]:
+        raise KeyError("surprise")
+
+
+async def _nothing() -> None:
+    return None
+
+
+def test_a_transport_bug_still_ends_as_one_error_line_per_input(tmp_path: Path) -> None:
+    """Nothing is lost even when a transport raises something unexpected: the lines become error records."""
+    clock = Clock()
+    config = BatchConfig(deployment_name="d", input_data_path="in", output_data_path=str(tmp_path / "out"),
+                         batch_id="B")
+    items = iter([Item(i, instance_id("B", i), b"[[1]]") for i in range(4)])
+    writer = LineWriter(config.output_data_path)
+    run = BatchRun(config, items, BrokenTransport(), writer, BatchStats("B", "in", total=4), clock)
+    d = Deferred.fromCoroutine(run.run())
+    assert d.called
+    writer.close()
+    lines = output(tmp_path / "out")
+    assert sorted(r["meta"]["tags"]["batch_index"] for r in lines) == [0, 1, 2, 3]
+    assert all(r["status"]["info"] == "internal_error" and "surprise" in r["status"]["reason"] for r in lines)
