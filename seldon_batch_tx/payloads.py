@@ -27,6 +27,16 @@ TF_ITEM_SIZES = {"DT_FLOAT": 4, "DT_DOUBLE": 8, "DT_INT32": 4, "DT_INT64": 8, "D
 TF_VALUE_FIELDS = ("doubleVal", "floatVal", "intVal", "int64Val", "boolVal", "stringVal", "halfVal")
 
 
+_decode = json.JSONDecoder().decode
+
+
+def _loads(line: bytes) -> Any:
+    """``json.loads`` of a UTF-8 line, about 1 us cheaper per line: no encoding detection
+    (a leading UTF-8 BOM is still skipped; lone surrogates pass, as in ``json.loads``)."""
+    text = line.decode("utf-8", "surrogatepass")
+    return _decode(text[1:] if text.startswith("\ufeff") else text)
+
+
 class InputError(ValueError):
     """A line that cannot become a request; the message says what is wrong with it."""
 
@@ -117,7 +127,7 @@ class SeldonCodec:
         if self.data_type == "str":
             return Parsed(item, self._parse_str(line))
         try:
-            value = json.loads(line)
+            value = _loads(line)
         except ValueError as e:
             raise InputError(f"line is not valid JSON: {e}") from None
         if self.method == "feedback":
@@ -242,7 +252,15 @@ class SeldonCodec:
         if not isinstance(data, dict):
             raise ResponseMismatch("mini-batch response has no data to split into rows")
         slices = self._split(data, [p.rows for p in members])
-        return [self._tagged({**response, "data": part}, p) for part, p in zip(slices, members, strict=True)]
+        # as _tagged per member, with the response's meta looked up once for the whole mini-batch
+        meta = response.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
+        tags = meta.get("tags")
+        batch_id = self.batch_id
+        return [{**response, "data": part, "meta": {**meta, "tags": {
+                    **(tags if isinstance(tags, dict) else p.own_tags),
+                    "batch_id": batch_id, "batch_instance_id": p.item.instance_id, "batch_index": p.item.index}}}
+                for part, p in zip(slices, members, strict=True)]
 
     def _split(self, data: JSONDict, rows: list[int]) -> list[JSONDict]:
         want = sum(rows)

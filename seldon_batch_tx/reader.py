@@ -10,6 +10,8 @@ from typing import BinaryIO
 import attrs
 
 _INSTANCE_NAMESPACE = uuid.UUID("6f1c3bde-5a43-4c57-9d0e-2f4f1b7d9a10")
+#: A UUID's variant nibble (RFC 4122: 10xx) for each hex digit of the hash it replaces.
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 @attrs.frozen(slots=True)
@@ -29,18 +31,15 @@ def instance_id(batch_id: str, index: int) -> str:
 def instance_ids(batch_id: str) -> Callable[[int], str]:
     """A fast :func:`instance_id` for one batch: the SHA-1 of the shared prefix is computed once.
 
-    Same value as ``uuid5`` (version and variant bits set by hand), about 3x cheaper per line.
+    Same value as ``uuid5`` (version and variant set on the hex digits), about 4x cheaper per line.
     """
     prefix = hashlib.sha1(_INSTANCE_NAMESPACE.bytes + f"{batch_id}/".encode(), usedforsecurity=False)
 
     def make(index: int) -> str:
         digest = prefix.copy()
         digest.update(b"%d" % index)
-        raw = bytearray(digest.digest()[:16])
-        raw[6] = (raw[6] & 0x0F) | 0x50
-        raw[8] = (raw[8] & 0x3F) | 0x80
-        h = raw.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        h = digest.hexdigest()
+        return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
     return make
 

@@ -20,7 +20,6 @@ retryable ``connection`` failure and the engine's retry policy decides.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,12 +36,13 @@ from twisted.web.client import ResponseFailed
 from .config import BatchConfig
 from .transport import JSONDict, RequestFailed
 from .transport_rest import classify, connection_failure, endpoint_url, tls_policy
+from .writer import compact_encoder
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
 
 #: One shared C encoder; compact separators keep request bodies small.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = compact_encoder(ensure_ascii=True)
 #: Seconds ``stop()`` waits for polite closes before aborting what is left.
 _CLOSE_GRACE = 2.0
 
