@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from .engine import EXIT_USAGE
+from .engine import EXIT_USAGE, tune_gc
 from .options import ProcessorOptions
 
 PROG = "seldon-batch-processor"
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .logs import start_logging
 
     start_logging(config.log_level)
+    tune_gc()
     task.react(_run, (options,))
 
 

@@ -8,6 +8,7 @@ catches its own failures and writes them as error lines; nothing escapes to end 
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,22 @@ log = txaio.make_logger()
 EXIT_OK, EXIT_FAILED_LINES, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 
 Record = dict[str, Any]
+
+
+#: Allocations between young-generation collections (CPython's default is 700).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Collect the young generation less often, for the whole process.
+
+    With hundreds of requests in flight the default threshold (700) runs a young collection
+    every ~70 requests, each traversing everything those requests hold, and finding nothing
+    (their objects are freed by reference counting): at 1,000 workers that was ~20% of the CPU.
+    Memory stays flat: cyclic garbage waits for at most 10,000 allocations.
+    """
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def reorder_window(workers: int) -> int:
