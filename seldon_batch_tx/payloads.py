@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import json.scanner
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,14 +28,25 @@ TF_ITEM_SIZES = {"DT_FLOAT": 4, "DT_DOUBLE": 8, "DT_INT32": 4, "DT_INT64": 8, "D
 TF_VALUE_FIELDS = ("doubleVal", "floatVal", "intVal", "int64Val", "boolVal", "stringVal", "halfVal")
 
 
-_decode = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: takes the decoder
 
 
 def _loads(line: bytes) -> Any:
-    """``json.loads`` of a UTF-8 line, about 1 us cheaper per line: no encoding detection
-    (a leading UTF-8 BOM is still skipped; lone surrogates pass, as in ``json.loads``)."""
+    """``json.loads`` of a UTF-8 line, about 1.5 us cheaper per line: no encoding detection
+    (a leading UTF-8 BOM is still skipped; lone surrogates pass, as in ``json.loads``), and the
+    scanner called directly; anything but one bare value goes through ``decode`` for its
+    whitespace rules and error messages."""
     text = line.decode("utf-8", "surrogatepass")
-    return _decode(text[1:] if text.startswith("\ufeff") else text)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except StopIteration:
+        pass
+    return _decoder.decode(text)
 
 
 class InputError(ValueError):
