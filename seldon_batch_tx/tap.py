@@ -156,9 +156,11 @@ def makeService(options: Options) -> service.MultiService:
     """Wire the registry, the dashboard and the batch or watch-directory service; start nothing."""
     from twisted.internet import reactor
 
+    from .engine import tune_gc
     from .watchdir import WatchDirService
 
     txaio.set_global_log_level(options["log-level"])
+    tune_gc()
     top = service.MultiService()
     registry = BatchRegistry(reactor)
     registry.setServiceParent(top)
