@@ -16,7 +16,7 @@ renaming it into ``processing/``: of two daemons on one directory only one renam
 and the lock (held until the batch ends, dropped by the kernel if the process dies) tells a
 daemon whether a file in ``processing/`` is still being worked on or was left by a crash.
 Left-over files are taken up again from the beginning with a fresh output (see
-:meth:`WatchDirService.prepare_restart`, the hook for ``--resume``).
+:meth:`WatchDirService.prepare_restart`: it resumes, as ``--resume`` does).
 
 The poll never raises: an error in one file sends that file to ``failed/`` with its reason,
 and an error in a scan is logged and the next scan tries again.
@@ -446,14 +446,10 @@ class WatchDirService(service.Service):
         return config
 
     def prepare_restart(self, job: Job, config: BatchConfig) -> BatchConfig:
-        """Hook for a file taken up again after a stop or crash.
-
-        Today the file starts over: the output in processing/ is truncated by the writer and
-        every line is sent again, with the same batch id (so instance ids are the same). The
-        ``--resume`` work plugs in here, e.g. ``return config.replace(resume=True)``, so that
-        lines already in ``.NAME.output`` are kept and skipped.
-        """
-        return config
+        """A file taken up again after a stop or crash resumes: the lines already in its output in
+        processing/ are kept (a torn last line is cut off) and only the others are sent, under the
+        same batch id."""
+        return config.replace(resume=True, batch_id_given=True)
 
     async def _process(self, job: Job) -> None:
         entry, stats = job.entry, job.entry.stats
@@ -501,7 +497,7 @@ class WatchDirService(service.Service):
             "elapsed": round(summary.elapsed, 3), "lines_per_s": round(summary.rate, 1),
             "errors_by_kind": dict(stats.errors_by_kind), "stopped_early": summary.stopped_early,
             "exit_code": summary.exit_code, "started": stats.started, "finished": stats.finished,
-            "restarted": job.restarted,
+            "restarted": job.restarted, "resumed": summary.resumed,
             "settings": None if config is None else {
                 "deployment_name": config.deployment_name, "host": config.host, "transport": config.transport,
                 "data_type": config.data_type, "payload_type": config.payload_type, "workers": config.workers,

@@ -182,6 +182,7 @@ def test_sigterm_mid_batch_leaves_whole_lines_and_restart_finishes(tmp_path: Pat
     assert sorted(o["meta"]["tags"]["batch_index"] for o in final) == list(range(400))
     summary = json.loads((watch / "done" / "big.txt.summary.json").read_text())
     assert summary["restarted"] is True and summary["succeeded"] == 400
+    assert summary["resumed"] == len(out)  # the lines written before SIGTERM were kept, not sent again
     assert {o["meta"]["tags"]["batch_id"] for o in final} == {summary["batch_id"]}
     assert again.stop() == -signal.SIGTERM
 

@@ -304,20 +304,26 @@ def test_poll_survives_errors(daemon: Daemon) -> None:
     assert daemon.path("done", "later.out.txt").exists()
 
 
-def test_files_left_in_processing_restart_from_scratch(daemon: Daemon) -> None:
-    """After a crash, a file in processing/ runs again from the beginning with a fresh output and its batch id."""
+def test_files_left_in_processing_resume_where_they_stopped(daemon: Daemon) -> None:
+    """After a crash, a file in processing/ resumes under its batch id: lines already written are kept, the
+    torn last line is cut off, and only the lines without output are sent again."""
     _mkdirs(daemon)
     processing = daemon.path("processing")
     write_lines(processing / "crashed.txt", 3)
     (processing / ".crashed.txt.state.json").write_text(json.dumps({"batch_id": "B-old"}))
-    (processing / ".crashed.txt.output").write_text('{"old": 1}\n{"torn"')
+    kept = {"data": {"ndarray": [[0, 1.5]]}, "meta": {"tags": {"batch_id": "B-old", "batch_instance_id": "i0",
+                                                                "batch_index": 0}}}
+    (processing / ".crashed.txt.output").write_text(json.dumps(kept) + '\n{"torn"')
+    model = daemon.model
     daemon.service.startService()
     daemon.pump(lambda: daemon.path("done", "crashed.txt.summary.json").exists(), seconds=3)
     out = [json.loads(line) for line in daemon.path("done", "crashed.out.txt").read_text().splitlines()]
     assert sorted(o["meta"]["tags"]["batch_index"] for o in out) == [0, 1, 2]
+    assert out[0] == kept
     assert {o["meta"]["tags"]["batch_id"] for o in out} == {"B-old"}
+    assert sorted(b["meta"]["tags"]["batch_index"] for b in model.bodies) == [1, 2]
     summary = json.loads(daemon.path("done", "crashed.txt.summary.json").read_text())
-    assert summary["restarted"] is True and summary["batch_id"] == "B-old"
+    assert summary["restarted"] is True and summary["batch_id"] == "B-old" and summary["resumed"] == 1
     assert files(processing) == []
 
 
