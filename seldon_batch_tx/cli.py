@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from .config import BatchConfig
 from .engine import EXIT_USAGE, tune_gc
 from .options import ProcessorOptions
 
@@ -37,15 +38,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     start_logging(config.log_level)
     tune_gc()
-    task.react(_run, (options,))
+    task.react(_run, (config,))
 
 
-def _run(reactor: Any, options: ProcessorOptions) -> Deferred[None]:
+def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
     from .batch import Batch
     from .progress import ProgressReporter
     from .resume import ResumeError
 
-    config = options.config()
     batch = Batch(config, reactor)
     progress = ProgressReporter(batch.stats, reactor, sys.stderr)
     finished: Deferred[None] = Deferred()

@@ -87,12 +87,17 @@ class _Call:
     def _cancel(self, d: Deferred[JSONDict]) -> None:
         """The engine gave up on this request (abandon): drop it wherever it is."""
         self.finish()
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.call = None
-            conn.abort()
-        if self.connecting is not None:
+        if not self.abort_connection() and self.connecting is not None:
             self.connecting.cancel()
+
+    def abort_connection(self) -> bool:
+        """Abort the connection carrying this call, if one is; whether there was one."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return False
+        conn.call = None
+        conn.abort()
+        return True
 
     def finish(self) -> bool:
         """Mark the call as answered; False when it already was (timeout, cancel, loss)."""
@@ -368,10 +373,8 @@ class FastHttpTransport:
 
     def _timed_out(self, call: _Call) -> None:
         call.timer = None
-        conn, call.conn = call.conn, None
-        if conn is not None:
-            conn.call = None
-            conn.abort()
+        if call.abort_connection():
+            pass  # the connection's loss is not reported: the timeout below is
         elif call.connecting is not None:
             call.connecting.cancel()
         else:
