@@ -22,6 +22,7 @@ PROTOCOLS = ("seldon", "v2")
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                 "FP16", "FP32", "FP64", "BYTES")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MIB = 1 << 20
 
 
 @attrs.frozen
@@ -74,6 +75,10 @@ class BatchConfig:
     drain_timeout: float = 30.0
     #: Serve the live dashboard on this Twisted endpoint string while the batch runs.
     dashboard: str | None = None
+    #: Largest answer body (REST) or message (gRPC receive limit) accepted; past it: response_too_large.
+    max_response_bytes: int = 64 * MIB
+    #: Largest input line accepted; past it the line is skipped to its newline: input_too_large.
+    max_line_bytes: int = 64 * MIB
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

@@ -21,6 +21,7 @@ from .config import (
     HTTP_CLIENTS,
     LOG_LEVELS,
     METHODS,
+    MIB,
     PAYLOAD_TYPES,
     PROTOCOLS,
     TRANSPORTS,
@@ -177,6 +178,10 @@ OPTIONS: tuple[Option, ...] = (
            "lines are written to the OS every second regardless) [default: never]", optional_positive),
     Option("drain-timeout", None, 30.0, "On SIGTERM/SIGINT, seconds requests in flight may take to finish "
            "before they are abandoned (a --resume redoes them)", non_negative),
+    Option("max-response-bytes", None, 64 * MIB, "Largest answer accepted, in bytes (REST body, gRPC message); "
+           "a larger one is that line's error (response_too_large) and its connection is dropped", at_least(1)),
+    Option("max-line-bytes", None, 64 * MIB, "Largest input line accepted, in bytes; a longer one is skipped "
+           "to its newline without being held in memory and gets an error line (input_too_large)", at_least(1)),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)"),
 )
