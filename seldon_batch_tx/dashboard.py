@@ -5,10 +5,18 @@ and the browser script fills in live values with ``textContent`` only, so file n
 error reasons (untrusted text) are escaped everywhere. A content security policy forbids
 inline scripts as a second line of defence.
 
+Everything shown or exported goes through :func:`registry.clean` first: names that are not
+UTF-8 (os.listdir's surrogate escapes) show their bytes as ``\\xNN``, long text is cut, and
+credentials (the dashboard token, ``--call-credentials-token``, credential-like ``--header``
+values) are redacted even when a server echoes them into an error reason.
+
 Routes: ``/``, ``/batches/{id}``, ``/api/batches``, ``/api/batches/{id}``, ``/metrics``,
 ``/health``, ``/static/*``. When a token is set every route but ``/health`` and
 ``/static/*`` (no secrets there) needs it, as ``Authorization: Bearer T``,
 ``X-Dashboard-Token: T`` or ``?token=T``; the page script passes the query token on.
+Without a token every route answers only requests whose ``Host`` is a loopback name or the
+address the connection came in on (421 otherwise): a DNS-rebinding page in a browser would
+send its own name, so it cannot read the dashboard through the victim's loopback.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import hmac
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,7 @@ import jinja2
 import txaio
 from twisted.application import service
 from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.web import pages
@@ -32,7 +42,7 @@ from twisted.web.server import Request, Site
 
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
-from .registry import BatchRegistry
+from .registry import BatchRegistry, clean
 from .webroot import web_root
 
 txaio.use_twisted()
@@ -98,12 +108,65 @@ def token_ok(request: Request, token: str) -> bool:
     return supplied is not None and hmac.compare_digest(supplied, token.encode("utf-8"))
 
 
+def host_name(header: bytes) -> str | None:
+    """The host part of a ``Host`` header, lower case, without port or brackets; None if malformed."""
+    try:
+        text = header.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    port = ""
+    if text.startswith("["):
+        name, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return None
+        port = port[1:]
+    elif text.count(":") == 1:
+        name, _, port = text.partition(":")
+    else:
+        name = text  # a bare name, or a bare IPv6 address such as ::1
+    if (port and not (port.isdigit() and port.isascii())) or not name:
+        return None
+    return name[:-1] if name.endswith(".") else name
+
+
+def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def host_allowed(request: Request) -> bool:
+    """The request's ``Host`` names this machine's loopback or the address it was received on.
+
+    Connections over a unix socket pass: no browser page can open one, so no rebinding.
+    """
+    local = request.getHost()
+    if not isinstance(local, IPv4Address | IPv6Address):
+        return True
+    header = request.getHeader(b"host")
+    name = host_name(header) if header is not None else None
+    if name is None:
+        return False
+    if name == "localhost":
+        return True
+    address = _address(name)
+    if address is None:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if address.is_loopback or (mapped is not None and mapped.is_loopback):
+        return True
+    bound = _address(local.host.split("%", 1)[0])
+    return bound is not None and not bound.is_unspecified and address == bound
+
+
 # -- resources ---------------------------------------------------------------------------
 
-def _json(request: Request, data: Any, code: int = 200) -> bytes:
+def _json(request: Request, data: Any, code: int = 200, secrets: Any = ()) -> bytes:
+    """Strict JSON of ``data`` made safe to show (valid text, bounded, secrets redacted)."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return json.dumps(clean(data, secrets), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _segment(path: bytes) -> str:
@@ -116,6 +179,19 @@ class Unauthorized(Resource):
     def render(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="seldon-batch"')
         return _json(request, {"error": "a valid dashboard token is required"}, 401)
+
+
+class MisdirectedHost(Resource):
+    """421 for a tokenless dashboard asked under a name that is not loopback (DNS rebinding)."""
+
+    isLeaf = True
+    BODY = (b"421 Misdirected Request: without --dashboard-token this dashboard answers only to the Host "
+            b"localhost, a loopback address or the address it listens on\n")
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(421)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return self.BODY
 
 
 class JsonNotFound(Resource):
@@ -135,16 +211,18 @@ class Page(Resource):
     isLeaf = True
     template = ""
 
-    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry) -> None:
+    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry,
+                 secrets: Callable[[], set[str]]) -> None:
         super().__init__()
         self._templates = templates
         self.registry = registry
+        self._secrets = secrets
 
     def context(self) -> dict[str, Any]:
         return {}
 
     def render_GET(self, request: Request) -> bytes:
-        context = self.context()
+        context = clean(self.context(), self._secrets())  # jinja2 escapes; clean makes it encodable
         if context.get("missing"):
             request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -163,26 +241,29 @@ class IndexPage(Page):
 class BatchPage(Page):
     template = "batch.html"
 
-    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry, batch_id: str) -> None:
-        super().__init__(templates, registry)
+    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry,
+                 secrets: Callable[[], set[str]], batch_id: str) -> None:
+        super().__init__(templates, registry, secrets)
         self.batch_id = batch_id
 
     def context(self) -> dict[str, Any]:
-        entry = self.registry.get(self.batch_id)
+        entry = self.registry.find(self.batch_id)
         batch = entry.detail_json(self.registry.now()) if entry else None
         return {"base": "../", "batch_id": self.batch_id, "batch": batch, "missing": batch is None}
 
 
 class BatchPages(Resource):
-    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry) -> None:
+    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry,
+                 secrets: Callable[[], set[str]]) -> None:
         super().__init__()
         self._templates = templates
         self._registry = registry
+        self._secrets = secrets
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
-            return IndexPage(self._templates, self._registry)
-        return BatchPage(self._templates, self._registry, _segment(path))
+            return IndexPage(self._templates, self._registry, self._secrets)
+        return BatchPage(self._templates, self._registry, self._secrets, _segment(path))
 
     def render_GET(self, request: Request) -> bytes:
         request.redirect(b"../")
@@ -192,45 +273,49 @@ class BatchPages(Resource):
 class ApiBatch(Resource):
     isLeaf = True
 
-    def __init__(self, registry: BatchRegistry, batch_id: str) -> None:
+    def __init__(self, registry: BatchRegistry, secrets: Callable[[], set[str]], batch_id: str) -> None:
         super().__init__()
         self._registry = registry
+        self._secrets = secrets
         self._batch_id = batch_id
 
     def render_GET(self, request: Request) -> bytes:
-        entry = self._registry.get(self._batch_id)
+        entry = self._registry.find(self._batch_id)
         if entry is None:
-            return _json(request, {"error": f"no such batch: {self._batch_id}"}, 404)
-        return _json(request, entry.detail_json(self._registry.now()))
+            return _json(request, {"error": f"no such batch: {self._batch_id}"}, 404, self._secrets())
+        return _json(request, entry.detail_json(self._registry.now()), secrets=self._secrets())
 
 
 class ApiBatches(Resource):
-    def __init__(self, registry: BatchRegistry) -> None:
+    def __init__(self, registry: BatchRegistry, secrets: Callable[[], set[str]]) -> None:
         super().__init__()
         self._registry = registry
+        self._secrets = secrets
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
             return self
-        return ApiBatch(self._registry, _segment(path))
+        return ApiBatch(self._registry, self._secrets, _segment(path))
 
     def render_GET(self, request: Request) -> bytes:
         registry = self._registry
         now = registry.now()
         return _json(request, {"now": now, "counts": registry.counts_by_state(),
-                               "batches": [e.summary_json(now) for e in registry.entries()]})
+                               "batches": [e.summary_json(now) for e in registry.entries()]},
+                     secrets=self._secrets())
 
 
 class Metrics(Resource):
     isLeaf = True
 
-    def __init__(self, registry: BatchRegistry) -> None:
+    def __init__(self, registry: BatchRegistry, secrets: Callable[[], set[str]]) -> None:
         super().__init__()
         self._registry = registry
+        self._secrets = secrets
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", METRICS_CONTENT_TYPE)
-        return render_metrics(self._registry).encode("utf-8")
+        return render_metrics(self._registry, self._secrets()).encode("utf-8")
 
 
 class Health(Resource):
@@ -278,7 +363,7 @@ class StaticFiles(Resource):
 
 
 class DashboardRoot(Resource):
-    """The route table, with the token check in front of it."""
+    """The route table, with the token check (or, without a token, the Host check) in front of it."""
 
     def __init__(self, registry: BatchRegistry, *, token: str | None = None, web: Path | None = None) -> None:
         super().__init__()
@@ -286,20 +371,38 @@ class DashboardRoot(Resource):
         templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(web / "templates")),
                                        autoescape=True, undefined=jinja2.StrictUndefined)
         self._token = token
-        self.putChild(b"", IndexPage(templates, registry))
-        self.putChild(b"batches", BatchPages(templates, registry))
+        self._registry = registry
+        self._warned_host = False
+        secrets = self.secrets
+        self.putChild(b"", IndexPage(templates, registry, secrets))
+        self.putChild(b"batches", BatchPages(templates, registry, secrets))
         api = Resource()
-        api.putChild(b"batches", ApiBatches(registry))
+        api.putChild(b"batches", ApiBatches(registry, secrets))
         self.putChild(b"api", api)
-        self.putChild(b"metrics", Metrics(registry))
+        self.putChild(b"metrics", Metrics(registry, secrets))
         self.putChild(b"health", Health(registry))
         self.putChild(b"static", StaticFiles(web / "static"))
+
+    def secrets(self) -> set[str]:
+        """What must never be shown: the dashboard token and every listed batch's credentials."""
+        found = self._registry.secrets()
+        if self._token:
+            found.add(self._token)
+        return found
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         for name, value in _SECURITY_HEADERS.items():
             request.setHeader(name, value)
-        if self._token and path not in (b"health", b"static") and not token_ok(request, self._token):
-            return Unauthorized()
+        if self._token:
+            if path not in (b"health", b"static") and not token_ok(request, self._token):
+                return Unauthorized()
+        elif not host_allowed(request):
+            if not self._warned_host:  # once: a rebinding page may ask every second
+                self._warned_host = True
+                log.warn("dashboard refused a request for Host {host!r} (421): without --dashboard-token only "
+                         "loopback names are served; later refusals are not logged",
+                         host=(request.getHeader(b"host") or b"")[:100].decode("ascii", "replace"))
+            return MisdirectedHost()
         return super().getChildWithDefault(path, request)  # type: ignore[no-any-return]
 
 

@@ -3,8 +3,10 @@
 Why by hand rather than ``prometheus_client``: the numbers already live in ``BatchStats``
 (including the latency histogram's bucket counts), so a client library would only add a
 dependency and a second copy of every counter; the format is a few lines of text with one
-escaping rule for label values. The tests parse the output with ``prometheus_client``'s
-parser to prove it is valid.
+escaping rule for label values (backslash, double quote and newline; the text must be UTF-8,
+so names that were not UTF-8 show their bytes as backslash-x-NN, and long values are cut to
+:data:`MAX_LABEL`). The tests parse the output with ``prometheus_client``'s parser to prove it
+is valid.
 
 Process-wide counters add the retired batches' counts, so they never go down; per-batch
 gauges exist only for batches still listed.
@@ -14,15 +16,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 
-from .registry import BatchRegistry, Totals
+from .registry import BatchRegistry, Totals, display_text, public_id, redact
 from .stats import LATENCY_BUCKETS
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "seldon_batch"
+#: Longest label value (characters) before escaping: a label is an index key, not a document.
+MAX_LABEL = 256
 
 
 def escape_label(value: str) -> str:
+    """A label value as the text format needs it: valid UTF-8, bounded, backslash, quote, newline escaped."""
+    value = display_text(value, limit=MAX_LABEL)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -67,7 +74,9 @@ def totals(registry: BatchRegistry) -> Totals:
     return total
 
 
-def render_metrics(registry: BatchRegistry) -> str:
+def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
+    """The whole exposition; ``secrets`` (and the batches' own credentials) never appear in it."""
+    hidden = {*secrets, *registry.secrets()}
     now = registry.now()
     total = totals(registry)
     out = _Text()
@@ -78,7 +87,7 @@ def render_metrics(registry: BatchRegistry) -> str:
     out.sample(f"{p}_lines_total", total.failed, {"result": "failed"})
     out.family(f"{p}_errors_total", "counter", "Failed lines by kind of error.")
     for kind, count in sorted(total.errors_by_kind.items()):
-        out.sample(f"{p}_errors_total", count, {"kind": kind})
+        out.sample(f"{p}_errors_total", count, {"kind": redact(kind, hidden)})
     out.family(f"{p}_requests_total", "counter", "Requests sent to the model, retries included.")
     out.sample(f"{p}_requests_total", total.requests)
     out.family(f"{p}_retries_total", "counter", "Requests retried after a retryable failure.")
@@ -99,20 +108,20 @@ def render_metrics(registry: BatchRegistry) -> str:
     for state, count in sorted(registry.counts_by_state().items()):
         out.sample(f"{p}_batches", count, {"state": state})
 
-    entries = registry.entries()
+    entries = [(e, {"batch_id": redact(public_id(e.batch_id), hidden), "name": redact(e.stats.name, hidden)})
+               for e in registry.entries()]
     out.family(f"{p}_batch_lines_done", "gauge", "Lines done (succeeded or failed) of one batch.")
-    for e in entries:
-        out.sample(f"{p}_batch_lines_done", e.stats.done, {"batch_id": e.batch_id, "name": e.stats.name})
+    for e, ids in entries:
+        out.sample(f"{p}_batch_lines_done", e.stats.done, ids)
     out.family(f"{p}_batch_lines_expected", "gauge", "Lines in the input of one batch (0 until counted).")
-    for e in entries:
-        out.sample(f"{p}_batch_lines_expected", e.stats.total or 0, {"batch_id": e.batch_id, "name": e.stats.name})
+    for e, ids in entries:
+        out.sample(f"{p}_batch_lines_expected", e.stats.total or 0, ids)
     out.family(f"{p}_batch_lines_failed", "gauge", "Failed lines of one batch.")
-    for e in entries:
-        out.sample(f"{p}_batch_lines_failed", e.stats.failed, {"batch_id": e.batch_id, "name": e.stats.name})
+    for e, ids in entries:
+        out.sample(f"{p}_batch_lines_failed", e.stats.failed, ids)
     out.family(f"{p}_batch_rate_lines_per_second", "gauge", "Recent throughput of one batch.")
-    for e in entries:
-        out.sample(f"{p}_batch_rate_lines_per_second", float(e.stats.rate_now()),
-                   {"batch_id": e.batch_id, "name": e.stats.name})
+    for e, ids in entries:
+        out.sample(f"{p}_batch_rate_lines_per_second", float(e.stats.rate_now()), ids)
 
     out.family(f"{p}_uptime_seconds", "gauge", "Seconds since this process started its registry.")
     out.sample(f"{p}_uptime_seconds", float(now - registry.started))

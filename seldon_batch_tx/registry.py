@@ -8,7 +8,10 @@ first, but their counts stay in the process-wide totals so /metrics counters nev
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -26,6 +29,101 @@ log = txaio.make_logger()
 FINISHED_STATES = frozenset({"done", "failed", "stopped"})
 #: Most samples sent to a browser per batch; older ones are thinned out evenly.
 MAX_CHART_POINTS = 300
+#: Longest text of one field the dashboard shows or exports; longer text is cut with a marker.
+MAX_TEXT = 4096
+#: Longest batch id the dashboard uses in links, the API and metric labels (longer: cut + hash).
+MAX_ID = 200
+REDACTED = "[redacted]"
+#: Header names whose values are credentials (matched as lower-case substrings).
+_SECRET_HEADER_PARTS = ("auth", "token", "key", "secret", "password", "passwd", "cookie", "credential",
+                        "session", "signature")
+#: Shorter secrets are not searched for: redacting every "ab" would mangle the page, not protect it.
+MIN_SECRET = 4
+
+
+# -- untrusted text ----------------------------------------------------------------------
+# File names come from os.listdir (undecodable bytes arrive as lone surrogates U+DC80-U+DCFF) and
+# batch ids from sidecar JSON (any lone surrogate, quotes, newlines, any length). Such text cannot
+# be encoded as UTF-8, so every place that shows or exports it goes through these helpers first.
+
+def _visible(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:  # any other lone surrogate
+        return "\ufffd"
+    return char
+
+
+def display_text(value: str, limit: int | None = MAX_TEXT) -> str:
+    """``value`` as text that always encodes to UTF-8, cut to about ``limit`` characters.
+
+    Bytes that were not UTF-8 show as ``\\xNN`` (so two such names stay distinguishable), other
+    lone surrogates as U+FFFD; everything else is kept (escaping is the renderer's job).
+    """
+    cut = 0
+    if limit is not None and len(value) > limit:
+        cut, value = len(value) - limit, value[:limit]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join(_visible(c) for c in value)
+    return f"{value}…[{cut} more characters]" if cut else value
+
+
+def public_id(batch_id: str) -> str:
+    """The batch id as the dashboard uses it in links, the API and metric labels.
+
+    Usually the id itself; an id that is not printable text (undecodable bytes, newlines or other
+    controls, which HTML attributes and URLs mangle), too long, or not usable as a path segment
+    (``""``, ``.``, ``..``) becomes its printable start plus a hash, so it stays unique.
+    """
+    if len(batch_id) <= MAX_ID and batch_id.isprintable() and batch_id not in ("", ".", ".."):
+        return batch_id
+    digest = hashlib.sha256(batch_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    head = "".join(c if c.isprintable() else "?" for c in batch_id[: MAX_ID - len(digest) - 1])
+    return f"{head}~{digest}"
+
+
+def config_secrets(config: BatchConfig | None) -> list[str]:
+    """Values in ``config`` that are credentials: the call token and credential-like headers."""
+    if config is None:
+        return []
+    found = [config.call_credentials_token or ""]
+    for name, value in config.headers:
+        if any(part in name.lower() for part in _SECRET_HEADER_PARTS):
+            found.append(value.strip())
+            scheme, _, credential = value.strip().partition(" ")
+            if credential and scheme.isalpha():  # "Bearer X", "Basic X": X alone is the secret too
+                found.append(credential.strip())
+    return [s for s in found if len(s) >= MIN_SECRET]
+
+
+def redact(value: str, secrets: Iterable[str]) -> str:
+    """``value`` with every occurrence of a secret replaced (longest first, so none leaks in part)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= MIN_SECRET and secret in value:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def clean(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A JSON-ready copy of ``value`` safe to show: text made valid UTF-8 and bounded, secrets
+    redacted, non-finite floats as ``None`` (strict JSON has no NaN), tuples as lists."""
+    secrets = list(secrets)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return display_text(redact(item, secrets))
+        if isinstance(item, dict):
+            return {walk(k) if isinstance(k, str) else k: walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        return item
+
+    return walk(value)
 
 
 @attrs.define
@@ -46,6 +144,7 @@ class BatchEntry:
 
     def summary_json(self, now: float) -> dict[str, Any]:
         data = self.stats.snapshot(now)
+        data["id"] = public_id(self.batch_id)  # raw ids may be neither text nor a path segment
         data["created"] = self.created
         data["benchmark"] = self.benchmark
         data["spark"] = chart_samples(self.stats, 60) if self.stats.state == "running" else []
@@ -149,6 +248,17 @@ class BatchRegistry(service.Service):
 
     def get(self, batch_id: str) -> BatchEntry | None:
         return self._entries.get(batch_id)
+
+    def find(self, key: str) -> BatchEntry | None:
+        """The batch a dashboard URL names: by its id, else by its :func:`public_id`."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
+        return next((e for e in self._entries.values() if public_id(e.batch_id) == key), None)
+
+    def secrets(self) -> set[str]:
+        """Every credential in the listed batches' configs, to redact from anything shown."""
+        return {s for e in self._entries.values() for s in config_secrets(e.config)}
 
     def entries(self) -> list[BatchEntry]:
         return list(self._entries.values())

@@ -19,7 +19,7 @@ from seldon_batch_tx.tap import Options
 
 HOSTILE_NAME = "<script>alert(1)</script>.txt"
 HOSTILE_REASON = 'HTTP 500: <img src=x onerror="alert(2)"> & \'quotes\''
-BASE = "http://dashboard.test"
+BASE = "http://127.0.0.1:8080"  # a tokenless dashboard answers loopback Host names only
 
 
 def make_registry(clock: Clock) -> tuple[BatchRegistry, BatchStats, BatchStats]:
