@@ -15,23 +15,52 @@ Names starting with ``.`` or ending in ``.part``, ``.partial``, ``.tmp``, ``.rea
 renaming it into ``processing/``: of two daemons on one directory only one rename succeeds,
 and the lock (held until the batch ends, dropped by the kernel if the process dies) tells a
 daemon whether a file in ``processing/`` is still being worked on or was left by a crash.
-Left-over files are taken up again from the beginning with a fresh output (see
-:meth:`WatchDirService.prepare_restart`: it resumes, as ``--resume`` does).
+Left-over files are taken up again and resume (see :meth:`WatchDirService.prepare_restart`).
 
-The poll never raises: an error in one file sends that file to ``failed/`` with its reason,
-and an error in a scan is logged and the next scan tries again.
+Hostile files. Anyone who can write ``incoming/`` is trusted with data, not with the daemon's
+reach, so:
+
+* Inputs are never opened through a link and never opened blocking: ``lstat`` first (so a
+  device or FIFO is not even opened in the common case), then ``open(O_NOFOLLOW | O_NONBLOCK)``
+  and ``fstat`` of what was opened (so a swap between the two is caught): it must be a regular
+  file on the watch directory's filesystem with one hard link. A second hard link is refused
+  because the daemon cannot tell where the other name is: it may be a file outside the watch
+  directory that the depositor could not read, and the daemon would read it and put its lines
+  into ``done/`` (``fs.protected_hardlinks`` is off on some systems, and never binds root).
+  The batch then reads the opened file through ``/proc/self/fd/N``, not through its name.
+* Symlinks, FIFOs, sockets, devices and directories in ``incoming/`` or ``processing/`` go to
+  ``failed/`` with ``NAME.reason.txt``; sidecars and state files are read the same guarded way.
+* Names are handled as bytes wherever they matter (``os.fsencode``/``fsdecode`` with
+  surrogateescape); names too long for the names derived from them (``.NAME.state.json``,
+  ``NAME.summary.json``...) are claimed under a shortened name (a prefix, ``~`` and a hash;
+  the original is kept in the state file and the summary).
+* Nothing the daemon writes follows a planted link: small files go through ``mkstemp`` in the
+  target directory and a rename, moves never replace an existing name (``renameat2``
+  ``RENAME_NOREPLACE``), and outputs are created by the writer with ``O_NOFOLLOW`` and the
+  input's permission bits (never more readable than the input).
+* Sidecars may set only options that cannot send data or credentials elsewhere
+  (:data:`SIDECAR_SAFE`); the others wait for the operator's ``--sidecar-allow KEY,...``.
+
+Never spin: any failure to prepare, run or file away a file sends it to ``failed/`` with a
+reason; a file that cannot even be moved there is remembered (by device, inode, size and mtime)
+and not taken again until it changes or the daemon restarts. Directory scans run only on the
+``--poll-interval`` timer; a rename seen by inotify or a finished batch only starts work already
+queued or the renamed file itself. A scan step that keeps failing logs its error once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import stat
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -55,11 +84,31 @@ SUBDIRS = ("incoming", "processing", "done", "failed")
 READY = ".ready"
 SIDECAR = ".json"
 NOT_INPUT_SUFFIXES = (".part", ".partial", ".tmp", READY, SIDECAR)
-#: Settings a sidecar may not change: the daemon decides where files go.
-DAEMON_OWNED = frozenset({"input-data-path", "output-data-path"})
 _OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
-#: How much of a file :func:`check_input` looks at.
+#: Options that are never per-file, whatever ``--sidecar-allow`` says: the daemon decides where
+#: files are read and written, how it logs and serves, and how a file is resumed.
+SIDECAR_NEVER = frozenset({"input-data-path", "output-data-path", "dashboard", "log-level", "resume",
+                           "retry-failed"})
+#: Options a sidecar may set without the operator's leave: how lines are encoded and paced, and
+#: how hard this one file is pushed. None of them changes where requests go, what credentials or
+#: headers they carry, or how much memory one answer may take. ``workers`` is capped at the
+#: daemon's own ``--workers``. ``model-version`` is not here: it is part of the model's address
+#: (a path segment on the daemon's host, sent with its credentials).
+SIDECAR_SAFE = frozenset({"data-type", "payload-type", "method", "batch-size", "batch-id", "batch-interval",
+                          "workers", "retries", "timeout", "max-failures", "ordered", "input-name", "benchmark",
+                          "fsync-interval"})
+#: Keys an operator may add with ``--sidecar-allow``: host, transport, protocol, TLS, headers,
+#: tokens, model and deployment, namespace, gateway, shards, limits and the drain time.
+SIDECAR_ALLOWABLE = frozenset(o.name for o in OPTIONS) - SIDECAR_NEVER - SIDECAR_SAFE
+#: How much of a file :func:`check_input` looks at; the most of a sidecar or state file read.
 SNIFF_BYTES = 1 << 16
+SIDECAR_MAX_BYTES = 1 << 20
+BOM = b"\xef\xbb\xbf"
+#: Bytes kept free after a name for the longest derived name: ``.summary.json`` plus ``-NN``
+#: (``.NAME.state.json`` and ``STEM.out.EXT`` are shorter).
+DERIVED_ROOM = 24
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_FREE_NAME_TRIES = 100
 
 TransportFactory = Callable[[BatchConfig, Any], Transport]
 
@@ -73,25 +122,141 @@ def is_candidate(name: str) -> bool:
     return bool(name) and not name.startswith(".") and not name.endswith(NOT_INPUT_SUFFIXES)
 
 
-def apply_sidecar(config: BatchConfig, path: str) -> BatchConfig:
+def shown(name: str) -> str:
+    """A name as text whatever its bytes (invalid UTF-8 as ``\\xNN``), for logs and reasons."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def short_name(name: str, limit: int = 255) -> str:
+    """``name``, or when it leaves no room for its derived names within ``limit`` bytes, a prefix of
+    it, ``~``, a hash of the whole name and its extension: distinct names stay distinct."""
+    raw = os.fsencode(name)
+    if len(raw) + DERIVED_ROOM <= limit:
+        return name
+    stem, ext = os.path.splitext(raw)
+    if len(ext) > 16:
+        ext = b""
+    digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:12].encode()
+    stem = stem[: max(limit - DERIVED_ROOM - len(ext) - len(digest) - 1, 1)]
+    for cut in range(4):  # do not end inside a UTF-8 sequence when the name was UTF-8
+        try:
+            (stem[: len(stem) - cut] if cut else stem).decode("utf-8")
+            stem = stem[: len(stem) - cut] if cut else stem
+            break
+        except UnicodeDecodeError:
+            continue
+    return os.fsdecode(stem + b"~" + digest + ext)
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _not_regular(mode: int) -> Rejected:
+    return Rejected(f"it is {_kind(mode)}, not a regular file: the daemon reads only regular files and never "
+                    f"follows links (copy the data into incoming/ instead)")
+
+
+def open_regular(path: str, device: int | None = None, *, single_link: bool = True) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading without following a link or blocking; its fd and ``fstat``.
+
+    Rejected unless it is a regular file (on ``device`` when given, with one hard link when
+    ``single_link``); FileNotFoundError and other OSErrors pass through.
+    """
+    before = os.lstat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise _not_regular(before.st_mode)  # a FIFO or device is not even opened
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):  # swapped for a link or socket meanwhile
+            raise _not_regular(stat.S_IFLNK if e.errno != errno.ENXIO else stat.S_IFSOCK) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(st.st_mode)
+        if device is not None and st.st_dev != device:
+            raise Rejected("it is on another filesystem than the watch directory (a mount point?); the daemon "
+                           "reads only files stored in the watch directory itself")
+        if single_link and st.st_nlink > 1:
+            raise Rejected(f"it has {st.st_nlink} hard links, so it may be a file from outside the watch directory; "
+                           f"copy or move it into incoming/ instead of linking it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _read_small(path: str, limit: int = SIDECAR_MAX_BYTES) -> bytes:
+    """The whole of a small regular file (a sidecar, a state file), read without following links."""
+    fd, st = open_regular(path, single_link=False)
+    try:
+        if st.st_size > limit:
+            raise Rejected(f"{shown(os.path.basename(path))} is larger than {limit} bytes")
+        return os.pread(fd, limit + 1, 0)[:limit]
+    finally:
+        os.close(fd)
+
+
+def _option_name(key: Any) -> str:
+    return str(key).replace("_", "-")
+
+
+def check_sidecar_allow(keys: Iterable[str]) -> frozenset[str]:
+    """The keys of ``--sidecar-allow``, normalised; ValueError naming a key that cannot be allowed."""
+    allowed = set()
+    for key in keys:
+        name = _option_name(key.strip()).lower()
+        if not name:
+            continue
+        if name in SIDECAR_NEVER:
+            raise ValueError(f"{name!r} is never a per-file setting")
+        if name not in SIDECAR_ALLOWABLE and name not in SIDECAR_SAFE:
+            raise ValueError(f"{name!r} is not an option (allowable: {', '.join(sorted(SIDECAR_ALLOWABLE))})")
+        allowed.add(name)
+    return frozenset(allowed)
+
+
+def _no_control_characters(key: Any, value: Any) -> None:
+    """Strings go into headers, URLs and tags: CR, LF or NUL in one would be a header injection."""
+    if isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise Rejected(f"sidecar setting {key!r}: {value!r} holds control characters")
+
+
+def apply_sidecar(config: BatchConfig, path: str, allow: frozenset[str] = frozenset(),
+                  max_workers: int | None = None) -> BatchConfig:
     """``config`` with the settings of a sidecar ``NAME.json``, coerced by the option table.
 
     Keys are option names (``workers`` / ``data-type`` / ``data_type``); values are checked
-    exactly as on the command line, so ``{"workers": 0}`` is refused like ``--workers 0``.
+    exactly as on the command line, so ``{"workers": 0}`` is refused like ``--workers 0``. Only
+    :data:`SIDECAR_SAFE` keys and those in ``allow`` (``--sidecar-allow``) are accepted;
+    ``workers`` is capped at ``max_workers``.
     """
+    label = shown(os.path.basename(path))
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise Rejected(f"sidecar {os.path.basename(path)} is not readable JSON: {e}") from None
+        data = json.loads(_read_small(path))
+    except Rejected as e:
+        raise Rejected(f"sidecar {label}: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise Rejected(f"sidecar {label} is not readable JSON: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict):
-        raise Rejected(f"sidecar {os.path.basename(path)} must hold a JSON object of settings")
+        raise Rejected(f"sidecar {label} must hold a JSON object of settings")
     changes: dict[str, Any] = {}
     for key, value in data.items():
-        name = str(key).replace("_", "-")
+        name = _option_name(key)
         option = _OPTIONS_BY_NAME.get(name)
-        if option is None or name in DAEMON_OWNED or not hasattr(config, option.field):
+        if option is None or name in SIDECAR_NEVER or not hasattr(config, option.field):
             raise Rejected(f"sidecar setting {key!r} is not a per-file option")
+        if name not in SIDECAR_SAFE and name not in allow:
+            raise Rejected(f"sidecar setting {key!r} is the daemon's (it decides where data and credentials go); "
+                           f"its operator can allow it with --sidecar-allow {name}")
+        _no_control_characters(key, value)
         try:
             if value is None:
                 if option.default is not None:
@@ -99,61 +264,133 @@ def apply_sidecar(config: BatchConfig, path: str) -> BatchConfig:
                 changes[option.field] = None
             elif option.coerce is None:
                 changes[option.field] = value if isinstance(value, bool) else boolean(str(value))
+            elif isinstance(value, (dict, list)):
+                raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
             else:
                 raw = str(value).lower() if isinstance(value, bool) else str(value)
                 changes[option.field] = option.coerce(raw)
-        except ValueError as e:
+        except (ValueError, TypeError, OverflowError) as e:
             raise Rejected(f"sidecar setting {key!r}: {e}") from None
-    return config.replace(**changes)
+    if max_workers is not None and changes.get("workers", 0) > max_workers:
+        log.info("sidecar {sidecar}: workers {asked} capped at the daemon's {cap}", sidecar=label,
+                 asked=changes["workers"], cap=max_workers)
+        changes["workers"] = max_workers
+    try:
+        return config.replace(**changes)
+    except (ValueError, TypeError) as e:
+        raise Rejected(f"sidecar {label}: the settings do not fit together: {e}") from None
 
 
-def check_input(path: str) -> None:
-    """Refuse files that are clearly not JSON lines before anything is sent.
-
-    A binary file, a file that is not UTF-8, an empty file, or one whose first lines are
-    none of them JSON is rejected; one bad line among good ones is left to the engine,
-    which writes it as an error line.
-    """
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+def check_head(head: bytes, truncated: bool) -> None:
+    """Refuse a file whose first bytes (``head``) are clearly not JSON lines."""
+    if head.startswith(BOM):
+        head = head[len(BOM):]  # the command line accepts a UTF-8 BOM, so does the daemon
     if not head.strip():
         raise Rejected("the file is empty")
     if b"\0" in head:
         raise Rejected("the file is binary (it holds NUL bytes), not JSON lines")
     lines = head.split(b"\n")
-    if len(head) == SNIFF_BYTES and len(lines) > 1:
+    if truncated and len(lines) > 1:
         lines = lines[:-1]  # the last one may be cut in the middle
     sample = [line for line in lines if line.strip()][:10]
     try:
         texts = [line.decode("utf-8") for line in sample]
     except UnicodeDecodeError as e:
         raise Rejected(f"the file is not UTF-8 text: {e}") from None
-    if len(head) == SNIFF_BYTES and len(lines) == 1:
+    if truncated and len(lines) == 1:
         return  # one very long first line: let the engine judge it
     errors = []
     for text in texts:
         try:
-            json.loads(text)
+            json.loads(text.removeprefix("\ufeff"))
             return
+        except RecursionError:
+            return  # JSON nested too deep to parse here: JSON all the same; the engine writes its error line
         except ValueError as e:
             errors.append(str(e))
     raise Rejected(f"none of the first {len(texts)} lines is JSON (first error: {errors[0]})")
 
 
-def _move(src: str, dst: str) -> bool:
-    """Rename if ``src`` exists; False when it does not."""
+def check_fd(fd: int) -> None:
+    """:func:`check_head` on an open file's first :data:`SNIFF_BYTES` (its offset is not moved)."""
+    head = os.pread(fd, SNIFF_BYTES, 0)
+    check_head(head, len(head) == SNIFF_BYTES)
+
+
+def check_input(path: str) -> None:
+    """Refuse files that are clearly not JSON lines before anything is sent.
+
+    A binary file, a file that is not UTF-8, an empty file, or one whose first lines are
+    none of them JSON is rejected (as is anything but a regular file); one bad line among good
+    ones is left to the engine, which writes it as an error line.
+    """
+    fd, _ = open_regular(path, single_link=False)
     try:
-        os.replace(src, dst)
+        check_fd(fd)
+    finally:
+        os.close(fd)
+
+
+# -- moving and writing without following links ------------------------------------------------
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+try:
+    _renameat2: Any = ctypes.CDLL(None, use_errno=True).renameat2
+except (OSError, AttributeError):  # not glibc >= 2.28: check-then-rename
+    _renameat2 = None
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename, failing with FileExistsError rather than replacing whatever ``dst`` is."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), src, None, dst)
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst)
+
+
+def _absent(e: OSError) -> bool:
+    """The name does not exist, or cannot (too long for the filesystem)."""
+    return isinstance(e, FileNotFoundError) or e.errno == errno.ENAMETOOLONG
+
+
+def _move(src: str, dst: str) -> bool:
+    """Rename if ``src`` exists (never replacing ``dst``); False when it does not."""
+    try:
+        _rename_noreplace(src, dst)
         return True
-    except FileNotFoundError:
-        return False
+    except OSError as e:
+        if _absent(e):
+            return False
+        raise
 
 
-def _write_atomically(path: str, text: str) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as e:
+        if not _absent(e):
+            raise
+
+
+def _write_atomically(path: str, text: str, mode: int = 0o600) -> None:
+    """Write ``path`` through a fresh ``mkstemp`` file beside it and a rename: a link planted at
+    either name is replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _lock(fd: int) -> bool:
@@ -166,6 +403,16 @@ def _lock(fd: int) -> bool:
         raise
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _derived(name: str) -> tuple[str, ...]:
+    """Every name the daemon may create from ``name`` in one directory."""
+    return (name, name + SIDECAR, f".{name}.output", f".{name}.state.json", name + ".summary.json",
+            name + ".reason.txt", os.path.basename(default_output_path(name)))
+
+
 @attrs.define(eq=False)
 class Job:
     """A claimed file: locked, in processing/, with its dashboard entry."""
@@ -176,6 +423,13 @@ class Job:
     restarted: bool = False
     batch: Batch | None = None
     finished: Deferred[None] | None = None
+    #: fstat of the claimed file (its permission bits become the output's).
+    st: os.stat_result | None = None
+    #: Moved out of processing/ (settled), or left there on purpose for the next start (kept).
+    settled: bool = False
+    kept: bool = False
+    #: The name it had in incoming/ (before a shortening or a -N suffix).
+    original: str = ""
 
 
 class WatchDirService(service.Service):
@@ -183,7 +437,8 @@ class WatchDirService(service.Service):
 
     def __init__(self, directory: str, base: BatchConfig, reactor: Any, registry: BatchRegistry, *,
                  poll_interval: float = 1.0, concurrent: int = 1, stop_grace: float | None = None,
-                 transport_factory: TransportFactory | None = None, use_inotify: bool = True) -> None:
+                 transport_factory: TransportFactory | None = None, use_inotify: bool = True,
+                 sidecar_allow: frozenset[str] = frozenset()) -> None:
         self.directory = os.path.abspath(directory)
         self.incoming, self.processing, self.done, self.failed = (
             os.path.join(self.directory, sub) for sub in SUBDIRS)
@@ -195,16 +450,24 @@ class WatchDirService(service.Service):
         self._stop_grace = stop_grace
         self._transport_factory = transport_factory
         self._use_inotify = use_inotify
+        self._sidecar_allow = check_sidecar_allow(sidecar_allow)
         self._loop: LoopingCall | None = None
         self._notifier: Any = None
         self._soon: Any = None
         self._stopping = False
+        self._device: int | None = None
+        self._name_max = 255
         #: name -> ((size, mtime), when that signature was first seen)
         self._last_seen: dict[str, tuple[tuple[int, int], float]] = {}
         self._renamed_in: set[str] = set()
         self._waiting: dict[str, BatchEntry] = {}
         self._orphans: list[Job] = []
         self._running: dict[str, Job] = {}
+        #: (directory, name) -> identity of a file that failed and could not be moved to failed/:
+        #: not taken again while it is unchanged.
+        self._skip: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        #: scan step -> the error it last logged, so a lasting fault is logged once.
+        self._scan_errors: dict[str, str] = {}
         self.polls = 0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -214,6 +477,9 @@ class WatchDirService(service.Service):
         self._stopping = False
         for path in (self.incoming, self.processing, self.done, self.failed):
             os.makedirs(path, exist_ok=True)
+        self._device = os.stat(self.processing).st_dev
+        with contextlib.suppress(OSError, ValueError):
+            self._name_max = min(os.pathconf(d, "PC_NAME_MAX") for d in (self.processing, self.done, self.failed))
         self._start_inotify()
         self._loop = LoopingCall(self.poll)
         self._loop.clock = self._reactor
@@ -234,7 +500,8 @@ class WatchDirService(service.Service):
                 self._notifier.loseConnection()
             self._notifier = None
         for job in self._orphans:
-            os.close(job.fd)
+            with contextlib.suppress(OSError):
+                os.close(job.fd)
         self._orphans.clear()
         running = list(self._running.values())
         for job in running:
@@ -263,17 +530,32 @@ class WatchDirService(service.Service):
 
     def _on_moved_in(self, _watch: Any, path: Any, _mask: int) -> None:
         name = path.basename()
-        self.note_renamed_in(name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name)
+        self.note_renamed_in(os.fsdecode(name))
 
     def note_renamed_in(self, name: str) -> None:
-        """``name`` was renamed into incoming/, so it is complete: take it at the next (early) poll."""
+        """``name`` was renamed into incoming/, so it is complete: take it soon (not a scan)."""
         if is_candidate(name):
             self._renamed_in.add(name)
-            self._poll_soon()
+            self._kick()
 
-    def _poll_soon(self) -> None:
+    def _kick(self) -> None:
+        """Start queued work soon: no directory scan (those run on the poll timer only)."""
         if not self._stopping and (self._soon is None or not self._soon.active()):
-            self._soon = self._reactor.callLater(0, self.poll)
+            self._soon = self._reactor.callLater(0, self._between_polls)
+
+    def _between_polls(self) -> None:
+        try:
+            for name in sorted(self._renamed_in):
+                if name not in self._waiting and (self.incoming, name) not in self._skip:
+                    try:
+                        os.lstat(os.path.join(self.incoming, name))
+                    except OSError:
+                        self._renamed_in.discard(name)
+                        continue
+                    self._enqueue(name)
+            self._start_queued()
+        except Exception as e:  # noqa: BLE001 - the next poll tries again
+            self._scan_failed("_between_polls", e)
 
     # -- the periodic scan --------------------------------------------------------------
 
@@ -285,8 +567,30 @@ class WatchDirService(service.Service):
         for step in (self._adopt_orphans, self._scan_incoming, self._start_queued):
             try:
                 step()
-            except Exception:  # noqa: BLE001 - the next poll tries again
-                log.failure("watch directory scan step {step} failed", step=step.__name__)
+            except Exception as e:  # noqa: BLE001 - the next poll tries again
+                self._scan_failed(step.__name__, e)
+            else:
+                if self._scan_errors.pop(step.__name__, None) is not None:
+                    log.info("watch directory scan step {step} works again", step=step.__name__)
+
+    def _scan_failed(self, step: str, error: Exception) -> None:
+        """Log a scan error the first time it is seen; the same error again stays quiet."""
+        text = f"{type(error).__name__}: {error}"
+        if self._scan_errors.get(step) == text:
+            return
+        self._scan_errors[step] = text
+        log.failure("watch directory scan step {step} failed (logged once while it lasts): {error}",
+                    step=step, error=text)
+
+    def _skipped(self, directory: str, name: str, st: os.stat_result) -> bool:
+        """Was this very file (unchanged) already found impossible to file away?"""
+        known = self._skip.get((directory, name))
+        if known is None:
+            return False
+        if known == _identity(st):
+            return True
+        del self._skip[(directory, name)]  # it changed: try again
+        return False
 
     def _scan_incoming(self) -> None:
         names = sorted(os.listdir(self.incoming))
@@ -297,11 +601,13 @@ class WatchDirService(service.Service):
             if not is_candidate(name):
                 continue
             try:
-                st = os.stat(os.path.join(self.incoming, name))
+                st = os.lstat(os.path.join(self.incoming, name))
             except FileNotFoundError:
                 continue
+            if self._skipped(self.incoming, name, st):
+                continue
             if not stat.S_ISREG(st.st_mode):
-                self._reject_incoming(name, "not a regular file")
+                self._reject(self.incoming, name, str(_not_regular(st.st_mode)), st=st)
                 continue
             signature = (st.st_size, st.st_mtime_ns)
             previous, since = self._last_seen.get(name, (None, now))
@@ -317,32 +623,65 @@ class WatchDirService(service.Service):
         self._renamed_in &= present
         for name in [n for n in self._waiting if n not in present]:
             self._registry.remove(self._waiting.pop(name).batch_id)  # taken by another daemon
+        for key in [k for k in self._skip if k[0] == self.incoming and k[1] not in present]:
+            del self._skip[key]
 
     def _enqueue(self, name: str) -> None:
         stats = BatchStats(str(uuid.uuid4()), name)
         self._waiting[name] = self._registry.add(stats, source=os.path.join(self.incoming, name))
-        log.info("{name} is complete; queued as batch {batch_id}", name=name, batch_id=stats.batch_id)
+        log.info("{name} is complete; queued as batch {batch_id}", name=shown(name), batch_id=stats.batch_id)
 
     def _adopt_orphans(self) -> None:
         """Files in processing/ that no live daemon holds a lock on were left by a crash or a stop."""
         taken = set(self._running) | {job.name for job in self._orphans}
-        for name in sorted(os.listdir(self.processing)):
+        names = sorted(os.listdir(self.processing))
+        for key in [k for k in self._skip if k[0] == self.processing and k[1] not in names]:
+            del self._skip[key]
+        for name in names:
             if not is_candidate(name) or name in taken:
                 continue
             path = os.path.join(self.processing, name)
             try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
+                st = os.lstat(path)
+                if self._skipped(self.processing, name, st):
+                    continue
+                fd, st = open_regular(path, self._device, single_link=False)
+            except Rejected as e:
+                self._reject(self.processing, name, str(e))
                 continue
-            if not _lock(fd):
+            except OSError as e:
+                if not _absent(e):
+                    self._reject(self.processing, name, f"cannot open the file: {e.strerror}")
+                continue
+            try:
+                if not _lock(fd):
+                    os.close(fd)
+                    continue  # another daemon is on it
+                if st.st_nlink > 1:  # checked under the lock: a daemon moving its own file may link it
+                    raise Rejected(f"it has {st.st_nlink} hard links, so it may be a file from outside the watch "
+                                   f"directory")
+                job = self._adopt(name, fd, st)
+            except Exception as e:  # noqa: BLE001 - whatever it is, the file goes to failed/, once
                 os.close(fd)
-                continue  # another daemon is on it
-            state = self._read_state(name)
-            stats = BatchStats(str(state.get("batch_id") or uuid.uuid4()), name)
-            entry = self._registry.add(stats, source=path)
-            self._orphans.append(Job(name, fd, entry, restarted=True))
-            log.info("{name} was left in processing/; taking it up again as batch {batch_id}",
-                     name=name, batch_id=stats.batch_id)
+                self._reject(self.processing, name, str(e) if isinstance(e, Rejected)
+                             else f"cannot take it up again: {type(e).__name__}: {e}")
+                continue
+            self._orphans.append(job)
+            taken.add(job.name)
+
+    def _adopt(self, name: str, fd: int, st: os.stat_result) -> Job:
+        short = short_name(name, self._name_max)
+        if short != name:  # a name too long for its work files: rename it under the lock we hold
+            short = self._free_name(short, self.processing, self.done, self.failed)
+            _rename_noreplace(os.path.join(self.processing, name), os.path.join(self.processing, short))
+            _move(os.path.join(self.processing, name + SIDECAR), os.path.join(self.processing, short + SIDECAR))
+        state = self._read_state(short)
+        stats = BatchStats(str(state.get("batch_id") or uuid.uuid4()), short)
+        entry = self._registry.add(stats, source=os.path.join(self.processing, short))
+        log.info("{name} was left in processing/; taking it up again as batch {batch_id}",
+                 name=shown(short), batch_id=stats.batch_id)
+        original = state.get("original_name")
+        return Job(short, fd, entry, restarted=True, st=st, original=original if isinstance(original, str) else name)
 
     def _start_queued(self) -> None:
         while not self._stopping and len(self._running) < self._concurrent:
@@ -350,7 +689,13 @@ class WatchDirService(service.Service):
                 job: Job | None = self._orphans.pop(0)
             elif self._waiting:
                 name = next(iter(self._waiting))
-                job = self._claim(name, self._waiting.pop(name))
+                entry = self._waiting.pop(name)
+                try:
+                    job = self._claim(name, entry)
+                except Exception as e:  # noqa: BLE001 - one file's error never stops the daemon
+                    log.failure("claiming {name} failed", name=shown(name))
+                    self._reject(self.incoming, name, f"cannot claim the file: {type(e).__name__}: {e}", entry)
+                    job = None
             else:
                 return
             if job is not None:
@@ -359,44 +704,70 @@ class WatchDirService(service.Service):
     # -- claiming -------------------------------------------------------------------------
 
     def _claim(self, name: str, entry: BatchEntry) -> Job | None:
-        """Lock, then rename into processing/; None when another daemon was quicker."""
+        """Open safely, lock, then rename into processing/; None when another daemon was quicker
+        or the file was refused."""
+        self._renamed_in.discard(name)
         src = os.path.join(self.incoming, name)
         try:
-            fd = os.open(src, os.O_RDONLY)
-        except FileNotFoundError:
-            self._registry.remove(entry.batch_id)
+            fd, st = open_regular(src, self._device)
+        except Rejected as e:
+            self._reject(self.incoming, name, str(e), entry)
             return None
         except OSError as e:
-            self._reject_incoming(name, f"cannot open the file: {e}", entry)
+            if _absent(e):
+                self._registry.remove(entry.batch_id)
+            else:
+                self._reject(self.incoming, name, f"cannot open the file: {e.strerror}", entry)
             return None
-        claimed = self._free_name(name, self.processing, self.done, self.failed)
-        dst = os.path.join(self.processing, claimed)
         try:
             if not _lock(fd):
-                raise FileNotFoundError(src)
-            os.rename(src, dst)
-            if os.fstat(fd).st_ino != os.stat(dst).st_ino:  # replaced under the same name meanwhile
+                self._registry.remove(entry.batch_id)
                 os.close(fd)
-                fd = os.open(dst, os.O_RDONLY)
-                _lock(fd)
-        except FileNotFoundError:
-            os.close(fd)
-            self._registry.remove(entry.batch_id)
-            return None
-        _move(src + SIDECAR, dst + SIDECAR)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(src + READY)
-        self._write_state(claimed, entry.batch_id, name)
+                return None
+            for _ in range(_FREE_NAME_TRIES):
+                claimed = self._free_name(short_name(name, self._name_max), self.processing, self.done, self.failed)
+                dst = os.path.join(self.processing, claimed)
+                try:
+                    _rename_noreplace(src, dst)
+                    break
+                except FileExistsError:  # taken between the check and the rename: the next free name
+                    continue
+                except FileNotFoundError:
+                    self._registry.remove(entry.batch_id)
+                    os.close(fd)
+                    return None
+            else:
+                raise FileExistsError(errno.EEXIST, "no free name in processing/", src)
+            now = os.lstat(dst)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):  # swapped under the same name meanwhile
+                os.close(fd)
+                self._reject(self.processing, claimed, "it was replaced by another file while being claimed",
+                             entry, mode=st.st_mode)
+                return None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        job = Job(claimed, fd, entry, st=st, original=name)
+        try:
+            _move(src + SIDECAR, dst + SIDECAR)
+            _unlink(src + READY)
+            _unlink(self._output_path(claimed))  # a fresh claim has no output yet: whatever is there was planted
+            self._write_state(claimed, entry.batch_id, name)
+        except OSError as e:  # the batch still runs; only a restart would start it over
+            log.warn("claimed {name}, but could not tidy its work files: {error}", name=shown(claimed), error=e)
         entry.stats.name = claimed
         entry.source = dst
-        log.info("claimed {name} as processing/{claimed}", name=name, claimed=claimed)
-        return Job(claimed, fd, entry)
+        log.info("claimed {name} as processing/{claimed}", name=shown(name), claimed=shown(claimed))
+        return job
 
     def _free_name(self, name: str, *directories: str) -> str:
+        """``name`` or ``STEM-N.EXT``, such that none of its derived names exists in ``directories``."""
         stem, ext = os.path.splitext(name)
         candidate = name
-        for n in range(2, 10_000):
-            if not any(os.path.lexists(os.path.join(d, candidate)) for d in directories):
+        for n in range(2, _FREE_NAME_TRIES):
+            paths = (os.path.join(d, derived) for d in directories for derived in _derived(candidate))
+            if not any(os.path.lexists(path) for path in paths):
                 return candidate
             candidate = f"{stem}-{n}{ext}"
         return f"{stem}-{uuid.uuid4().hex[:8]}{ext}"
@@ -413,10 +784,9 @@ class WatchDirService(service.Service):
 
     def _read_state(self, name: str) -> dict[str, Any]:
         try:
-            with open(self._state_path(name), encoding="utf-8") as f:
-                state = json.load(f)
+            state = json.loads(_read_small(self._state_path(name)))
             return state if isinstance(state, dict) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError, Rejected):
             return {}
 
     # -- running one file -----------------------------------------------------------------
@@ -424,23 +794,41 @@ class WatchDirService(service.Service):
     def _launch(self, job: Job) -> None:
         self._running[job.name] = job
         d = Deferred.fromCoroutine(self._process(job))
-        d.addErrback(lambda f: log.failure("processing {name} failed unexpectedly", failure=f, name=job.name))
+        d.addErrback(self._crashed, job)
         d.addBoth(self._ended, job)
         job.finished = d
+
+    def _crashed(self, failure: Any, job: Job) -> None:
+        log.failure("processing {name} failed unexpectedly", failure=failure, name=shown(job.name))
+        if not job.settled and not job.kept:
+            self._finish_failed(job, f"internal error: {failure.type.__name__}: {failure.getErrorMessage()}")
 
     def _ended(self, _: Any, job: Job) -> None:
         self._running.pop(job.name, None)
         with contextlib.suppress(OSError):
             os.close(job.fd)
-        self._poll_soon()
+        if not job.settled and not job.kept and job.st is not None:
+            # It could not be filed away: leave it, and do not take it again while it is unchanged.
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(self.processing, job.name))
+                self._skip[(self.processing, job.name)] = _identity(st)
+                log.warn("{name} stays in processing/ and is not taken again until it changes or the daemon "
+                         "restarts", name=shown(job.name))
+        self._kick()
 
     def config_for(self, job: Job) -> BatchConfig:
-        """The daemon's settings, this file's paths, then its sidecar's settings."""
-        config = self._base.replace(input_data_path=os.path.join(self.processing, job.name),
-                                    output_data_path=self._output_path(job.name), batch_id=job.entry.batch_id)
+        """The daemon's settings, this file's paths, then its sidecar's settings.
+
+        The input is read through the fd the daemon opened and checked (``/proc/self/fd/N``), so
+        a name swapped in processing/ afterwards is never read.
+        """
+        by_fd = f"/proc/self/fd/{job.fd}"
+        source = by_fd if os.path.exists(by_fd) else os.path.join(self.processing, job.name)
+        config = self._base.replace(input_data_path=source, output_data_path=self._output_path(job.name),
+                                    batch_id=job.entry.batch_id)
         sidecar = os.path.join(self.processing, job.name + SIDECAR)
-        if os.path.exists(sidecar):
-            config = apply_sidecar(config, sidecar)
+        if os.path.lexists(sidecar):
+            config = apply_sidecar(config, sidecar, self._sidecar_allow, max_workers=self._base.workers)
         if job.restarted:
             config = self.prepare_restart(job, config)
         return config
@@ -448,42 +836,71 @@ class WatchDirService(service.Service):
     def prepare_restart(self, job: Job, config: BatchConfig) -> BatchConfig:
         """A file taken up again after a stop or crash resumes: the lines already in its output in
         processing/ are kept (a torn last line is cut off) and only the others are sent, under the
-        same batch id."""
+        same batch id. An output that is not a plain regular file was not written by us: dropped."""
+        output = config.output_data_path
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(output)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+                log.warn("{name}: the output in processing/ is {kind}; starting it over", name=shown(job.name),
+                         kind=_kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else "hard-linked")
+                os.unlink(output)
         return config.replace(resume=True, batch_id_given=True)
 
-    async def _process(self, job: Job) -> None:
+    def _prepare(self, job: Job) -> tuple[BatchConfig, Batch]:
+        """Everything before the first request: settings, input check, transport, batch."""
         entry, stats = job.entry, job.entry.stats
+        config = self.config_for(job)
+        if config.batch_id != stats.batch_id:
+            self._registry.remove(stats.batch_id)
+            stats.batch_id = config.batch_id
+            self._registry.add(stats, config=config, source=entry.source)
+            entry = job.entry = self._registry.get(config.batch_id) or entry
+        check_fd(job.fd)
+        entry.config, entry.output = config, config.output_data_path
+        mode = stat.S_IMODE(job.st.st_mode) if job.st is not None else 0o600
+        transport = self._transport_factory(config, self._reactor) if self._transport_factory else None
         try:
-            config = self.config_for(job)
-            if config.batch_id != stats.batch_id:
-                self._registry.remove(stats.batch_id)
-                stats.batch_id = config.batch_id
-                self._registry.add(stats, config=config, source=entry.source)
-                entry = job.entry = self._registry.get(config.batch_id) or entry
-            check_input(config.input_data_path)
+            batch = Batch(config, self._reactor, stats=job.entry.stats, transport=transport,
+                          output_mode=mode)  # type: ignore[call-arg]
+        except TypeError as e:  # until batch.py takes output_mode (writer.py's O_NOFOLLOW and mode)
+            if "output_mode" not in str(e):
+                raise
+            batch = Batch(config, self._reactor, stats=job.entry.stats, transport=transport)
+        return config, batch
+
+    async def _process(self, job: Job) -> None:
+        try:
+            config, batch = self._prepare(job)
         except Rejected as e:
             self._finish_failed(job, str(e))
             return
         except OSError as e:
-            self._finish_failed(job, f"cannot read the file: {e}")
+            self._finish_failed(job, f"cannot read the file: {e.strerror or e}")
             return
-        entry.config, entry.output = config, config.output_data_path
-        transport = self._transport_factory(config, self._reactor) if self._transport_factory else None
-        batch = job.batch = Batch(config, self._reactor, stats=stats, transport=transport)
+        except Exception as e:  # noqa: BLE001 - whatever it is, the file goes to failed/, once
+            self._finish_failed(job, f"cannot prepare the file: {type(e).__name__}: {e}")
+            return
+        entry, stats = job.entry, job.entry.stats
+        job.batch = batch
         if self._stopping:
+            job.kept = True
             return
         try:
             summary = await batch.run()
         except Exception as e:  # noqa: BLE001 - one file's error never stops the daemon
-            log.failure("batch {batch_id} ({name}) failed", batch_id=config.batch_id, name=job.name)
+            log.failure("batch {batch_id} ({name}) failed", batch_id=config.batch_id, name=shown(job.name))
             self._finish_failed(job, f"{type(e).__name__}: {e}")
             return
         entry.finish(self._reactor.seconds())
-        if summary.stopped_early and self._stopping and summary.not_processed > 0:
-            stats.reason = "stopped with the daemon; it starts over when the daemon starts again"
-            log.info("{name} stays in processing/ for the next start", name=job.name)
-        elif summary.stopped_early and not self._stopping:
+        if self._stopping and summary.not_processed > 0:
+            job.kept = True
+            stats.reason = "stopped with the daemon; it resumes when the daemon starts again"
+            log.info("{name} stays in processing/ for the next start", name=shown(job.name))
+        elif summary.stopped_early:
             self._finish_failed(job, summary.stopped_early, summary)
+        elif summary.not_processed > 0:
+            self._finish_failed(job, f"{summary.not_processed} line(s) got no output line (see the daemon's log)",
+                                summary)
         else:
             stats.state = "done"  # every line written, even if a stop arrived at the very end
             self._finish_done(job, summary)
@@ -492,6 +909,7 @@ class WatchDirService(service.Service):
         stats, config = job.entry.stats, job.entry.config
         return {
             "batch_id": stats.batch_id, "name": job.name, "input": input_path, "output": output_path,
+            "original_name": job.original or job.name,
             "lines": summary.lines, "succeeded": summary.succeeded, "failed": summary.failed,
             "retried": summary.retried, "not_processed": summary.not_processed,
             "elapsed": round(summary.elapsed, 3), "lines_per_s": round(summary.rate, 1),
@@ -504,52 +922,110 @@ class WatchDirService(service.Service):
                 "batch_size": config.batch_size, "retries": config.retries},
         }
 
+    def _mode(self, job: Job) -> int:
+        """Summaries and reasons are no more readable than the input."""
+        return stat.S_IMODE(job.st.st_mode) & 0o666 if job.st is not None else 0o600
+
     def _settle(self, job: Job, directory: str) -> tuple[str, str, str]:
         """Move input, output and sidecar of ``job`` into ``directory``; the new paths."""
-        final = self._free_name(job.name, directory)
+        for _ in range(_FREE_NAME_TRIES):
+            final = self._free_name(job.name, directory)
+            try:
+                _rename_noreplace(os.path.join(self.processing, job.name), os.path.join(directory, final))
+                break
+            except FileExistsError:  # taken between the check and the rename: the next free name
+                continue
+        else:
+            raise FileExistsError(errno.EEXIST, "no free name", os.path.join(directory, job.name))
+        job.settled = True
         base = os.path.join(directory, final)
         output = os.path.join(directory, os.path.basename(default_output_path(final)))
-        os.replace(os.path.join(self.processing, job.name), base)
-        if not _move(self._output_path(job.name), output):
-            output = ""
-        _move(os.path.join(self.processing, job.name + SIDECAR), base + SIDECAR)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._state_path(job.name))
+        try:
+            if not _move(self._output_path(job.name), output):
+                output = ""
+        except FileExistsError:
+            output = os.path.join(directory, f".{final}.{uuid.uuid4().hex[:8]}.out")
+            _move(self._output_path(job.name), output)
+        with contextlib.suppress(FileExistsError):
+            _move(os.path.join(self.processing, job.name + SIDECAR), base + SIDECAR)
+        _unlink(self._state_path(job.name))
         job.entry.source, job.entry.output = base, output or None
         return final, base, output
 
     def _finish_done(self, job: Job, summary: Summary) -> None:
-        final, base, output = self._settle(job, self.done)
-        record = self._summary_record(job, summary, base, output)
-        _write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n")
-        log.info("{name} done: {summary}", name=final, summary=summary.text())
+        record = self._summary_record(job, summary, "", "")
+        try:
+            final, base, output = self._settle(job, self.done)
+        except OSError as e:
+            self._finish_failed(job, f"cannot move it to done/: {e}", summary)
+            return
+        record.update(input=base, output=output)
+        try:
+            _write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n", self._mode(job))
+        except OSError as e:
+            log.warn("{name}: could not write its summary: {error}", name=shown(final), error=e)
+        log.info("{name} done: {summary}", name=shown(final), summary=summary.text())
 
     def _finish_failed(self, job: Job, reason: str, summary: Summary | None = None) -> None:
         stats = job.entry.stats
         stats.state, stats.reason = "failed", reason
+        record = None if summary is None else self._summary_record(job, summary, "", "")
         try:
-            final, base, output = self._settle(job, self.failed)
-            if summary is not None:
-                record = self._summary_record(job, summary, base, output)
-                _write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n")
-            _write_atomically(base + ".reason.txt", reason + "\n")
-        except OSError:
-            log.failure("could not move {name} to failed/", name=job.name)
+            if not job.settled:
+                final, base, output = self._settle(job, self.failed)
+            else:  # moved to done/ already; the failure is about what came after
+                final = os.path.basename(job.entry.source or job.name)
+                base, output = job.entry.source or "", job.entry.output or ""
+            if record is not None:
+                record.update(input=base, output=output)
+                _write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n", self._mode(job))
+            _write_atomically(base + ".reason.txt", reason + "\n", self._mode(job))
+        except Exception as e:  # noqa: BLE001 - _ended remembers the file so it is not taken again
+            log.warn("could not move {name} to failed/ ({error}); reason: {reason}", name=shown(job.name),
+                     error=e, reason=reason)
             return
-        log.warn("{name} failed: {reason}", name=final, reason=reason)
+        log.warn("{name} failed: {reason}", name=shown(final), reason=reason)
 
-    def _reject_incoming(self, name: str, reason: str, entry: BatchEntry | None = None) -> None:
-        """Move a file straight from incoming/ to failed/ with its reason."""
-        final = self._free_name(name, self.failed)
-        base = os.path.join(self.failed, final)
-        if not _move(os.path.join(self.incoming, name), base):
+    def _reject(self, directory: str, name: str, reason: str, entry: BatchEntry | None = None, *,
+                st: os.stat_result | None = None, mode: int | None = None) -> None:
+        """Move a file from incoming/ or processing/ straight to failed/ with its reason; one that
+        cannot be moved is remembered and left alone while it is unchanged."""
+        src = os.path.join(directory, name)
+        if directory == self.incoming:
+            self._waiting.pop(name, None)
+        try:
+            if st is None:
+                st = os.lstat(src)
+            final = ""
+            for _ in range(_FREE_NAME_TRIES):
+                final = self._free_name(short_name(name, self._name_max), self.failed)
+                try:
+                    _rename_noreplace(src, os.path.join(self.failed, final))
+                    break
+                except FileExistsError:
+                    continue
+            base = os.path.join(self.failed, final)
+            with contextlib.suppress(FileExistsError):
+                _move(src + SIDECAR, base + SIDECAR)
+            if directory == self.incoming:
+                _unlink(src + READY)
+            mode = st.st_mode if mode is None else mode
+            bits = stat.S_IMODE(mode) & 0o666 if stat.S_ISREG(mode) else 0
+            _write_atomically(base + ".reason.txt", reason + "\n", bits or 0o600)
+        except FileNotFoundError:
+            if entry is not None:
+                self._registry.remove(entry.batch_id)
             return
-        _move(os.path.join(self.incoming, name + SIDECAR), base + SIDECAR)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.incoming, name + READY))
-        _write_atomically(base + ".reason.txt", reason + "\n")
+        except OSError as e:
+            if st is not None:
+                self._skip[(directory, name)] = _identity(st)
+            log.warn("cannot move {name} to failed/ ({error}); left where it is and not taken again until it "
+                     "changes; reason: {reason}", name=shown(name), error=e, reason=reason)
+            if entry is not None:
+                entry.stats.state, entry.stats.reason = "failed", reason
+            return
         if entry is None:
             entry = self._registry.add(BatchStats(str(uuid.uuid4()), name))
         entry.stats.state, entry.stats.reason, entry.source = "failed", reason, base
-        self._waiting.pop(name, None)
-        log.warn("{name} moved to failed/: {reason}", name=name, reason=reason)
+        where = "" if directory == self.incoming else " from processing/"
+        log.warn("{name} moved to failed/{where}: {reason}", name=shown(name), where=where, reason=reason)

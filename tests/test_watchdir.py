@@ -226,7 +226,8 @@ def test_sidecar_settings_apply_and_are_validated(daemon: Daemon) -> None:
     daemon.pump(lambda: len(files(daemon.path("failed"))) >= 6 and
                 daemon.path("done", "texts.txt.summary.json").exists(), seconds=5)
     summary = json.loads(daemon.path("done", "texts.txt.summary.json").read_text())
-    assert summary["settings"]["workers"] == 3 and summary["settings"]["data_type"] == "str"
+    # workers 3 is capped at the daemon's own 2: a sidecar cannot push harder than its operator allows
+    assert summary["settings"]["workers"] == 2 and summary["settings"]["data_type"] == "str"
     assert summary["batch_id"] == "mine"
     assert [b["strData"] for b in daemon.model.bodies] == ["hello", "world"]
     assert daemon.path("done", "texts.txt.json").exists()  # kept beside the input as a record
@@ -237,16 +238,18 @@ def test_sidecar_settings_apply_and_are_validated(daemon: Daemon) -> None:
 
 
 def test_sidecar_parsing_is_the_option_table() -> None:
-    """Sidecar values are coerced like command-line values: flags, choices and numbers."""
+    """Sidecar values are coerced like command-line values: flags, choices and numbers (keys the operator
+    allowed with --sidecar-allow included)."""
     base = BatchConfig(deployment_name="d", input_data_path="i", output_data_path="o")
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sidecar-{os.getpid()}.json"
+    allow = frozenset({"use-ssl", "transport"})
     try:
         path.write_text(json.dumps({"use-ssl": "true", "transport": "grpc", "timeout": 2, "max-failures": None}))
-        config = apply_sidecar(base, str(path))
+        config = apply_sidecar(base, str(path), allow)
         assert (config.use_ssl, config.transport, config.timeout, config.max_failures) == (True, "grpc", 2.0, None)
         path.write_text(json.dumps({"transport": "carrier-pigeon"}))
         with pytest.raises(Exception, match="not one of"):
-            apply_sidecar(base, str(path))
+            apply_sidecar(base, str(path), allow)
     finally:
         path.unlink()
 
