@@ -2,8 +2,15 @@
 
 A single loop reads the input lazily and takes a token from a ``DeferredSemaphore`` sized to
 ``--workers`` before each request, so at most that many requests are in flight and reading waits
-whenever they are all busy: memory stays flat however long the input is. Every unit of work
-catches its own failures and writes them as error lines; nothing escapes to end the run.
+whenever they are all busy: memory stays flat however long the input is.
+
+The promise is one output line per input line, kept by structure rather than by a list of
+catches: each unit of work (one request's lines) runs inside one guard, and whatever escapes it
+(a codec, the transport, a bug) becomes an ``internal_error`` line for every line of the unit
+that has none yet. Lines are written and counted in one place (:meth:`BatchRun._emit`), which
+never raises: a record that cannot be encoded is replaced by an error line, and an output that
+cannot be written stops the run (exit 3) instead of losing lines silently. Only
+:meth:`BatchRun.abandon` leaves lines without output, on purpose, for ``--resume``.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import txaio
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from .config import BatchConfig
 from .ordering import ReorderBuffer
-from .payloads import InputError, Parsed, ResponseMismatch
+from .payloads import BadResponse, InputError, Parsed, ResponseMismatch
 from .payloads_v2 import make_codec
 from .reader import Item, chunked
 from .stats import BatchStats
@@ -36,6 +44,14 @@ log = txaio.make_logger()
 EXIT_OK, EXIT_FAILED_LINES, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 
 Record = dict[str, Any]
+#: One output line ready to be written: its item, its record, and for an error line its kind and
+#: reason (``None`` and ``""`` for an answer). Counted as succeeded or failed only once written.
+Line = tuple[Item, Record, "str | None", str]
+
+#: Internal-error tracebacks logged per run: enough to debug, not a log that grows with the input.
+MAX_TRACEBACKS = 5
+#: Longest exception text kept in an ``internal_error`` reason (messages can quote whole bodies).
+MAX_REASON_CHARS = 500
 
 
 #: Allocations between young-generation collections (CPython's default is 700).
@@ -68,6 +84,12 @@ def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1,
     return delay
 
 
+def describe(error: BaseException) -> str:
+    """``TypeName: message`` of an exception, cut to :data:`MAX_REASON_CHARS` for an error line."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+
+
 @attrs.frozen
 class Summary:
     """What a finished run reports and how the process should exit."""
@@ -88,15 +110,22 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
+        """3 stopped early; 1 when any line failed or has no output line; else 0.
+
+        A run that was not stopped yet left lines without an output line broke the engine's
+        promise: that is never success, whatever the counts of failed lines say.
+        """
         if self.stopped_early:
             return EXIT_STOPPED
-        return EXIT_FAILED_LINES if self.failed else EXIT_OK
+        return EXIT_FAILED_LINES if self.failed or self.not_processed else EXIT_OK
 
     def text(self) -> str:
         stopped = f", stopped early: {self.stopped_early}" if self.stopped_early else ""
+        missing = (" (these lines have no output line: an error; --resume sends them again)"
+                   if self.not_processed and not self.stopped_early else "")
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
         return (f"{self.lines} lines{resumed}: {self.succeeded} succeeded, {self.failed} failed, "
-                f"{self.retried} retries, {self.not_processed} not processed{stopped}; "
+                f"{self.retried} retries, {self.not_processed} not processed{missing}{stopped}; "
                 f"{self.elapsed:.2f} s, {self.rate:.1f} lines/s")
 
 
@@ -116,12 +145,22 @@ class BatchRun:
         self._in_flight: set[Deferred[None]] = set()
         self._stop_reason: str | None = None
         self._abandoned = False
+        #: The error that made the output unwritable; once set, nothing more is written.
+        self._write_error: OSError | None = None
         self._attempts = 1 + max(config.retries, 0)
+        #: Internal errors whose traceback is still logged; the others are error lines only.
+        self._tracebacks_left = MAX_TRACEBACKS
         self._pauses: set[Deferred[None]] = set()
         #: ``--ordered``: finished units wait here for earlier ones; None writes in completion order.
-        self._reorder = ReorderBuffer(reorder_window(config.workers), writer.write) if config.ordered else None
+        self._reorder: ReorderBuffer[Line] | None = (
+            ReorderBuffer(reorder_window(config.workers), self._emit) if config.ordered else None)
 
     # -- control --------------------------------------------------------------------------
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run stopped taking lines (``None`` while it has not)."""
+        return self._stop_reason
 
     def stop(self, reason: str) -> None:
         """Take no new work; requests in flight still finish and are written."""
@@ -144,22 +183,20 @@ class BatchRun:
         stats.state = "running"
         stats.started = self._clock.seconds()
         try:
-            for seq, chunk in enumerate(chunked(self._items, self.codec.batch_size)):
-                if self._stop_reason is not None:
-                    break
-                if self._reorder is not None:
-                    await self._reorder.room(seq)  # --ordered: reading waits while earlier lines are pending
-                await self._semaphore.acquire()
-                if self._stop_reason is not None:
-                    self._semaphore.release()
-                    break
-                d = Deferred.fromCoroutine(self._work(seq, chunk))
-                self._in_flight.add(d)
-                d.addBoth(self._finished, d)
+            try:
+                await self._feed()
+            except Exception as e:  # noqa: BLE001 - reading failed (EIO, a bug): stop, never end silently
+                log.failure("batch {batch_id}: reading the input failed", batch_id=self.config.batch_id,
+                        level=LogLevel.error)
+                self.stop(f"cannot read the input: {describe(e)}")
             await self._drain()
         finally:
             stats.finished = self._clock.seconds()
-            self._writer.flush(stats.finished)
+            if self._write_error is None:
+                try:
+                    self._writer.flush(stats.finished)
+                except OSError as e:
+                    self._output_failed(e)
         stats.state = "stopped" if self._stop_reason else "done"
         stats.sample(stats.finished)
         done = stats.done
@@ -171,11 +208,31 @@ class BatchRun:
             resumed=stats.resumed,
         )
 
+    async def _feed(self) -> None:
+        """Read units and start each as soon as a worker is free, until the input ends or a stop."""
+        for seq, chunk in enumerate(chunked(self._items, self.codec.batch_size)):
+            if self._stop_reason is not None:
+                break
+            if self._reorder is not None:
+                await self._reorder.room(seq)  # --ordered: reading waits while earlier lines are pending
+            await self._semaphore.acquire()
+            if self._stop_reason is not None:
+                self._semaphore.release()
+                break
+            d = Deferred.fromCoroutine(self._work(seq, chunk))
+            self._in_flight.add(d)
+            d.addBoth(self._finished, d)
+
     def _finished(self, result: Failure | None, d: Deferred[None]) -> None:
+        """A unit ended. :meth:`_work` handles its own errors, so a failure here is a bug in that
+        handling: it stops the run (exit 3, lines left for ``--resume``) as well as being logged."""
         self._in_flight.discard(d)
         self._semaphore.release()
         if isinstance(result, Failure) and not result.check(CancelledError):
-            log.failure("unexpected error in a worker", failure=result)
+            log.failure("batch {batch_id}: unexpected error in a worker", failure=result,
+                        batch_id=self.config.batch_id, level=LogLevel.error)
+            error = result.value
+            self.stop(f"internal error: {describe(error) if error is not None else result.getErrorMessage()}")
 
     async def _drain(self) -> None:
         for _ in range(self.config.workers):
@@ -186,15 +243,51 @@ class BatchRun:
     # -- one unit of work -----------------------------------------------------------------
 
     async def _work(self, seq: int, chunk: list[Item]) -> None:
-        """Unit ``seq`` of the run: its lines' output, written in input order."""
+        """Unit ``seq`` of the run: exactly one output line for each of its lines, in input order.
+
+        Whatever escapes :meth:`_compute` gives every line still without a line an
+        ``internal_error`` line; only :meth:`abandon` (a cancel) leaves them unwritten.
+        """
         started = self._clock.seconds()
-        out: dict[int, Record] = {}
+        out: dict[int, Line] = {}
+        try:
+            await self._compute(chunk, out)
+        except CancelledError as e:
+            if self._abandoned:
+                self._commit(seq, chunk, {})  # nothing written: --resume sends these lines again
+                raise
+            self._fill(chunk, out, e)
+        except Exception as e:  # noqa: BLE001 - the structural guarantee: no line of the unit is lost
+            if self._tracebacks_left > 0:  # a bug: its traceback, a few times per run (the log stays small)
+                self._tracebacks_left -= 1
+                log.failure("batch {batch_id}: lines {first}..{last} failed: {error}",
+                            batch_id=self.config.batch_id, first=chunk[0].index, last=chunk[-1].index,
+                            error=describe(e), level=LogLevel.error)
+            self._fill(chunk, out, e)
+        self._commit(seq, chunk, out)
+        interval = self.config.batch_interval
+        if interval > 0 and self._stop_reason is None:
+            wait = interval - (self._clock.seconds() - started)
+            if wait > 0:
+                await deferLater(self._clock, wait)
+
+    async def _compute(self, chunk: list[Item], out: dict[int, Line]) -> None:
+        """Fill ``out`` with the output line of each line of ``chunk`` (none when stopping first)."""
         parsed: list[Parsed] = []
+        limit = self.config.max_line_bytes
         for item in chunk:
+            size = item.oversize or len(item.line)
+            if size > limit:
+                out[item.index] = self._fail(item, f"line {item.index + 1} is {size} bytes, over "
+                                                   f"--max-line-bytes {limit}", "input_too_large")
+                continue
             try:
                 parsed.append(self.codec.parse(item))
             except InputError as e:
                 out[item.index] = self._fail(item, str(e), "input_error")
+            except RecursionError:
+                out[item.index] = self._fail(item, "line is not valid input: JSON nested too deeply",
+                                             "input_error")
         if parsed:
             body, members, rejected = self.codec.build(parsed)
             for p, reason in rejected:
@@ -202,20 +295,29 @@ class BatchRun:
             sent = await self._send(body, members)  # empty when stopping before a final answer
             for p, line in zip(members, sent, strict=False):
                 out[p.item.index] = line
+
+    def _fill(self, chunk: list[Item], out: dict[int, Line], error: BaseException) -> None:
+        """An ``internal_error`` line for every line of the unit that has no output line yet."""
+        reason = describe(error)
+        for item in chunk:
+            if item.index not in out:
+                out[item.index] = self._fail(item, reason, "internal_error")
+
+    def _commit(self, seq: int, chunk: list[Item], out: dict[int, Line]) -> None:
+        """Hand the unit's lines, in input order, to the writer (or to ``--ordered``'s buffer)."""
         lines = [out[item.index] for item in chunk if item.index in out]
         if self._reorder is not None:
             self._reorder.put(seq, lines)
         else:
             for line in lines:
-                self._writer.write(line)
-        interval = self.config.batch_interval
-        if interval > 0 and self._stop_reason is None:
-            wait = interval - (self._clock.seconds() - started)
-            if wait > 0:
-                await deferLater(self._clock, wait)
+                self._emit(line)
 
-    async def _send(self, body: dict[str, Any], members: list[Parsed]) -> list[Record]:
-        """One output line per member; none when stopped or abandoned before a final answer."""
+    async def _send(self, body: dict[str, Any], members: list[Parsed]) -> list[Line]:
+        """One output line per member; none when stopped or abandoned before a final answer.
+
+        A transport that raises anything but :class:`RequestFailed` is a bug: it leaves here and
+        :meth:`_work` turns the unit into ``internal_error`` lines.
+        """
         puid = members[0].item.instance_id
         clock, stats = self._clock, self.stats
         failure: RequestFailed | None = None
@@ -241,19 +343,20 @@ class BatchRun:
                 if self._stop_reason is not None:
                     return []  # stopping: leave the lines for a resume rather than record a transient error
                 continue
-            except CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a transport bug must still end as error lines
-                failure = RequestFailed("internal_error", f"{type(e).__name__}: {e}", info="internal_error")
-                break
             stats.observe_latency(clock.seconds() - sent)
             try:
-                lines = self.codec.results(response, members)
+                records = self.codec.results(response, members)
             except ResponseMismatch as e:
                 failure = RequestFailed("response_mismatch", str(e), info="response_mismatch")
                 break
-            stats.succeeded += len(lines)
-            return lines
+            except BadResponse as e:
+                failure = RequestFailed("bad_response", str(e), info="bad_response")
+                break
+            except Exception as e:  # noqa: BLE001 - an answer the codec could not read is the answer's fault
+                failure = RequestFailed("bad_response", f"the answer could not be read: {describe(e)}",
+                                        info="bad_response")
+                break
+            return [(p.item, record, None, "") for p, record in zip(members, records, strict=True)]
         assert failure is not None
         if attempt + 1 > 1 and failure.retryable and self._stop_reason is None:
             reason = f"{failure.reason} (after {attempt + 1} attempts)"
@@ -275,11 +378,63 @@ class BatchRun:
             self._pauses.discard(d)
 
     def _fail(self, item: Item, reason: str, kind: str, *, code: int | None = None,
-              own_tags: dict[str, Any] | None = None) -> Record:
-        """The error line for ``item``, counted."""
-        record = self.codec.error(item, reason, info=kind, code=code, own_tags=own_tags)
-        self.stats.record_error(kind, item.index, reason)
+              own_tags: dict[str, Any] | None = None) -> Line:
+        """The error line for ``item`` (counted when written)."""
+        return item, self.codec.error(item, reason, info=kind, code=code, own_tags=own_tags), kind, reason
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _emit(self, line: Line) -> None:
+        """Write one output line and count it; never raises, so no caller can lose lines to it.
+
+        A record the writer cannot encode (nested too deeply, a lone surrogate...) is replaced by
+        an error line; an output that cannot be written (disk full, I/O error) stops the run.
+        """
+        if self._write_error is not None:
+            return  # the output is broken: the line stays unwritten and uncounted, for --resume
+        item, record, kind, reason = line
+        try:
+            self._writer.write(record)
+            if kind is None:
+                self.stats.succeeded += 1
+                return
+        except OSError as e:  # the line is queued in the writer; what follows it cannot be
+            self._count(item, kind, reason)
+            self._output_failed(e)
+            return
+        except Exception as e:  # noqa: BLE001 - this record only: write an error line instead
+            if kind is None:
+                kind, reason = "bad_response", f"the answer cannot be written as a JSON line: {describe(e)}"
+            else:
+                reason = f"{reason} (its error line could not be written: {describe(e)})"
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+            try:
+                self._writer.write(self.codec.error(item, reason, info=kind))
+            except OSError as e2:
+                self._count(item, kind, reason)
+                self._output_failed(e2)
+                return
+            except Exception as e2:  # noqa: BLE001 - a bug in error lines themselves: stop, never hide
+                log.failure("batch {batch_id}: cannot write the error line of line {index}",
+                            batch_id=self.config.batch_id, index=item.index, level=LogLevel.error)
+                self.stop(f"internal error writing line {item.index}: {describe(e2)}")
+                return
+        self._count(item, kind, reason)
+
+    def _count(self, item: Item, kind: str | None, reason: str) -> None:
+        stats = self.stats
+        if kind is None:
+            stats.succeeded += 1
+            return
+        stats.record_error(kind, item.index, reason)
         limit = self.config.max_failures
-        if limit is not None and self.stats.failed >= limit:
-            self.stop(f"{self.stats.failed} lines failed (--max-failures {limit})")
-        return record
+        if limit is not None and stats.failed >= limit:
+            self.stop(f"{stats.failed} lines failed (--max-failures {limit})")
+
+    def _output_failed(self, error: OSError) -> None:
+        """The output cannot take more lines: stop the run, naming the error (exit 3)."""
+        if self._write_error is None:
+            self._write_error = error
+            log.error("batch {batch_id}: cannot write {path}: {error}", batch_id=self.config.batch_id,
+                      path=self._writer.path, error=describe(error))
+        self.stop(f"cannot write the output {self._writer.path}: {describe(error)}")

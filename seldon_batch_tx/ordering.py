@@ -10,22 +10,27 @@ of the buffer growing. Memory is at most ``window`` units of output, whatever th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 
-Record = dict[str, Any]
+#: What a unit's output is made of (the engine's output lines); the buffer only orders them.
+T = TypeVar("T")
 
 
-class ReorderBuffer:
-    """Holds finished units until all earlier ones are written, then writes them in order."""
+class ReorderBuffer(Generic[T]):
+    """Holds finished units until all earlier ones are written, then writes them in order.
 
-    def __init__(self, window: int, write: Callable[[Record], None]) -> None:
+    ``write`` must not raise (the engine's writes never do): a unit half written could not be
+    put again, and the units after it would wait for ever.
+    """
+
+    def __init__(self, window: int, write: Callable[[T], None]) -> None:
         if window < 1:
             raise ValueError(f"the reorder window must be at least 1, got {window}")
         self.window = window
         self._write = write
-        self._pending: dict[int, list[Record]] = {}
+        self._pending: dict[int, list[T]] = {}
         #: The first unit not written yet.
         self.next = 0
         self._waiting: tuple[int, Deferred[None]] | None = None
@@ -47,7 +52,7 @@ class ReorderBuffer:
         self._waiting = (seq, d)
         return d
 
-    def put(self, seq: int, records: list[Record]) -> None:
+    def put(self, seq: int, records: list[T]) -> None:
         """Unit ``seq`` finished with these output lines (possibly none); write what is now in order."""
         if seq < self.next or seq in self._pending:
             raise ValueError(f"unit {seq} was already put")

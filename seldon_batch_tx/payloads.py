@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import json.scanner
+import re
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 import attrs
@@ -57,6 +59,45 @@ class ResponseMismatch(ValueError):
     """A mini-batch response whose rows cannot be matched one-to-one with its input lines."""
 
 
+class BadResponse(ValueError):
+    """An answer that is not what the protocol promises (not an object, values of the wrong type)."""
+
+
+#: Deepest JSON nesting accepted in an input line. Deeper values could not be encoded again
+#: (request bodies, output lines) within Python's recursion limit, nor read by most servers
+#: (protobuf refuses more than 100 levels), so they are input errors from the start.
+MAX_JSON_DEPTH = 256
+TOO_DEEP = f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+
+_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+def json_depth(line: bytes) -> int:
+    """Deepest nesting of arrays and objects in one valid JSON text, in C-speed passes (strings
+    dropped, brackets kept, running sum), never recursing however deep the text is."""
+    brackets = _STRINGS.sub(b"", line).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def load_json_line(line: bytes) -> Any:
+    """The JSON value of one input line, or InputError saying why not: not JSON, not UTF-8, or
+    nested deeper than :data:`MAX_JSON_DEPTH` (a line nested 100,000 deep is one of those)."""
+    try:
+        value = _loads(line)
+    except RecursionError:
+        raise InputError(f"line is not valid input: {TOO_DEEP}") from None
+    except ValueError as e:
+        raise InputError(f"line is not valid JSON: {e}") from None
+    # a line with few brackets cannot be deep: the exact depth is computed only past that count
+    if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and json_depth(line) > MAX_JSON_DEPTH:
+        raise InputError(f"line is not valid input: {TOO_DEEP}")
+    return value
+
+
 @attrs.frozen(slots=True)
 class Parsed:
     """A line that passed validation: its value, how many rows it adds, and its own tags."""
@@ -90,6 +131,51 @@ def _shape_of(value: Any, where: str) -> tuple[int, ...]:
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise InputError(f"{where}: expected numbers, found {json.dumps(x)[:40]}")
     return (len(value),)
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages about answers."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _snippet(value: Any, limit: int = 40) -> str:
+    """At most ``limit`` characters of a value from an answer, for a reason line."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_shape(shape: Any) -> bool:
+    return isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                           for d in shape)
+
+
+def _tf_dims(tensor_shape: Any) -> list[int]:
+    """A TensorProto's dimension sizes (JSON int64 values arrive as strings); BadResponse if unreadable."""
+    dims = tensor_shape.get("dim", []) if isinstance(tensor_shape, dict) else None
+    if not isinstance(dims, list):
+        raise BadResponse(f"the answer's tftensor.tensorShape {_snippet(tensor_shape)} has no list of dims")
+    out = []
+    for d in dims:
+        size = d.get("size", 0) if isinstance(d, dict) else None
+        if isinstance(size, str) and size.isdigit() and len(size) < 19:
+            size = int(size)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadResponse(f"the answer's tftensor dim {_snippet(d)} has no non-negative size")
+        out.append(size)
+    return out
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -138,10 +224,7 @@ class SeldonCodec:
             raise InputError("blank line")
         if self.data_type == "str":
             return Parsed(item, self._parse_str(line))
-        try:
-            value = _loads(line)
-        except ValueError as e:
-            raise InputError(f"line is not valid JSON: {e}") from None
+        value = load_json_line(line)
         if self.method == "feedback":
             return self._parse_feedback(item, value)
         if self.data_type == "json":
@@ -258,6 +341,8 @@ class SeldonCodec:
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
+        if not isinstance(response, dict):
+            raise BadResponse(f"the answer is a JSON {_json_type(response)}, not a SeldonMessage object")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
         data = response.get("data")
@@ -283,13 +368,18 @@ class SeldonCodec:
             return [{**rest, "ndarray": part} for part in _slices(array, rows, 1)]
         if isinstance(data.get("tensor"), dict):
             tensor = data["tensor"]
-            shape, values = list(tensor.get("shape") or []), list(tensor.get("values") or [])
+            shape, values = tensor.get("shape") or [], tensor.get("values") or []
+            if not _is_shape(shape):
+                raise BadResponse(f"the answer's tensor.shape {_snippet(shape)} is not a list of non-negative integers")
+            if not isinstance(values, list):
+                raise BadResponse(f"the answer's tensor.values is a JSON {_json_type(values)}, not an array")
             self._check_rows(shape[0] if shape else 0, want)
+            self._check_size(len(values), shape, "tensor")
             return [{**rest, "tensor": {"shape": [n, *shape[1:]], "values": part}}
                     for n, part in zip(rows, _slices(values, rows, _row_size(shape)), strict=True)]
         if isinstance(data.get("tftensor"), dict):
             tf = data["tftensor"]
-            dims = [int(d.get("size", 0)) for d in (tf.get("tensorShape") or {}).get("dim", [])]
+            dims = _tf_dims(tf.get("tensorShape"))
             self._check_rows(dims[0] if dims else 0, want)
             size = _row_size(dims)
             field = next((f for f in TF_VALUE_FIELDS if f in tf), None)
@@ -297,10 +387,23 @@ class SeldonCodec:
             packed = "tensorContent" in tf  # TensorFlow packs arrays as raw little-endian bytes
             if packed:
                 field = "tensorContent"
-                flat = base64.b64decode(tf["tensorContent"])
-                size *= TF_ITEM_SIZES.get(tf.get("dtype", "DT_DOUBLE"), 8)
+                content = tf["tensorContent"]
+                if not isinstance(content, str):
+                    raise BadResponse(f"the answer's tftensor.tensorContent is a JSON {_json_type(content)}, "
+                                      "not a base64 string")
+                try:
+                    flat = base64.b64decode(content, validate=True)
+                except ValueError:
+                    raise BadResponse("the answer's tftensor.tensorContent is not valid base64") from None
+                dtype = tf.get("dtype", "DT_DOUBLE")
+                item_size = TF_ITEM_SIZES.get(dtype, 8) if isinstance(dtype, str) else 8
+                size *= item_size
+                self._check_size(len(flat), dims, "tftensor", unit=item_size)
             else:
-                flat = list(tf.get(field) or []) if field else []
+                flat = (tf.get(field) or []) if field else []
+                if not isinstance(flat, list):
+                    raise BadResponse(f"the answer's tftensor.{field} is a JSON {_json_type(flat)}, not an array")
+                self._check_size(len(flat), dims, "tftensor")
             base = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS and k != "tensorContent"}
             out = []
             for n, part in zip(rows, _slices(flat, rows, size), strict=True):
@@ -315,6 +418,15 @@ class SeldonCodec:
     def _check_rows(got: int, want: int) -> None:
         if got != want:
             raise ResponseMismatch(f"model returned {got} rows for {want} input rows")
+
+    @staticmethod
+    def _check_size(got: int, shape: Sequence[int], kind: str, unit: int = 1) -> None:
+        """Rows are cut from the flat values by the shape: they must fill it exactly (``unit``:
+        bytes per value of packed content)."""
+        want = _row_size(shape) * (shape[0] if shape else 0) * unit
+        if got != want:
+            what = f"{got} bytes of content" if unit > 1 else f"{got} values"
+            raise ResponseMismatch(f"the answer's {kind} has {what} for its shape {list(shape)}")
 
     def _tagged(self, response: JSONDict, parsed: Parsed) -> JSONDict:
         out = dict(response)

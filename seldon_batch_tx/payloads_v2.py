@@ -27,14 +27,17 @@ from typing import Any
 
 from .config import V2_DATATYPES, BatchConfig
 from .payloads import (
+    BadResponse,
     InputError,
     JSONDict,
     Parsed,
     ResponseMismatch,
     SeldonCodec,
     _flatten,
+    _json_type,
     _row_size,
     _slices,
+    load_json_line,
     tags_for,
 )
 from .reader import Item
@@ -136,10 +139,7 @@ class V2Codec:
         if self.data_type == "str":
             text = SeldonCodec._parse_str(line)  # the same reading of a text line as the Seldon protocol
             return self._plain(item, [text] if self.batch_size > 1 else text)
-        try:
-            value = json.loads(line)
-        except ValueError as e:
-            raise InputError(f"line is not valid JSON: {e}") from None
+        value = load_json_line(line)
         if self.data_type == "raw":
             return self._parse_raw(item, value)
         if isinstance(value, dict):
@@ -234,6 +234,8 @@ class V2Codec:
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
+        if not isinstance(response, dict):
+            raise BadResponse(f"the answer is a JSON {_json_type(response)}, not a V2 InferenceResponse object")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
         outputs = response.get("outputs")
@@ -252,7 +254,12 @@ class V2Codec:
             if shape[0] != want:
                 raise ResponseMismatch(f"output {name}: model returned {shape[0]} rows for {want} input rows")
             data = output.get("data")
-            flat = _flatten(data) if isinstance(data, list) else []
+            if not isinstance(data, list):
+                raise BadResponse(f"output {name}: data is a JSON {_json_type(data)}, not an array")
+            try:
+                flat = _flatten(data)
+            except TypeError:
+                raise BadResponse(f"output {name}: data is a ragged array") from None
             size = _row_size(shape)
             if len(flat) != want * size:
                 raise ResponseMismatch(f"output {name}: {len(flat)} elements do not fill its shape {shape}")

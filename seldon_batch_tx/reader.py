@@ -5,9 +5,15 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import BinaryIO
 
 import attrs
+
+#: ``--max-line-bytes`` default (as ``BatchConfig.max_line_bytes``): longer lines are never held whole.
+DEFAULT_MAX_LINE_BYTES = 64 << 20
+#: Piece size used to skip the rest of an over-long line: the most the reader holds of it at once.
+SKIP_CHUNK_BYTES = 1 << 20
 
 _INSTANCE_NAMESPACE = uuid.UUID("6f1c3bde-5a43-4c57-9d0e-2f4f1b7d9a10")
 #: A UUID's variant nibble (RFC 4122: 10xx) for each hex digit of the hash it replaces.
@@ -16,11 +22,16 @@ _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 @attrs.frozen(slots=True)
 class Item:
-    """One input line: its 0-based position, its stable id and its bytes (newline removed)."""
+    """One input line: its 0-based position, its stable id and its bytes (newline removed).
+
+    ``oversize`` is the length in bytes of a line longer than ``--max-line-bytes`` (its ``line`` is
+    then ``b""``: it was skipped, never held whole); 0 for every other line.
+    """
 
     index: int
     instance_id: str
     line: bytes
+    oversize: int = 0
 
 
 def instance_id(batch_id: str, index: int) -> str:
@@ -56,14 +67,41 @@ def count_lines(path: str, chunk_size: int = 1 << 20) -> int:
 
 
 def read_items(
-    stream: BinaryIO, batch_id: str, wanted: Callable[[int], bool] | None = None
+    stream: BinaryIO, batch_id: str, wanted: Callable[[int], bool] | None = None, *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, skip_chunk: int = SKIP_CHUNK_BYTES,
 ) -> Iterator[Item]:
-    """Yield one item per line; ``wanted`` skips lines already done (resume) or of other shards."""
+    """Yield one item per line; ``wanted`` skips lines already done (resume) or of other shards.
+
+    Lines are read with ``readline(limit)``, so a line longer than ``max_line_bytes`` (newline
+    excluded) is never held whole: the rest of it is skipped in ``skip_chunk`` pieces up to its
+    newline and it is yielded as an item with ``oversize`` set, for the engine's error line.
+    Numbering counts every line, long or not, so resume and shard filters see the same indexes.
+    """
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
     make_id = instance_ids(batch_id)
-    for index, raw in enumerate(stream):
+    readline = stream.readline
+    limit = max_line_bytes
+    # limit + 1 bytes: a line of exactly ``limit`` bytes still arrives whole with its newline
+    for index, raw in enumerate(iter(partial(readline, limit + 1), b"")):
+        oversize = 0
+        if len(raw) > limit and raw[limit] != 0x0A:  # limit + 1 bytes and no newline: too long
+            oversize = len(raw)
+            raw = b""
+            while True:  # bounded: every pass consumes input or ends at EOF
+                piece = readline(skip_chunk)
+                if not piece:
+                    break
+                if piece[-1] == 0x0A:
+                    oversize += len(piece) - 1
+                    break
+                oversize += len(piece)
         if wanted is not None and not wanted(index):
             continue
-        yield Item(index, make_id(index), raw.rstrip(b"\r\n"))
+        if oversize:
+            yield Item(index, make_id(index), b"", oversize)
+        else:
+            yield Item(index, make_id(index), raw.rstrip(b"\r\n"))
 
 
 def chunked(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
