@@ -6,7 +6,9 @@ REST shape, so the output file looks the same whichever transport ran.
 
 Requests are parsed strictly with ``google.protobuf.json_format.ParseDict``: an unknown key
 (``"ndarry"``), two payloads at once, a wrong type or bad base64 raises :class:`ValueError`
-rather than silently sending an empty message.
+rather than silently sending an empty message. So does a body nested deeper than protobuf
+accepts (ParseDict's limit of 100 messages, which upb's decoder shares: an ndarray about 49
+lists deep), never a RecursionError: the direct builder hands deep bodies to ParseDict.
 
 Responses use the REST/proto3-JSON field names (``strData``, ``jsonData``, ``binData`` as
 base64, ``tensorShape``, ``doubleVal``, ``requestPath``...). ``google.protobuf.Value`` parts
@@ -70,6 +72,8 @@ def _parse(body: Any, message: Message, what: str) -> Message:
         json_format.ParseDict(body, message)
     except json_format.ParseError as exc:
         raise ValueError(f"invalid {what}: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"invalid {what}: nested too deeply") from None
     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise ValueError(f"invalid {what}: {type(exc).__name__}: {exc}") from None
     return message
@@ -83,10 +87,15 @@ _MESSAGE_KEYS = frozenset({"data", "meta", "strData", "jsonData"})
 _PAYLOAD_KEYS = ("data", "strData", "jsonData")
 _DATA_KEYS = frozenset({"names", "ndarray", "tensor"})
 _INT32 = 2**31
+#: Values nested deeper than this go to ParseDict, whose depth limit (and message) then decides;
+#: well below the depth where ParseDict or a server's decoder refuse a message (~49 lists).
+_DIRECT_DEPTH = 32
 
 
-def _set_value(target: struct_pb2.Value, x: Any) -> None:
+def _set_value(target: struct_pb2.Value, x: Any, depth: int = 0) -> None:
     """Fill a ``google.protobuf.Value`` from a JSON value, exactly as ParseDict would."""
+    if depth > _DIRECT_DEPTH:
+        raise _Unusual
     kind = type(x)
     if kind is float:
         if not math.isfinite(x):
@@ -102,7 +111,7 @@ def _set_value(target: struct_pb2.Value, x: Any) -> None:
         values = target.list_value.values
         target.list_value.SetInParent()  # an empty list is still a list_value
         for item in x:
-            _set_value(values.add(), item)
+            _set_value(values.add(), item, depth + 1)
     elif kind is bool:
         target.bool_value = x
     elif x is None:
@@ -113,7 +122,7 @@ def _set_value(target: struct_pb2.Value, x: Any) -> None:
         for key, item in x.items():
             if type(key) is not str:
                 raise _Unusual
-            _set_value(fields[key], item)
+            _set_value(fields[key], item, depth + 1)
     else:
         raise _Unusual
 
@@ -195,6 +204,8 @@ def message_from_dict(body: JSONDict) -> prediction_pb2.SeldonMessage:
             return _build_message(body)
         except (_Unusual, OverflowError):
             pass
+        except RecursionError:
+            raise ValueError("invalid SeldonMessage: nested too deeply") from None
     msg = _parse(body, prediction_pb2.SeldonMessage(), "SeldonMessage")
     assert isinstance(msg, prediction_pb2.SeldonMessage)
     return msg

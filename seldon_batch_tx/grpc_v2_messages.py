@@ -144,6 +144,8 @@ def request_from_dict(body: JSONDict, model_name: str, model_version: str | None
     """The ``ModelInferRequest`` for a REST-shaped V2 request; ValueError if it cannot be one."""
     try:
         return _request(body, model_name, model_version)
+    except RecursionError:
+        raise ValueError("invalid V2 request: nested too deeply") from None
     except ValueError:
         raise
     except (TypeError, OverflowError, KeyError, AttributeError, struct.error) as e:
@@ -180,6 +182,8 @@ def response_to_dict(response: grpc_service_pb2.ModelInferResponse) -> JSONDict:
     """The REST JSON shape of a ``ModelInferResponse``; RequestFailed if it cannot be read."""
     try:
         return _response(response)
+    except RecursionError:
+        raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
     except Exception as e:  # a conversion error must fail this request, not the worker
         raise RequestFailed("bad_response", f"cannot convert the gRPC V2 response: {e}",
                             info="bad_response") from e

@@ -12,6 +12,16 @@ from twisted.internet.defer import Deferred
 
 JSONDict = dict[str, Any]
 
+#: Deepest JSON nesting accepted in an answer: far beyond any model's output (an ndarray of 5
+#: dimensions is 5 deep), and far enough inside Python's recursion limit (1,000 frames) that
+#: decoding, converting and writing an accepted answer can never overflow the stack.
+MAX_ANSWER_DEPTH = 512
+#: Largest status line plus headers of an HTTP answer: a server whose headers never end fails
+#: the request instead of filling memory until the timeout.
+MAX_HEADER_BYTES = 256 * 1024
+#: Every byte except JSON's brackets, for :func:`too_deep`'s quick bound.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
 
 class RequestFailed(Exception):
     """One attempt failed; the engine decides from ``retryable`` whether to try again.
@@ -53,3 +63,56 @@ class Transport(Protocol):
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
         """Send ``body``; fire with the response JSON or fail with :class:`RequestFailed`."""
+
+
+def too_large(limit: int) -> RequestFailed:
+    """An answer past ``--max-response-bytes``: the same answer would come again, so no retry."""
+    return RequestFailed("response_too_large", f"answer larger than --max-response-bytes {limit}",
+                         retryable=False, info="response_too_large")
+
+
+def headers_too_large() -> RequestFailed:
+    """An answer whose status line and headers exceed :data:`MAX_HEADER_BYTES`."""
+    return RequestFailed("response_too_large", f"answer headers larger than {MAX_HEADER_BYTES} bytes",
+                         retryable=False, info="response_too_large")
+
+
+def nested_too_deeply(code: int | None = None) -> RequestFailed:
+    """A JSON answer nested deeper than :data:`MAX_ANSWER_DEPTH` (or than Python can decode)."""
+    return RequestFailed("bad_response", "answer nested too deeply", code=code, retryable=False,
+                         info="bad_response")
+
+
+def internal_failure(error: BaseException) -> RequestFailed:
+    """A bug met while handling one request: that request's error line, never a lost call."""
+    return RequestFailed("internal_error", f"{type(error).__name__}: {error}", info="internal_error")
+
+
+def too_deep(value: Any, body: bytes, limit: int = MAX_ANSWER_DEPTH) -> bool:
+    """Whether ``value`` (decoded from ``body``) nests lists and objects deeper than ``limit``.
+
+    Cheap for the usual answer: fewer brackets than ``limit`` cannot nest that deep, and
+    otherwise deleting the innermost bracket pairs pass by pass bounds the depth at C speed.
+    Only when brackets inside strings spoil that bound are the decoded containers walked.
+    """
+    opens = body.count(b"[") + body.count(b"{")
+    if opens <= limit:
+        return False
+    brackets = body.translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) == len(brackets):
+            break  # brackets inside strings: walk the decoded value instead
+        brackets = shorter
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    for _ in range(opens + 1):  # each container is visited once, and there are at most ``opens``
+        if not stack:
+            return False
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if type(item) is dict else item if type(item) is list else ()
+        stack.extend((x, depth + 1) for x in children if type(x) is list or type(x) is dict)
+    return bool(stack)

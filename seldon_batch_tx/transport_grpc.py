@@ -34,7 +34,13 @@ TLS without verification (``use_ssl`` and ``ssl_verify=False``): gRPC has no swi
 verification. Unless ``ca_cert`` is given, ``start()`` fetches the server's certificate once
 (trust on first use, off the reactor thread) and trusts exactly that certificate, overriding the
 expected host name with a name taken from it. This works for the usual self-signed server
-certificate; a certificate signed by an unknown CA cannot be trusted that way: pass ``ca_cert``.
+certificate; a certificate signed by an unknown CA cannot be trusted that way: pass ``ca_cert``
+(a PEM bundle: gRPC trusts every certificate in it).
+
+Bounded and always answered: the receive limit is ``config.max_response_bytes`` (a larger answer
+is ``response_too_large``, not retried); a body protobuf cannot carry (too deep, wrong types) is
+that line's ``input_error``; any exception while converting an answer fails that call; and a
+guard timer a little past ``config.timeout`` fails a call whose gRPC deadline somehow did not.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ from seldon_batch_tx.grpc_messages import (
 )
 from seldon_batch_tx.payloads_v2 import model_name
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transport import RequestFailed
+from seldon_batch_tx.transport import RequestFailed, internal_failure, too_large
 
 txaio.use_twisted()
 
@@ -77,27 +83,46 @@ RETRYABLE_CODES = frozenset(
 )
 
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
+#: Seconds past ``config.timeout`` before the guard timer fails a call gRPC has not ended.
+GUARD_SLACK = 1.0
 
-#: Message sizes far above gRPC's 4 MB default (whole mini-batches travel in one message);
-#: keepalive pings during calls notice a dead gateway connection within ~80 s, and stay
-#: within what a default gRPC server tolerates (client sends at most 2 pings without data).
+#: Requests far above gRPC's 4 MB default (whole mini-batches travel in one message; answers are
+#: limited by ``config.max_response_bytes``, see :func:`channel_options`); keepalive pings during
+#: calls notice a dead gateway connection within ~80 s, and stay within what a default gRPC
+#: server tolerates (client sends at most 2 pings without data).
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
 ]
 
 
-def rpc_failure(error: grpc.RpcError) -> RequestFailed:
-    """The RequestFailed for a failed call: kind ``grpc_<CODE>``, numeric code, retryable or not."""
+def channel_options(config: BatchConfig) -> list[tuple[str, Any]]:
+    """:data:`CHANNEL_OPTIONS` plus the receive limit ``--max-response-bytes`` and a ``Host`` authority."""
+    options = [*CHANNEL_OPTIONS, ("grpc.max_receive_message_length", min(config.max_response_bytes, 2**31 - 1))]
+    options += [("grpc.default_authority", v) for k, v in config.headers if k.lower() == "host"]
+    return options
+
+
+def rpc_failure(error: grpc.RpcError, receive_limit: int | None = None) -> RequestFailed:
+    """The RequestFailed for a failed call: kind ``grpc_<CODE>``, numeric code, retryable or not.
+
+    An answer past our receive limit (``receive_limit``) is ``response_too_large``, not the
+    server shedding load: the same answer would come again.
+    """
     code_fn = getattr(error, "code", None)
     details_fn = getattr(error, "details", None)
     code = code_fn() if callable(code_fn) else None
     details = (details_fn() if callable(details_fn) else None) or ""
     if not isinstance(code, grpc.StatusCode):
         return RequestFailed("grpc_UNKNOWN", f"gRPC call failed: {error!r}", code=2, info="UNKNOWN")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and receive_limit is not None and _over_receive_limit(
+            str(details), receive_limit):
+        return too_large(receive_limit)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "CLIENT: Sent message larger than max" in str(details):
+        return RequestFailed("input_too_large", f"request larger than gRPC's send limit: {details}",
+                             code=code.value[0], info="input_too_large")
     return RequestFailed(
         f"grpc_{code.name}",
         f"gRPC {code.name}: {details}",
@@ -105,6 +130,13 @@ def rpc_failure(error: grpc.RpcError) -> RequestFailed:
         retryable=code in RETRYABLE_CODES,
         info=code.name,
     )
+
+
+def _over_receive_limit(details: str, limit: int) -> bool:
+    """Whether gRPC refused an answer for our receive limit (its own words, with our number)."""
+    if "Received message larger than max" not in details:
+        return False
+    return "CLIENT:" in details or f" vs. {min(limit, 2**31 - 1)})" in details
 
 
 def model_failure(status: prediction_pb2.Status) -> RequestFailed:
@@ -121,8 +153,11 @@ def response_to_dict(response: prediction_pb2.SeldonMessage) -> JSONDict:
         raise model_failure(response.status)
     try:
         return message_to_dict(response)
+    except RecursionError:
+        raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
     except Exception as exc:  # a conversion bug must not kill the worker
-        raise RequestFailed("bad_response", f"cannot convert the gRPC response: {exc}") from exc
+        raise RequestFailed("bad_response", f"cannot convert the gRPC response: {exc}",
+                            info="bad_response") from exc
 
 
 def fetch_server_certificate(host: str, port: int, timeout: float) -> bytes:
@@ -253,8 +288,7 @@ class GrpcTransport:
 
     def _connect(self, root_certificates: bytes | None, name_override: str | None) -> None:
         config = self._config
-        options = list(CHANNEL_OPTIONS)
-        options += [("grpc.default_authority", v) for k, v in config.headers if k.lower() == "host"]
+        options = channel_options(config)
         credentials = None
         if config.use_ssl:
             if name_override:
@@ -370,19 +404,66 @@ class GrpcTransport:
     # --- requests ------------------------------------------------------------------------
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
-        """Call the model; a body gRPC cannot encode or a failed call fails with RequestFailed."""
+        """Call the model; a body gRPC cannot encode or a failed call fails with RequestFailed.
+
+        Fires within ``config.timeout`` (plus :data:`GUARD_SLACK` at worst) whatever happens.
+        """
+        try:
+            inner = self._send(body, puid)
+        except Exception as e:  # noqa: BLE001 - a bug: this call's error line, not a lost call
+            self.log.failure("unexpected error sending a gRPC request")
+            return fail(internal_failure(e))
+        return self._guarded(inner)
+
+    def _guarded(self, inner: Deferred[JSONDict]) -> Deferred[JSONDict]:
+        """``inner``'s outcome, or a ``timeout`` failure if it has none in time (then ``inner`` is cancelled)."""
+        if inner.called:  # refused before any call (input errors): nothing to guard
+            return inner
+        outer: Deferred[JSONDict] = Deferred(lambda _: inner.cancel())
+
+        def expire() -> None:
+            if not outer.called:
+                self.log.warn(  # noqa: G010 (txaio loggers spell it warn)
+                    "a gRPC call outlived its deadline of {timeout}s; failing it", timeout=self._config.timeout)
+                outer.errback(RequestFailed("timeout", "no response within the request timeout", retryable=True,
+                                            info="timeout"))
+            inner.cancel()
+
+        timer = self._reactor.callLater(self._config.timeout + GUARD_SLACK, expire)
+
+        def forward(result: JSONDict | Failure) -> None:
+            if timer.active():
+                timer.cancel()
+            if outer.called:
+                return  # expired or cancelled meanwhile: the outcome was already given
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+        inner.addBoth(forward)
+        return outer
+
+    def _send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
         if self._running and self._call is None and self._trust_on_first_use and self._waiting is None:
             self._begin_certificate_fetch()  # the last fetch failed: try again for this send
         if self._waiting is not None:  # TLS certificate still being fetched
             ready: Deferred[None] = Deferred()
             self._waiting.append(ready)
-            return ready.addCallback(lambda _: self.send(body, puid))
+            return ready.addCallback(lambda _: self._send(body, puid))
         if self._call is None:
             return fail(RuntimeError("GrpcTransport.send() called before start() or after stop()"))
         try:
             request = self._build(body)
-        except ValueError as e:  # a line the protocol cannot carry: that line's error, not a crash
-            return fail(RequestFailed("input_error", f"cannot encode the request for gRPC: {e}", info="input_error"))
+        except Exception as e:  # noqa: BLE001 - a line the protocol cannot carry: its error line, not a crash
+            if isinstance(e, RecursionError):
+                reason = "nested too deeply"
+            elif isinstance(e, ValueError):
+                reason = str(e)
+            else:
+                reason = f"{type(e).__name__}: {e}"
+            return fail(RequestFailed("input_error", f"cannot encode the request for gRPC: {reason}",
+                                      info="input_error"))
         metadata = (*self._metadata, ("seldon-puid", puid))
         if self._aio is not None:
             return self._aio.call(request, self._config.timeout, metadata).addCallback(self._aio_outcome)
@@ -391,34 +472,48 @@ class GrpcTransport:
             return deferToThreadPool(self._reactor, self._pool, self._blocking_call, request, metadata)
         return self._future_call(request, metadata)
 
+    def _failure(self, error: grpc.RpcError) -> RequestFailed:
+        return rpc_failure(error, self._config.max_response_bytes)
+
+    def _converted(self, response: Any) -> JSONDict:
+        """The REST-shaped answer; any conversion error is this call's RequestFailed."""
+        try:
+            return self._convert(response)
+        except RequestFailed:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise internal_failure(e) from None
+
     def _aio_outcome(self, outcome: tuple[bool, Any]) -> JSONDict:
         """On the reactor thread: the converted response, or the call's failure raised."""
         ok, value = outcome
         if ok:
-            return self._convert(value)
+            return self._converted(value)
         if isinstance(value, grpc.RpcError):
-            raise rpc_failure(value)
+            raise self._failure(value)
         if isinstance(value, CancelledError):
             raise value
-        raise RequestFailed("bad_response", f"gRPC call failed: {value!r}")
+        raise RequestFailed("bad_response", f"gRPC call failed: {value!r}", info="bad_response")
 
     def _blocking_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> JSONDict:
         """Runs in the dedicated pool."""
         try:
             response = self._call(request, timeout=self._config.timeout, metadata=metadata)
         except grpc.RpcError as error:
-            raise rpc_failure(error) from None
+            raise self._failure(error) from None
         except ValueError as error:  # the channel was closed meanwhile
-            raise RequestFailed("connection", f"gRPC channel unusable: {error}") from None
-        return self._convert(response)
+            raise RequestFailed("connection", f"gRPC channel unusable: {error}", info="connection") from None
+        except Exception as e:  # noqa: BLE001
+            raise internal_failure(e) from None
+        return self._converted(response)
 
     def _future_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> Deferred[JSONDict]:
         try:
             future = self._call.future(request, timeout=self._config.timeout, metadata=metadata)
         except grpc.RpcError as error:
-            return fail(rpc_failure(error))
+            return fail(self._failure(error))
         except ValueError as error:  # e.g. the channel was closed meanwhile
-            return fail(RequestFailed("connection", f"gRPC channel unusable: {error}"))
+            return fail(RequestFailed("connection", f"gRPC channel unusable: {error}", info="connection"))
         d: Deferred[JSONDict] = Deferred(lambda _: future.cancel())
         future.add_done_callback(
             lambda f: self._reactor.callFromThread(self._deliver, d, f)
@@ -429,19 +524,21 @@ class GrpcTransport:
         """On the reactor thread: fire ``d`` from the finished gRPC future."""
         if d.called:  # cancelled by the caller meanwhile
             return
-        if future.cancelled():
-            d.errback(CancelledError("gRPC call cancelled"))
-            return
-        error = future.exception()
-        if error is not None:
-            if isinstance(error, grpc.RpcError):
-                d.errback(rpc_failure(error))
-            else:  # e.g. an undecodable response: still one failed request, not a crash
-                d.errback(RequestFailed("bad_response", f"gRPC call failed: {error!r}"))
-            return
         try:
-            result = self._convert(future.result())
-        except RequestFailed:
-            d.errback()
+            if future.cancelled():
+                d.errback(CancelledError("gRPC call cancelled"))
+                return
+            error = future.exception()
+            if error is not None:
+                if isinstance(error, grpc.RpcError):
+                    d.errback(self._failure(error))
+                else:  # e.g. an undecodable response: still one failed request, not a crash
+                    d.errback(RequestFailed("bad_response", f"gRPC call failed: {error!r}", info="bad_response"))
+                return
+            result = self._converted(future.result())
+        except RequestFailed as e:
+            d.errback(e)
+        except Exception as e:  # noqa: BLE001 - a bug: still this call's answer
+            d.errback(internal_failure(e))
         else:
             d.callback(result)

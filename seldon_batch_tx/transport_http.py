@@ -11,6 +11,13 @@ Behaviour shared with :class:`~seldon_batch_tx.transport_rest.RestTransport`: th
 ``Retry-After``) and error kinds. At most ``config.workers`` connections are open; idle ones are
 reused last-in first-out so a few hot connections serve a light load.
 
+Whatever the server sends, every call ends within ``config.timeout``: its timer is cancelled only
+in the same step that fires its Deferred, and any exception met while handling an answer fails
+that call (``internal_error``) and drops its connection rather than leaving the call unanswered.
+Answers are bounded: headers by ``MAX_HEADER_BYTES``, bodies by ``config.max_response_bytes``
+(a larger Content-Length, or body bytes past the limit, fail the call with ``response_too_large``
+at once and abort the connection, so at most the limit plus one read is ever buffered).
+
 A reused connection that the server closed while idle (its close racing our write) is lost
 before any byte of the response arrives; that request is sent again ONCE on a fresh connection
 without spending one of the engine's retries. Every other connection loss is reported as a
@@ -26,7 +33,7 @@ from urllib.parse import urlsplit
 
 import txaio
 from httptools import HttpParserError, HttpResponseParser
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -34,7 +41,14 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
 from .config import BatchConfig
-from .transport import JSONDict, RequestFailed
+from .transport import (
+    MAX_HEADER_BYTES,
+    JSONDict,
+    RequestFailed,
+    headers_too_large,
+    internal_failure,
+    too_large,
+)
 from .transport_rest import classify, connection_failure, endpoint_url, tls_policy
 from .writer import compact_encoder
 
@@ -112,12 +126,21 @@ class _Call:
         if self.finish():
             self.d.errback(error)
 
+    def succeed(self, result: JSONDict) -> None:
+        if self.finish():
+            self.d.callback(result)
+
+
+class _Refused(Exception):  # noqa: N818 - a signal out of httptools' callbacks, not an error
+    """Raised in a parser callback to stop parsing an answer that broke a limit."""
+
 
 class _Connection(Protocol):
     """One keep-alive HTTP/1.1 connection carrying at most one request at a time."""
 
     def __init__(self, pool: FastHttpTransport) -> None:
         self._pool = pool
+        self._limit = pool.max_response_bytes
         self._parser = HttpResponseParser(self)
         self.call: _Call | None = None
         self.reused = False
@@ -129,6 +152,10 @@ class _Connection(Protocol):
 
     def _reset(self) -> None:
         self._body: list[bytes] = []
+        self._size = 0  # body bytes kept
+        self._head = 0  # bytes received while the headers were not complete
+        self._length: bytes | None = None  # Content-Length, checked once the headers are complete
+        self._error: RequestFailed | None = None  # why a callback refused the answer
         self._retry_after: bytes | None = None
         self._framed = False
         self._headers_done = False
@@ -151,19 +178,35 @@ class _Connection(Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second answer in the same read: keep the first, drop the connection
+            self._keep_alive = False
+            raise _Refused
+
     def on_header(self, name: bytes, value: bytes) -> None:
         n = len(name)
         if n == 11 or n == 14 or n == 17:
             lowered = name.lower()
             if lowered == b"retry-after":
                 self._retry_after = value
-            elif lowered == b"content-length" or lowered == b"transfer-encoding":
+            elif lowered == b"content-length":
+                self._framed = True
+                self._length = value
+            elif lowered == b"transfer-encoding":
                 self._framed = True
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        if self._length is not None and self._length.strip().isdigit() and int(self._length) > self._limit:
+            self._error = too_large(self._limit)  # refused before any byte of the body
+            raise _Refused
 
     def on_body(self, body: bytes) -> None:
+        size = self._size + len(body)
+        if size > self._limit:
+            self._error = too_large(self._limit)
+            raise _Refused
+        self._size = size
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -177,60 +220,104 @@ class _Connection(Protocol):
         self.out = self.transport
 
     def dataReceived(self, data: bytes) -> None:
-        if self.call is None:  # bytes on an idle connection (a 408 before closing, say): never reuse it
+        call = self.call
+        if call is None:  # bytes on an idle connection (a 408 before closing, say): never reuse it
             self.abort()
             return
         self._got = True
         try:
             self._parser.feed_data(data)
-        except HttpParserError as e:
-            call, self.call = self.call, None
-            self.abort()
-            if call is not None:
-                call.fail(RequestFailed("bad_response", f"malformed HTTP response: {e}", retryable=True,
-                                        info="bad_response"))
+            if not self._headers_done:
+                self._head += len(data)
+                if self._head > MAX_HEADER_BYTES:
+                    raise headers_too_large()
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, this call ends here
+            if self._complete and self._error is None:  # bytes past a whole answer: answer, then close
+                self._respond(False)
+                return
+            self._drop(call, self._failure_for(e))
             return
         if self._complete:
             self._respond(self._keep_alive)
 
-    def _respond(self, keep_alive: bool) -> None:
-        """A whole response arrived: free the connection first, then answer the caller."""
-        call, self.call = self.call, None
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        retry_after = self._retry_after
-        code = self._parser.get_status_code()
-        self._reset()
-        self.reused = True
-        self._pool.release(self, keep_alive)
-        if call is None or not call.finish():
-            return
+    def _failure_for(self, error: Exception) -> RequestFailed:
+        """What an exception out of the parser means for the call."""
+        if self._error is not None:
+            return self._error
+        if isinstance(error, RequestFailed):
+            return error
+        if isinstance(error, HttpParserError):
+            return RequestFailed("bad_response", f"malformed HTTP response: {error}", retryable=True,
+                                 info="bad_response")
+        log.failure("unexpected error reading an HTTP answer", failure=Failure(error))
+        return internal_failure(error)
+
+    def _drop(self, call: _Call, error: RequestFailed) -> None:
+        """Fail ``call`` and abort its connection, whose state is no longer known."""
+        self.call = None
         call.conn = None
         try:
-            result = classify(code, body, retry_after)
-        except RequestFailed as e:
-            call.d.errback(e)
-            return
-        call.d.callback(result)
+            self.abort()
+        except Exception:  # noqa: BLE001 - the call must still be answered
+            log.failure("cannot abort an HTTP connection")
+        call.fail(error)
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
-        self.lost = True
-        self._pool.lost(self)
-        if self.closed is not None:
-            self.closed.callback(None)
+    def _respond(self, keep_alive: bool) -> None:
+        """A whole response arrived: free the connection first, then answer the caller."""
         call = self.call
-        if call is None:
-            return
-        if self._headers_done and not self._framed and not self._complete:
-            self._respond(False)  # a body delimited by the end of the connection
+        assert call is not None
+        try:
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            retry_after = self._retry_after
+            code = self._parser.get_status_code()
+        except Exception as e:  # noqa: BLE001
+            self._drop(call, internal_failure(e))
             return
         self.call = None
         call.conn = None
-        if not self._got and self.reused and not call.retried and not call.done:
-            call.retried = True
-            log.debug("reused connection closed before a response; sending again on a fresh one")
-            self._pool.dispatch(call, fresh=True)
+        self._reset()
+        self.reused = True
+        try:
+            self._pool.release(self, keep_alive)
+        except Exception:  # noqa: BLE001 - a pool bug must not leave the caller unanswered
+            log.failure("cannot release an HTTP connection")
+        if call.done:
             return
-        call.fail(connection_failure(ResponseFailed([reason])))
+        try:
+            result = classify(code, body, retry_after)
+        except RequestFailed as e:
+            call.fail(e)
+            return
+        except Exception as e:  # noqa: BLE001 - classification bugs end as this call's error line
+            call.fail(internal_failure(e))
+            return
+        call.succeed(result)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self.lost = True
+        try:
+            self._pool.lost(self)
+        finally:
+            if self.closed is not None:
+                self.closed.callback(None)
+        call = self.call
+        if call is None:
+            return
+        try:
+            if self._headers_done and not self._framed and not self._complete:
+                self._respond(False)  # a body delimited by the end of the connection
+                return
+            self.call = None
+            call.conn = None
+            if not self._got and self.reused and not call.retried and not call.done:
+                call.retried = True
+                log.debug("reused connection closed before a response; sending again on a fresh one")
+                self._pool.dispatch(call, fresh=True)
+                return
+            call.fail(connection_failure(ResponseFailed([reason])))
+        except Exception as e:  # noqa: BLE001
+            self.call = None
+            call.fail(internal_failure(e))
 
 
 class _ConnectionFactory(Factory):
@@ -256,6 +343,7 @@ class FastHttpTransport:
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
         self._timeout = config.timeout
+        self.max_response_bytes = config.max_response_bytes
         self._max = max(config.workers, 1)
         self._open = 0  # connections connecting, busy or idle (not those being closed)
         self._idle: list[_Connection] = []
@@ -318,10 +406,22 @@ class FastHttpTransport:
     # -- requests ---------------------------------------------------------------------------
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
-        payload = _encode(body).encode()
+        try:
+            payload = _encode(body).encode()
+        except RecursionError:
+            return fail(RequestFailed("input_error", "request nested too deeply to encode as JSON",
+                                      info="input_error"))
+        except (TypeError, ValueError) as e:
+            return fail(RequestFailed("input_error", f"cannot encode the request as JSON: {e}", info="input_error"))
         call = _Call(b"%b%d\r\nseldon-puid: %b\r\n\r\n%b" % (self._head, len(payload), puid.encode(), payload))
         call.timer = self._reactor.callLater(self._timeout, self._timed_out, call)
-        self.dispatch(call)
+        try:
+            self.dispatch(call)
+        except Exception as e:  # noqa: BLE001 - a pool bug must still answer this call
+            log.failure("cannot dispatch an HTTP request")
+            if not call.abort_connection() and call.connecting is not None:
+                call.connecting.cancel()
+            call.fail(internal_failure(e))
         return call.d
 
     def dispatch(self, call: _Call, fresh: bool = False) -> None:
@@ -373,13 +473,16 @@ class FastHttpTransport:
 
     def _timed_out(self, call: _Call) -> None:
         call.timer = None
-        if call.abort_connection():
-            pass  # the connection's loss is not reported: the timeout below is
-        elif call.connecting is not None:
-            call.connecting.cancel()
-        else:
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(call)
+        try:
+            if call.abort_connection():
+                pass  # the connection's loss is not reported: the timeout below is
+            elif call.connecting is not None:
+                call.connecting.cancel()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(call)
+        except Exception:  # noqa: BLE001 - the timeout is reported whatever failed while dropping
+            log.failure("cannot drop a timed-out HTTP request")
         call.fail(connection_failure(TimeoutError()))
 
     # -- the pool ---------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 
 It turns one JSON body into one HTTP POST and classifies what comes back, so the engine only
 sees a response dict or a :class:`RequestFailed` that says whether a retry could help.
+
+Answers are bounded like the fast client's: treq's own buffering is off (it would hold any
+body whole), the body is collected here up to ``config.max_response_bytes`` (past it, or with a
+larger Content-Length, the connection is aborted: ``response_too_large``), the status line and
+headers are cut at ``MAX_HEADER_BYTES``, and one deadline of ``config.timeout`` covers the
+headers and the body.
 """
 
 from __future__ import annotations
@@ -16,18 +22,32 @@ from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
+    PotentialDataLoss,
+    ResponseDone,
     ResponseFailed,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import UNKNOWN_LENGTH, IPolicyForHTTPS
 from zope.interface import implementer
 
 from .config import BatchConfig
-from .transport import JSONDict, RequestFailed
+from .transport import (
+    MAX_HEADER_BYTES,
+    JSONDict,
+    RequestFailed,
+    headers_too_large,
+    internal_failure,
+    nested_too_deeply,
+    too_deep,
+    too_large,
+)
 
 _EXCERPT = 300
 
@@ -72,9 +92,22 @@ def tls_policy(config: BatchConfig) -> IPolicyForHTTPS:
     if not config.ssl_verify:
         return _NoVerifyPolicy()
     if config.ca_cert:
-        with open(config.ca_cert, "rb") as f:
-            return BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(f.read()))
+        return BrowserLikePolicyForHTTPS(trustRoot=ssl.trustRootFromCertificates(ca_bundle(config.ca_cert)))
     return BrowserLikePolicyForHTTPS()
+
+
+def ca_bundle(path: str) -> list[ssl.Certificate]:
+    """Every certificate of the PEM bundle at ``path`` (a CA file often holds several: all are trusted)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    with open(path, "rb") as f:
+        pem = f.read()
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise ValueError(f"--ca-cert {path}: not a PEM certificate bundle ({e})") from None
+    return [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
 
 
 def _excerpt(body: bytes) -> str:
@@ -96,16 +129,22 @@ def classify(code: int, body: bytes, retry_after: bytes | None = None) -> JSONDi
     if 200 <= code < 300:
         try:
             decoded = json.loads(body)
+        except RecursionError:
+            raise nested_too_deeply(code) from None
         except ValueError:
             raise RequestFailed("bad_response", f"HTTP {code} with a body that is not JSON: {_excerpt(body)}",
                                 code=code, retryable=True, info="bad_response") from None
         if not isinstance(decoded, dict):
             raise RequestFailed("bad_response", f"HTTP {code} with JSON that is not an object: {_excerpt(body)}",
                                 code=code, retryable=True, info="bad_response")
+        if too_deep(decoded, body):
+            raise nested_too_deeply(code)
         status = decoded.get("status")
         if isinstance(status, dict) and status.get("status") == "FAILURE":
+            model_code = status.get("code")
             raise RequestFailed("model_failure", f"model reported failure: {_excerpt(body)}",
-                                code=status.get("code") or code, info="model_failure")
+                                code=model_code if type(model_code) is int and model_code else code,
+                                info="model_failure")
         return decoded
     retryable = code == 429 or code >= 500
     raise RequestFailed(f"http_{code}", f"HTTP {code}: {_excerpt(body)}", code=code, retryable=retryable,
@@ -117,6 +156,8 @@ def connection_failure(failure: BaseException) -> RequestFailed:
     if isinstance(failure, (CancelledError, TimeoutError)):
         return RequestFailed("timeout", "no response within the request timeout", retryable=True, info="timeout")
     if isinstance(failure, ResponseFailed):
+        if any(r.check(HeadersTooLarge) for r in failure.reasons):
+            return headers_too_large()
         if any(r.check(CancelledError) for r in failure.reasons):  # treq's timeout cancels the request
             return connection_failure(TimeoutError())
         inner = "; ".join(str(r.value) for r in failure.reasons) or "response failed"
@@ -127,8 +168,89 @@ def connection_failure(failure: BaseException) -> RequestFailed:
     return RequestFailed("connection", f"{type(failure).__name__}: {failure}", retryable=True, info="connection")
 
 
+class HeadersTooLarge(Exception):
+    """An answer's status line and headers went past :data:`MAX_HEADER_BYTES`."""
+
+
+class _BoundedClientProtocol(HTTP11ClientProtocol):
+    """Twisted's HTTP/1.1 client, with a bound on the bytes of each answer's status line and headers.
+
+    Twisted limits the length of one header line but not their number, so a server whose headers
+    never end would fill memory until the timeout.
+    """
+
+    _head = 0
+
+    def request(self, request: Any) -> Any:
+        self._head = 0
+        return super().request(request)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        parser = self._parser
+        if parser is not None and parser.state in (STATUS, HEADER):
+            self._head += len(data)
+            if self._head > MAX_HEADER_BYTES:
+                self._giveUp(Failure(HeadersTooLarge(f"more than {MAX_HEADER_BYTES} bytes of headers")))
+                return
+        super().dataReceived(data)
+
+
 class _QuietFactory(_HTTP11ClientFactory):
     noisy = False  # one "Starting factory" log line per connection is noise at info level
+
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:  # noqa: N802 - Twisted's name
+        return _BoundedClientProtocol(self._quiescentCallback)
+
+
+def _abort(transport: Any) -> None:
+    """Abort the connection under a response's transport proxy (never reused: it is mid-answer)."""
+    if transport is None:
+        return
+    connection = getattr(transport, "_producer", None)
+    if connection is not None and hasattr(connection, "abortConnection"):
+        connection.abortConnection()
+    else:
+        transport.stopProducing()
+
+
+class _CappedBody(Protocol):
+    """Collects one answer's body, at most ``limit`` bytes: past that, the connection is aborted."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.done: Deferred[bytes] | None = Deferred(self._cancel)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self.done is None:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            done = self.abandon()
+            if done is not None:
+                done.errback(too_large(self._limit))
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        done, self.done = self.done, None
+        if done is None:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            done.callback(b"".join(self._parts))
+        else:
+            done.errback(reason)
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        self.abandon()  # the caller gave up; Deferred.cancel fails ``done`` with CancelledError
+
+    def abandon(self) -> Deferred[bytes] | None:
+        """Stop reading (limit, timeout or cancel): abort the connection, drop what was read."""
+        done, self.done = self.done, None
+        self._parts = []
+        _abort(self.transport)
+        return done
 
 
 class RestTransport:
@@ -164,32 +286,68 @@ class RestTransport:
         return pool.closeCachedConnections()
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
-        return Deferred.fromCoroutine(self._send(json.dumps(body).encode(), puid))
+        try:
+            data = json.dumps(body).encode()
+        except RecursionError:
+            return _failed(RequestFailed("input_error", "request nested too deeply to encode as JSON",
+                                         info="input_error"))
+        except (TypeError, ValueError) as e:
+            return _failed(RequestFailed("input_error", f"cannot encode the request as JSON: {e}",
+                                         info="input_error"))
+        return Deferred.fromCoroutine(self._send(data, puid))
 
     async def _send(self, data: bytes, puid: str) -> JSONDict:
         headers = {**self._headers, "seldon-puid": [puid]}
         try:
             started = self._reactor.seconds()
-            response = await self._client.post(self.url, data=data, headers=headers, timeout=self._config.timeout)
-            # treq's timeout stops at the headers: a body that stalls must time out too.
-            body = response.content()
-            body.addTimeout(max(self._config.timeout - (self._reactor.seconds() - started), 0.001), self._reactor)
-            try:
-                content = await body
-            except TimeoutError:
-                _drop_connection(response)  # the connection is mid-body: never reuse it
-                raise
+            # unbuffered: treq would otherwise read the whole body into memory, whatever its size
+            response = await self._client.post(self.url, data=data, headers=headers, timeout=self._config.timeout,
+                                               unbuffered=True)
+            # treq's timeout stops at the headers: the body gets what is left of the same deadline
+            left = max(self._config.timeout - (self._reactor.seconds() - started), 0.001)
+            content = await self._read_body(response, left)
         except RequestFailed:
             raise
         except Exception as e:  # noqa: BLE001 - every transport error becomes an error record
             raise connection_failure(e) from None
-        return classify(response.code, content, response.headers.getRawHeaders(b"retry-after", [None])[0])
+        try:
+            return classify(response.code, content, response.headers.getRawHeaders(b"retry-after", [None])[0])
+        except RequestFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - a classification bug is this request's error line
+            raise internal_failure(e) from None
+
+    async def _read_body(self, response: Any, timeout: float) -> bytes:
+        """The body, at most ``max_response_bytes``, within ``timeout`` seconds."""
+        limit = self._config.max_response_bytes
+        original = getattr(response, "original", response)
+        if response.length is not UNKNOWN_LENGTH and response.length > limit:
+            _abort(getattr(original, "_transport", None))  # refused before reading any of it
+            raise too_large(limit)
+        if response.length == 0:
+            return b""
+        collector = _CappedBody(limit)
+        done = collector.done
+        assert done is not None
+        response.deliverBody(collector)
+
+        def timed_out() -> None:
+            pending = collector.abandon()  # mid-body: the connection can never be reused
+            if pending is not None:
+                pending.errback(TimeoutError())
+
+        timer = self._reactor.callLater(timeout, timed_out)
+        try:
+            return await done
+        finally:
+            if timer.active():
+                timer.cancel()
 
 
-def _drop_connection(response: Any) -> None:
-    transport = getattr(getattr(response, "original", response), "_transport", None)
-    if transport is not None:
-        transport.stopProducing()
+def _failed(error: RequestFailed) -> Deferred[JSONDict]:
+    d: Deferred[JSONDict] = Deferred()
+    d.errback(error)
+    return d
 
 
 async def _done() -> None:
