@@ -16,10 +16,10 @@ from twisted.internet.task import LoopingCall
 from .config import BatchConfig
 from .engine import BatchRun, Summary
 from .reader import count_lines, read_items
-from .resume import ResumeError, prepare_resume
+from .resume import DEFAULT_MAX_LINE_BYTES, prepare_resume
 from .stats import BatchStats
 from .transport import Transport
-from .writer import LineWriter
+from .writer import LineWriter, OutputRefused
 
 log = txaio.make_logger()
 
@@ -48,12 +48,25 @@ def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | N
     return lambda index: all(p(index) for p in predicates)
 
 
+def output_line_limit(config: BatchConfig) -> int:
+    """The longest output line a resume reads back: an answer may grow when re-encoded."""
+    return max(DEFAULT_MAX_LINE_BYTES, 4 * config.max_response_bytes + (1 << 20))
+
+
 class Batch:
-    """A batch job with live :class:`BatchStats` and a graceful :meth:`stop`."""
+    """A batch job with live :class:`BatchStats` and a graceful :meth:`stop`.
+
+    The output is locked for the run's whole life, before it is read, repaired or emptied: a
+    second run on it fails with :class:`.writer.OutputLocked` (an :class:`.writer.OutputRefused`,
+    like an output that is a symbolic link) having changed nothing. ``output_mode`` is the
+    permission a created output gets (less the umask; the daemon passes the input's).
+    """
 
     def __init__(self, config: BatchConfig, reactor: Any, *, stats: BatchStats | None = None,
-                 transport: Transport | None = None, name: str | None = None) -> None:
+                 transport: Transport | None = None, name: str | None = None,
+                 output_mode: int | None = None) -> None:
         self.config = config
+        self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
         self.stats = stats or BatchStats(config.batch_id, name or os.path.basename(config.input_data_path))
         self._transport = transport or make_transport(config, reactor)
@@ -72,31 +85,37 @@ class Batch:
             lines = len(range(index, lines, count))
         stats.total = lines
         resuming = config.resume or config.retry_failed
-        if resuming:
-            try:
-                state = prepare_resume(config.output_data_path, config.batch_id if config.batch_id_given else None,
-                                       retry_failed=config.retry_failed, size_hint=input_lines)
-            except (ResumeError, OSError) as e:
-                stats.state, stats.reason = "failed", str(e)
-                raise
-            if state is not None:
-                # Same batch id as the lines already written; only lines without an output line are sent.
-                self.config = config = config.replace(batch_id=state.batch_id)
-                stats.batch_id = state.batch_id
-                wanted.append(state.pending)
-                stats.succeeded, stats.failed = state.succeeded, state.failed
-                stats.resumed = state.succeeded + state.failed
-        self._transport.start()
-        writer = LineWriter(config.output_data_path, append=resuming, fsync_interval=config.fsync_interval)
-        flusher = LoopingCall(lambda: writer.flush(self._reactor.seconds()))
-        flusher.clock = self._reactor
-        flusher.start(min(1.0, config.fsync_interval or 1.0), now=False)
-        log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
-                 batch_id=config.batch_id, total=stats.total, path=config.input_data_path,
-                 model=config.deployment_name, transport=config.transport)
         try:
+            writer = LineWriter(config.output_data_path, append=resuming, fsync_interval=config.fsync_interval,
+                                mode=self._output_mode, not_same_as=config.input_data_path)
+        except (OutputRefused, OSError) as e:
+            stats.state, stats.reason = "failed", str(e)
+            raise
+        flusher: LoopingCall | None = None
+        started = False
+        try:
+            if resuming:
+                state = prepare_resume(writer.output, config.batch_id if config.batch_id_given else None,
+                                       total=input_lines, retry_failed=config.retry_failed,
+                                       max_line_bytes=output_line_limit(config))
+                if state is not None:
+                    # Same batch id as the lines already written; only lines without an output line are sent.
+                    self.config = config = config.replace(batch_id=state.batch_id)
+                    stats.batch_id = state.batch_id
+                    wanted.append(state.pending)
+                    stats.succeeded, stats.failed = state.succeeded, state.failed
+                    stats.resumed = state.succeeded + state.failed
+            self._transport.start()
+            started = True
+            flusher = LoopingCall(lambda: writer.flush(self._reactor.seconds()))
+            flusher.clock = self._reactor
+            flusher.start(min(1.0, config.fsync_interval or 1.0), now=False)
+            log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
+                     batch_id=config.batch_id, total=stats.total, path=config.input_data_path,
+                     model=config.deployment_name, transport=config.transport)
             with open(config.input_data_path, "rb") as stream:
-                self._run = BatchRun(config, read_items(stream, config.batch_id, all_of(wanted)),
+                self._run = BatchRun(config, read_items(stream, config.batch_id, all_of(wanted),
+                                                        max_line_bytes=config.max_line_bytes),
                                      self._transport, writer, stats, self._reactor)
                 if self._stop_reason:
                     self._run.stop(self._stop_reason)
@@ -105,11 +124,15 @@ class Batch:
             stats.state, stats.reason = "failed", str(e)
             raise
         finally:
-            flusher.stop()
-            writer.close()
-            if self._abandon_call is not None and self._abandon_call.active():
-                self._abandon_call.cancel()
-            await self._transport.stop()
+            if flusher is not None and flusher.running:
+                flusher.stop()
+            try:
+                writer.close()  # releases the output's lock
+            finally:
+                if self._abandon_call is not None and self._abandon_call.active():
+                    self._abandon_call.cancel()
+                if started:
+                    await self._transport.stop()
         log.info("batch {batch_id} finished: {summary}", batch_id=config.batch_id, summary=summary.text())
         return summary
 

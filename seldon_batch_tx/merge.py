@@ -12,17 +12,19 @@ beside it and renamed into place, so a reader never sees half a merge.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import stat
 import sys
 import tempfile
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 import attrs
 
 from .reader import count_lines
+from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, read_info, read_lines
+from .verify import ranges
 
 PROG = "seldon-batch merge"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -38,43 +40,20 @@ class MergeError(Exception):
     """The shard outputs do not add up to one complete output; nothing was written."""
 
 
-def compact_ranges(indexes: Iterable[int], limit: int = 20) -> str:
-    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"``; sorted, at most ``limit`` ranges shown."""
-    ranges: list[tuple[int, int]] = []
-    for i in sorted(set(indexes)):
-        if ranges and i == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], i)
-        else:
-            ranges.append((i, i))
-    parts = [str(a) if a == b else f"{a}-{b}" for a, b in ranges[:limit]]
-    if len(ranges) > limit:
-        parts.append(f"... ({len(ranges) - limit} more ranges)")
-    return ", ".join(parts)
-
-
-def read_line(line: bytes) -> tuple[int, bool]:
-    """The ``meta.tags.batch_index`` every output line carries, and whether it is an error line."""
-    try:
-        record = json.loads(line)
-        value = record["meta"]["tags"]["batch_index"]
-    except (ValueError, KeyError, TypeError):
-        raise ValueError("not an output line with meta.tags.batch_index") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"batch_index {value!r} is not a non-negative integer")
-    status = record.get("status")
-    return value, isinstance(status, dict) and status.get("status") == "FAILURE"
-
-
 @attrs.define
 class ShardIndex:
     """Where each ``batch_index`` lives: file number and byte offset (``-1``: not seen yet)."""
 
     paths: list[str]
     total: int
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     offsets: array = attrs.field(init=False)  # type: ignore[type-arg]
     files: array = attrs.field(init=False)  # type: ignore[type-arg]
-    duplicates: array = attrs.field(factory=lambda: array("q"))  # type: ignore[type-arg]
-    out_of_range: array = attrs.field(factory=lambda: array("q"))  # type: ignore[type-arg]
+    duplicates: IndexBitmap = attrs.field(init=False)
+    duplicate_lines: int = 0
+    #: Indexes outside ``0..total-1`` (any size, even negative): the first ones and how many lines.
+    out_of_range: list[int] = attrs.field(factory=list)
+    out_of_range_count: int = 0
     problems: list[str] = attrs.field(factory=list)
     bad_lines: int = 0
     failures: int = 0
@@ -82,49 +61,52 @@ class ShardIndex:
     def __attrs_post_init__(self) -> None:
         self.offsets = array("q", [_NOWHERE]) * self.total
         self.files = array("H", [0]) * self.total
+        self.duplicates = IndexBitmap(self.total)
 
     def scan(self, number: int, stream: BinaryIO) -> None:
-        """Record every line of shard ``number``."""
-        offset = 0
-        for line_number, line in enumerate(stream, 1):
-            start, offset = offset, offset + len(line)
-            if not line.strip():
-                continue
+        """Record every line of shard ``number``; a hostile line is a problem, never a crash."""
+        for line in read_lines(stream, self.max_line_bytes):
             try:
-                index, failed = read_line(line)
+                info = read_info(line, self.max_line_bytes)
             except ValueError as e:
                 self.bad_lines += 1
                 if len(self.problems) < MAX_PROBLEMS:
-                    torn = "" if line.endswith(b"\n") else " (a torn last line?)"
-                    self.problems.append(f"{self.paths[number]} line {line_number}: {e}{torn}")
+                    torn = "" if line.terminated else " (a torn last line?)"
+                    self.problems.append(f"{self.paths[number]} line {line.number}: {e}{torn}")
                 continue
-            if index >= self.total:
-                self.out_of_range.append(index)
+            index = info.index
+            if not 0 <= index < self.total:
+                self.out_of_range_count += 1
+                if len(self.out_of_range) < MAX_PROBLEMS * 100:
+                    self.out_of_range.append(index)
             elif self.offsets[index] != _NOWHERE:
-                self.duplicates.append(index)
+                self.duplicate_lines += 1
+                self.duplicates.add(index)
             else:
-                self.offsets[index] = start
+                self.offsets[index] = line.offset
                 self.files[index] = number
-                self.failures += failed
+                self.failures += info.failed
 
-    def missing(self) -> list[int]:
+    def missing(self) -> Iterator[int]:
         offsets = self.offsets
-        return [i for i in range(self.total) if offsets[i] == _NOWHERE]
+        return (i for i in range(self.total) if offsets[i] == _NOWHERE)
 
     def check(self, total_source: str) -> None:
         """Raise :class:`MergeError` naming every kind of hole or overlap found."""
         errors = list(self.problems)
         if self.bad_lines > len(self.problems):
             errors.append(f"... {self.bad_lines - len(self.problems)} more unreadable lines")
-        if self.out_of_range:
-            errors.append(f"{len(self.out_of_range)} lines have a batch_index >= {self.total} ({total_source}): "
-                          f"{compact_ranges(self.out_of_range)}")
-        if self.duplicates:
-            errors.append(f"{len(self.duplicates)} duplicated lines, batch_index "
-                          f"{compact_ranges(self.duplicates)}")
-        missing = self.missing()
+        if self.out_of_range_count:
+            outside = sorted(set(self.out_of_range))
+            shown = ", ".join(p for p in (ranges(i for i in outside if i < 0), ranges(i for i in outside if i >= 0))
+                              if p)
+            errors.append(f"{self.out_of_range_count} lines have a batch_index outside 0..{self.total - 1} "
+                          f"({total_source}): {shown}")
+        if self.duplicate_lines:
+            errors.append(f"{self.duplicate_lines} duplicated lines, batch_index {ranges(self.duplicates)}")
+        missing = sum(1 for _ in self.missing())
         if missing:
-            errors.append(f"{len(missing)} missing lines, batch_index {compact_ranges(missing)}")
+            errors.append(f"{missing} missing lines, batch_index {ranges(self.missing())}")
         if errors:
             raise MergeError("; ".join(errors))
 
@@ -134,7 +116,7 @@ class ShardIndex:
         for index in range(self.total):
             stream = streams[files[index]]
             stream.seek(offsets[index])
-            line = stream.readline()
+            line = stream.readline(self.max_line_bytes + 1)
             out.write(line if line.endswith(b"\n") else line + b"\n")
 
 
@@ -143,7 +125,7 @@ def merge(paths: Sequence[str], output: str, expected: int | None = None,
     """Merge ``paths`` into ``output`` or raise :class:`MergeError` (and write nothing)."""
     if len(paths) > 0xFFFF:
         raise MergeError(f"at most {0xFFFF} shard outputs can be merged at once")
-    if any(os.path.abspath(p) == os.path.abspath(output) for p in paths):
+    if any(_same_path(p, output) for p in paths):
         raise MergeError(f"the output {output!r} is also a shard output")
     held = sum(count_lines(p) for p in paths)
     if expected is None:
@@ -160,8 +142,9 @@ def merge(paths: Sequence[str], output: str, expected: int | None = None,
             index.scan(number, stream)
     index.check(source)
     directory = os.path.dirname(os.path.abspath(output))
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".merging", dir=directory)
+    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(output)[:100]}.", suffix=".merging", dir=directory)
     try:
+        os.fchmod(fd, _output_mode(output))
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             streams = [open(p, "rb", buffering=1 << 16) for p in paths]  # noqa: SIM115 - closed below
             try:
@@ -176,6 +159,25 @@ def merge(paths: Sequence[str], output: str, expected: int | None = None,
         os.unlink(temp)
         raise
     return index
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two paths name one file (also through links), or the same path when one is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _output_mode(output: str) -> int:
+    """The merged file's permissions: those of the file it replaces, else what a plain create gives
+    (``mkstemp`` makes it owner-only)."""
+    try:
+        return stat.S_IMODE(os.stat(output).st_mode)
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _parser() -> argparse.ArgumentParser:

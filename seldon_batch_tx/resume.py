@@ -1,26 +1,42 @@
-"""Resuming into an existing output file: repair it, find what is done, never redo or duplicate.
+"""Resuming into an existing output file: check it, repair it, find what is done, never redo or duplicate.
 
 A killed run leaves whole lines and at most one torn last line (see :mod:`.writer`). Before a
-resumed run appends, :func:`prepare_resume` cuts the torn tail off (its bytes go to the log),
-reads every line's ``meta.tags.batch_index`` into a bitmap (one bit per input line, so ten
-million lines cost a few megabytes), checks the ``batch_id`` the file was written with and, for
-``--retry-failed``, rewrites the file without its error lines (temp file + rename, so a crash
-meanwhile leaves either the old or the new file, never half of one).
+resumed run appends to its (locked) output, :func:`prepare_resume` first reads the whole file
+without changing it: every line must be one of ours (:func:`line_info`, the one reader of output
+lines, also used by ``verify`` and ``merge``), every ``meta.tags.batch_index`` inside the input,
+one ``batch_id``. Only a file that passes is changed: the torn tail is cut off (its first bytes go
+to the log) and, for ``--retry-failed``, the file is rewritten without its error lines (a locked
+temp file + rename, so a crash meanwhile leaves either the old or the new file, never half of
+one). A refused file is left exactly as it was. Memory is a few bitmaps of one bit per input
+line, whatever indexes the file claims, and a line is held only up to ``max_line_bytes``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import stat
+import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import attrs
 import txaio
 
+from .writer import OutputFile
+
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
 
-_TAIL_CHUNK = 1 << 16
+#: Longest output line read back: longer ones are unreadable, skipped without being held whole.
+#: Four times the default --max-response-bytes, since re-encoding can grow an answer.
+DEFAULT_MAX_LINE_BYTES = 256 << 20
+#: Bytes of a line kept for messages (and of a torn tail for the log).
+_HEAD = 1024
+#: Problems named in a message; the rest are counted.
+_MAX_NAMED = 10
 
 
 class ResumeError(Exception):
@@ -28,17 +44,18 @@ class ResumeError(Exception):
 
 
 class IndexBitmap:
-    """A growable set of non-negative ints, one bit each."""
+    """A set of the ints ``0 <= i < size``, one bit each; never grows (``add`` refuses the rest)."""
 
-    def __init__(self, size_hint: int = 0) -> None:
-        self._bits = bytearray((size_hint + 7) // 8)
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 0)
+        self._bits = bytearray((self.size + 7) // 8)
         self.count = 0
 
     def add(self, index: int) -> bool:
-        """Set ``index``; False when it was already set."""
+        """Set ``index``; False when it was already set; IndexError outside ``0..size-1``."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} outside 0..{self.size - 1}")
         byte, bit = divmod(index, 8)
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
         mask = 1 << bit
         if self._bits[byte] & mask:
             return False
@@ -47,21 +64,22 @@ class IndexBitmap:
         return True
 
     def discard(self, index: int) -> None:
-        byte, bit = divmod(index, 8)
-        if byte < len(self._bits) and self._bits[byte] & (1 << bit):
+        if index in self:
+            byte, bit = divmod(index, 8)
             self._bits[byte] &= ~(1 << bit) & 0xFF
             self.count -= 1
 
     def __contains__(self, index: object) -> bool:
-        if not isinstance(index, int) or index < 0:
+        if not isinstance(index, int) or not 0 <= index < self.size:
             return False
         byte, bit = divmod(index, 8)
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << bit))
+        return bool(self._bits[byte] & (1 << bit))
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[int]:
+        """The members in increasing order."""
         for byte, value in enumerate(self._bits):
             if value:
                 for bit in range(8):
@@ -79,96 +97,173 @@ class LineInfo:
 
 
 def line_info(raw: bytes) -> LineInfo:
-    """Decode one output line; ValueError when it is not one of ours."""
-    record = json.loads(raw)
+    """Decode one output line; ValueError (with why) when it is not one of ours.
+
+    The one reader of output lines (resume, ``verify``, ``merge``), so they all agree: the line
+    is strict UTF-8 JSON (any depth, NUL or BOM is an error, never a crash), ``meta.tags.batch_index``
+    is an ``int`` (not a float, not a bool; it may be negative or huge, callers check the range),
+    and the line is an error line iff ``status`` is an object whose ``status`` is ``"FAILURE"``
+    (the Seldon microservice's numeric ``status: 1`` belongs to a success).
+    """
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte {e.start})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"not JSON ({str(e)[:100]})") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     meta = record.get("meta")
     tags = meta.get("tags") if isinstance(meta, dict) else None
-    index = tags.get("batch_index") if isinstance(tags, dict) else None
-    if isinstance(index, float) and index.is_integer():
-        index = int(index)
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise ValueError("no integer meta.tags.batch_index")
-    assert isinstance(tags, dict)
+    if not isinstance(tags, dict):
+        raise ValueError("no meta.tags object")
+    index = tags.get("batch_index")
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ValueError(f"meta.tags.batch_index is not an integer ({_short(index)})")
     batch_id = tags.get("batch_id")
     status = record.get("status")
-    failed = isinstance(status, dict) and status.get("status") in ("FAILURE", 1)
+    failed = isinstance(status, dict) and status.get("status") == "FAILURE"
     return LineInfo(index, batch_id if isinstance(batch_id, str) else None, failed)
 
 
-def repair_torn_tail(path: str) -> bytes:
-    """Truncate ``path`` after its last newline; return the bytes cut off (empty if none)."""
-    with open(path, "r+b") as f:
-        end = f.seek(0, os.SEEK_END)
-        position = end
-        while position > 0:
-            start = max(position - _TAIL_CHUNK, 0)
-            f.seek(start)
-            chunk = f.read(position - start)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                cut = start + newline + 1
-                break
-            position = start
+def _short(value: object) -> str:
+    """A non-int JSON value for a message, never built whole (it may be huge or deeply nested)."""
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+    if isinstance(value, str):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    return repr(value)
+
+
+def describe_index(index: int) -> str:
+    """An index for a message: huge ones by their size, not their 4,000 digits."""
+    return str(index) if abs(index) < 10**30 else f"<{len(str(abs(index)))}-digit number>"
+
+
+@attrs.frozen
+class Line:
+    """One line of an output file as read back: ``data`` is None when it was too long to hold."""
+
+    number: int
+    offset: int
+    size: int
+    data: bytes | None
+    head: bytes
+    terminated: bool
+
+
+def read_lines(stream: BinaryIO, max_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Line]:
+    """The lines of ``stream`` with their numbers and offsets; a line longer than ``max_bytes``
+    is read through in 1 MiB pieces and yielded without its data, so memory stays bounded."""
+    number = offset = 0
+    while True:
+        data = stream.readline(max_bytes + 1)
+        if not data:
+            return
+        number += 1
+        if len(data) > max_bytes and not data.endswith(b"\n"):
+            head, size, piece = data[:_HEAD], len(data), data
+            del data
+            while not piece.endswith(b"\n"):
+                piece = stream.readline(1 << 20)
+                if not piece:
+                    break
+                size += len(piece)
+            line = Line(number, offset, size, None, head, piece.endswith(b"\n"))
         else:
-            cut = 0
-        if cut == end:
-            return b""
-        f.seek(cut)
-        torn = f.read()
-        f.truncate(cut)
-        f.flush()
-        os.fsync(f.fileno())
-    log.warn("output {path}: removed a torn last line of {size} bytes (an interrupted write); "
-             "its line will be redone. Torn bytes: {torn!r}", path=path, size=len(torn), torn=torn)
-    return torn
+            line = Line(number, offset, len(data), data, data[:_HEAD], data.endswith(b"\n"))
+        offset += line.size
+        yield line
+
+
+def read_info(line: Line, max_bytes: int = DEFAULT_MAX_LINE_BYTES) -> LineInfo:
+    """:func:`line_info` of a read line; ValueError for one too long to have been read."""
+    if line.data is None:
+        raise ValueError(f"longer than {max_bytes} bytes ({line.size} bytes)")
+    return line_info(line.data)
 
 
 @attrs.define
 class OutputScan:
     """Which indexes an output file holds, which of them as errors, and under which batch id."""
 
-    done: IndexBitmap = attrs.field(factory=IndexBitmap)
-    failed: IndexBitmap = attrs.field(factory=IndexBitmap)
-    duplicates: IndexBitmap = attrs.field(factory=IndexBitmap)
+    total: int
+    done: IndexBitmap = attrs.field(init=False)
+    failed: IndexBitmap = attrs.field(init=False)
+    duplicates: IndexBitmap = attrs.field(init=False)
     batch_id: str | None = None
     lines: int = 0
     failure_lines: int = 0
     bad_lines: list[int] = attrs.field(factory=list)
+    bad_count: int = 0
+    problems: list[str] = attrs.field(factory=list)
+    #: (line number, index) of the first lines whose batch_index is outside the input.
+    out_of_range: list[tuple[int, int]] = attrs.field(factory=list)
+    out_of_range_count: int = 0
     other_batch_ids: set[str] = attrs.field(factory=set)
+    torn: Line | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.done, self.failed, self.duplicates = (IndexBitmap(self.total) for _ in range(3))
 
     @property
     def succeeded(self) -> int:
         return self.done.count - self.failed.count
 
+    def bad(self, number: int, why: str) -> None:
+        self.bad_count += 1
+        if len(self.bad_lines) < _MAX_NAMED:
+            self.bad_lines.append(number)
+            self.problems.append(f"line {number}: {why}")
 
-def scan_output(path: str, size_hint: int = 0, *, max_bad: int = 20) -> OutputScan:
-    """Read every line of an output file once; lines not ours are listed (by number) in ``bad_lines``."""
-    scan = OutputScan(IndexBitmap(size_hint), IndexBitmap(size_hint), IndexBitmap())
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            scan.lines += 1
-            try:
-                info = line_info(raw)
-            except ValueError:
-                if len(scan.bad_lines) < max_bad:
-                    scan.bad_lines.append(number)
-                continue
-            if info.batch_id is not None:
-                if scan.batch_id is None:
-                    scan.batch_id = info.batch_id
-                elif info.batch_id != scan.batch_id and len(scan.other_batch_ids) < max_bad:
-                    scan.other_batch_ids.add(info.batch_id)
-            if info.failed:
-                scan.failure_lines += 1
-            if not scan.done.add(info.index):
-                scan.duplicates.add(info.index)
-                if not info.failed:
-                    scan.failed.discard(info.index)  # a success wins over an earlier error line
-            elif info.failed:
-                scan.failed.add(info.index)
+
+def scan_stream(stream: BinaryIO, total: int, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> OutputScan:
+    """Read every line of an output once, changing nothing; a last line without its newline is
+    the torn tail of an interrupted write (``torn``) when it starts like one of our lines."""
+    scan = OutputScan(total)
+    for line in read_lines(stream, max_line_bytes):
+        if not line.terminated:
+            if line.head.startswith(b"{"):
+                scan.torn = line
+            else:
+                scan.bad(line.number, "no newline at the end and not the start of an output line")
+            break
+        scan.lines += 1
+        try:
+            info = read_info(line, max_line_bytes)
+        except ValueError as e:
+            scan.bad(line.number, str(e))
+            continue
+        if not 0 <= info.index < total:
+            scan.out_of_range_count += 1
+            if len(scan.out_of_range) < _MAX_NAMED:
+                scan.out_of_range.append((line.number, info.index))
+            continue
+        if info.batch_id is not None:
+            if scan.batch_id is None:
+                scan.batch_id = info.batch_id
+            elif info.batch_id != scan.batch_id and len(scan.other_batch_ids) < _MAX_NAMED:
+                scan.other_batch_ids.add(info.batch_id)
+        if info.failed:
+            scan.failure_lines += 1
+        if not scan.done.add(info.index):
+            scan.duplicates.add(info.index)
+            if not info.failed:
+                scan.failed.discard(info.index)  # a success wins over an earlier error line
+        elif info.failed:
+            scan.failed.add(info.index)
     return scan
+
+
+def scan_output(path: str, total: int, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> OutputScan:
+    """:func:`scan_stream` of the file at ``path`` (opened without following a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with open(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return scan_stream(stream, total, max_line_bytes=max_line_bytes)
 
 
 @attrs.define
@@ -187,71 +282,126 @@ class ResumeState:
         return index not in self.done
 
 
-def drop_failure_lines(path: str) -> int:
-    """Rewrite ``path`` without its error lines, atomically; return how many were dropped."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.retry-failed.tmp")
+def cut_torn_tail(output: OutputFile, torn: Line) -> bytes:
+    """Truncate the locked output before its torn last line; the line's first bytes (for the log)."""
+    output.truncate(torn.offset)
+    output.fsync()
+    shown = torn.head if torn.data is None else torn.data[:_HEAD]
+    log.warn("output {path}: removed a torn last line of {size} bytes (an interrupted write); "
+             "its line will be redone. Torn bytes{cut}: {torn!r}", path=output.path, size=torn.size,
+             torn=shown, cut=" (first ones)" if len(shown) < torn.size else "")
+    return shown
+
+
+def drop_failure_lines(output: OutputFile, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
+    """Rewrite the locked ``output`` without its error lines, atomically; return how many were dropped.
+
+    Written to a ``mkstemp`` file beside it (a new name, never following a planted link), which
+    is locked *before* it is renamed over the output: re-opening and re-locking after the rename
+    would leave a moment in which another run could lock the new file first, and rewriting in
+    place through the locked descriptor would leave half a file after a crash. The output then
+    adopts the new descriptor (see :meth:`OutputFile.replace_with`).
+    """
+    directory = os.path.dirname(os.path.abspath(output.path))
+    base = os.path.basename(output.path)
+    fd, temp = tempfile.mkstemp(prefix=f".{base[:100]}.", suffix=".retry-failed", dir=directory)
+    adopted = False
     dropped = 0
     try:
-        with open(path, "rb") as source, open(temp, "wb") as target:
-            for raw in source:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file only we know of yet: never contended
+        old = os.fstat(output.fd)
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+        with contextlib.suppress(OSError):  # only root may give a file away; the mode still applies
+            os.fchown(fd, old.st_uid, old.st_gid)
+        with output.open_reader() as source, open(fd, "wb", buffering=1 << 20, closefd=False) as target:
+            for line in read_lines(source, max_line_bytes):
                 try:
-                    failed = line_info(raw).failed
+                    failed = read_info(line, max_line_bytes).failed
                 except ValueError:
                     failed = False
                 if failed:
                     dropped += 1
-                else:
-                    target.write(raw)
+                elif line.data is not None:
+                    target.write(line.data)
             target.flush()
-            os.fsync(target.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+        os.fsync(fd)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        output.replace_with(fd, temp)
+        adopted = True
+    finally:
+        if not adopted:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
     _fsync_directory(directory)
     return dropped
 
 
 def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def prepare_resume(path: str, batch_id: str | None, *, retry_failed: bool = False,
-                   size_hint: int = 0) -> ResumeState | None:
-    """Make ``path`` ready to append to; None when there is nothing to resume (no or empty file).
-
-    ``batch_id`` is the one asked for on the command line (None if not given): it must match the
-    file's, since the same line under another batch id would be another datapoint.
-    """
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return None
-    torn = repair_torn_tail(path)
-    scan = scan_output(path, size_hint)
-    if scan.bad_lines:
-        raise ResumeError(f"cannot resume {path}: line(s) {', '.join(map(str, scan.bad_lines))} are not "
-                          f"output lines of this processor (JSON with meta.tags.batch_index)")
+def _refusal(path: str, scan: OutputScan) -> str | None:
+    """Why ``scan`` cannot be resumed, or None."""
+    if scan.bad_count:
+        more = f" ({scan.bad_count} such lines)" if scan.bad_count > len(scan.bad_lines) else ""
+        return (f"cannot resume {path}: it is not an output of this processor, or is damaged: "
+                f"{'; '.join(scan.problems)}{more}")
+    if scan.out_of_range_count:
+        shown = ", ".join(f"line {n}: {describe_index(i)}" for n, i in scan.out_of_range)
+        return (f"cannot resume {path}: {scan.out_of_range_count} lines have a batch_index outside the input's "
+                f"lines 0..{scan.total - 1} ({shown}); was it written for another input?")
     if scan.other_batch_ids:
-        raise ResumeError(f"cannot resume {path}: it holds lines of several batches ({scan.batch_id}, "
-                          f"{', '.join(sorted(scan.other_batch_ids))})")
-    if scan.batch_id is None:
-        if scan.lines:
-            raise ResumeError(f"cannot resume {path}: its lines carry no meta.tags.batch_id")
+        return (f"cannot resume {path}: it holds lines of several batches ({scan.batch_id}, "
+                f"{', '.join(sorted(scan.other_batch_ids))})")
+    if scan.batch_id is None and scan.lines:
+        return f"cannot resume {path}: its lines carry no meta.tags.batch_id"
+    return None
+
+
+def prepare_resume(output: OutputFile | str, batch_id: str | None, *, total: int, retry_failed: bool = False,
+                   max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> ResumeState | None:
+    """Make the locked ``output`` ready to append to; None when there is nothing to resume.
+
+    ``total`` is the input's line count (indexes outside it are refused). ``batch_id`` is the
+    one asked for on the command line (None if not given): it must match the file's, since the
+    same line under another batch id would be another datapoint. A path instead of an
+    :class:`OutputFile` is locked for the duration (a missing file is not created). Raises
+    :class:`ResumeError` having changed nothing.
+    """
+    if isinstance(output, str):
+        if not os.path.lexists(output):
+            return None
+        locked = OutputFile(output)
+        try:
+            return prepare_resume(locked, batch_id, total=total, retry_failed=retry_failed,
+                                  max_line_bytes=max_line_bytes)
+        finally:
+            locked.close()
+    path = output.path
+    if output.size() == 0:
         return None
-    if batch_id is not None and batch_id != scan.batch_id:
-        raise ResumeError(f"cannot resume {path} with --batch-id {batch_id}: it was written with batch id "
-                          f"{scan.batch_id} (omit --batch-id to reuse it)")
+    with output.open_reader() as stream:  # first only read: a refused file keeps every byte
+        scan = scan_stream(stream, total, max_line_bytes=max_line_bytes)
+    refusal = _refusal(path, scan)
+    if refusal is None and batch_id is not None and scan.batch_id is not None and batch_id != scan.batch_id:
+        refusal = (f"cannot resume {path} with --batch-id {batch_id}: it was written with batch id "
+                   f"{scan.batch_id} (omit --batch-id to reuse it)")
+    if refusal is not None:
+        raise ResumeError(refusal + "; nothing in it was changed")
+    torn = cut_torn_tail(output, scan.torn) if scan.torn is not None else b""
+    if scan.batch_id is None:
+        return None  # at most a torn line: start afresh
     if scan.duplicates.count:
         log.warn("output {path}: {n} batch indexes appear more than once", path=path, n=scan.duplicates.count)
     dropped = 0
     succeeded, failed = scan.succeeded, scan.failed.count
     if retry_failed and scan.failure_lines:
-        dropped = drop_failure_lines(path)
+        dropped = drop_failure_lines(output, max_line_bytes=max_line_bytes)
         for index in scan.failed:
             scan.done.discard(index)
         failed = 0

@@ -2,12 +2,13 @@
 
 Checks an output against its input by ``meta.tags.batch_index`` alone (order does not matter)
 and reports, as compact ranges, the indexes that are missing, duplicated, out of range and
-failed (error lines), plus lines that are not output lines at all (e.g. a torn last line).
-Memory is a few bitmaps of one bit per input line.
+failed (error lines), plus lines that are not output lines at all (e.g. a torn last line, or
+anything :func:`.resume.line_info` cannot read: not UTF-8, not JSON, nested too deeply, too
+long). Memory is a few bitmaps of one bit per input line, whatever the output claims.
 
-Exit status: 0 complete without error lines; 1 lines missing, duplicated, unexpected or
-unreadable; 3 complete but some lines are error lines (``--allow-failed`` turns that into 0);
-2 usage error.
+Exit status, as the run's own: 0 complete without error lines; 1 complete but some lines are
+error lines (``--allow-failed`` turns that into 0); 3 lines missing, duplicated, unexpected or
+unreadable (what a run stopped early leaves); 2 usage error.
 """
 
 from __future__ import annotations
@@ -16,51 +17,93 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 import attrs
 
+from .engine import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from .reader import count_lines
-from .resume import IndexBitmap, line_info
+from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, describe_index, read_info, read_lines
 
-EXIT_COMPLETE, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_FAILED_LINES = 0, 1, 2, 3
+__all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE", "Report", "main", "ranges",
+           "verify"]
+
+#: The run's statuses: complete is ``EXIT_OK``; lines without (exactly one) output line are what
+#: a run that stopped early leaves, ``EXIT_STOPPED``.
+EXIT_COMPLETE, EXIT_INCOMPLETE = EXIT_OK, EXIT_STOPPED
+#: Out-of-range indexes and unreadable line numbers kept for the report; the rest are counted.
+_KEPT = 1000
 
 
 def ranges(indexes: Iterable[int], limit: int = 20) -> str:
-    """``0-4, 7, 9-12``, at most ``limit`` ranges then ``... (N more ranges)``."""
+    """``0-4, 7, 9-12`` from indexes in increasing order, at most ``limit`` ranges then
+    ``... (N more ranges)``; streams, so a bitmap of millions costs nothing extra."""
     spans: list[list[int]] = []
     extra = 0
-    last = -2
+    last: int | None = None
     for i in indexes:
         if spans and i == spans[-1][1] + 1:
             spans[-1][1] = i
-        elif len(spans) < limit:
+        elif len(spans) < limit and not extra:
             spans.append([i, i])
-        elif not extra or i != last + 1:
+        elif last is None or i != last + 1:
             extra += 1
         last = i
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+    text = ", ".join(describe_index(a) if a == b else f"{describe_index(a)}-{describe_index(b)}" for a, b in spans)
     return text + (f" ... ({extra} more ranges)" if extra else "")
 
 
 @attrs.define
 class Report:
-    """What an output holds compared with its input."""
+    """What an output holds compared with the lines of its input one shard owns."""
 
-    expected: int = 0
+    total: int
+    shard_index: int = 0
+    shard_count: int = 1
     lines: int = 0
-    missing: list[int] = attrs.field(factory=list)
-    duplicated: IndexBitmap = attrs.field(factory=IndexBitmap)
-    failed: IndexBitmap = attrs.field(factory=IndexBitmap)
-    unexpected: IndexBitmap = attrs.field(factory=IndexBitmap)
+    seen: IndexBitmap = attrs.field(init=False)
+    duplicated: IndexBitmap = attrs.field(init=False)
+    failed: IndexBitmap = attrs.field(init=False)
+    #: Indexes of the input that belong to other shards.
+    unexpected: IndexBitmap = attrs.field(init=False)
+    #: Indexes outside the input (negative or past its end): the first ones and how many lines.
+    out_of_range: list[int] = attrs.field(factory=list)
+    out_of_range_count: int = 0
     unreadable: list[int] = attrs.field(factory=list)
     unreadable_count: int = 0
+    #: The first unreadable lines with why: ``line N: reason``.
+    unreadable_reasons: list[str] = attrs.field(factory=list)
     batch_ids: set[str] = attrs.field(factory=set)
+
+    def __attrs_post_init__(self) -> None:
+        self.seen, self.duplicated, self.failed, self.unexpected = (IndexBitmap(self.total) for _ in range(4))
+
+    @property
+    def expected(self) -> int:
+        return len(range(self.shard_index, self.total, self.shard_count))
+
+    @property
+    def missing_count(self) -> int:
+        return self.expected - self.seen.count
+
+    def missing(self) -> Iterator[int]:
+        """The shard's indexes without an output line, in order (computed, never stored)."""
+        return (i for i in range(self.shard_index, self.total, self.shard_count) if i not in self.seen)
+
+    @property
+    def unexpected_count(self) -> int:
+        return self.unexpected.count + self.out_of_range_count
+
+    def unexpected_ranges(self) -> str:
+        outside = sorted(set(self.out_of_range))
+        parts = [ranges(i for i in outside if i < 0), ranges(self.unexpected),
+                 ranges(i for i in outside if i >= 0)]
+        return ", ".join(p for p in parts if p)
 
     @property
     def complete(self) -> bool:
-        return not (self.missing or self.duplicated.count or self.unexpected.count or self.unreadable_count
+        return not (self.missing_count or self.duplicated.count or self.unexpected_count or self.unreadable_count
                     or len(self.batch_ids) > 1)
 
     def exit_code(self, allow_failed: bool = False) -> int:
@@ -71,61 +114,72 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "expected": self.expected, "lines": self.lines, "complete": self.complete,
-            "missing": len(self.missing), "missing_ranges": ranges(self.missing),
+            "missing": self.missing_count, "missing_ranges": ranges(self.missing()),
             "duplicated": self.duplicated.count, "duplicated_ranges": ranges(self.duplicated),
             "failed": self.failed.count, "failed_ranges": ranges(self.failed),
-            "unexpected": self.unexpected.count, "unexpected_ranges": ranges(self.unexpected),
+            "unexpected": self.unexpected_count, "unexpected_ranges": self.unexpected_ranges(),
             "unreadable": self.unreadable_count, "unreadable_lines": ranges(self.unreadable),
+            "unreadable_reasons": self.unreadable_reasons[:10],
             "batch_ids": sorted(self.batch_ids),
         }
 
 
-def verify(input_path: str, output_path: str, shard_index: int = 0, shard_count: int = 1) -> Report:
-    """Compare ``output_path`` with the lines of ``input_path`` this shard owns."""
-    total = count_lines(input_path)
-    report = Report(expected=len(range(shard_index, total, shard_count)))
-    seen = IndexBitmap(total)
+def verify(input_path: str, output_path: str, shard_index: int = 0, shard_count: int = 1, *,
+           max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Report:
+    """Compare ``output_path`` with the lines of ``input_path`` this shard owns; never raises on
+    what the output holds (every line is readable or counted as unreadable with its number)."""
+    report = Report(count_lines(input_path), shard_index, shard_count)
+    total = report.total
     with open(output_path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+        for line in read_lines(f, max_line_bytes):
             report.lines += 1
             try:
-                info = line_info(raw)
-            except ValueError:
+                info = read_info(line, max_line_bytes)
+            except ValueError as e:
                 report.unreadable_count += 1
-                if len(report.unreadable) < 1000:
-                    report.unreadable.append(number)
+                if len(report.unreadable) < _KEPT:
+                    report.unreadable.append(line.number)
+                if len(report.unreadable_reasons) < 10:
+                    report.unreadable_reasons.append(f"line {line.number}: {e}")
                 continue
             if info.batch_id is not None and len(report.batch_ids) < 10:
                 report.batch_ids.add(info.batch_id)
-            if info.index >= total or info.index % shard_count != shard_index:
+            if not 0 <= info.index < total:
+                report.out_of_range_count += 1
+                if len(report.out_of_range) < _KEPT:
+                    report.out_of_range.append(info.index)
+                continue
+            if info.index % shard_count != shard_index:
                 report.unexpected.add(info.index)
                 continue
-            if not seen.add(info.index):
+            if not report.seen.add(info.index):
                 report.duplicated.add(info.index)
             if info.failed:
                 report.failed.add(info.index)
-    report.missing = [i for i in range(shard_index, total, shard_count) if i not in seen]
     return report
 
 
 def render(report: Report, out: TextIO) -> None:
     state = "complete" if report.complete else "INCOMPLETE"
     print(f"{state}: {report.lines} output lines for {report.expected} input lines", file=out)
-    rows = (("missing", len(report.missing), report.missing), ("duplicated", report.duplicated.count,
-            report.duplicated), ("failed", report.failed.count, report.failed),
-            ("unexpected", report.unexpected.count, report.unexpected),
-            ("unreadable lines", report.unreadable_count, report.unreadable))
-    for label, count, indexes in rows:
+    rows = (("missing", report.missing_count, lambda: ranges(report.missing())),
+            ("duplicated", report.duplicated.count, lambda: ranges(report.duplicated)),
+            ("failed", report.failed.count, lambda: ranges(report.failed)),
+            ("unexpected", report.unexpected_count, report.unexpected_ranges),
+            ("unreadable lines", report.unreadable_count, lambda: ranges(report.unreadable)))
+    for label, count, shown in rows:
         if count:
-            print(f"  {label}: {count} ({ranges(indexes)})", file=out)
+            print(f"  {label}: {count} ({shown()})", file=out)
+    for reason in report.unreadable_reasons[:3]:
+        print(f"    {reason}", file=out)
     if len(report.batch_ids) > 1:
         print(f"  several batch ids: {', '.join(sorted(report.batch_ids))}", file=out)
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="seldon-batch verify", description=__doc__.split("\n")[0],
-                                     epilog="Exit status: 0 complete, 1 missing/duplicated/unreadable lines, "
-                                            "3 complete with error lines, 2 usage error.")
+                                     epilog="Exit status: 0 complete, 1 complete with error lines, "
+                                            "3 missing/duplicated/unexpected/unreadable lines, 2 usage error.")
     parser.add_argument("input", help="the input file, one JSON value per line")
     parser.add_argument("output", help="the output file written by seldon-batch-processor")
     parser.add_argument("--shard-index", type=int, default=0, help="the output is of this shard only")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx.merge import EXIT_INVALID, EXIT_OK, EXIT_USAGE, compact_ranges, main
+from seldon_batch_tx.merge import EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
 
 
 def line(index: int, *, failed: bool = False, batch_id: str = "b") -> bytes:
@@ -80,7 +80,7 @@ def test_missing_last_lines_need_the_total(tmp_path: Path, capsys: pytest.Captur
     Path(shards[1]).write_bytes(lines[0] + lines[2])  # drop index 4
     out = tmp_path / "merged.jsonl"
     assert main(["-o", str(out), *shards]) == EXIT_INVALID
-    assert "batch_index >= 8" in capsys.readouterr().err  # index 8 proves a hole below it
+    assert "batch_index outside 0..7" in capsys.readouterr().err  # index 8 proves a hole below it
     assert main(["-o", str(out), "--expected", "12", *write_shards(tmp_path, 9, 3)]) == EXIT_INVALID
     assert "3 missing lines, batch_index 9-11" in capsys.readouterr().err
     assert not out.exists()
@@ -104,8 +104,8 @@ def test_unreadable_line_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[
         f.write(b'{"meta":{"tags":{"batch_')
     out = tmp_path / "merged.jsonl"
     assert main(["-o", str(out), "--expected", "6", *shards]) == EXIT_INVALID
-    assert f"{shards[1]} line 4: not an output line with meta.tags.batch_index (a torn last line?)" \
-        in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{shards[1]} line 4: not JSON (" in err and "(a torn last line?)" in err
 
 
 def test_existing_output_is_replaced_only_on_success(tmp_path: Path) -> None:
@@ -125,11 +125,6 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert main(["-o", str(tmp_path / "x"), str(tmp_path / "nope.jsonl")]) == EXIT_USAGE
     shard = write_shards(tmp_path, 2, 1)[0]
     assert main(["-o", shard, shard]) == EXIT_INVALID
-
-
-def test_compact_ranges() -> None:
-    assert compact_ranges([9, 1, 2, 3, 7, 10, 2]) == "1-3, 7, 9-10"
-    assert compact_ranges(range(0, 100, 2), limit=2) == "0, 2, ... (48 more ranges)"
 
 
 def test_a_million_unordered_lines_merge_quickly_in_bounded_memory(tmp_path: Path) -> None:

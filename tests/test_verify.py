@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from seldon_batch_tx import engine
 from seldon_batch_tx.verify import EXIT_COMPLETE, EXIT_FAILED_LINES, EXIT_INCOMPLETE, EXIT_USAGE, main, ranges
 
 
@@ -44,10 +45,11 @@ def test_complete_output_in_any_order(source: Path, tmp_path: Path, capsys: pyte
 
 
 def test_missing_duplicated_and_torn(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Missing and duplicated indexes and a torn line make the output incomplete (exit 1)."""
+    """Missing and duplicated indexes and a torn line make the output incomplete (exit 3, as a run
+    stopped early leaves it)."""
     out = tmp_path / "out.txt"
     out.write_text("".join(line(i) for i in (0, 1, 2, 2, 5, 9)) + '{"meta": {"ta')
-    assert main([str(source), str(out), "--json"]) == EXIT_INCOMPLETE
+    assert main([str(source), str(out), "--json"]) == EXIT_INCOMPLETE == engine.EXIT_STOPPED == 3
     report = json.loads(capsys.readouterr().out)
     assert report["missing_ranges"] == "3-4, 6-8" and report["duplicated_ranges"] == "2"
     assert report["unreadable"] == 1 and report["unreadable_lines"] == "7" and not report["complete"]
@@ -55,10 +57,11 @@ def test_missing_duplicated_and_torn(source: Path, tmp_path: Path, capsys: pytes
 
 def test_failed_lines_have_their_own_exit_status(source: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """Complete but with error lines: exit 3, or 0 with --allow-failed; the failed indexes are listed."""
+    """Complete but with error lines: exit 1 as the run itself, or 0 with --allow-failed; the failed
+    indexes are listed."""
     out = tmp_path / "out.txt"
     out.write_text("".join(line(i, failed=i in (3, 4)) for i in range(10)))
-    assert main([str(source), str(out)]) == EXIT_FAILED_LINES
+    assert main([str(source), str(out)]) == EXIT_FAILED_LINES == engine.EXIT_FAILED_LINES == 1
     assert "failed: 2 (3-4)" in capsys.readouterr().out
     assert main([str(source), str(out), "--allow-failed"]) == EXIT_COMPLETE
 
