@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from .config import BatchConfig
 from .engine import EXIT_USAGE, tune_gc
-from .options import ProcessorOptions
+from .options import ProcessorOptions, shown
 
 PROG = "seldon-batch-processor"
 
 
 def parse(argv: Sequence[str] | None) -> ProcessorOptions:
-    """Parsed options, or a one-line error and exit status 2 before anything is sent."""
-    options = ProcessorOptions()
+    """Parsed options, or ONE error line naming the option and its value, and exit status 2.
+
+    Nothing has been sent, opened or logged yet; a bad environment variable is reported the same
+    way as a bad flag (the options object defers it until the command line was read).
+    """
     try:
+        options = ProcessorOptions()
         options.parseOptions(list(argv) if argv is not None else sys.argv[1:])
     except usage.UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        print(f"Try '{PROG} --help' for more information.", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+        usage_exit(str(e))
     return options
+
+
+def usage_exit(message: str) -> NoReturn:
+    """Leave with ``PROG: error: MESSAGE`` on one line of stderr and status 2."""
+    print(f"{PROG}: error: {' '.join(message.splitlines())}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USAGE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -45,6 +53,7 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
     from .batch import Batch
     from .progress import ProgressReporter
     from .resume import ResumeError
+    from .writer import OutputRefused
 
     batch = Batch(config, reactor)
     progress = ProgressReporter(batch.stats, reactor, sys.stderr)
@@ -68,15 +77,13 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
             try:
                 dashboard = serve_single_batch(config.dashboard, batch.stats, config, reactor)
             except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was sent
-                print(f"{PROG}: error: --dashboard {config.dashboard}: {e}", file=sys.stderr, flush=True)
                 reactor.removeSystemEventTrigger(trigger)
-                raise SystemExit(EXIT_USAGE) from None
+                usage_exit(f"--dashboard {shown(config.dashboard)}: {e}")
         progress.start()
         try:
             summary = await batch.run()
-        except ResumeError as e:  # the output cannot be resumed as asked: nothing was sent
-            print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_USAGE) from None
+        except (ResumeError, OutputRefused) as e:  # not resumable as asked, or locked by another run: nothing sent
+            usage_exit(str(e))
         finally:
             progress.stop()
             if dashboard is not None:

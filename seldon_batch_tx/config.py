@@ -25,6 +25,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MIB = 1 << 20
 
 
+def _header_names(headers: tuple[tuple[str, str], ...]) -> str:
+    return repr(tuple(f"{name}: ..." for name, _ in headers))
+
+
 @attrs.frozen
 class BatchConfig:
     """One batch: where the data is, how to reach the model, and how hard to push it."""
@@ -51,7 +55,8 @@ class BatchConfig:
     use_ssl: bool = False
     ssl_verify: bool = True
     ca_cert: str | None = None
-    call_credentials_token: str | None = None
+    #: A secret: left out of ``repr`` so that no log line or error message carries it.
+    call_credentials_token: str | None = attrs.field(default=None, repr=False)
     timeout: float = 30.0
     max_failures: int | None = None
     #: This run handles the lines with ``batch_index % shard_count == shard_index``.
@@ -64,7 +69,8 @@ class BatchConfig:
     model_version: str | None = None
     input_name: str = "input-0"
     #: Extra request headers (gRPC metadata), e.g. ``seldon-model`` or ``Host`` for gateways.
-    headers: tuple[tuple[str, str], ...] = ()
+    #: Values may be credentials (``Authorization``): ``repr`` shows the names only.
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_header_names)
     #: Keep the output's lines and send only the rest (``retry_failed`` also redoes error lines).
     resume: bool = False
     retry_failed: bool = False

@@ -7,9 +7,12 @@ default, its type and its ``SELDON_BATCH_*`` environment variable.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -31,59 +34,213 @@ from .config import (
 
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "off"})
+#: Options whose values are secrets: never shown in an error, a log line or a summary.
+SECRET_OPTIONS = frozenset({"call-credentials-token", "dashboard-token"})
+#: Largest secret file read (a token is a few hundred bytes; a bigger file is a wrong path).
+MAX_SECRET_BYTES = 64 * 1024
+#: Upper bound of --workers: the engine and the gRPC thread pool size themselves by it.
+MAX_WORKERS = 100_000
+#: RFC 9110 ``tchar``: the characters of a header name.
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+#: Headers the HTTP client writes itself: a second copy would change how the request is framed.
+_CLIENT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+                             "trailer", "proxy-connection"})
+_SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """``value`` as it may appear in a one-line message: as is when plain, else escaped; long ones cut.
+
+    ``repr`` escapes CR, LF, NUL and every other non-printable character, so the message stays one line.
+    """
+    cut = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS]
+    plain = cut and cut.isprintable() and not any(c.isspace() or c in "'\"" for c in cut)
+    text = cut if plain else repr(cut)
+    return text if cut is value else f"{text}... ({len(value)} characters)"
+
+
+def option_error(label: str, value: str | None, why: str, *, secret: bool = False,
+                 origin: str | None = None) -> usage.UsageError:
+    """The one-line usage error ``LABEL VALUE (from $VAR): WHY``; a secret's value is never shown.
+
+    ``origin`` names the environment variable the value came from, if it did not come from a flag.
+    """
+    head = label if value is None else f"{label} {'(value not shown)' if secret else shown(value)}"
+    if origin:
+        head += f" (from ${origin})"
+    return usage.UsageError(f"{head}: {why}")
 
 
 def choice(*allowed: str) -> Callable[[str], str]:
     def coerce(value: str) -> str:
         if value not in allowed:
-            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+            raise ValueError(f"not one of {', '.join(allowed)}")
         return value
     coerce.coerceDoc = f"One of: {'|'.join(allowed)}."  # type: ignore[attr-defined]
     return coerce
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
+def whole_number(value: str) -> int:
+    """An integer written in ASCII digits (``int`` alone also takes ``1_000`` and other scripts' digits)."""
+    text = value.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise ValueError("not a whole number")
+    if len(digits) > 18:
+        raise ValueError("too large")
+    return int(text)
+
+
+def at_least(minimum: int, most: int | None = None) -> Callable[[str], int]:
     def coerce(value: str) -> int:
-        number = int(value)
+        number = whole_number(value)
         if number < minimum:
-            raise ValueError(f"must be at least {minimum}, got {number}")
+            raise ValueError(f"must be at least {minimum}")
+        if most is not None and number > most:
+            raise ValueError(f"must be at most {most}")
         return number
     return coerce
 
 
+def finite(value: str) -> float:
+    """A finite number of seconds (``float`` alone also takes ``nan``, ``inf`` and ``1_0``)."""
+    text = value.strip()
+    if not text or not text.isascii() or "_" in text:
+        raise ValueError("not a number")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return number
+
+
 def non_negative(value: str) -> float:
-    number = float(value)
+    number = finite(value)
     if number < 0:
-        raise ValueError(f"must not be negative, got {number}")
+        raise ValueError("must not be negative")
     return number
 
 
 def positive(value: str) -> float:
-    number = float(value)
+    number = finite(value)
     if number <= 0:
-        raise ValueError(f"must be positive, got {number}")
+        raise ValueError("must be positive")
     return number
 
 
 def optional_positive(value: str) -> float | None:
-    return positive(value) if value not in ("", "0", "none") else None
+    return positive(value) if value.strip().lower() not in ("", "0", "none") else None
 
 
 def optional_int(value: str) -> int | None:
-    return at_least(1)(value) if value not in ("", "0", "none") else None
+    return at_least(1)(value) if value.strip().lower() not in ("", "0", "none") else None
+
+
+def text(value: str) -> str:
+    """Free text (a batch id, a tensor name): non-empty and printable, so it fits one log line."""
+    if not value:
+        raise ValueError("must not be empty")
+    if not value.isprintable():
+        raise ValueError("contains a control character or line break")
+    return value
+
+
+def path(value: str) -> str:
+    """A file or directory path: non-empty, without NUL or line breaks."""
+    if not value:
+        raise ValueError("must not be empty")
+    if any(c in value for c in "\0\r\n"):
+        raise ValueError("contains a NUL or a line break")
+    return value
+
+
+def name_segment(value: str) -> str:
+    """A name that becomes one URL path segment and gRPC metadata (deployment, namespace, model).
+
+    Printable ASCII without whitespace, ``/``, ``?``, ``#``, ``%`` or ``\\`` and not ``.``/``..``: such a
+    name cannot reach another path of the server or split a request line.
+    """
+    if not value:
+        raise ValueError("must not be empty")
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError("must be printable ASCII without spaces")
+    bad = sorted({c for c in value if c in "/?#%\\"})
+    if bad:
+        raise ValueError(f"must not contain {' '.join(bad)}")
+    if value in (".", ".."):
+        raise ValueError("is not a name")
+    return value
+
+
+def host_port(value: str) -> str:
+    """``host``, ``host:port`` or ``[v6]:port`` with a port in 1..65535; returned unchanged."""
+    if not value:
+        raise ValueError("must not be empty")
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError("contains a space, control character or line break")
+    port: str | None
+    if value.startswith("["):
+        address, closed, rest = value[1:].partition("]")
+        if not closed:
+            raise ValueError("an IPv6 address needs its closing ]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise ValueError(f"{shown(address)} is not an IPv6 address") from None
+        if rest and not rest.startswith(":"):
+            raise ValueError("only :PORT may follow the ]")
+        port = rest[1:] if rest else None
+    else:
+        host, colon, after = value.rpartition(":")
+        host, port = (host, after) if colon else (value, None)
+        if ":" in host:
+            raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9000")
+        if not host:
+            raise ValueError("no host name before the port")
+        if not all(c.isalnum() or c in "-._" for c in host) or host.startswith(("-", ".")):
+            raise ValueError(f"{shown(host)} is not a host name")
+    if port is not None:
+        if not port.isascii() or not port.isdigit() or len(port) > 5:
+            raise ValueError(f"port {shown(port)} is not a number")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port} is not in 1-65535")
+    return value
+
+
+def secret_token(value: str) -> str:
+    """A token sent in a header: printable ASCII without spaces (the message never shows it)."""
+    if not value:
+        raise ValueError("must not be empty")
+    if not all("!" <= c <= "~" for c in value):
+        raise ValueError("must be printable ASCII without spaces, control characters or line breaks")
+    return value
+
+
+def header_pair(line: str) -> tuple[str, str]:
+    """One ``Name: Value``: a token name the client does not set itself, a printable ASCII value."""
+    name, sep, value = line.partition(":")
+    name, value = name.strip(" \t"), value.strip(" \t")
+    if not sep or not name:
+        raise ValueError("is not a header NAME:VALUE")
+    if not all(c in _TOKEN_CHARS for c in name):
+        raise ValueError(f"header name {shown(name)} may only hold letters, digits and !#$%&'*+-.^_`|~")
+    if name.lower() in _CLIENT_HEADERS:
+        raise ValueError(f"header {name} is set by the HTTP client itself")
+    if not all(" " <= c <= "~" or c == "\t" for c in value):
+        raise ValueError(f"the value of header {name} must be printable ASCII (no CR, LF, NUL or other "
+                         "control characters)")
+    return name, value
 
 
 def header_pairs(value: str) -> tuple[tuple[str, str], ...]:
-    """``Name: Value`` (several on separate lines, as in ``$SELDON_BATCH_HEADER``) as pairs."""
-    pairs = []
-    for line in value.splitlines():
-        if not line.strip():
-            continue
-        name, sep, text = line.partition(":")
-        if not sep or not name.strip() or any(c in name for c in " \t"):
-            raise ValueError(f"{line!r} is not a header NAME:VALUE")
-        pairs.append((name.strip(), text.strip()))
-    return tuple(pairs)
+    """``Name: Value`` (several on separate lines, as in ``$SELDON_BATCH_HEADER``) as pairs.
+
+    Only LF separates lines: a CR, NUL or other control character anywhere is refused, never
+    turned into a second header.
+    """
+    return tuple(header_pair(line) for line in value.split("\n") if line.strip(" \t"))
 
 
 def boolean(value: str) -> bool:
@@ -92,7 +249,43 @@ def boolean(value: str) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ValueError(f"{value!r} is not a boolean (true/false)")
+    raise ValueError("not a boolean (true/false)")
+
+
+def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -> str:
+    """The secret in ``file_path`` (one trailing newline stripped), or a usage error naming the file.
+
+    Kubernetes mounts secrets as files (through symlinks, which are followed). The file is opened
+    without blocking and must be a regular file, so a FIFO or a device never stalls the start.
+    Errors name ``label`` and the path, never the content.
+    """
+
+    def error(why: str) -> usage.UsageError:
+        return option_error(label, file_path, why, origin=origin)
+
+    try:
+        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"cannot be read ({e.strerror or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error("is not a regular file")
+        data = os.read(fd, MAX_SECRET_BYTES + 1)
+    except OSError as e:
+        raise error(f"cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_BYTES:
+        raise error(f"is larger than {MAX_SECRET_BYTES} bytes")
+    data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    if not data:
+        raise error("is empty")
+    try:
+        secret = secret_token(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise error("must hold one token of printable ASCII without spaces, control characters or line "
+                    "breaks (one trailing newline is allowed)") from None
+    return secret
 
 
 @attrs.frozen
@@ -115,14 +308,28 @@ class Option:
     def env(self) -> str:
         return "SELDON_BATCH_" + self.field.upper()
 
+    @property
+    def secret(self) -> bool:
+        return self.name in SECRET_OPTIONS
+
+    def parse(self, raw: str, label: str | None = None, origin: str | None = None) -> Any:
+        """``raw`` coerced, or the one-line usage error naming the option and the value (never a secret's)."""
+        try:
+            return boolean(raw) if self.coerce is None else self.coerce(raw)
+        except ValueError as e:
+            raise option_error(label or f"--{self.name}", raw, str(e), secret=self.secret, origin=origin) from None
+
 
 OPTIONS: tuple[Option, ...] = (
-    Option("deployment-name", "d", None, "The name of the SeldonDeployment to send the requests to [required]"),
+    Option("deployment-name", "d", None, "The name of the SeldonDeployment to send the requests to [required]",
+           name_segment),
     Option("gateway-type", "g", "istio", "The gateway type for the seldon model, which can be through the ingress "
            "provider (istio/ambassador) or directly through the service (seldon)", choice(*GATEWAYS)),
-    Option("namespace", "n", "default", "The Kubernetes namespace where the SeldonDeployment is deployed in"),
+    Option("namespace", "n", "default", "The Kubernetes namespace where the SeldonDeployment is deployed in",
+           name_segment),
     Option("host", "h", "istio-ingressgateway.istio-system.svc.cluster.local:80",
-           "The hostname (host[:port]) for the seldon model, the ingress or the service itself"),
+           "The hostname (host[:port], [IPv6]:port; port 1-65535) for the seldon model, the ingress or the service "
+           "itself", host_port),
     Option("transport", "t", "rest", "The transport type of the SeldonDeployment model", choice(*TRANSPORTS)),
     Option("http-client", None, "fast", "The HTTP client of the REST transport: fast (keep-alive HTTP/1.1 "
            "on Twisted's protocol layer) or treq", choice(*HTTP_CLIENTS)),
@@ -133,33 +340,39 @@ OPTIONS: tuple[Option, ...] = (
            choice(*PAYLOAD_TYPES, *V2_DATATYPES)),
     Option("protocol", None, "seldon", "The inference protocol: seldon (Seldon Core v1) or v2 (Open Inference "
            "Protocol: MLServer, Triton, KServe, Seldon Core 2)", choice(*PROTOCOLS)),
-    Option("model-name", None, None, "The V2 model name [default: the deployment name]"),
-    Option("model-version", None, None, "The V2 model version [default: none, the server's choice]"),
-    Option("input-name", None, "input-0", "The V2 input tensor's name for plain (non-raw) lines"),
+    Option("model-name", None, None, "The V2 model name [default: the deployment name]", name_segment),
+    Option("model-version", None, None, "The V2 model version [default: none, the server's choice]",
+           name_segment),
+    Option("input-name", None, "input-0", "The V2 input tensor's name for plain (non-raw) lines", text),
     Option("header", None, (), "A request header NAME:VALUE (gRPC metadata), repeatable: e.g. 'seldon-model: "
-           "NAME' for Seldon Core 2, 'Host: NAME.NS.example.com' for KServe", header_pairs),
-    Option("workers", "w", 1, "The number of requests in flight at once", at_least(1)),
+           "NAME' for Seldon Core 2, 'Host: NAME.NS.example.com' for KServe; names are HTTP tokens, values "
+           "printable ASCII (no CR, LF or NUL)", header_pairs),
+    Option("workers", "w", 1, f"The number of requests in flight at once (at most {MAX_WORKERS:,})",
+           at_least(1, MAX_WORKERS)),
     Option("retries", "r", 3, "How many times a failed request is retried (connection errors, timeouts, 429, "
            "5xx) before its lines are written as errors", at_least(0)),
     Option("input-data-path", "i", "/assets/input-data.txt", "The local path of the input file, one JSON "
-           "value per line"),
+           "value per line", path),
     Option("output-data-path", "o", None, "The local path of the output file [default: INPUT with .out "
-           "before its extension]"),
+           "before its extension]", path),
     Option("method", "m", "predict", "The method of the SeldonDeployment to send the request to",
            choice(*METHODS)),
     Option("log-level", "l", "info", "The log level for the batch processor", choice(*LOG_LEVELS)),
     Option("benchmark", "b", False, "Print the elapsed time and throughput of the run", None),
     Option("batch-id", "u", None, "Unique batch ID to identify all datapoints processed in this batch "
-           "[default: generated]"),
+           "[default: generated]", text),
     Option("batch-size", "s", 1, "How many input lines are sent in one request (mini-batching of data "
            "arrays); each line still gets its own output line", at_least(1)),
     Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker", non_negative),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
            None),
-    Option("ca-cert", None, None, "A PEM file of CA certificates to trust for --use-ssl"),
+    Option("ca-cert", None, None, "A PEM file of CA certificates to trust for --use-ssl", path),
     Option("call-credentials-token", None, None, "A token sent in X-Auth-Token (REST) / x-auth-token (gRPC); "
-           "does not force TLS"),
+           "does not force TLS. Prefer --call-credentials-token-file: a flag shows in the process list",
+           secret_token),
+    Option("call-credentials-token-file", None, None, "Read --call-credentials-token from this file (e.g. a "
+           "mounted Kubernetes secret): its content without one trailing newline, read once at start", path),
     Option("timeout", None, 30.0, "Seconds to wait for one response", positive),
     Option("max-failures", None, None, "Stop early, with a non-zero exit, once this many lines failed",
            optional_int),
@@ -183,16 +396,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-line-bytes", None, 64 * MIB, "Largest input line accepted, in bytes; a longer one is skipped "
            "to its newline without being held in memory and gets an error line (input_too_large)", at_least(1)),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
-           "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)"),
+           "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )
 FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
+#: Options whose value is a path to a file holding another option's secret.
+SECRET_FILES: tuple[tuple[str, str], ...] = (("call-credentials-token-file", "call-credentials-token"),)
 
 
 def normalise_flags(argv: Sequence[str], flags: frozenset[str] = FLAG_NAMES) -> list[str]:
     """Accept ``--use-ssl``, ``--use-ssl=true``, ``--use-ssl false`` and ``--no-use-ssl`` alike.
 
     The original processor only took ``--use-ssl true``; flags are friendlier, and scripts
-    written for the original keep working.
+    written for the original keep working. ``--use-ssl=maybe`` is a usage error.
     """
     out: list[str] = []
     args = list(argv)
@@ -200,6 +415,9 @@ def normalise_flags(argv: Sequence[str], flags: frozenset[str] = FLAG_NAMES) -> 
     while i < len(args):
         arg = args[i]
         i += 1
+        if arg == "--":  # everything after is an argument, as for getopt
+            out += args[i - 1:]
+            break
         name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         negated = name.startswith("no-") and name[3:] in flags
         if name not in flags and not negated:
@@ -210,7 +428,10 @@ def normalise_flags(argv: Sequence[str], flags: frozenset[str] = FLAG_NAMES) -> 
         if not eq and i < len(args) and args[i].lower() in TRUE_WORDS | FALSE_WORDS:
             value, eq = args[i], "="
             i += 1
-        on = boolean(value) if eq else True
+        try:
+            on = boolean(value) if eq else True
+        except ValueError as e:
+            raise option_error(f"--{'no-' if negated else ''}{name}", value, str(e)) from None
         out.append(f"--{name}" if on != negated else f"--no-{name}")
     return out
 
@@ -219,18 +440,40 @@ def normalise_flags(argv: Sequence[str], flags: frozenset[str] = FLAG_NAMES) -> 
 REPEATABLE = frozenset({"header"})
 
 
-def _parameters() -> list[list[Any]]:
-    return [[o.name, o.short, o.default, o.help, o.coerce] for o in OPTIONS
+def parameter_rows(table: Sequence[Option]) -> list[list[Any]]:
+    """Twisted ``optParameters`` rows of the options of ``table`` that take a value."""
+    return [[o.name, o.short, o.default, o.help, o.coerce] for o in table
             if o.coerce is not None and o.name not in REPEATABLE]
 
 
-def _flags() -> list[list[Any]]:
+def flag_rows(table: Sequence[Option]) -> list[list[Any]]:
+    """Twisted ``optFlags`` rows: each flag and its ``no-`` form."""
     rows: list[list[Any]] = []
-    for o in OPTIONS:
+    for o in table:
         if o.coerce is None:
             rows.append([o.name, o.short, o.help])
             rows.append(["no-" + o.name, None, f"Turn --{o.name} off"])
     return rows
+
+
+class _Parameter(usage.CoerceParameter):
+    """Twisted's handler of an option with a value, with one-line errors naming the option and value.
+
+    Twisted's own says only "Parameter type enforcement failed: ..." and names neither.
+    """
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:  # noqa: N803 - Twisted's signature
+        label = f"--{parameterName}"
+        if value is None:
+            raise option_error(label, None, "needs a value")
+        try:
+            coerced = self.coerce(value)
+        except ValueError as e:
+            raise option_error(label, value, str(e), secret=parameterName in SECRET_OPTIONS) from None
+        self.options.opts[parameterName] = coerced
+        given = getattr(self.options, "given", None)
+        if isinstance(given, set):
+            given.add(parameterName)
 
 
 class ProcessorOptions(usage.Options):
@@ -239,81 +482,128 @@ class ProcessorOptions(usage.Options):
     synopsis = "Usage: seldon-batch-processor [OPTIONS]"
     longdesc = ("Send every line of an input file to a Seldon Core model through concurrent requests and "
                 "write exactly one output line (result or error) per input line.")
-    optParameters = _parameters()
-    optFlags = _flags()
+    optParameters = parameter_rows(OPTIONS)
+    optFlags = flag_rows(OPTIONS)
+    #: Every option these settings read from the environment (subclasses add theirs).
+    table: tuple[Option, ...] = OPTIONS
+    #: (file option, the option it fills): e.g. --call-credentials-token-file.
+    secret_files: tuple[tuple[str, str], ...] = SECRET_FILES
     #: Whether an input file is mandatory (the watch-directory daemon finds its own).
     needs_input = True
 
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
+        for name, handler in list(self._dispatch.items()):
+            if type(handler) is usage.CoerceParameter:
+                self._dispatch[name] = _Parameter(self, handler.coerce)
+        #: Options given on the command line (they win over the environment, even a bad one).
+        self.given: set[str] = set()
+        #: Option -> the environment variable its value came from (named in errors).
+        self.origins: dict[str, str] = {}
+        self._environment_errors: dict[str, usage.UsageError] = {}
         env = os.environ if environ is None else environ
-        for o in OPTIONS:
+        for o in self.table:
             if o.coerce is None or o.name in REPEATABLE:
                 self[o.name] = o.default
-            name = next((n for n in (o.env, *o.fallback_env) if env.get(n) is not None), o.env)
-            raw = env.get(name)
-            if raw is None:
+            variable = next((n for n in (o.env, *o.fallback_env) if env.get(n)), None)
+            if variable is None:  # unset or empty: the default
                 continue
             try:
-                self[o.name] = boolean(raw) if o.coerce is None else o.coerce(raw)
-            except ValueError as e:
-                raise usage.UsageError(f"environment variable {name}: {e}") from None
+                self[o.name] = o.parse(env[variable], origin=variable)
+            except usage.UsageError as e:  # raised in postOptions, unless a flag replaces the value
+                self._environment_errors[o.name] = e
+            else:
+                self.origins[o.name] = variable
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
         super().parseOptions(normalise_flags(options if options is not None else sys.argv[1:]))
 
+    def parseArgs(self, *args: str) -> None:  # noqa: N802
+        if args:
+            raise option_error("unexpected argument", args[0], "settings are options, e.g. -i INPUT")
+
+    def _generic_flag(self, flagName: str, value: str | None = None) -> None:  # noqa: N803
+        super()._generic_flag(flagName, value)
+        self.given.add(flagName.removeprefix("no-"))
+
     def opt_header(self, value: str) -> None:
         """A request header NAME:VALUE (gRPC metadata), repeatable"""
         try:
-            self["header"] = (*self["header"], *header_pairs(value))
+            self["header"] = (*self["header"], header_pair(value))
         except ValueError as e:
-            raise usage.UsageError(f"--header: {e}") from None
+            raise option_error("--header", value, str(e)) from None
 
     def postOptions(self) -> None:  # noqa: N802
-        for o in OPTIONS:
+        for name, error in self._environment_errors.items():
+            if name not in self.given:
+                raise error
+        for o in self.table:
             if o.coerce is None and self.get("no-" + o.name):
                 self[o.name] = False
+        self._read_secret_files()
         if not self["deployment-name"]:
-            raise usage.UsageError("--deployment-name/-d is required")
+            raise usage.UsageError("--deployment-name/-d: is required (or $SELDON_BATCH_DEPLOYMENT_NAME)")
         if not 0 <= self["shard-index"] < self["shard-count"]:
-            raise usage.UsageError(f"--shard-index {self['shard-index']} must be less than --shard-count "
-                                   f"{self['shard-count']} (it defaults to $JOB_COMPLETION_INDEX)")
+            raise self.error("shard-index", str(self["shard-index"]),
+                             f"must be less than --shard-count {self['shard-count']} (it defaults to "
+                             "$JOB_COMPLETION_INDEX)")
         if self["shard-count"] > 1 and not self["batch-id"]:
-            raise usage.UsageError("--batch-id is required with --shard-count: all shards must tag their lines "
-                                   "with the same batch id")
+            raise self.error("shard-count", str(self["shard-count"]), "needs --batch-id: all shards must tag "
+                             "their lines with the same batch id")
         self._check_protocol()
         if self.needs_input:
             self._check_paths()
 
+    def error(self, name: str, value: str | None, why: str) -> usage.UsageError:
+        """The one-line error for option ``name`` as it was given (flag or environment variable)."""
+        return option_error(f"--{name}", value, why, secret=name in SECRET_OPTIONS,
+                            origin=None if name in self.given else self.origins.get(name))
+
+    def _read_secret_files(self) -> None:
+        for file_option, target in self.secret_files:
+            file_path = self.get(file_option)
+            if not file_path:
+                continue
+            if self.get(target):
+                raise self.error(file_option, file_path, f"cannot be used with --{target}: give the token one way")
+            label = f"--{file_option}"
+            origin = None if file_option in self.given else self.origins.get(file_option)
+            self[target] = read_secret_file(label, file_path, origin=origin)
+
     def _check_protocol(self) -> None:
         v2_type = self["payload-type"] in V2_DATATYPES
         if self["protocol"] == "seldon" and v2_type:
-            raise usage.UsageError(f"--payload-type {self['payload-type']} needs --protocol v2")
+            raise self.error("payload-type", self["payload-type"], "needs --protocol v2")
         if self["protocol"] == "v2":
             if self["method"] != "predict":
-                raise usage.UsageError("--protocol v2 has no feedback method")
+                raise self.error("method", self["method"], "--protocol v2 has no feedback method")
             if self["data-type"] == "json":
-                raise usage.UsageError("--protocol v2 takes --data-type data, str or raw (a whole V2 request)")
+                raise self.error("data-type", "json", "--protocol v2 takes --data-type data, str or raw (a whole "
+                                 "V2 request)")
 
     def _check_paths(self) -> None:
         path = self["input-data-path"]
         if not os.path.isfile(path):
-            raise usage.UsageError(f"input file {path!r} does not exist or is not a file")
+            raise self.error("input-data-path", path, "the input file does not exist or is not a file")
         if not os.access(path, os.R_OK):
-            raise usage.UsageError(f"input file {path!r} is not readable")
+            raise self.error("input-data-path", path, "the input file is not readable")
         out = self["output-data-path"] or default_output_path(path, self["shard-index"], self["shard-count"])
         if os.path.abspath(out) == os.path.abspath(path):
-            raise usage.UsageError("the output path must differ from the input path")
+            raise self.error("output-data-path", out, "the output path must differ from the input path")
         directory = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-            raise usage.UsageError(f"output directory {directory!r} does not exist or is not writable")
-        if self["ca-cert"] and not os.path.isfile(self["ca-cert"]):
-            raise usage.UsageError(f"CA certificate {self['ca-cert']!r} does not exist")
+            raise self.error("output-data-path", out, f"the output directory {shown(directory)} does not exist or "
+                             "is not writable")
+        ca_cert = self["ca-cert"]
+        if ca_cert and not (os.path.isfile(ca_cert) and os.access(ca_cert, os.R_OK)):
+            raise self.error("ca-cert", ca_cert, "the CA certificate file does not exist or is not readable")
         self["output-data-path"] = out
 
     def config(self, **overrides: Any) -> BatchConfig:
         """The validated settings as a :class:`BatchConfig`."""
-        values = {o.field: self[o.name] for o in OPTIONS if self[o.name] is not None}
+        fields = attrs.fields_dict(BatchConfig)
+        values = {o.field: self[o.name] for o in OPTIONS
+                  if self[o.name] is not None and (o.field in fields or o.name == "header")}
         values.setdefault("output_data_path", default_output_path(values["input_data_path"], self["shard-index"],
                                                                   self["shard-count"]))
         values["headers"] = tuple(values.pop("header", ()))

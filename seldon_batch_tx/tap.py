@@ -18,8 +18,10 @@ import atexit
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import txaio
 from twisted.application import service
 from twisted.internet.defer import Deferred
@@ -27,7 +29,17 @@ from twisted.python import usage
 
 from .config import BatchConfig
 from .dashboard import DEFAULT_ENDPOINT, TOKEN_ENV, DashboardService, check_endpoint
-from .options import ProcessorOptions, at_least, positive
+from .engine import EXIT_USAGE
+from .options import (
+    OPTIONS,
+    Option,
+    ProcessorOptions,
+    at_least,
+    parameter_rows,
+    path,
+    positive,
+    secret_token,
+)
 from .registry import BatchRegistry
 
 txaio.use_twisted()
@@ -36,51 +48,91 @@ log = txaio.make_logger()
 EXIT_ERROR = 1
 
 
-def _daemon_parameters() -> list[list[Any]]:
-    rows = []
-    for row in ProcessorOptions.optParameters:
-        row = list(row)
-        if row[0] == "dashboard":
-            row[2] = DEFAULT_ENDPOINT
-            row[3] = ("Serve the live dashboard on this Twisted endpoint ('none' disables it); a non-loopback "
-                      "address needs --dashboard-token")
-        rows.append(row)
-    return rows + [
-        ["watch-dir", None, None, "Run until stopped, processing every complete file dropped in DIR/incoming/ "
-         "(results in DIR/done/, rejects in DIR/failed/); without it the one input file is processed"],
-        ["dashboard-token", None, None, f"Require this token on the dashboard (header 'Authorization: Bearer "
-         f"TOKEN' or ?token=TOKEN) [default: ${TOKEN_ENV}]"],
-        ["poll-interval", None, 1.0, "Seconds between two scans of the watch directory", positive],
-        ["concurrent-batches", None, 1, "How many files of the watch directory run at once", at_least(1)],
-    ]
+def sidecar_keys(value: str) -> frozenset[str]:
+    """``host,header``: the per-file options the operator lets a sidecar ``NAME.json`` set.
+
+    Checked by the daemon's own rule (:func:`.watchdir.check_sidecar_allow`), so a typo or a key
+    no sidecar may hold is a usage error instead of a setting silently left locked.
+    """
+    from .watchdir import check_sidecar_allow
+
+    return check_sidecar_allow(value.split(","))
+
+
+#: The daemon's own options (their environment variables too: ``SELDON_BATCH_WATCH_DIR``...).
+DAEMON_OPTIONS: tuple[Option, ...] = (
+    Option("watch-dir", None, None, "Run until stopped, processing every complete file dropped in DIR/incoming/ "
+           "(results in DIR/done/, rejects in DIR/failed/); without it the one input file is processed", path),
+    Option("dashboard-token", None, None, "Require this token on the dashboard (header 'Authorization: Bearer "
+           f"TOKEN' or ?token=TOKEN) [default: ${TOKEN_ENV}]", secret_token),
+    Option("dashboard-token-file", None, None, "Read --dashboard-token from this file (e.g. a mounted "
+           "Kubernetes secret): its content without one trailing newline, read once at start", path),
+    Option("poll-interval", None, 1.0, "Seconds between two scans of the watch directory", positive),
+    Option("concurrent-batches", None, 1, "How many files of the watch directory run at once", at_least(1, 1000)),
+    Option("sidecar-allow", None, None, "Comma-separated per-file options a sidecar NAME.json may set beyond the "
+           "safe ones, e.g. host,header (where data, headers and credentials go is otherwise the daemon's) "
+           "[default: none]", sidecar_keys),
+)
+#: The command line's table with the daemon's dashboard default, plus the daemon's own options.
+DAEMON_TABLE: tuple[Option, ...] = tuple(
+    attrs.evolve(o, default=DEFAULT_ENDPOINT, help="Serve the live dashboard on this Twisted endpoint ('none' "
+                 "disables it); a non-loopback address needs --dashboard-token") if o.name == "dashboard" else o
+    for o in OPTIONS) + DAEMON_OPTIONS
+
+
+def command_name() -> str:
+    """``twistd seldon-batch`` (or ``twist seldon-batch``): how the user called the daemon."""
+    return f"{os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'twistd'} seldon-batch"
 
 
 class Options(ProcessorOptions):
     """The command line's options plus the daemon's; --drain-timeout is the stop grace time."""
 
-    synopsis = "Usage: twistd [twistd options] seldon-batch [options]"
+    synopsis = "[seldon-batch options]"
     longdesc = ("Process one input file, or with --watch-dir every file dropped in a directory, against a "
                 "Seldon Core model, with a live web dashboard. SIGTERM/SIGINT take no new work, give requests "
                 "in flight --drain-timeout seconds, flush and close the outputs, and exit.")
-    optParameters = _daemon_parameters()
+    # Twisted accumulates optParameters over the class tree: these rows are added to (or, for
+    # --dashboard, replace) the command line's.
+    optParameters = parameter_rows([o for o in DAEMON_TABLE if o.name == "dashboard"] + list(DAEMON_OPTIONS))
+    table = DAEMON_TABLE
+    secret_files = (*ProcessorOptions.secret_files, ("dashboard-token-file", "dashboard-token"))
 
-    def postOptions(self) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
+        """As the command line's; under twistd a usage error is ONE line on stderr and exit status 2.
+
+        twistd's own handling prints the whole usage text, then the error, and exits 1; a script
+        or a Kubernetes pod then cannot tell a typo from a failed run. The error is still raised
+        when there is no parent command (tests, other callers).
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            message = " ".join(str(e).splitlines())
+            print(f"{command_name()}: error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE) from None
+
+    def postOptions(self) -> None:  # noqa: N802
         if self["watch-dir"]:
             self.needs_input = False
         super().postOptions()
-        self["dashboard-token"] = self["dashboard-token"] or os.environ.get(TOKEN_ENV) or None
         endpoint = self["dashboard"]
         if not endpoint or endpoint.strip().lower() == "none":
             self["dashboard"] = None
         try:
             check_endpoint(self["dashboard"] or "", self["dashboard-token"])
         except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+            raise self.error("dashboard", endpoint, str(e)) from None
+        self["sidecar-allow"] = self["sidecar-allow"] or frozenset()
         watch = self["watch-dir"]
         if watch:
             parent = os.path.dirname(os.path.abspath(watch))
             if not os.path.isdir(watch) and not os.path.isdir(parent):
-                raise usage.UsageError(f"--watch-dir {watch!r}: neither it nor its parent directory exists")
+                raise self.error("watch-dir", watch, "neither it nor its parent directory exists")
+        elif self["sidecar-allow"]:
+            raise self.error("sidecar-allow", ",".join(sorted(self["sidecar-allow"])), "needs --watch-dir")
 
 
 def set_exit_status(code: int) -> None:
@@ -118,15 +170,26 @@ class OneBatchService(service.Service):
             return
         from .batch import Batch
 
-        self._batch = Batch(self._config, self._reactor)
+        try:
+            self._batch = Batch(self._config, self._reactor)
+        except Exception:  # noqa: BLE001 - without this the reactor would run on with nothing to do
+            log.failure("batch {batch_id} could not start", batch_id=self._config.batch_id)
+            self._finish(EXIT_ERROR)
+            return
         entry = self._registry.add(self._batch.stats, config=self._config, source=self._config.input_data_path,
                                    output=self._config.output_data_path)
         self._done = Deferred.fromCoroutine(self._run(entry))
 
     async def _run(self, entry: Any) -> None:
+        from .resume import ResumeError
+        from .writer import OutputRefused
+
         config = self._config
         try:
             summary = await self._batch.run()
+        except (ResumeError, OutputRefused) as e:  # refused before anything was sent, as the command line does
+            log.error("{prog}: error: {message}", prog=command_name(), message=" ".join(str(e).splitlines()))
+            code = EXIT_USAGE
         except Exception:  # noqa: BLE001 - reported, then the process exits non-zero
             log.failure("batch {batch_id} failed", batch_id=config.batch_id)
             code = EXIT_ERROR
@@ -138,6 +201,10 @@ class OneBatchService(service.Service):
                          "{workers} workers, batch size {size}", elapsed=summary.elapsed, lines=summary.lines,
                          rate=summary.rate, workers=config.workers, size=config.batch_size)
             code = summary.exit_code
+        self._finish(code)
+
+    def _finish(self, code: int) -> None:
+        """Record ``code`` as the process's exit status and stop the reactor (unless already stopping)."""
         self.exit_code = code
         set_exit_status(code)
         if not self._stopping:
@@ -159,17 +226,22 @@ def makeService(options: Options) -> service.MultiService:
     from .engine import tune_gc
     from .watchdir import WatchDirService
 
+    try:
+        config = options.config()
+    except (ValueError, TypeError) as e:  # settings that do not fit together: nothing has started
+        print(f"{command_name()}: error: {' '.join(str(e).splitlines())}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE) from None
     txaio.set_global_log_level(options["log-level"])
     tune_gc()
     top = service.MultiService()
     registry = BatchRegistry(reactor)
     registry.setServiceParent(top)
     if options["watch-dir"]:
-        base = options.config()
-        WatchDirService(options["watch-dir"], base, reactor, registry, poll_interval=options["poll-interval"],
-                        concurrent=options["concurrent-batches"]).setServiceParent(top)
+        WatchDirService(options["watch-dir"], config, reactor, registry, poll_interval=options["poll-interval"],
+                        concurrent=options["concurrent-batches"],
+                        sidecar_allow=options["sidecar-allow"]).setServiceParent(top)
     else:
-        OneBatchService(options.config(), reactor, registry).setServiceParent(top)
+        OneBatchService(config, reactor, registry).setServiceParent(top)
     if options["dashboard"]:
         DashboardService(options["dashboard"], registry, reactor,
                          token=options["dashboard-token"]).setServiceParent(top)

@@ -80,12 +80,13 @@ def test_bad_arguments(infile: Path, args: list[str], message: str) -> None:
 
 
 def test_usage_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    """The real command prints one error line (plus a hint) and exits 2 before sending anything."""
+    """The real command prints one error line naming the option and exits 2 before sending anything."""
     proc = subprocess.run([sys.executable, "-c", "from seldon_batch_tx.cli import main; main()",
                            "-d", "x", "-i", str(tmp_path / "missing.txt")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines()[0].startswith("seldon-batch-processor: error: input file")
+    assert proc.stderr.splitlines() == [f"seldon-batch-processor: error: --input-data-path {tmp_path}/missing.txt: "
+                                        "the input file does not exist or is not a file"]
     assert proc.stdout == ""
 
 
