@@ -24,7 +24,7 @@ import attrs
 import txaio
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
@@ -68,6 +68,16 @@ def tune_gc() -> None:
     """
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+#: Seconds between the watchdog's looks at the requests in flight.
+WATCHDOG_INTERVAL = 1.0
+
+
+def watchdog_seconds(timeout: float) -> float:
+    """How long the engine lets one request run before ending it itself: well past the
+    transport's own ``--timeout``, so it only ever catches a transport that failed to end one."""
+    return 2 * timeout + 10.0
 
 
 def reorder_window(workers: int) -> int:
@@ -148,6 +158,10 @@ class BatchRun:
         #: The error that made the output unwritable; once set, nothing more is written.
         self._write_error: OSError | None = None
         self._attempts = 1 + max(config.retries, 0)
+        #: Requests in flight and when the watchdog gives up on each (see :meth:`_sweep`).
+        self._deadlines: dict[Deferred[Any], float] = {}
+        self._expired: set[Deferred[Any]] = set()
+        self._watchdog_after = watchdog_seconds(config.timeout)
         #: Internal errors whose traceback is still logged; the others are error lines only.
         self._tracebacks_left = MAX_TRACEBACKS
         self._pauses: set[Deferred[None]] = set()
@@ -182,6 +196,9 @@ class BatchRun:
         stats = self.stats
         stats.state = "running"
         stats.started = self._clock.seconds()
+        watchdog = LoopingCall(self._sweep)
+        watchdog.clock = self._clock
+        watchdog.start(WATCHDOG_INTERVAL, now=False)
         try:
             try:
                 await self._feed()
@@ -191,6 +208,7 @@ class BatchRun:
                 self.stop(f"cannot read the input: {describe(e)}")
             await self._drain()
         finally:
+            watchdog.stop()
             stats.finished = self._clock.seconds()
             if self._write_error is None:
                 try:
@@ -233,6 +251,17 @@ class BatchRun:
                         batch_id=self.config.batch_id, level=LogLevel.error)
             error = result.value
             self.stop(f"internal error: {describe(error) if error is not None else result.getErrorMessage()}")
+
+    def _sweep(self) -> None:
+        """The engine's own bound on a request: one the transport has not ended well past
+        ``--timeout`` is cancelled, so a transport bug can never hold a worker (and the run) for ever."""
+        if not self._deadlines:
+            return
+        now = self._clock.seconds()
+        for d, deadline in list(self._deadlines.items()):
+            if now >= deadline and not d.called:
+                self._expired.add(d)
+                d.cancel()  # fires d: with CancelledError if the transport's canceller does not
 
     async def _drain(self) -> None:
         for _ in range(self.config.workers):
@@ -319,7 +348,7 @@ class BatchRun:
         :meth:`_work` turns the unit into ``internal_error`` lines.
         """
         puid = members[0].item.instance_id
-        clock, stats = self._clock, self.stats
+        clock, stats, deadlines = self._clock, self.stats, self._deadlines
         failure: RequestFailed | None = None
         for attempt in range(self._attempts):
             if attempt:
@@ -329,8 +358,20 @@ class BatchRun:
                 if self._stop_reason is not None or self._abandoned:
                     return []  # stopping: a resume sends these lines again
             sent = clock.seconds()
+            d = self._transport.send(body, puid)
+            deadlines[d] = sent + self._watchdog_after
             try:
-                response = await self._transport.send(body, puid)
+                response = await d
+            except CancelledError:
+                if self._abandoned or d not in self._expired:
+                    raise  # abandon(): this unit writes nothing
+                failure = RequestFailed(
+                    "timeout", f"no answer after {self._watchdog_after:g} s: the engine's watchdog ended a request "
+                    f"its transport had not ended at --timeout {self.config.timeout:g} s", retryable=True,
+                    info="timeout")
+                if self._stop_reason is not None:
+                    return []
+                continue
             except RequestFailed as e:
                 stats.observe_latency(clock.seconds() - sent)
                 if self._abandoned:
@@ -343,6 +384,10 @@ class BatchRun:
                 if self._stop_reason is not None:
                     return []  # stopping: leave the lines for a resume rather than record a transient error
                 continue
+            finally:
+                del deadlines[d]
+                if self._expired:
+                    self._expired.discard(d)
             stats.observe_latency(clock.seconds() - sent)
             try:
                 records = self.codec.results(response, members)
