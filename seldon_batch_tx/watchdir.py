@@ -85,6 +85,8 @@ READY = ".ready"
 SIDECAR = ".json"
 NOT_INPUT_SUFFIXES = (".part", ".partial", ".tmp", READY, SIDECAR)
 _OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+#: Options whose BatchConfig field has another name (repeatable ones collect into a tuple).
+_FIELDS = {"header": "headers"}
 #: Options that are never per-file, whatever ``--sidecar-allow`` says: the daemon decides where
 #: files are read and written, how it logs and serves, and how a file is resumed.
 SIDECAR_NEVER = frozenset({"input-data-path", "output-data-path", "dashboard", "log-level", "resume",
@@ -251,24 +253,29 @@ def apply_sidecar(config: BatchConfig, path: str, allow: frozenset[str] = frozen
     for key, value in data.items():
         name = _option_name(key)
         option = _OPTIONS_BY_NAME.get(name)
-        if option is None or name in SIDECAR_NEVER or not hasattr(config, option.field):
+        field = _FIELDS.get(name, option.field) if option is not None else ""
+        if option is None or name in SIDECAR_NEVER or not hasattr(config, field):
             raise Rejected(f"sidecar setting {key!r} is not a per-file option")
         if name not in SIDECAR_SAFE and name not in allow:
             raise Rejected(f"sidecar setting {key!r} is the daemon's (it decides where data and credentials go); "
                            f"its operator can allow it with --sidecar-allow {name}")
-        _no_control_characters(key, value)
+        repeated = name in _FIELDS and isinstance(value, list) and all(isinstance(v, str) for v in value)
+        for one in value if repeated else [value]:
+            _no_control_characters(key, one)
         try:
             if value is None:
                 if option.default is not None:
                     raise ValueError("may not be null")
-                changes[option.field] = None
+                changes[field] = None
             elif option.coerce is None:
-                changes[option.field] = value if isinstance(value, bool) else boolean(str(value))
+                changes[field] = value if isinstance(value, bool) else boolean(str(value))
+            elif repeated:  # {"header": ["A: 1", "B: 2"]}, as a repeated flag
+                changes[field] = option.coerce("\n".join(value))
             elif isinstance(value, (dict, list)):
                 raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
             else:
                 raw = str(value).lower() if isinstance(value, bool) else str(value)
-                changes[option.field] = option.coerce(raw)
+                changes[field] = option.coerce(raw)
         except (ValueError, TypeError, OverflowError) as e:
             raise Rejected(f"sidecar setting {key!r}: {e}") from None
     if max_workers is not None and changes.get("workers", 0) > max_workers:
@@ -859,14 +866,7 @@ class WatchDirService(service.Service):
         entry.config, entry.output = config, config.output_data_path
         mode = stat.S_IMODE(job.st.st_mode) if job.st is not None else 0o600
         transport = self._transport_factory(config, self._reactor) if self._transport_factory else None
-        try:
-            batch = Batch(config, self._reactor, stats=job.entry.stats, transport=transport,
-                          output_mode=mode)  # type: ignore[call-arg]
-        except TypeError as e:  # until batch.py takes output_mode (writer.py's O_NOFOLLOW and mode)
-            if "output_mode" not in str(e):
-                raise
-            batch = Batch(config, self._reactor, stats=job.entry.stats, transport=transport)
-        return config, batch
+        return config, Batch(config, self._reactor, stats=job.entry.stats, transport=transport, output_mode=mode)
 
     async def _process(self, job: Job) -> None:
         try:
