@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
@@ -219,7 +219,7 @@ def test_a_failing_final_flush_stops_the_run(tmp_path: Path) -> None:
     run, clock = make(tmp_path, [b"[[1]]"] * 3, Scripted(), writer=writer)
     d = Deferred.fromCoroutine(run.run())
     assert d.called
-    summary: Summary = d.result
+    summary = cast(Summary, d.result)
     assert summary.exit_code == EXIT_STOPPED and "cannot write the output" in (summary.stopped_early or "")
     with pytest.raises(OSError):
         writer.close()
@@ -252,7 +252,7 @@ def test_abandoned_lines_are_left_for_resume_and_later_units_still_flow(tmp_path
     run.stop("signal")
     run.abandon()
     assert d.called
-    summary: Summary = d.result
+    summary = cast(Summary, d.result)
     run._writer.close()
     assert sorted(output(tmp_path)) == [1, 2, 3]
     assert summary.exit_code == EXIT_STOPPED and summary.not_processed == 1
