@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.engine import Summary
 from seldon_batch_tx.watchdir import (
     SIDECAR_ALLOWABLE,
     SIDECAR_NEVER,
@@ -371,3 +372,48 @@ def test_sidecar_allow_is_checked_when_the_service_is_built(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="output-data-path"):
         WatchDirService(str(tmp_path), base, Clock(), None,  # type: ignore[arg-type]
                         sidecar_allow=frozenset({"output-data-path"}))
+
+
+class LinesLostBatch:
+    """A batch whose run ends with lines that got no output line and no stop reason."""
+
+    def __init__(self, config: BatchConfig, reactor: Any, **kw: Any) -> None:
+        self.config = config
+
+    async def run(self) -> Summary:
+        return Summary(lines=3, succeeded=1, failed=0, retried=0, not_processed=2, elapsed=0.1, stopped_early=None)
+
+    def stop(self, reason: str, grace: float | None = None) -> None:
+        pass
+
+
+def test_lines_without_output_send_the_file_to_failed_with_a_non_zero_exit_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that leaves lines without an output line is not done: failed/ with the count and a summary
+    whose exit_code is the engine's (non-zero)."""
+    monkeypatch.setattr("seldon_batch_tx.watchdir.Batch", LinesLostBatch)
+    daemon = make(tmp_path)
+    write_lines(daemon.path("incoming", "lossy.txt"), 3)
+    daemon.path("incoming", "lossy.txt.ready").touch()
+    daemon.service.startService()
+    daemon.pump(lambda: daemon.path("failed", "lossy.txt.reason.txt").exists(), seconds=3)
+    assert "2 line(s) got no output line" in reason(daemon, "lossy.txt")
+    summary = json.loads(daemon.path("failed", "lossy.txt.summary.json").read_text())
+    assert summary["not_processed"] == 2 and summary["exit_code"] != 0
+    assert files(daemon.path("done")) == []
+    stop(daemon)
+
+
+def test_a_fifo_renamed_in_is_refused_without_blocking(tmp_path: Path) -> None:
+    """The rename path (inotify) takes a file without waiting for a scan, with the same guarded open."""
+    daemon = make(tmp_path)
+    daemon.service.startService()
+    os.mkfifo(daemon.path("incoming", ".pipe.txt.part"))
+    os.rename(daemon.path("incoming", ".pipe.txt.part"), daemon.path("incoming", "pipe.txt"))
+    polls = daemon.service.polls
+    with deadline(10):
+        daemon.service.note_renamed_in("pipe.txt")
+        daemon.clock.advance(0)
+    assert daemon.service.polls == polls  # no scan: the renamed file alone was looked at
+    assert "FIFO" in reason(daemon, "pipe.txt")
+    stop(daemon)
