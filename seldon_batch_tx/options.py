@@ -544,9 +544,11 @@ class ProcessorOptions(usage.Options):
         if not self["deployment-name"]:
             raise usage.UsageError("--deployment-name/-d: is required (or $SELDON_BATCH_DEPLOYMENT_NAME)")
         if not 0 <= self["shard-index"] < self["shard-count"]:
-            raise self.error("shard-index", str(self["shard-index"]),
-                             f"must be less than --shard-count {self['shard-count']} (it defaults to "
-                             "$JOB_COMPLETION_INDEX)")
+            # Two options that do not fit together: the message names both (and has kept its wording).
+            origin = None if "shard-index" in self.given else self.origins.get("shard-index")
+            raise usage.UsageError(f"--shard-index {self['shard-index']} must be less than --shard-count "
+                                   f"{self['shard-count']} (" + (f"from ${origin})" if origin else
+                                                                 "it defaults to $JOB_COMPLETION_INDEX)"))
         if self["shard-count"] > 1 and not self["batch-id"]:
             raise self.error("shard-count", str(self["shard-count"]), "needs --batch-id: all shards must tag "
                              "their lines with the same batch id")
