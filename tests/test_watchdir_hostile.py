@@ -181,17 +181,20 @@ def test_allowed_keys_apply_and_values_that_cannot_apply_fail_once(tmp_path: Pat
                                                                     events: list[dict[str, Any]]) -> None:
     """With --sidecar-allow, the key applies; a value that cannot (shard 5 of 1) sends the file to failed/
     once with the reason, and the daemon does not take it again."""
-    daemon = make(tmp_path, sidecar_allow=frozenset({"shard-index", "namespace"}))
+    daemon = make(tmp_path, sidecar_allow=frozenset({"shard-index", "namespace", "host"}))
     incoming = daemon.path("incoming")
     write_lines(incoming / "shard.txt", 2)
     (incoming / "shard.txt.json").write_text(json.dumps({"shard-index": 5}))
+    write_lines(incoming / "port.txt", 2)
+    (incoming / "port.txt.json").write_text(json.dumps({"host": "model.test:abc"}))
     write_lines(incoming / "ns.txt", 2)
     (incoming / "ns.txt.json").write_text(json.dumps({"namespace": "other"}))
-    for name in ("shard.txt", "ns.txt"):
+    for name in ("shard.txt", "port.txt", "ns.txt"):
         (incoming / (name + ".ready")).touch()
     daemon.service.startService()
     daemon.pump(seconds=10)
     assert "do not fit together" in reason(daemon, "shard.txt") and "shard index 5" in reason(daemon, "shard.txt")
+    assert "'host'" in reason(daemon, "port.txt") and "abc" in reason(daemon, "port.txt")
     assert daemon.path("done", "ns.txt.summary.json").exists()
     assert len(daemon.model.bodies) == 2
     assert len(events) < 40, [e.get("log_format") for e in events]
@@ -416,4 +419,21 @@ def test_a_fifo_renamed_in_is_refused_without_blocking(tmp_path: Path) -> None:
         daemon.clock.advance(0)
     assert daemon.service.polls == polls  # no scan: the renamed file alone was looked at
     assert "FIFO" in reason(daemon, "pipe.txt")
+    stop(daemon)
+
+
+def test_a_left_over_file_that_fails_to_prepare_goes_to_failed_after_a_restart(tmp_path: Path) -> None:
+    """A file found in processing/ at start whose sidecar cannot apply, or whose first lines are not JSON,
+    goes to failed/ once: no loop of retakes."""
+    daemon = make(tmp_path)
+    processing = daemon.path("processing")
+    write_lines(processing / "sidecar.txt", 2)
+    (processing / "sidecar.txt.json").write_text(json.dumps({"shard-index": 5}))
+    (processing / "prose.txt").write_text("not json\nat all\n")
+    daemon.service.startService()
+    daemon.pump(seconds=5)
+    assert "--sidecar-allow shard-index" in reason(daemon, "sidecar.txt")
+    assert "JSON" in reason(daemon, "prose.txt")
+    assert files(processing) == [] and daemon.model.bodies == []
+    assert len([e for e in daemon.registry.entries() if e.stats.state == "failed"]) == 2
     stop(daemon)
