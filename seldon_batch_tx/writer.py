@@ -125,6 +125,8 @@ class OutputFile:
                                           "(give the link's target as the output instead)") from None
             if e.errno == errno.ENXIO:  # a FIFO without a reader
                 raise OutputRefused(path, "is not a regular file (a FIFO)") from None
+            if e.errno == errno.EISDIR:
+                raise OutputRefused(path, "is not a regular file (a directory)") from None
             raise
         try:
             st = os.fstat(fd)
