@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import txaio
@@ -169,8 +170,18 @@ def _json(request: Request, data: Any, code: int = 200, secrets: Any = ()) -> by
     return json.dumps(clean(data, secrets), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def _segment(path: bytes) -> str:
-    return path.decode("utf-8", errors="replace")
+def _segment(path: bytes, request: Request) -> str:
+    """The batch id a URL names: this segment and any after it (an id may hold a ``/`` that a
+    client did not percent-encode), as text."""
+    parts = [path, *(request.postpath or [])]
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return b"/".join(parts).decode("utf-8", errors="replace")
+
+
+def path_segment(value: Any) -> str:
+    """``value`` percent-encoded as one URL path segment (jinja2's urlencode keeps ``/``)."""
+    return quote(str(value), safe="")
 
 
 class Unauthorized(Resource):
@@ -263,7 +274,7 @@ class BatchPages(Resource):
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
             return IndexPage(self._templates, self._registry, self._secrets)
-        return BatchPage(self._templates, self._registry, self._secrets, _segment(path))
+        return BatchPage(self._templates, self._registry, self._secrets, _segment(path, request))
 
     def render_GET(self, request: Request) -> bytes:
         request.redirect(b"../")
@@ -295,7 +306,7 @@ class ApiBatches(Resource):
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
             return self
-        return ApiBatch(self._registry, self._secrets, _segment(path))
+        return ApiBatch(self._registry, self._secrets, _segment(path, request))
 
     def render_GET(self, request: Request) -> bytes:
         registry = self._registry
@@ -370,6 +381,7 @@ class DashboardRoot(Resource):
         web = web or web_root()
         templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(web / "templates")),
                                        autoescape=True, undefined=jinja2.StrictUndefined)
+        templates.filters["segment"] = path_segment
         self._token = token
         self._registry = registry
         self._warned_host = False

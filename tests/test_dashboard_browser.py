@@ -115,3 +115,35 @@ def test_dashboard_updates_live_in_chromium(tmp_path: Path, seldon_server: Seldo
     assert code == 200 and any(b["name"] == "slow.txt" for b in json.loads(body)["batches"])
     assert daemon.get("/api/batches")[0] == 401
     daemon.stop()
+
+
+def test_tokenless_dashboard_with_undecodable_name_and_hostile_id_in_chromium(
+        tmp_path: Path, seldon_server: SeldonServer, daemons: list[Daemon], browser: webdriver.Chrome) -> None:
+    """A file whose name is not UTF-8, run under a sidecar batch id with quotes, a slash and markup:
+    the list shows the name with its bytes as \\xNN, the link opens the batch page, and that page keeps
+    updating live (its polls of the API by the batch's public id answer 200)."""
+    watch = tmp_path / "watch"
+    daemon = Daemon(tmp_path, seldon_server, ["--watch-dir", str(watch), "--poll-interval", "0.2", "-w", "1",
+                                              "--batch-interval", "0.03"])
+    daemons.append(daemon)
+    daemon.wait_ready()
+    incoming = bytes(watch / "incoming")
+    name = b"slow-\xff\xfe.txt"
+    write_lines(Path(os.fsdecode(incoming + b"/." + name + b".part")), 300)
+    with open(incoming + b"/" + name + b".json", "w") as f:
+        json.dump({"batch-id": 'id "q" a/b <img src=x onerror="window.__pwned=1">'}, f)
+    os.rename(incoming + b"/." + name + b".part", incoming + b"/" + name)
+    shown = "slow-\\xff\\xfe.txt"
+
+    browser.get(f"http://localhost:{daemon.port}/")
+    wait_for(lambda: row_text(browser, shown).get("state") == "running", 15, "the undecodable name on the page")
+    link = browser.find_element(By.CSS_SELECTOR, "#batch-rows tr[data-batch-id] td.name a").get_attribute("href")
+    assert link
+    browser.get(link)
+    assert browser.find_element(By.ID, "batch-name").text == shown
+    done_before = browser.find_element(By.CSS_SELECTOR, "[data-field=done]").text
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "[data-field=done]").text != done_before, 10,
+             "the batch page's count to change")
+    assert browser.find_element(By.ID, "live").text == "live"
+    assert browser.execute_script("return window.__pwned === undefined;")
+    daemon.stop()

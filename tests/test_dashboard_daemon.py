@@ -25,7 +25,7 @@ from tests.test_daemon_real import Daemon, wait_for, write_lines
 
 NOT_UTF8 = b"bad-\xff\xfe.txt"
 MARKUP = 'new\nline "q" back\\slash <img src=x onerror=alert(1)>.txt'
-SIDECAR_ID = 'id "q"\n<b>x</b>'
+SIDECAR_ID = 'id "q" \\ a/b <b>x</b> ü'
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_daemon_dashboard_survives_hostile_names(tmp_path: Path, seldon_server: 
 
     names = wait_for(all_finished, 60, "the three hostile files to finish", step=0.2)
     sidecar = names["sidecar.txt"]
-    assert "\n" not in sidecar["id"] and sidecar["id"].isprintable()  # a public id, usable in a URL
+    assert sidecar["state"] == "done" and sidecar["id"] == SIDECAR_ID
     code, page = daemon.get("/batches/" + quote(sidecar["id"], safe=""))
     assert code == 200 and b"&lt;b&gt;x&lt;/b&gt;" in page
     for _ in range(5):  # still fine after they finished (they stay listed)

@@ -10,6 +10,7 @@ In-memory tests use treq's StubTreq; the Host tests run the real DashboardServic
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -129,6 +130,13 @@ def check_every_route(stub: StubTreq, registry: BatchRegistry) -> None:
     assert len(samples) == len(listed)
     for sample in samples:
         assert len(sample.labels["batch_id"]) <= MAX_ID and len(sample.labels["name"]) <= MAX_LABEL + 40
+    links = [html.unescape(h) for h in re.findall(r'<a href="(batches/[^"]*)"', page)]
+    assert len(links) == len(listed)
+    for link in links:  # the links the page itself shows lead to the batch page and its JSON
+        code, _, batch_page = get(stub, "/" + link)
+        assert code == 200, link
+        json_links = re.findall(r'<a href="\.\./(api/batches/[^"]*)"', strict_utf8(batch_page))
+        assert len(json_links) == 1 and get(stub, "/" + html.unescape(json_links[0]))[0] == 200
     for entry, shown in zip(registry.entries(), listed, strict=True):
         assert shown["id"] == public_id(entry.batch_id) and len(shown["id"]) <= MAX_ID
         assert shown["name"] == display_text(entry.stats.name)
@@ -136,9 +144,9 @@ def check_every_route(stub: StubTreq, registry: BatchRegistry) -> None:
         code, _, detail = get(stub, f"/api/batches/{path}")
         assert code == 200, shown["id"]
         assert strict_json(detail)["name"] == shown["name"]
-        code, _, html = get(stub, f"/batches/{path}")
+        code, _, detail_page = get(stub, f"/batches/{path}")
         assert code == 200, shown["id"]
-        assert "<script>alert" not in strict_utf8(html)
+        assert "<script>alert" not in strict_utf8(detail_page)
 
 
 # -- names and ids whatever their bytes ------------------------------------------------------
@@ -181,9 +189,12 @@ def test_hostile_batch_ids_are_reachable_and_bounded() -> None:
 
 
 def test_raw_id_still_finds_its_batch() -> None:
-    """The API keeps answering to the batch's own id, not only the public one."""
-    registry = registry_with(["a.txt"], ["id\nwith newline"])
+    """The API keeps answering to the batch's own id, not only the public one, and to an id whose
+    ``/`` a client left unencoded."""
+    registry = registry_with(["a.txt", "b.txt"], ["id\nwith newline", "a/b/c"])
     stub = StubTreq(DashboardRoot(registry))
+    assert get(stub, "/api/batches/a/b/c")[0] == 200 and get(stub, "/batches/a/b/c")[0] == 200
+    assert get(stub, "/api/batches/a/b/c/")[0] == 200 and get(stub, "/api/batches/a/b")[0] == 404
     code, _, body = get(stub, "/api/batches/" + quote("id\nwith newline", safe=""))
     assert code == 200 and strict_json(body)["name"] == "a.txt"
     code, _, body = get(stub, "/api/batches/" + quote("no such\n<id>", safe=""))
