@@ -6,9 +6,10 @@ failed (error lines), plus lines that are not output lines at all (e.g. a torn l
 anything :func:`.resume.line_info` cannot read: not UTF-8, not JSON, nested too deeply, too
 long). Memory is a few bitmaps of one bit per input line, whatever the output claims.
 
-Exit status, as the run's own: 0 complete without error lines; 1 complete but some lines are
-error lines (``--allow-failed`` turns that into 0); 3 lines missing, duplicated, unexpected or
-unreadable (what a run stopped early leaves); 2 usage error.
+Exit status, with the run's own codes: 0 complete without error lines; 1 lines missing,
+duplicated, unexpected or unreadable, or complete but some lines are error lines
+(``--allow-failed`` turns only the latter into 0, so ``--allow-failed`` checks completeness
+alone); 2 usage error.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from typing import Any, TextIO
 
 import attrs
 
-from .engine import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from .engine import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
 from .reader import count_lines
 from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, describe_index, read_info, read_lines
 
 __all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE", "Report", "main", "ranges",
            "verify"]
 
-#: The run's statuses: complete is ``EXIT_OK``; lines without (exactly one) output line are what
-#: a run that stopped early leaves, ``EXIT_STOPPED``.
-EXIT_COMPLETE, EXIT_INCOMPLETE = EXIT_OK, EXIT_STOPPED
+#: The run's statuses: complete is ``EXIT_OK``; an output that is not complete is not all
+#: successes either, ``EXIT_FAILED_LINES`` (``--allow-failed`` keeps it 1 while error lines become 0).
+EXIT_COMPLETE, EXIT_INCOMPLETE = EXIT_OK, EXIT_FAILED_LINES
 #: Out-of-range indexes and unreadable line numbers kept for the report; the rest are counted.
 _KEPT = 1000
 
@@ -52,6 +53,23 @@ def ranges(indexes: Iterable[int], limit: int = 20) -> str:
         last = i
     text = ", ".join(describe_index(a) if a == b else f"{describe_index(a)}-{describe_index(b)}" for a, b in spans)
     return text + (f" ... ({extra} more ranges)" if extra else "")
+
+
+@attrs.frozen
+class Missing:
+    """The indexes a report misses: sized and iterable like a list, without holding one."""
+
+    report: Report
+
+    def __len__(self) -> int:
+        return self.report.missing_count
+
+    def __bool__(self) -> bool:
+        return self.report.missing_count > 0
+
+    def __iter__(self) -> Iterator[int]:
+        r = self.report
+        return (i for i in range(r.shard_index, r.total, r.shard_count) if i not in r.seen)
 
 
 @attrs.define
@@ -87,9 +105,10 @@ class Report:
     def missing_count(self) -> int:
         return self.expected - self.seen.count
 
-    def missing(self) -> Iterator[int]:
+    @property
+    def missing(self) -> Missing:
         """The shard's indexes without an output line, in order (computed, never stored)."""
-        return (i for i in range(self.shard_index, self.total, self.shard_count) if i not in self.seen)
+        return Missing(self)
 
     @property
     def unexpected_count(self) -> int:
@@ -114,7 +133,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "expected": self.expected, "lines": self.lines, "complete": self.complete,
-            "missing": self.missing_count, "missing_ranges": ranges(self.missing()),
+            "missing": self.missing_count, "missing_ranges": ranges(self.missing),
             "duplicated": self.duplicated.count, "duplicated_ranges": ranges(self.duplicated),
             "failed": self.failed.count, "failed_ranges": ranges(self.failed),
             "unexpected": self.unexpected_count, "unexpected_ranges": self.unexpected_ranges(),
@@ -162,7 +181,7 @@ def verify(input_path: str, output_path: str, shard_index: int = 0, shard_count:
 def render(report: Report, out: TextIO) -> None:
     state = "complete" if report.complete else "INCOMPLETE"
     print(f"{state}: {report.lines} output lines for {report.expected} input lines", file=out)
-    rows = (("missing", report.missing_count, lambda: ranges(report.missing())),
+    rows = (("missing", report.missing_count, lambda: ranges(report.missing)),
             ("duplicated", report.duplicated.count, lambda: ranges(report.duplicated)),
             ("failed", report.failed.count, lambda: ranges(report.failed)),
             ("unexpected", report.unexpected_count, report.unexpected_ranges),
@@ -178,8 +197,9 @@ def render(report: Report, out: TextIO) -> None:
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="seldon-batch verify", description=__doc__.split("\n")[0],
-                                     epilog="Exit status: 0 complete, 1 complete with error lines, "
-                                            "3 missing/duplicated/unexpected/unreadable lines, 2 usage error.")
+                                     epilog="Exit status: 0 complete, 1 missing/duplicated/unexpected/unreadable "
+                                            "lines or error lines (with --allow-failed: only the former), "
+                                            "2 usage error.")
     parser.add_argument("input", help="the input file, one JSON value per line")
     parser.add_argument("output", help="the output file written by seldon-batch-processor")
     parser.add_argument("--shard-index", type=int, default=0, help="the output is of this shard only")

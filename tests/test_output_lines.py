@@ -104,7 +104,7 @@ def test_verify_counts_hostile_lines_with_their_numbers(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, peak
-    assert report.lines == 15 and report.seen.count == 4 and report.missing_count == 0
+    assert report.lines == 15 and report.seen.count == 4 and not report.missing and len(report.missing) == 0
     assert report.out_of_range_count == 2  # 10**4000 and -7
     assert report.unreadable == [2, 3, 4, 5, 9, 10, 11, 12, 13]
     assert "line 12: longer than 100000 bytes (300001 bytes)" in report.unreadable_reasons
@@ -114,7 +114,7 @@ def test_verify_counts_hostile_lines_with_their_numbers(tmp_path: Path) -> None:
 
 
 def test_verify_command_on_a_hostile_output(tmp_path: Path, capsys: Any) -> None:
-    """The command prints its report and exits 3 (incomplete); reasons name line numbers."""
+    """The command prints its report and exits 1 (incomplete); reasons name line numbers."""
     source, out = hostile_output(tmp_path)
     assert verify.main([str(source), str(out)]) == verify.EXIT_INCOMPLETE
     text = capsys.readouterr().out

@@ -112,4 +112,4 @@ def test_shards_need_a_shared_batch_id(tmp_path: Path) -> None:
     run = subprocess.run([PROCESSOR, "-d", "echo", "-i", str(infile), "--shard-index", "0", "--shard-count", "2"],
                          env=loopback_env(), capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
-    assert "--batch-id is required with --shard-count" in run.stderr
+    assert run.stderr.count("\n") == 1 and "error: --shard-count 2: needs --batch-id" in run.stderr

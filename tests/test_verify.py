@@ -45,14 +45,15 @@ def test_complete_output_in_any_order(source: Path, tmp_path: Path, capsys: pyte
 
 
 def test_missing_duplicated_and_torn(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Missing and duplicated indexes and a torn line make the output incomplete (exit 3, as a run
-    stopped early leaves it)."""
+    """Missing and duplicated indexes and a torn line make the output incomplete (exit 1, also with
+    --allow-failed)."""
     out = tmp_path / "out.txt"
     out.write_text("".join(line(i) for i in (0, 1, 2, 2, 5, 9)) + '{"meta": {"ta')
-    assert main([str(source), str(out), "--json"]) == EXIT_INCOMPLETE == engine.EXIT_STOPPED == 3
+    assert main([str(source), str(out), "--json"]) == EXIT_INCOMPLETE == engine.EXIT_FAILED_LINES == 1
     report = json.loads(capsys.readouterr().out)
     assert report["missing_ranges"] == "3-4, 6-8" and report["duplicated_ranges"] == "2"
     assert report["unreadable"] == 1 and report["unreadable_lines"] == "7" and not report["complete"]
+    assert main([str(source), str(out), "--allow-failed"]) == EXIT_INCOMPLETE
 
 
 def test_failed_lines_have_their_own_exit_status(source: Path, tmp_path: Path,
