@@ -25,7 +25,7 @@ import hmac
 import ipaddress
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,7 +43,7 @@ from twisted.web.server import Request, Site
 
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
-from .registry import BatchRegistry, clean
+from .registry import BatchRegistry, clean, config_secrets
 from .webroot import web_root
 
 txaio.use_twisted()
@@ -376,28 +376,30 @@ class StaticFiles(Resource):
 class DashboardRoot(Resource):
     """The route table, with the token check (or, without a token, the Host check) in front of it."""
 
-    def __init__(self, registry: BatchRegistry, *, token: str | None = None, web: Path | None = None) -> None:
+    def __init__(self, registry: BatchRegistry, *, token: str | None = None, web: Path | None = None,
+                 secrets: Collection[str] = ()) -> None:
         super().__init__()
         web = web or web_root()
+        self._extra_secrets = {s for s in secrets if s}
         templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(web / "templates")),
                                        autoescape=True, undefined=jinja2.StrictUndefined)
         templates.filters["segment"] = path_segment
         self._token = token
         self._registry = registry
         self._warned_host = False
-        secrets = self.secrets
-        self.putChild(b"", IndexPage(templates, registry, secrets))
-        self.putChild(b"batches", BatchPages(templates, registry, secrets))
+        hidden = self.secrets
+        self.putChild(b"", IndexPage(templates, registry, hidden))
+        self.putChild(b"batches", BatchPages(templates, registry, hidden))
         api = Resource()
-        api.putChild(b"batches", ApiBatches(registry, secrets))
+        api.putChild(b"batches", ApiBatches(registry, hidden))
         self.putChild(b"api", api)
-        self.putChild(b"metrics", Metrics(registry, secrets))
+        self.putChild(b"metrics", Metrics(registry, hidden))
         self.putChild(b"health", Health(registry))
         self.putChild(b"static", StaticFiles(web / "static"))
 
     def secrets(self) -> set[str]:
         """What must never be shown: the dashboard token and every listed batch's credentials."""
-        found = self._registry.secrets()
+        found = self._registry.secrets() | self._extra_secrets
         if self._token:
             found.add(self._token)
         return found
@@ -425,8 +427,10 @@ class QuietSite(Site):
         pass
 
 
-def make_site(registry: BatchRegistry, *, token: str | None = None, web: Path | None = None) -> Site:
-    site = QuietSite(DashboardRoot(registry, token=token, web=web))
+def make_site(registry: BatchRegistry, *, token: str | None = None, web: Path | None = None,
+              secrets: Collection[str] = ()) -> Site:
+    """The dashboard site; ``secrets`` (e.g. the daemon's own credentials) are never shown."""
+    site = QuietSite(DashboardRoot(registry, token=token, web=web, secrets=secrets))
     site.noisy = False
     site.displayTracebacks = False
     return site
@@ -436,8 +440,9 @@ class DashboardService(service.Service):
     """Listens on a Twisted endpoint string; the listener is made in startService."""
 
     def __init__(self, endpoint: str, registry: BatchRegistry, reactor: Any, *, token: str | None = None,
-                 web: Path | None = None) -> None:
+                 web: Path | None = None, secrets: Collection[str] = ()) -> None:
         check_endpoint(endpoint, token)
+        self._secrets = tuple(secrets)
         self.endpoint = endpoint
         self._registry = registry
         self._reactor = reactor
@@ -447,7 +452,7 @@ class DashboardService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        site = make_site(self._registry, token=self._token, web=self._web)
+        site = make_site(self._registry, token=self._token, web=self._web, secrets=self._secrets)
         listening: Deferred[Any] = endpoints.serverFromString(self._reactor, self.endpoint).listen(site)
         outcome: list[Any] = []
 
@@ -478,16 +483,19 @@ class DashboardService(service.Service):
         return succeed(None)
 
 
-def serve_single_batch(endpoint: str, stats: Any, config: Any, reactor: Any) -> DashboardService:
+def serve_single_batch(endpoint: str, stats: Any, config: Any, reactor: Any, *,
+                       token: str | None = None) -> DashboardService:
     """The dashboard of the one-shot command for its one batch (``--dashboard ENDPOINT``).
 
-    The token comes from ``$SELDON_BATCH_DASHBOARD_TOKEN``; raises ValueError for a
-    non-loopback endpoint without one, and the listen error if the port is taken.
+    The token is ``token`` (e.g. read from ``--dashboard-token-file``), else
+    ``$SELDON_BATCH_DASHBOARD_TOKEN``; raises ValueError for a non-loopback endpoint without
+    one, and the listen error if the port is taken.
     """
     import os
 
     registry = BatchRegistry(reactor, sample_interval=None)  # the progress reporter samples already
     registry.add(stats, config=config, source=config.input_data_path, output=config.output_data_path)
-    dashboard = DashboardService(endpoint, registry, reactor, token=os.environ.get(TOKEN_ENV) or None)
+    dashboard = DashboardService(endpoint, registry, reactor, token=token or os.environ.get(TOKEN_ENV) or None,
+                                 secrets=config_secrets(config))
     dashboard.startService()
     return dashboard

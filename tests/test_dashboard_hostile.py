@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.dashboard import DashboardRoot, DashboardService, host_allowed, host_name
+from seldon_batch_tx.dashboard import DashboardRoot, DashboardService, host_allowed, host_name, serve_single_batch
 from seldon_batch_tx.metrics import MAX_LABEL
 from seldon_batch_tx.registry import MAX_ID, MAX_TEXT, REDACTED, BatchRegistry, display_text, public_id
 from seldon_batch_tx.stats import BatchStats
@@ -431,3 +431,34 @@ async def test_unix_socket_dashboard_answers_any_host(tmp_path: Path) -> None:
     finally:
         await service.stopService()
 
+
+
+def test_extra_secrets_are_redacted_for_batches_without_config() -> None:
+    """A queued or failed batch has no config yet: the daemon's own credentials, passed as secrets=,
+    are still redacted from its reason."""
+    registry = BatchRegistry(Clock(), sample_interval=None)
+    stats = BatchStats("q1", "a.txt")
+    stats.state, stats.reason = "failed", "refused: token daemon-SECRET-five is not accepted"
+    registry.add(stats)
+    stub = StubTreq(DashboardRoot(registry, secrets=["daemon-SECRET-five", ""]))
+    for path in ("/", "/api/batches", "/api/batches/q1", "/batches/q1", "/metrics"):
+        code, _, body = get(stub, path)
+        assert code == 200 and b"SECRET" not in body, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_single_batch_dashboard_takes_a_token_argument() -> None:
+    """serve_single_batch(token=...) (e.g. from --dashboard-token-file) guards the API, and the batch's
+    call token never shows even to a client holding the dashboard token."""
+    config = BatchConfig(deployment_name="echo", input_data_path="/in/a.txt", output_data_path="/in/a.out.txt",
+                         batch_id="b1", call_credentials_token="call-SECRET-six")
+    stats = BatchStats("b1", "a.txt")
+    stats.reason = "echo call-SECRET-six"
+    service = serve_single_batch("tcp:0:interface=127.0.0.1", stats, config, reactor, token="file-t0k3n")
+    try:
+        port = service.port.getHost().port
+        assert (await fetch(port, "/api/batches", "127.0.0.1"))[0] == 401
+        code, body = await fetch(port, "/api/batches/b1?token=file-t0k3n", "127.0.0.1")
+        assert code == 200 and b"SECRET" not in body and strict_json(body)["reason"] == f"echo {REDACTED}"
+    finally:
+        await service.stopService()
