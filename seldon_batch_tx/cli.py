@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -11,9 +12,11 @@ from twisted.python import usage
 
 from .config import BatchConfig
 from .engine import EXIT_USAGE, tune_gc
-from .options import ProcessorOptions, shown
+from .options import ProcessorOptions, option_error, secret_token, shown
 
 PROG = "seldon-batch-processor"
+#: The dashboard's token for ``--dashboard`` (read by :mod:`.dashboard`, which is imported only when used).
+DASHBOARD_TOKEN_ENV = "SELDON_BATCH_DASHBOARD_TOKEN"
 
 
 def parse(argv: Sequence[str] | None) -> ProcessorOptions:
@@ -25,6 +28,12 @@ def parse(argv: Sequence[str] | None) -> ProcessorOptions:
     try:
         options = ProcessorOptions()
         options.parseOptions(list(argv) if argv is not None else sys.argv[1:])
+        token = os.environ.get(DASHBOARD_TOKEN_ENV)
+        if options["dashboard"] and token:  # the dashboard reads it; checked here like every other setting
+            try:
+                secret_token(token)
+            except ValueError as e:
+                raise option_error(f"${DASHBOARD_TOKEN_ENV}", token, str(e), secret=True) from None
     except usage.UsageError as e:
         usage_exit(str(e))
     return options

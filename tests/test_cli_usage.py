@@ -89,6 +89,8 @@ MISTAKES: list[tuple[list[str], dict[str, str], list[str]]] = [
      ["--call-credentials-token (value not shown) (from $SELDON_BATCH_CALL_CREDENTIALS_TOKEN)"]),
     ([], {"SELDON_BATCH_CALL_CREDENTIALS_TOKEN_FILE": "missing.tok"},
      ["--call-credentials-token-file missing.tok (from $SELDON_BATCH_CALL_CREDENTIALS_TOKEN_FILE): cannot be read"]),
+    (["--dashboard", "tcp:0:interface=127.0.0.1"], {"SELDON_BATCH_DASHBOARD_TOKEN": f"{SECRET}\nX: 1"},
+     ["$SELDON_BATCH_DASHBOARD_TOKEN (value not shown): must be printable ASCII"]),
     # flags
     (["-h", "x:abc"], {}, ["--host x:abc: port abc is not a number"]),
     (["-h", "x:70000"], {}, ["--host x:70000: port 70000 is not in 1-65535"]),
