@@ -13,7 +13,8 @@ Every answer is chosen per request, so one server serves a whole test module:
   up by the request's ``batch_id`` and the ``batch_index`` of its first line.  A SPEC is a mode name
   or a dict (``{"mode": "raw", "status": 200, "body_b64": "...", "close": false}``,
   ``{"mode": "json", "value": ...}``, ``{"mode": "echo", "extra_rows": -1}``,
-  ``{"mode": "truncated"}``, ``{"mode": "oversize", "bytes": N, "chunked": true}``).
+  ``{"mode": "truncated"}``, ``{"mode": "oversize", "bytes": N, "chunked": true}``; a raw answer may
+  carry ``"headers": [[NAME, VALUE], ...]``, e.g. a redirect's ``Location``).
 
 Every request received is appended to ``--log`` as one JSON line (mode, path, batch tags,
 ``X-Auth-Token``, size and the first 2,000 bytes), so a test can prove what was, or was never, sent.
@@ -202,6 +203,7 @@ def answer_for(spec: Any, message: Any, model: str, v2: bool) -> Answer:
     if mode == "raw":
         body = base64.b64decode(spec["body_b64"]) if "body_b64" in spec else str(spec.get("body", "")).encode()
         return Answer(int(spec.get("status", 200)), body, close=bool(spec.get("close")),
+                      headers=[(str(k), str(v)) for k, v in spec.get("headers", [])],
                       special="truncated" if spec.get("truncate") else None)
     if mode == "oversize":
         special = "oversize_chunked" if spec.get("chunked") else "oversize_exact"
@@ -344,6 +346,8 @@ def make_factory(args: argparse.Namespace, scripts: Scripts, requests: RequestLo
         def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
             path = target.split("?", 1)[0]
             if method == "GET":
+                if path not in ("/_ping", "/health/ping"):  # e.g. a client that followed a 303
+                    requests.record(proto="rest", method=method, path=path, auth=headers.get("x-auth-token"))
                 self.send(Answer(200, b"pong" if path in ("/_ping", "/health/ping") else b"{}"))
                 return
             if method == "PUT" and path.startswith("/_script/"):
@@ -359,7 +363,7 @@ def make_factory(args: argparse.Namespace, scripts: Scripts, requests: RequestLo
                 message = None
             tags = request_tags(message)
             spec: Any = scripts.spec(tags) if model == "script" else model
-            requests.record(proto="rest", path=path, mode=spec, batch_id=tags.get("batch_id"),
+            requests.record(proto="rest", method=method, path=path, mode=spec, batch_id=tags.get("batch_id"),
                             batch_index=tags.get("batch_index"), auth=headers.get("x-auth-token"),
                             bytes=len(body), head=body[:2000].decode("utf-8", "replace"))
             self.send(answer_for(spec, message, model, v2))
