@@ -300,9 +300,10 @@ class RestTransport:
         headers = {**self._headers, "seldon-puid": [puid]}
         try:
             started = self._reactor.seconds()
-            # unbuffered: treq would otherwise read the whole body into memory, whatever its size
+            # unbuffered: treq would otherwise read the whole body into memory, whatever its size;
+            # no redirects: a 303 would be followed elsewhere carrying X-Auth-Token (an http_3xx line instead)
             response = await self._client.post(self.url, data=data, headers=headers, timeout=self._config.timeout,
-                                               unbuffered=True)
+                                               unbuffered=True, allow_redirects=False)
             # treq's timeout stops at the headers: the body gets what is left of the same deadline
             left = max(self._config.timeout - (self._reactor.seconds() - started), 0.001)
             content = await self._read_body(response, left)

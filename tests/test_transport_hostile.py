@@ -287,7 +287,7 @@ class Scripted(Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
 
-def scripted_server(answer: bytes, close: bool = False) -> tuple[Any, Factory]:
+def scripted_server(answer: bytes, close: bool = False) -> tuple[Any, Any]:
     factory = Factory.forProtocol(Scripted)
     factory.noisy = False
     factory.answer, factory.close, factory.made = answer, close, 0  # type: ignore[attr-defined]
@@ -354,6 +354,25 @@ async def test_truncated_body_without_framing_is_bad_response(client: str) -> No
         await stop_within(transport)
         await port.stopListening()
     assert isinstance(error, RequestFailed) and (error.kind, error.retryable) == ("bad_response", True)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest_twisted.ensureDeferred
+async def test_redirects_are_not_followed(client: str, status: int) -> None:
+    """A redirect is an http_3xx failure: nothing, and no token, goes to the host it names."""
+    elsewhere, seen = scripted_server(http_answer(b'{"data": {"ndarray": [[1]]}}'))
+    target = f"http://127.0.0.1:{elsewhere.getHost().port}/api/v1.0/predictions".encode()
+    port, _ = scripted_server(b"HTTP/1.1 %d Moved\r\nLocation: %b\r\nContent-Length: 2\r\n\r\n{}" % (status, target))
+    transport = make(client, config(f"127.0.0.1:{port.getHost().port}", "x", call_credentials_token="s3cret"))
+    transport.start()
+    try:
+        error, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
+    finally:
+        await stop_within(transport)
+        await port.stopListening()
+        await elsewhere.stopListening()
+    assert isinstance(error, RequestFailed) and (error.kind, error.code) == (f"http_{status}", status)
+    assert seen.made == 0
 
 
 @pytest_twisted.ensureDeferred
