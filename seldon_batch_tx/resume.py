@@ -20,7 +20,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import attrs
 import txaio
@@ -142,40 +142,47 @@ def describe_index(index: int) -> str:
     return str(index) if abs(index) < 10**30 else f"<{len(str(abs(index)))}-digit number>"
 
 
-@attrs.frozen
-class Line:
-    """One line of an output file as read back: ``data`` is None when it was too long to hold."""
+class Line(NamedTuple):
+    """One line of an output file as read back: ``data`` is None when it was too long to hold
+    (then ``long_head`` keeps its first bytes). A tuple: millions are made per scan."""
 
     number: int
     offset: int
     size: int
     data: bytes | None
-    head: bytes
     terminated: bool
+    long_head: bytes = b""
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of the line, for messages and the torn-tail check."""
+        return self.long_head if self.data is None else self.data[:_HEAD]
 
 
 def read_lines(stream: BinaryIO, max_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Line]:
     """The lines of ``stream`` with their numbers and offsets; a line longer than ``max_bytes``
     is read through in 1 MiB pieces and yielded without its data, so memory stays bounded."""
     number = offset = 0
+    readline = stream.readline
+    limit = max_bytes + 1
     while True:
-        data = stream.readline(max_bytes + 1)
+        data = readline(limit)
         if not data:
             return
         number += 1
-        if len(data) > max_bytes and not data.endswith(b"\n"):
-            head, size, piece = data[:_HEAD], len(data), data
+        size = len(data)
+        if size < limit or data[-1] == 0x0A:
+            yield Line(number, offset, size, data, data[-1] == 0x0A)
+        else:  # longer than max_bytes: skip to its newline, never holding it whole
+            head, piece = data[:_HEAD], data
             del data
-            while not piece.endswith(b"\n"):
-                piece = stream.readline(1 << 20)
+            while piece[-1] != 0x0A:
+                piece = readline(1 << 20)
                 if not piece:
                     break
                 size += len(piece)
-            line = Line(number, offset, size, None, head, piece.endswith(b"\n"))
-        else:
-            line = Line(number, offset, len(data), data, data[:_HEAD], data.endswith(b"\n"))
-        offset += line.size
-        yield line
+            yield Line(number, offset, size, None, bool(piece) and piece[-1] == 0x0A, head)
+        offset += size
 
 
 def read_info(line: Line, max_bytes: int = DEFAULT_MAX_LINE_BYTES) -> LineInfo:
