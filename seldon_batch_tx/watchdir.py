@@ -68,6 +68,7 @@ import txaio
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
+from twisted.python import usage
 
 from .batch import Batch
 from .config import BatchConfig
@@ -90,7 +91,7 @@ _FIELDS = {"header": "headers"}
 #: Options that are never per-file, whatever ``--sidecar-allow`` says: the daemon decides where
 #: files are read and written, how it logs and serves, and how a file is resumed.
 SIDECAR_NEVER = frozenset({"input-data-path", "output-data-path", "dashboard", "log-level", "resume",
-                           "retry-failed"})
+                           "retry-failed", "call-credentials-token-file"})
 #: Options a sidecar may set without the operator's leave: how lines are encoded and paced, and
 #: how hard this one file is pushed. None of them changes where requests go, what credentials or
 #: headers they carry, or how much memory one answer may take. ``workers`` is capped at the
@@ -270,12 +271,14 @@ def apply_sidecar(config: BatchConfig, path: str, allow: frozenset[str] = frozen
             elif option.coerce is None:
                 changes[field] = value if isinstance(value, bool) else boolean(str(value))
             elif repeated:  # {"header": ["A: 1", "B: 2"]}, as a repeated flag
-                changes[field] = option.coerce("\n".join(value))
+                changes[field] = option.parse("\n".join(value), label=f"sidecar setting {key!r}")
             elif isinstance(value, (dict, list)):
                 raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
             else:
                 raw = str(value).lower() if isinstance(value, bool) else str(value)
-                changes[field] = option.coerce(raw)
+                changes[field] = option.parse(raw, label=f"sidecar setting {key!r}")
+        except usage.UsageError as e:  # names the key and its value (never a secret's)
+            raise Rejected(str(e)) from None
         except (ValueError, TypeError, OverflowError) as e:
             raise Rejected(f"sidecar setting {key!r}: {e}") from None
     if max_workers is not None and changes.get("workers", 0) > max_workers:
