@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import json.scanner
+import math
 import re
 from collections.abc import Sequence
 from itertools import accumulate
@@ -30,8 +31,16 @@ TF_ITEM_SIZES = {"DT_FLOAT": 4, "DT_DOUBLE": 8, "DT_INT32": 4, "DT_INT64": 8, "D
 TF_VALUE_FIELDS = ("doubleVal", "floatVal", "intVal", "int64Val", "boolVal", "stringVal", "halfVal")
 
 
-_decoder = json.JSONDecoder()
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON: no output line
+    could carry them back as strict JSON, so a line holding one is refused."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
 _scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: takes the decoder
+#: Number literals that may be beyond the float range (an exponent of 3+ digits, 309+ digits in a row).
+_MAYBE_HUGE = re.compile(rb"[eE]\+?0*[1-9][0-9]{2}|[0-9]{309}")
 
 
 def _loads(line: bytes) -> Any:
@@ -84,8 +93,9 @@ def json_depth(line: bytes) -> int:
 
 
 def load_json_line(line: bytes) -> Any:
-    """The JSON value of one input line, or InputError saying why not: not JSON, not UTF-8, or
-    nested deeper than :data:`MAX_JSON_DEPTH` (a line nested 100,000 deep is one of those)."""
+    """The JSON value of one input line, or InputError saying why not: not JSON, not UTF-8,
+    nested deeper than :data:`MAX_JSON_DEPTH` (a line nested 100,000 deep is one of those), or
+    holding a number strict JSON cannot carry (``NaN``, ``Infinity``, ``1e999``)."""
     try:
         value = _loads(line)
     except RecursionError:
@@ -95,7 +105,26 @@ def load_json_line(line: bytes) -> Any:
     # a line with few brackets cannot be deep: the exact depth is computed only past that count
     if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and json_depth(line) > MAX_JSON_DEPTH:
         raise InputError(f"line is not valid input: {TOO_DEEP}")
+    # 1e999 decodes to inf, which no strict JSON line can carry; only a long line or one with an
+    # exponent can hold such a literal, so the value is walked only for those
+    if (len(line) > 308 or b"e" in line or b"E" in line) and _MAYBE_HUGE.search(line) and _non_finite(value):
+        raise InputError("line is not valid input: a number beyond the range of a double (such as 1e999)")
     return value
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a decoded value holds an infinite float; iterative, so any depth is fine."""
+    stack = [value]
+    while stack:  # bounded: every value is visited once
+        x = stack.pop()
+        if type(x) is float:
+            if x in (math.inf, -math.inf):
+                return True
+        elif type(x) is list:
+            stack.extend(x)
+        elif type(x) is dict:
+            stack.extend(x.values())
+    return False
 
 
 @attrs.frozen(slots=True)

@@ -12,6 +12,8 @@ import attrs
 
 #: ``--max-line-bytes`` default (as ``BatchConfig.max_line_bytes``): longer lines are never held whole.
 DEFAULT_MAX_LINE_BYTES = 64 << 20
+#: The UTF-8 byte order mark some editors put at the start of a file.
+BOM = b"\xef\xbb\xbf"
 #: Piece size used to skip the rest of an over-long line: the most the reader holds of it at once.
 SKIP_CHUNK_BYTES = 1 << 20
 
@@ -76,6 +78,7 @@ def read_items(
     excluded) is never held whole: the rest of it is skipped in ``skip_chunk`` pieces up to its
     newline and it is yielded as an item with ``oversize`` set, for the engine's error line.
     Numbering counts every line, long or not, so resume and shard filters see the same indexes.
+    A UTF-8 byte order mark opening the stream is dropped.
     """
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
@@ -96,6 +99,8 @@ def read_items(
                     oversize += len(piece) - 1
                     break
                 oversize += len(piece)
+        elif not index and raw.startswith(BOM):
+            raw = raw[len(BOM):]  # a UTF-8 byte order mark is not data, whatever the data type
         if wanted is not None and not wanted(index):
             continue
         if oversize:

@@ -175,3 +175,23 @@ def test_unsplittable_v2_answers_say_what_is_wrong(output: Any, error: type, nee
     c = codec(protocol="v2", batch_size=2)
     with pytest.raises(error, match=needle):
         c.results({"outputs": [output]}, two(c))
+
+
+@pytest.mark.parametrize("protocol", ["seldon", "v2"])
+@pytest.mark.parametrize(("line", "needle"), [
+    (b"[1e999, 2]", "beyond the range"),
+    (b'{"a": [[-1E+0400]]}', "beyond the range"),
+    (b"[1" + b"0" * 400 + b".5]", "beyond the range"),
+    (b"[NaN, 1]", "NaN is not a JSON number"),
+    (b"[-Infinity]", "-Infinity is not a JSON number"),
+    (b"[[" + b"9" * 100_000 + b"]]", "not valid JSON"),
+])
+def test_numbers_strict_json_cannot_carry_are_input_errors(protocol: str, line: bytes, needle: str) -> None:
+    """Their answers could only be written as invalid JSON (NaN, Infinity): refused at the input."""
+    for data_type in ("data", "raw") if protocol == "v2" else ("data", "json"):
+        with pytest.raises(InputError, match=needle):
+            codec(protocol=protocol, data_type=data_type).parse(item(0, line))
+
+
+def test_large_but_finite_numbers_and_exponent_text_pass() -> None:
+    assert load_json_line(b'[1e308, 1.5e-300, "e999", 1' + b"0" * 400 + b"]")[:3] == [1e308, 1.5e-300, "e999"]

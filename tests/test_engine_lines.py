@@ -132,3 +132,9 @@ def test_an_oversize_line_through_the_engine(tmp_path: Path) -> None:
     assert lines[1]["status"]["reason"] == "line 2 is 805 bytes, over --max-line-bytes 100"
     assert lines[1]["meta"]["tags"]["batch_instance_id"] == instance_id("B", 1)
     assert lines[2]["data"] == {"ndarray": [[3]]}
+
+
+def test_a_byte_order_mark_opening_the_file_is_not_data() -> None:
+    """Dropped from the first line only, whatever the data type reads from it (``-a str`` too)."""
+    assert items(b"\xef\xbb\xbfhello\n\xef\xbb\xbf[2]\n", 100) == [
+        (0, b"hello", 0), (1, b"\xef\xbb\xbf[2]", 0)]
