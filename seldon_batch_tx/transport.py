@@ -2,6 +2,13 @@
 
 A transport only moves one already-built JSON request to the model and brings back the
 decoded JSON response; it knows nothing of files, tags or retries.
+
+What every transport guarantees, whatever the server sends: each ``send`` fires within
+``config.timeout`` (gRPC: plus a second of guard slack); it fails only with
+:class:`RequestFailed` (or CancelledError when the caller cancelled it); an answer is never
+held past ``config.max_response_bytes`` (``response_too_large``, not retried, the connection
+dropped) nor nested past :data:`MAX_ANSWER_DEPTH` (``bad_response``); a body that cannot be
+encoded is ``input_error``; a bug met while handling an answer is that call's ``internal_error``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ class RequestFailed(Exception):
     ``code`` is the HTTP status (REST) or the numeric gRPC status code, ``None`` when the
     failure happened before any status (connection refused, reset, timeout).
     ``kind`` is a short stable label used for counters: ``http_503``, ``connection``,
-    ``timeout``, ``grpc_UNAVAILABLE``, ``bad_response``.
+    ``timeout``, ``grpc_UNAVAILABLE``, ``bad_response``, ``response_too_large``,
+    ``model_failure``, ``input_error``, ``input_too_large``, ``internal_error``.
     ``reason`` is a sentence a person can act on.
     """
 
@@ -116,3 +124,20 @@ def too_deep(value: Any, body: bytes, limit: int = MAX_ANSWER_DEPTH) -> bool:
         children = item.values() if type(item) is dict else item if type(item) is list else ()
         stack.extend((x, depth + 1) for x in children if type(x) is list or type(x) is dict)
     return bool(stack)
+
+
+def ca_certificates(path: str) -> list[bytes]:
+    """The PEM of every certificate in the ``--ca-cert`` bundle at ``path`` (all of them are trusted).
+
+    ValueError, naming the option, when the file holds no certificate.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    with open(path, "rb") as f:
+        pem = f.read()
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise ValueError(f"--ca-cert {path}: not a PEM certificate bundle ({e})") from None
+    return [c.public_bytes(Encoding.PEM) for c in certificates]

@@ -70,7 +70,7 @@ from seldon_batch_tx.grpc_messages import (
 )
 from seldon_batch_tx.payloads_v2 import model_name
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transport import RequestFailed, internal_failure, too_large
+from seldon_batch_tx.transport import RequestFailed, ca_certificates, internal_failure, too_large
 
 txaio.use_twisted()
 
@@ -117,24 +117,27 @@ def rpc_failure(error: grpc.RpcError, receive_limit: int | None = None) -> Reque
     details = (details_fn() if callable(details_fn) else None) or ""
     if not isinstance(code, grpc.StatusCode):
         return RequestFailed("grpc_UNKNOWN", f"gRPC call failed: {error!r}", code=2, info="UNKNOWN")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and receive_limit is not None and _over_receive_limit(
-            str(details), receive_limit):
-        return too_large(receive_limit)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "CLIENT: Sent message larger than max" in str(details):
-        return RequestFailed("input_too_large", f"request larger than gRPC's send limit: {details}",
-                             code=code.value[0], info="input_too_large")
+    text = str(details)
+    retryable = code in RETRYABLE_CODES
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in text:
+        if receive_limit is not None and _over_receive_limit(text, receive_limit):
+            return too_large(receive_limit)
+        if "CLIENT: Sent message larger than max" in text:
+            return RequestFailed("input_too_large", f"request larger than gRPC's send limit: {text}",
+                                 code=code.value[0], info="input_too_large")
+        retryable = False  # the server's own size limit: the same request would be refused again
     return RequestFailed(
         f"grpc_{code.name}",
         f"gRPC {code.name}: {details}",
         code=code.value[0],
-        retryable=code in RETRYABLE_CODES,
+        retryable=retryable,
         info=code.name,
     )
 
 
 def _over_receive_limit(details: str, limit: int) -> bool:
     """Whether gRPC refused an answer for our receive limit (its own words, with our number)."""
-    if "Received message larger than max" not in details:
+    if "Received message larger than max" not in details or "SERVER:" in details:
         return False
     return "CLIENT:" in details or f" vs. {min(limit, 2**31 - 1)})" in details
 
@@ -282,8 +285,7 @@ class GrpcTransport:
         else:
             root = None
             if config.use_ssl and config.ca_cert:
-                with open(config.ca_cert, "rb") as f:
-                    root = f.read()
+                root = b"".join(ca_certificates(config.ca_cert))  # every certificate of the bundle
             self._connect(root, None)
 
     def _connect(self, root_certificates: bytes | None, name_override: str | None) -> None:

@@ -42,6 +42,7 @@ from .transport import (
     MAX_HEADER_BYTES,
     JSONDict,
     RequestFailed,
+    ca_certificates,
     headers_too_large,
     internal_failure,
     nested_too_deeply,
@@ -98,16 +99,7 @@ def tls_policy(config: BatchConfig) -> IPolicyForHTTPS:
 
 def ca_bundle(path: str) -> list[ssl.Certificate]:
     """Every certificate of the PEM bundle at ``path`` (a CA file often holds several: all are trusted)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    with open(path, "rb") as f:
-        pem = f.read()
-    try:
-        certificates = x509.load_pem_x509_certificates(pem)
-    except ValueError as e:
-        raise ValueError(f"--ca-cert {path}: not a PEM certificate bundle ({e})") from None
-    return [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
+    return [ssl.Certificate.loadPEM(pem) for pem in ca_certificates(path)]
 
 
 def _excerpt(body: bytes) -> str:

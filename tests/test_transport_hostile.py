@@ -697,3 +697,40 @@ def test_ca_bundle_reads_every_certificate_and_refuses_garbage(tmp_path: Path) -
         ca_bundle(str(garbage))
 
 
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(("details", "kind", "retryable"), [
+    ("CLIENT: Received message larger than max (5003 vs. 1000)", "response_too_large", False),
+    ("Received message larger than max (5003 vs. 1000)", "response_too_large", False),  # older grpc wording
+    ("SERVER: Received message larger than max (5000005 vs. 1000)", "grpc_RESOURCE_EXHAUSTED", False),
+    ("Received message larger than max (5003 vs. 4194304)", "grpc_RESOURCE_EXHAUSTED", False),
+    ("CLIENT: Sent message larger than max (5003 vs. 1000)", "input_too_large", False),
+    ("quota exceeded, slow down", "grpc_RESOURCE_EXHAUSTED", True),
+])
+def test_grpc_size_limits_are_told_apart(details: str, kind: str, retryable: bool) -> None:
+    """RESOURCE_EXHAUSTED for our receive limit is response_too_large; for a size limit elsewhere it
+    is not retried (the same message would be refused again); a server shedding load is retried."""
+    from seldon_batch_tx.transport_grpc import rpc_failure
+
+    error = rpc_failure(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details), 1000)
+    assert (error.kind, error.retryable) == (kind, retryable)
+
+
+def test_grpc_refuses_a_ca_cert_without_certificates(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"-----BEGIN NOTHING-----\n")
+    transport = GrpcTransport(config("127.0.0.1:1", "x", transport="grpc", use_ssl=True, ca_cert=str(garbage)),
+                              reactor)
+    with pytest.raises(ValueError, match="--ca-cert"):
+        transport.start()
