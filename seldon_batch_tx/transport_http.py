@@ -210,6 +210,13 @@ class _Connection(Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200 and self._parser.get_status_code() != 101:
+            # an interim answer (100 Continue, 103 Early Hints): the real one follows; the header
+            # bound keeps counting across them
+            self._headers_done = self._framed = False
+            self._length = self._retry_after = None
+            self._body, self._size = [], 0
+            return
         # llhttp forgets keep-alive once the message is done, so ask now
         self._keep_alive = self._parser.should_keep_alive()
         self._complete = True

@@ -376,6 +376,24 @@ async def test_redirects_are_not_followed(client: str, status: int) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_interim_answers_are_skipped(client: str) -> None:
+    """1xx interim answers (100 Continue, 103 Early Hints) before the real one are passed over."""
+    one = http_answer(b'{"data": {"ndarray": [[1]]}}')
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+    port, factory = scripted_server(interim + one)
+    transport = make(client, config(f"127.0.0.1:{port.getHost().port}", "x"))
+    transport.start()
+    try:
+        for _ in range(2):
+            answer, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
+            assert answer == {"data": {"ndarray": [[1]]}}
+        assert factory.made == 1
+    finally:
+        await stop_within(transport)
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_fast_two_answers_in_one_read() -> None:
     """A server that sends a second answer right behind the first: the first is the answer, and the
     connection, whose next bytes are not ours, is closed rather than reused."""
