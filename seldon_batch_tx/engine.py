@@ -96,7 +96,11 @@ def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1,
 
 def describe(error: BaseException) -> str:
     """``TypeName: message`` of an exception, cut to :data:`MAX_REASON_CHARS` for an error line."""
-    text = f"{type(error).__name__}: {error}"
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - an exception whose message itself fails still gets a line
+        message = "(its message could not be read)"
+    text = f"{type(error).__name__}: {message}"
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
 
 
