@@ -208,11 +208,12 @@ class BatchRun:
                 await self._feed()
             except Exception as e:  # noqa: BLE001 - reading failed (EIO, a bug): stop, never end silently
                 log.failure("batch {batch_id}: reading the input failed", batch_id=self.config.batch_id,
-                        level=LogLevel.error)
+                            level=LogLevel.error)
                 self.stop(f"cannot read the input: {describe(e)}")
             await self._drain()
         finally:
-            watchdog.stop()
+            if watchdog.running:
+                watchdog.stop()
             stats.finished = self._clock.seconds()
             if self._write_error is None:
                 try:
