@@ -180,6 +180,12 @@ class BatchRun:
         """Why the run stopped taking lines (``None`` while it has not)."""
         return self._stop_reason
 
+    @property
+    def output_error(self) -> OSError | None:
+        """The error that made the output unwritable (the run then stopped), else ``None``: the
+        caller's own close of the writer will meet it again and should only log it."""
+        return self._write_error
+
     def stop(self, reason: str) -> None:
         """Take no new work; requests in flight still finish and are written."""
         if self._stop_reason is None:
