@@ -211,6 +211,7 @@ def test_an_output_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:
     assert "OSError" in summary.stopped_early or "No space" in summary.stopped_early
     assert summary.exit_code == EXIT_STOPPED
     assert summary.succeeded + summary.failed <= 2 and summary.not_processed >= 18
+    assert isinstance(run.output_error, OSError) and run.stop_reason == summary.stopped_early
 
 
 def test_a_failing_final_flush_stops_the_run(tmp_path: Path) -> None:
