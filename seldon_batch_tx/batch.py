@@ -10,11 +10,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import txaio
 from twisted.internet.task import LoopingCall
 
 from .config import BatchConfig
-from .engine import BatchRun, Summary
+from .engine import BatchRun, Summary, describe
 from .reader import count_lines, read_items
 from .resume import DEFAULT_MAX_LINE_BYTES, prepare_resume
 from .stats import BatchStats
@@ -92,6 +93,7 @@ class Batch:
             stats.state, stats.reason = "failed", str(e)
             raise
         flusher: LoopingCall | None = None
+        close_error: OSError | None = None
         started = False
         try:
             if resuming:
@@ -107,7 +109,7 @@ class Batch:
                     stats.resumed = state.succeeded + state.failed
             self._transport.start()
             started = True
-            flusher = LoopingCall(lambda: writer.flush(self._reactor.seconds()))
+            flusher = LoopingCall(self._flush, writer)
             flusher.clock = self._reactor
             flusher.start(min(1.0, config.fsync_interval or 1.0), now=False)
             log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
@@ -128,13 +130,27 @@ class Batch:
                 flusher.stop()
             try:
                 writer.close()  # releases the output's lock
+            except OSError as e:  # the last lines could not be written: said in the summary, not a traceback
+                close_error = e
             finally:
                 if self._abandon_call is not None and self._abandon_call.active():
                     self._abandon_call.cancel()
                 if started:
                     await self._transport.stop()
+        if close_error is not None and self._run is not None and self._run.output_error is None:
+            # Lines counted as written are not on disk: the run did not finish, a --resume redoes them.
+            summary = attrs.evolve(summary, stopped_early=f"cannot write the output {config.output_data_path}: "
+                                                          f"{describe(close_error)}")
         log.info("batch {batch_id} finished: {summary}", batch_id=config.batch_id, summary=summary.text())
         return summary
+
+    def _flush(self, writer: LineWriter) -> None:
+        """The periodic flush; an output that cannot be written stops the run (exit 3), never the timer."""
+        try:
+            writer.flush(self._reactor.seconds())
+        except OSError as e:
+            if self._run is not None:
+                self._run.output_failed(e)
 
     def stop(self, reason: str, grace: float | None = None) -> None:
         """Take no new lines; give requests in flight ``grace`` seconds (``--drain-timeout``), then

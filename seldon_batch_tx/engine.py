@@ -225,7 +225,7 @@ class BatchRun:
                 try:
                     self._writer.flush(stats.finished)
                 except OSError as e:
-                    self._output_failed(e)
+                    self.output_failed(e)
         stats.state = "stopped" if self._stop_reason else "done"
         stats.sample(stats.finished)
         done = stats.done
@@ -456,7 +456,7 @@ class BatchRun:
                 return
         except OSError as e:  # the line is queued in the writer; what follows it cannot be
             self._count(item, kind, reason)
-            self._output_failed(e)
+            self.output_failed(e)
             return
         except Exception as e:  # noqa: BLE001 - this record only: write an error line instead
             if kind is None:
@@ -468,7 +468,7 @@ class BatchRun:
                 self._writer.write(self.codec.error(item, reason, info=kind))
             except OSError as e2:
                 self._count(item, kind, reason)
-                self._output_failed(e2)
+                self.output_failed(e2)
                 return
             except Exception as e2:  # noqa: BLE001 - a bug in error lines themselves: stop, never hide
                 log.failure("batch {batch_id}: cannot write the error line of line {index}",
@@ -487,7 +487,7 @@ class BatchRun:
         if limit is not None and stats.failed >= limit:
             self.stop(f"{stats.failed} lines failed (--max-failures {limit})")
 
-    def _output_failed(self, error: OSError) -> None:
+    def output_failed(self, error: OSError) -> None:
         """The output cannot take more lines: stop the run, naming the error (exit 3)."""
         if self._write_error is None:
             self._write_error = error
