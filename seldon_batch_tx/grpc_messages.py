@@ -56,6 +56,7 @@ JSONDict = dict[str, Any]
 _MAX_EXACT_INT = 2**53
 
 __all__ = [
+    "NonFiniteNumber",
     "feedback_from_dict",
     "message_from_dict",
     "message_to_dict",
@@ -221,32 +222,45 @@ def feedback_from_dict(body: JSONDict) -> prediction_pb2.Feedback:
 # --- responses -------------------------------------------------------------------------
 
 
+class NonFiniteNumber(ValueError):
+    """A response number that is NaN or infinite, with ``finite=True``: no strict JSON line can carry it."""
+
+
 def _restore_int(x: float) -> float | int:
     if math.isfinite(x) and x.is_integer() and -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT:
         return int(x)
     return x
 
 
-def value_to_python(value: struct_pb2.Value, *, ints: bool = True) -> Any:
-    """A ``google.protobuf.Value`` as plain Python, integral numbers as ints (per value)."""
+def value_to_python(value: struct_pb2.Value, *, ints: bool = True, finite: bool = False) -> Any:
+    """A ``google.protobuf.Value`` as plain Python, integral numbers as ints (per value);
+    with ``finite``, NaN or an infinity raises :class:`NonFiniteNumber`."""
     kind = value.WhichOneof("kind")
     if kind == "number_value":
-        return _restore_int(value.number_value) if ints else value.number_value
+        x = value.number_value
+        if finite and x - x != 0.0:  # NaN and the infinities
+            raise NonFiniteNumber(str(x))
+        return _restore_int(x) if ints else x
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return {k: value_to_python(v, ints=ints) for k, v in value.struct_value.fields.items()}
+        return {k: value_to_python(v, ints=ints, finite=finite) for k, v in value.struct_value.fields.items()}
     if kind == "list_value":
-        return [value_to_python(v, ints=ints) for v in value.list_value.values]
+        return [value_to_python(v, ints=ints, finite=finite) for v in value.list_value.values]
     return None  # null_value or unset
 
 
 class _NumberScan:
-    """Whether every number seen in an ndarray is an exactly representable integer."""
+    """Whether every number seen in an ndarray is an exactly representable integer, and whether
+    one was NaN or infinite."""
 
     all_integral = True
+    non_finite = False
+
+    def __init__(self, finite: bool) -> None:
+        self.finite = finite  # raise NonFiniteNumber for NaN/infinity found outside plain numbers
 
 
 def _ndarray_floats(values: Any, scan: _NumberScan) -> list[Any]:
@@ -255,15 +269,16 @@ def _ndarray_floats(values: Any, scan: _NumberScan) -> list[Any]:
         kind = v.WhichOneof("kind")
         if kind == "number_value":
             x = v.number_value
-            if scan.all_integral and not (
-                math.isfinite(x) and x.is_integer() and -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT
-            ):
+            if x - x != 0.0:  # NaN and the infinities
+                scan.non_finite = True
+                scan.all_integral = False
+            elif scan.all_integral and not (x.is_integer() and -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT):
                 scan.all_integral = False
             out.append(x)
         elif kind == "list_value":
             out.append(_ndarray_floats(v.list_value.values, scan))
         else:
-            out.append(value_to_python(v, ints=False))
+            out.append(value_to_python(v, ints=False, finite=scan.finite))
     return out
 
 
@@ -274,10 +289,13 @@ def _floats_to_ints(values: list[Any]) -> list[Any]:
     ]
 
 
-def ndarray_to_python(ndarray: struct_pb2.ListValue, *, ints: bool = True) -> list[Any]:
-    """An ndarray ``ListValue`` as nested lists; all-integral arrays become ints (per array)."""
-    scan = _NumberScan()
+def ndarray_to_python(ndarray: struct_pb2.ListValue, *, ints: bool = True, finite: bool = False) -> list[Any]:
+    """An ndarray ``ListValue`` as nested lists; all-integral arrays become ints (per array);
+    with ``finite``, NaN or an infinity raises :class:`NonFiniteNumber`."""
+    scan = _NumberScan(finite)
     rows = _ndarray_floats(ndarray.values, scan)
+    if finite and scan.non_finite:
+        raise NonFiniteNumber("ndarray")
     if ints and scan.all_integral:
         return _floats_to_ints(rows)
     return rows
@@ -294,48 +312,56 @@ def _any_to_dict(any_msg: Any) -> JSONDict:
         }
 
 
-def _meta_to_dict(meta: prediction_pb2.Meta, ints: bool) -> JSONDict:
+def _meta_to_dict(meta: prediction_pb2.Meta, ints: bool, finite: bool) -> JSONDict:
     if not (meta.puid or meta.routing or meta.requestPath or meta.metrics):  # the usual: tags only
-        return {"tags": {k: value_to_python(v, ints=ints) for k, v in meta.tags.items()}} if meta.tags else {}
+        return {"tags": {k: value_to_python(v, ints=ints, finite=finite) for k, v in meta.tags.items()}
+                } if meta.tags else {}
     rest = prediction_pb2.Meta()
     rest.CopyFrom(meta)
     rest.ClearField("tags")
     out: JSONDict = json_format.MessageToDict(rest)
     if meta.tags:
-        out["tags"] = {k: value_to_python(v, ints=ints) for k, v in meta.tags.items()}
+        out["tags"] = {k: value_to_python(v, ints=ints, finite=finite) for k, v in meta.tags.items()}
     return out
 
 
-def _data_to_dict(data: prediction_pb2.DefaultData, ints: bool) -> JSONDict:
+def _data_to_dict(data: prediction_pb2.DefaultData, ints: bool, finite: bool) -> JSONDict:
     out: JSONDict = {}
     if data.names:
         out["names"] = list(data.names)
     kind = data.WhichOneof("data_oneof")
     if kind == "ndarray":
-        out["ndarray"] = ndarray_to_python(data.ndarray, ints=ints)
+        out["ndarray"] = ndarray_to_python(data.ndarray, ints=ints, finite=finite)
     elif kind == "tensor":
-        out["tensor"] = {"shape": list(data.tensor.shape), "values": list(data.tensor.values)}
+        values = list(data.tensor.values)
+        if finite and not all(map(math.isfinite, values)):
+            raise NonFiniteNumber("tensor")
+        out["tensor"] = {"shape": list(data.tensor.shape), "values": values}
     elif kind == "tftensor":
-        out["tftensor"] = json_format.MessageToDict(data.tftensor)
+        out["tftensor"] = json_format.MessageToDict(data.tftensor)  # NaN as "NaN": proto3 JSON, strict
     return out
 
 
-def message_to_dict(msg: prediction_pb2.SeldonMessage, *, ints: bool = True) -> JSONDict:
-    """A response ``SeldonMessage`` in the REST JSON shape (see the module docstring for ints)."""
+def message_to_dict(msg: prediction_pb2.SeldonMessage, *, ints: bool = True, finite: bool = False) -> JSONDict:
+    """A response ``SeldonMessage`` in the REST JSON shape (see the module docstring for ints).
+
+    With ``finite`` (the transport's choice), a NaN or infinite number where JSON would need a
+    number raises :class:`NonFiniteNumber`: no strict JSON output line could carry it.
+    """
     out: JSONDict = {}
     if msg.HasField("status"):
         out["status"] = json_format.MessageToDict(msg.status)
     if msg.HasField("meta"):
-        out["meta"] = _meta_to_dict(msg.meta, ints)
+        out["meta"] = _meta_to_dict(msg.meta, ints, finite)
     kind = msg.WhichOneof("data_oneof")
     if kind == "data":
-        out["data"] = _data_to_dict(msg.data, ints)
+        out["data"] = _data_to_dict(msg.data, ints, finite)
     elif kind == "binData":
         out["binData"] = base64.b64encode(msg.binData).decode("ascii")
     elif kind == "strData":
         out["strData"] = msg.strData
     elif kind == "jsonData":
-        out["jsonData"] = value_to_python(msg.jsonData, ints=ints)
+        out["jsonData"] = value_to_python(msg.jsonData, ints=ints, finite=finite)
     elif kind == "customData":
         out["customData"] = _any_to_dict(msg.customData)
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import grpc
 
 from .protos import grpc_service_pb2, grpc_service_pb2_grpc
-from .transport import RequestFailed
+from .transport import RequestFailed, not_finite
 
 JSONDict = dict[str, Any]
 
@@ -93,11 +94,22 @@ def _set_parameters(target: Any, parameters: Any, where: str) -> None:
             param.string_param = json.dumps(value)
 
 
+class _NonFinite(ValueError):
+    """A NaN or infinite number in a response: no strict JSON output line can carry it."""
+
+
+#: Datatypes whose values may be NaN or infinite.
+_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+
+
 def _parameters_to_dict(parameters: Any) -> JSONDict:
     out: JSONDict = {}
     for key, param in parameters.items():
         which = param.WhichOneof("parameter_choice")
-        out[key] = getattr(param, which) if which else None
+        value = getattr(param, which) if which else None
+        if type(value) is float and value - value != 0.0:
+            raise _NonFinite(key)
+        out[key] = value
     return out
 
 
@@ -184,6 +196,8 @@ def response_to_dict(response: grpc_service_pb2.ModelInferResponse) -> JSONDict:
         return _response(response)
     except RecursionError:
         raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
+    except _NonFinite:
+        raise not_finite() from None
     except Exception as e:  # a conversion error must fail this request, not the worker
         raise RequestFailed("bad_response", f"cannot convert the gRPC V2 response: {e}",
                             info="bad_response") from e
@@ -207,6 +221,8 @@ def _response(response: grpc_service_pb2.ModelInferResponse) -> JSONDict:
             values = list(getattr(t.contents, field)) if field else []
         if t.datatype == "BYTES":
             values = [_text(b) for b in values]
+        elif t.datatype in _FLOAT_TYPES and not all(map(math.isfinite, values)):
+            raise _NonFinite(t.name)
         tensor: JSONDict = {"name": t.name, "shape": list(t.shape), "datatype": t.datatype}
         if t.parameters:
             tensor["parameters"] = _parameters_to_dict(t.parameters)

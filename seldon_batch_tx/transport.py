@@ -7,7 +7,8 @@ What every transport guarantees, whatever the server sends: each ``send`` fires 
 ``config.timeout`` (gRPC: plus a second of guard slack); it fails only with
 :class:`RequestFailed` (or CancelledError when the caller cancelled it); an answer is never
 held past ``config.max_response_bytes`` (``response_too_large``, not retried, the connection
-dropped) nor nested past :data:`MAX_ANSWER_DEPTH` (``bad_response``); a body that cannot be
+dropped) nor nested past :data:`MAX_ANSWER_DEPTH` nor holding NaN or an infinity
+(``bad_response``: no output line could carry it as strict JSON); a body that cannot be
 encoded is ``input_error``; a bug met while handling an answer is that call's ``internal_error``.
 """
 
@@ -89,6 +90,30 @@ def nested_too_deeply(code: int | None = None) -> RequestFailed:
     """A JSON answer nested deeper than :data:`MAX_ANSWER_DEPTH` (or than Python can decode)."""
     return RequestFailed("bad_response", "answer nested too deeply", code=code, retryable=False,
                          info="bad_response")
+
+
+def not_finite(code: int | None = None) -> RequestFailed:
+    """An answer holding NaN or an infinity: no output line could carry it as strict JSON."""
+    return RequestFailed("bad_response", "answer holds a number JSON cannot carry (NaN or Infinity)", code=code,
+                         retryable=False, info="bad_response")
+
+
+def has_non_finite(value: Any, budget: int) -> bool:
+    """Whether a decoded JSON value holds NaN or an infinity; iterative, at most ``budget`` values visited."""
+    stack = [value]
+    for _ in range(budget):
+        if not stack:
+            return False
+        x = stack.pop()
+        kind = type(x)
+        if kind is float:
+            if x - x != 0.0:  # NaN and the infinities; 0.0 for every finite float
+                return True
+        elif kind is list:
+            stack.extend(x)
+        elif kind is dict:
+            stack.extend(x.values())
+    return bool(stack)
 
 
 def internal_failure(error: BaseException) -> RequestFailed:

@@ -64,13 +64,14 @@ from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.grpc_aio import AioCaller
 from seldon_batch_tx.grpc_messages import (
     JSONDict,
+    NonFiniteNumber,
     feedback_from_dict,
     message_from_dict,
     message_to_dict,
 )
 from seldon_batch_tx.payloads_v2 import model_name
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transport import RequestFailed, ca_certificates, internal_failure, too_large
+from seldon_batch_tx.transport import RequestFailed, ca_certificates, internal_failure, not_finite, too_large
 
 txaio.use_twisted()
 
@@ -155,7 +156,9 @@ def response_to_dict(response: prediction_pb2.SeldonMessage) -> JSONDict:
     if response.HasField("status") and response.status.status == prediction_pb2.Status.FAILURE:
         raise model_failure(response.status)
     try:
-        return message_to_dict(response)
+        return message_to_dict(response, finite=True)
+    except NonFiniteNumber:
+        raise not_finite() from None
     except RecursionError:
         raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
     except Exception as exc:  # a conversion bug must not kill the worker

@@ -13,6 +13,7 @@ headers and the body.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -43,9 +44,11 @@ from .transport import (
     JSONDict,
     RequestFailed,
     ca_certificates,
+    has_non_finite,
     headers_too_large,
     internal_failure,
     nested_too_deeply,
+    not_finite,
     too_deep,
     too_large,
 )
@@ -116,13 +119,43 @@ def _retry_after(value: bytes | None) -> float | None:
         return None  # an HTTP date; the usual backoff applies
 
 
+class _NotStrictJSON(ValueError):
+    """``NaN``/``Infinity`` literals: Python's extensions, which no strict JSON output line can carry."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStrictJSON(name)
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+#: An exponent of 100 or more (in a lower-cased body): the only way, with 309+ digits in a row,
+#: that a JSON number can be beyond a double (``1e999`` decodes to infinity).
+_HUGE_EXPONENT = re.compile(rb"e\+?0*[1-9][0-9][0-9]")
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 309
+
+
+def decode_answer(body: bytes) -> Any:
+    """``json.loads`` of an answer (same encodings, same errors), refusing NaN and Infinity literals."""
+    return _decoder.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+
+
+def may_overflow(body: bytes) -> bool:
+    """Whether some number in ``body`` might be beyond a double: cheap C passes, rarely true."""
+    if _HUGE_EXPONENT.search(body.lower()):
+        return True
+    return len(body) > 308 and _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO)
+
+
 def classify(code: int, body: bytes, retry_after: bytes | None = None) -> JSONDict:
     """The decoded response of a 2xx, or the RequestFailed an HTTP status means."""
     if 200 <= code < 300:
         try:
-            decoded = json.loads(body)
+            decoded = decode_answer(body)
         except RecursionError:
             raise nested_too_deeply(code) from None
+        except _NotStrictJSON:
+            raise not_finite(code) from None
         except ValueError:
             raise RequestFailed("bad_response", f"HTTP {code} with a body that is not JSON: {_excerpt(body)}",
                                 code=code, retryable=True, info="bad_response") from None
@@ -131,6 +164,8 @@ def classify(code: int, body: bytes, retry_after: bytes | None = None) -> JSONDi
                                 code=code, retryable=True, info="bad_response")
         if too_deep(decoded, body):
             raise nested_too_deeply(code)
+        if may_overflow(body) and has_non_finite(decoded, len(body) + 1):
+            raise not_finite(code)
         status = decoded.get("status")
         if isinstance(status, dict) and status.get("status") == "FAILURE":
             model_code = status.get("code")

@@ -752,3 +752,71 @@ def test_grpc_refuses_a_ca_cert_without_certificates(tmp_path: Path) -> None:
                               reactor)
     with pytest.raises(ValueError, match="--ca-cert"):
         transport.start()
+
+
+# -- numbers no strict JSON line can carry --------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1E+400", b"2e0308",
+                                    b"1" + b"0" * 309 + b".5"])
+def test_classify_refuses_non_finite_numbers(number: bytes) -> None:
+    """NaN, the infinities and numbers beyond a double (which decode to infinity) are bad_response:
+    no output line could carry them as strict JSON."""
+    with pytest.raises(RequestFailed) as caught:
+        classify(200, b'{"data": {"ndarray": [[1.5, ' + number + b']]}}')
+    assert (caught.value.kind, caught.value.retryable, caught.value.code) == ("bad_response", False, 200)
+    assert "NaN or Infinity" in caught.value.reason
+
+
+@pytest.mark.parametrize(("number", "value"), [(b"1e-999", 0.0), (b"1e300", 1e300), (b"9" * 400, int("9" * 400)),
+                                               (b"12345678901234567890.5e-5", 123456789012345.67890)])
+def test_classify_keeps_finite_numbers(number: bytes, value: Any) -> None:
+    """Tiny, large-but-finite and long integer numbers pass; so do strings that look like exponents."""
+    answer = classify(200, b'{"data": {"ndarray": [[' + number + b']]}, "note": "e999 NaN 1e400"}')
+    assert answer["data"]["ndarray"] == [[value]] and answer["note"] == "e999 NaN 1e400"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest_twisted.ensureDeferred
+async def test_grpc_non_finite_answer(hostile: HostileServer, mode: str) -> None:
+    """An infinity in a gRPC answer is bad_response, as over REST."""
+    transport = GrpcTransport(config(hostile.grpc_host, "huge_float", transport="grpc"), reactor, mode=mode)
+    transport.start()
+    try:
+        error, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
+    finally:
+        await stop_within(transport)
+    assert isinstance(error, RequestFailed) and (error.kind, error.retryable) == ("bad_response", False), error
+
+
+def test_grpc_conversions_refuse_non_finite_numbers() -> None:
+    """Every place a gRPC answer carries a JSON number refuses NaN/infinity when asked (the transport
+    asks); left alone, they survive as before."""
+    from google.protobuf import json_format
+
+    from seldon_batch_tx.grpc_messages import NonFiniteNumber, message_to_dict
+    from seldon_batch_tx.grpc_v2_messages import response_to_dict as v2_response_to_dict
+    from seldon_batch_tx.protos import grpc_service_pb2
+
+    nan = float("nan")
+    messages = []
+    for body in ({"data": {"ndarray": [[1.5, 2.0]]}}, {"data": {"tensor": {"shape": [2], "values": [1.0, 2.0]}}},
+                 {"jsonData": {"a": [1.0, 2.0]}}, {"strData": "x", "meta": {"tags": {"t": 2.0}}},
+                 {"data": {"ndarray": [[1, {"k": 2.0}]]}}):
+        message = prediction_pb2.SeldonMessage()
+        json_format.ParseDict(body, message)
+        messages.append(message)
+    messages[0].data.ndarray.values[0].list_value.values[1].number_value = nan
+    messages[1].data.tensor.values[1] = float("inf")
+    messages[2].jsonData.struct_value.fields["a"].list_value.values[0].number_value = -float("inf")
+    messages[3].meta.tags["t"].number_value = nan
+    messages[4].data.ndarray.values[0].list_value.values[1].struct_value.fields["k"].number_value = nan
+    for message in messages:
+        message_to_dict(message)  # unchanged default
+        with pytest.raises(NonFiniteNumber):
+            message_to_dict(message, finite=True)
+    response = grpc_service_pb2.ModelInferResponse(model_name="m")
+    output = response.outputs.add(name="o", datatype="FP32", shape=[2])
+    output.contents.fp32_contents.extend([1.0, float("inf")])
+    with pytest.raises(RequestFailed, match="NaN or Infinity"):
+        v2_response_to_dict(response)
