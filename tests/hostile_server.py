@@ -129,7 +129,7 @@ def change_rows(answer: dict[str, Any], extra: int) -> dict[str, Any]:
 
 def v2_echo(message: dict[str, Any], model: str) -> dict[str, Any]:
     """A V2 server's echo: every input back as an output of the same name, shape and data."""
-    inputs = message.get("inputs") if isinstance(message.get("inputs"), list) else []
+    inputs: list[Any] = message["inputs"] if isinstance(message.get("inputs"), list) else []
     return {"model_name": model, "id": message.get("id", ""), "parameters": message.get("parameters", {}),
             "outputs": [{k: i.get(k) for k in ("name", "shape", "datatype", "data")} for i in inputs]}
 
@@ -278,6 +278,8 @@ def make_factory(args: argparse.Namespace, scripts: Scripts, requests: RequestLo
             self.proto.gone = True
 
     class Hostile(Protocol):
+        transport: Any  # a TCP transport: abortConnection, producers
+
         def connectionMade(self) -> None:
             self.buf = bytearray()
             self.busy = False
@@ -329,7 +331,7 @@ def make_factory(args: argparse.Namespace, scripts: Scripts, requests: RequestLo
                 self.handle(method, target, headers, body)
 
         def dechunk(self, pos: int) -> tuple[bytes, int] | None:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 eol = self.buf.find(b"\r\n", pos)
                 if eol < 0:

@@ -14,6 +14,7 @@ restart.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -259,7 +260,7 @@ def test_hostile_files_never_stop_spin_or_leak(tmp_path: Path, servers: tuple[Ho
                    b"planted.txt", b"bom.txt", b"planted-fifo.txt", b"workers0.txt", b"batchsize.txt",
                    b"badjson.txt", b"deep-sidecar.txt"]
         for raw in hostile:
-            wait_for(lambda raw=raw: filed(watch, raw), 30, f"{raw[:60]!r} filed in done/ or failed/",
+            wait_for(functools.partial(filed, watch, raw), 30, f"{raw[:60]!r} filed in done/ or failed/",
                      details=lambda: state(watch, daemon))
 
         # -- then good files are still processed ------------------------------------------------------
@@ -267,7 +268,7 @@ def test_hostile_files_never_stop_spin_or_leak(tmp_path: Path, servers: tuple[Ho
         (incoming / "ready.txt").write_text(good_lines())
         (incoming / "ready.txt.ready").write_text("")
         for raw in (b"good.txt", b"ready.txt"):
-            assert wait_for(lambda raw=raw: filed(watch, raw), 30, f"{raw!r} filed",
+            assert wait_for(functools.partial(filed, watch, raw), 30, f"{raw!r} filed",
                             details=lambda: state(watch, daemon)) == "done", \
                 reason_for(watch, raw)
             records = done_output(watch, raw)

@@ -204,7 +204,7 @@ def in_process_test(transport: str, client: str, batch_size: int) -> Any:
     inner function once per call of the item, so one function object cannot be parametrized)."""
 
     @SETTINGS
-    @given(example=examples())
+    @given(example=examples())  # type: ignore[arg-type]  # pytest-twisted waits for the Deferred
     def test(hostile: HostileServer, example: tuple[list[bytes], dict[int, Any], Any, bool]) -> Deferred[None]:
         """The run as the command does it (Batch), on the real reactor and sockets, per generated example;
         pytest-twisted runs each example in the reactor's greenlet and waits for the Deferred."""
