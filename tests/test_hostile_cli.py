@@ -313,7 +313,8 @@ def test_hostile_input_lines_other_data_types(tmp_path: Path, hostile: HostileSe
     for record in records:
         name = names[record["meta"]["tags"]["batch_index"]]
         if is_error(record):
-            assert name not in ("good", "good_again", "crlf"), (name, record["status"])
+            # an array is not a whole SeldonMessage: with -a raw even the good lines are input errors
+            assert data_type == "raw" or name not in ("good", "good_again", "crlf"), (name, record["status"])
             assert record["status"]["info"] in {"input_error", "http_400", "bad_response"}, (name, record["status"])
         else:
             assert name not in must_fail, (name, json.dumps(record)[:300])
