@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -493,3 +494,38 @@ def test_second_run_on_the_same_output_is_refused(tmp_path: Path, hostile: Hosti
             first.kill()
             first.wait(10)
     read_records(out, 40)
+
+
+@pytest.mark.parametrize(("client", "mode"), [("fast", "trickle"), ("treq", "trickle"), ("fast", "trickle_headers"),
+                                              ("grpc", "stall")])
+def test_sigterm_during_a_hostile_answer_stops_within_the_drain_timeout(tmp_path: Path, hostile: HostileServer,
+                                                                       client: str, mode: str) -> None:
+    """SIGTERM while every request is held by a hostile answer (long --timeout): exit 3 within the drain time,
+    whole lines only, no line written twice."""
+    source, out = data_file(tmp_path / "in.txt", 20), tmp_path / "out.txt"
+    batch_id = f"sigterm-{client}-{mode}-{time.monotonic_ns()}"
+    args = [CLI, *base_args(hostile, mode, source, out, client, "--timeout", "60", "--drain-timeout", "1", "-w", "4",
+                            "-u", batch_id)]
+    with open(tmp_path / "err.txt", "wb") as err:
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                                   env=loopback_env())
+    try:
+        batch_seen = time.monotonic() + 20
+        while time.monotonic() < batch_seen and process.poll() is None \
+                and not [r for r in hostile.received() if r.get("batch_id") == batch_id]:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the answer is under way: the run is waiting on it
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = process.wait(15)
+        assert time.monotonic() - started < 6, "did not stop within the drain timeout"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert code == 3, (tmp_path / "err.txt").read_text()[-2000:]
+    text = out.read_text() if out.exists() else ""
+    assert text == "" or text.endswith("\n")
+    indexes = [json.loads(line)["meta"]["tags"]["batch_index"] for line in text.splitlines()]
+    assert len(indexes) == len(set(indexes)) and len(indexes) < 20

@@ -333,6 +333,10 @@ def test_hostile_files_never_stop_spin_or_leak(tmp_path: Path, servers: tuple[Ho
         json.loads(body)
         code, metrics = daemon.get("/metrics")
         assert code == 200 and b"seldon_batch_lines_total" in metrics
+        # a tokenless loopback dashboard serves loopback Host names only (DNS rebinding)
+        code, body = http_request("GET", f"127.0.0.1:{daemon.port}", "/api/batches", timeout=5,
+                                  headers={"Host": "rebind.attacker.example"})
+        assert code != 200 and SECRET.encode() not in body, code
     finally:
         stopped = daemon.stop()
     assert stopped in (0, -signal.SIGTERM), daemon.log()[-3000:]
