@@ -599,6 +599,13 @@ class ProcessorOptions(usage.Options):
         ca_cert = self["ca-cert"]
         if ca_cert and not (os.path.isfile(ca_cert) and os.access(ca_cert, os.R_OK)):
             raise self.error("ca-cert", ca_cert, "the CA certificate file does not exist or is not readable")
+        if ca_cert:
+            from .transport import ca_certificates
+
+            try:
+                ca_certificates(ca_cert)
+            except (ValueError, OSError):
+                raise self.error("ca-cert", ca_cert, "the file holds no PEM certificate") from None
         self["output-data-path"] = out
 
     def config(self, **overrides: Any) -> BatchConfig:

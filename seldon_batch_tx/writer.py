@@ -220,12 +220,13 @@ def compact_encoder(*, ensure_ascii: bool) -> Callable[[Any], str]:
     a small record; this one is set up once (same output, same errors), and skips the
     circular-reference check.
     """
-    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"), check_circular=False)
+    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"), check_circular=False,
+                               allow_nan=False)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator: the plain encoder
         return encoder.encode
     strings = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
-    c_encode = make(None, encoder.default, strings, None, ":", ",", False, False, True)
+    c_encode = make(None, encoder.default, strings, None, ":", ",", False, False, False)  # allow_nan=False
     return lambda record: "".join(c_encode(record, 0))
 
 
