@@ -1,0 +1,97 @@
+"""Checks made before anything is sent: bad credentials, a missing bucket or object.
+
+:func:`check_access` answers with one line to print before exiting 2, or None. It makes
+cheap calls only: a one-key listing proves the credentials and the bucket; for an S3 output a
+multipart upload is started and aborted at once, which proves the right to write without
+leaving an object behind. Messages name the URL as :func:`.paths.display` shows it and the
+store's reason, never a key, a secret or a token.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .paths import S3_PROTOCOLS, StorageError, display, filesystem, is_remote, is_stdio, local_path, protocol
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    reason = text[0][:200] if text and text[0] else type(error).__name__
+    return reason if type(error).__name__ in reason else f"{type(error).__name__}: {reason}"
+
+
+def _check_local(path: str, for_write: bool) -> str | None:
+    path = local_path(path)
+    if for_write:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            return f"{path}: the directory {parent} does not exist"
+        return None
+    if not os.path.isfile(path):
+        return f"{path} does not exist or is not a file"
+    return None
+
+
+def _check_s3(fs: Any, url: str, rpath: str, for_write: bool) -> str | None:
+    bucket, _, key = rpath.partition("/")
+    if not bucket or not key:
+        return f"{display(url)}: give s3://BUCKET/KEY"
+    try:
+        fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1)
+    except FileNotFoundError:
+        return f"{display(url)}: the bucket {bucket} does not exist"
+    except PermissionError as e:
+        return f"{display(url)}: access denied, check the credentials ({_reason(e)})"
+    if for_write:
+        try:
+            upload = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+        except PermissionError as e:
+            return f"{display(url)}: not allowed to write ({_reason(e)})"
+        return None
+    return _check_object(fs, url, rpath)
+
+
+def _check_object(fs: Any, url: str, rpath: str) -> str | None:
+    try:
+        info = fs.info(rpath)
+    except FileNotFoundError:
+        return f"{display(url)} does not exist"
+    except PermissionError as e:
+        return f"{display(url)}: access denied, check the credentials ({_reason(e)})"
+    if info.get("type") == "directory":
+        return f"{display(url)} is a directory, not an object"
+    return None
+
+
+def _check_other(fs: Any, url: str, rpath: str, for_write: bool) -> str | None:
+    if not for_write:
+        return _check_object(fs, url, rpath)
+    parent = fs._parent(rpath)
+    try:
+        if parent and not fs.exists(parent):
+            return f"{display(url)}: {parent} does not exist"
+    except PermissionError as e:
+        return f"{display(url)}: access denied, check the credentials ({_reason(e)})"
+    return None
+
+
+def check_access(url: str, options: dict[str, Any] | None = None, for_write: bool = False) -> str | None:
+    """One line saying why ``url`` cannot be read (or written, with ``for_write``), else None.
+
+    Blocking (network calls for URLs): run it before the reactor starts or in a thread.
+    """
+    if is_stdio(url):
+        return None
+    if not is_remote(url):
+        return _check_local(url, for_write)
+    try:
+        fs, rpath = filesystem(url, options)
+        if protocol(url) in S3_PROTOCOLS and hasattr(fs, "call_s3"):
+            return _check_s3(fs, url, rpath, for_write)
+        return _check_other(fs, url, rpath, for_write)
+    except StorageError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - any backend failure (no credentials found, DNS...) is one line
+        return f"{display(url)}: {_reason(e)}"
