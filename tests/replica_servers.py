@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,9 +132,6 @@ class ReplicaSeldonServer(SeldonServer):
     name = "seldon replicas"
 
     def __init__(self, rest: int = 4, grpc: int = 4, threads: int = 4, **kwargs: Any) -> None:
-        log = tempfile.NamedTemporaryFile(prefix="seldon-replicas-", suffix=".log", delete=False)
-        log.close()
-        kwargs.setdefault("log_path", log.name)
         super().__init__("PidModel", MODELS_DIR, workers=rest, threads=threads, grpc_workers=grpc,
                          grpc_threads=threads, **kwargs)
         self.joiners: list[_GrpcJoiner] = []
