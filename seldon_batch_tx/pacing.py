@@ -20,6 +20,8 @@ import txaio
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from seldon_batch_tx.config import BatchConfig
+
 txaio.use_twisted()
 log = txaio.make_logger()
 
@@ -289,3 +291,58 @@ class AdaptiveConcurrency:
         """Canceller: a waiter that leaves takes no place."""
         with contextlib.suppress(ValueError):
             self._waiters.remove(d)
+
+
+class Pacing:
+    """What the engine holds per run (or per daemon batch): ``--adaptive`` then ``--max-rate``.
+
+    :meth:`admit` before each attempt, :meth:`done` after it, :meth:`stop` when the run stops.
+    A concurrency permit is taken before the rate slot, so a slot is never spent on a request
+    that then waits: requests leave exactly at the rate's pace.
+    """
+
+    def __init__(self, clock: IReactorTime, *, workers: int, max_rate: float | None = None,
+                 adaptive: bool = False) -> None:
+        self.rate = RateLimiter(max_rate, clock) if max_rate else None
+        self.concurrency = AdaptiveConcurrency(workers, clock) if adaptive else None
+
+    @classmethod
+    def from_config(cls, config: BatchConfig, clock: IReactorTime) -> Pacing | None:
+        """The run's pacing from ``--max-rate``/``--adaptive`` (``None`` without either: no cost)."""
+        max_rate: float | None = getattr(config, "max_rate", None)
+        adaptive = bool(getattr(config, "adaptive", False))
+        if not max_rate and not adaptive:
+            return None
+        return cls(clock, workers=config.workers, max_rate=max_rate, adaptive=adaptive)
+
+    async def admit(self) -> Permit | None:
+        """Wait until this attempt may be sent; CancelledError when stopped (or cancelled) first."""
+        concurrency = self.concurrency
+        permit = await concurrency.acquire() if concurrency is not None else None
+        if self.rate is not None:
+            try:
+                await self.rate.acquire()
+            except BaseException:
+                if concurrency is not None and permit is not None:
+                    concurrency.release(permit, "cancelled")
+                raise
+        return permit
+
+    def done(self, permit: Permit | None, error: BaseException | None) -> None:
+        """The attempt ``permit`` admitted ended: answered (``error`` None) or with ``error``."""
+        if permit is not None and self.concurrency is not None:
+            self.concurrency.release(permit, outcome_of(error))
+
+    def stop(self) -> None:
+        for part in (self.rate, self.concurrency):
+            if part is not None:
+                part.stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        """For the dashboard and /metrics: rate limit, concurrency, share of overload answers."""
+        out: dict[str, Any] = {"rate_limit": None, "adaptive": self.concurrency is not None}
+        if self.rate is not None:
+            out.update(self.rate.snapshot())
+        if self.concurrency is not None:
+            out.update(self.concurrency.snapshot())
+        return out

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,17 +26,26 @@ from twisted.web.client import HTTPConnectionPool
 try:  # the pacing module moves into pipeline/ with the restructuring (issue 12)
     from seldon_batch_tx.pipeline.pacing import (  # type: ignore[import-not-found,unused-ignore]
         AdaptiveConcurrency,
+        Pacing,
         Permit,
         RateLimiter,
         is_overload,
         outcome_of,
     )
 except ImportError:
-    from seldon_batch_tx.pacing import AdaptiveConcurrency, Permit, RateLimiter, is_overload, outcome_of
+    from seldon_batch_tx.pacing import (
+        AdaptiveConcurrency,
+        Pacing,
+        Permit,
+        RateLimiter,
+        is_overload,
+        outcome_of,
+    )
 try:
     from seldon_batch_tx.transports.base import RequestFailed  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
-    from seldon_batch_tx.transport import RequestFailed  # type: ignore[no-redef,unused-ignore]
+    from seldon_batch_tx.transports.base import RequestFailed  # type: ignore[no-redef,unused-ignore]
+from seldon_batch_tx.config import BatchConfig
 from tests.overload_server import OverloadServer
 
 # -- RateLimiter on a simulated clock -------------------------------------------------------------
@@ -274,6 +284,45 @@ def test_outcome_of_answers_and_cancels() -> None:
     assert outcome_of(None) == "ok"
     assert outcome_of(CancelledError()) == "cancelled"
     assert outcome_of(ValueError("a bug")) == "error"
+
+
+# -- Pacing: what the engine holds ---------------------------------------------------------------
+
+
+def test_pacing_from_config_only_when_asked() -> None:
+    config = BatchConfig(deployment_name="m", input_data_path="in", output_data_path="out", workers=6)
+    assert Pacing.from_config(config, Clock()) is None  # neither option: nothing in the way
+    # BatchConfig gains max_rate/adaptive at integration; until then a stand-in with those fields
+    asked: Any = SimpleNamespace(workers=6, max_rate=5.0, adaptive=True)
+    pacing = Pacing.from_config(asked, Clock())
+    assert pacing is not None and pacing.snapshot()["rate_limit"] == 5.0
+    assert pacing.snapshot()["concurrency_limit"] == 6 and pacing.snapshot()["max_workers"] == 6
+    rate_only = Pacing.from_config(SimpleNamespace(workers=6, max_rate=5.0, adaptive=False), Clock())  # type: ignore[arg-type]
+    assert rate_only is not None and rate_only.concurrency is None and rate_only.snapshot()["adaptive"] is False
+
+
+def test_pacing_takes_the_permit_then_the_slot_and_releases_on_cancel() -> None:
+    clock = Clock()
+    pacing = Pacing(clock, workers=2, max_rate=10, adaptive=True)
+    first = Deferred.fromCoroutine(pacing.admit())
+    second = Deferred.fromCoroutine(pacing.admit())  # permit now, slot in 0.1 s
+    third = Deferred.fromCoroutine(pacing.admit())  # no permit yet: takes no slot
+    assert first.called and not second.called and not third.called
+    assert pacing.concurrency is not None and pacing.concurrency.current == 2
+    second.cancel()  # cancelled while waiting for its slot: its permit goes back
+    second.addErrback(lambda f: f.trap(CancelledError))
+    assert pacing.concurrency.current == 2  # third took it, and waits for the slot second left
+    clock.advance(0.1)
+    assert third.called
+    pacing.done(first.result, RequestFailed("http_429", "busy", code=429, retryable=True))
+    pacing.done(third.result, None)
+    assert pacing.snapshot()["overloads"] == 1 and pacing.snapshot()["answers"] == 1
+    waiting = Deferred.fromCoroutine(pacing.admit())
+    pacing.stop()
+    clock.advance(1)
+    failures: list[Any] = []
+    waiting.addErrback(failures.append)
+    assert failures and failures[0].check(CancelledError) and pacing.concurrency.current == 0
 
 
 # -- real clock, real sockets ----------------------------------------------------------------------
