@@ -1,4 +1,4 @@
-"""--max-rate and --adaptive: RateLimiter and AdaptiveConcurrency (seldon_batch_tx pacing).
+"""--max-rate and --adaptive: seldon_batch_tx.pipeline.pacing (RateLimiter, AdaptiveConcurrency, Pacing).
 
 Simulated runs on task.Clock check the arithmetic (rate held, AIMD settling near a threshold,
 never above the maximum, cancellation); two real-clock runs drive treq requests through both
@@ -23,29 +23,16 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.web.client import HTTPConnectionPool
 
-try:  # the pacing module moves into pipeline/ with the restructuring (issue 12)
-    from seldon_batch_tx.pipeline.pacing import (  # type: ignore[import-not-found,unused-ignore]
-        AdaptiveConcurrency,
-        Pacing,
-        Permit,
-        RateLimiter,
-        is_overload,
-        outcome_of,
-    )
-except ImportError:
-    from seldon_batch_tx.pacing import (
-        AdaptiveConcurrency,
-        Pacing,
-        Permit,
-        RateLimiter,
-        is_overload,
-        outcome_of,
-    )
-try:
-    from seldon_batch_tx.transports.base import RequestFailed  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    from seldon_batch_tx.transports.base import RequestFailed  # type: ignore[no-redef,unused-ignore]
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.pipeline.pacing import (
+    AdaptiveConcurrency,
+    Pacing,
+    Permit,
+    RateLimiter,
+    is_overload,
+    outcome_of,
+)
+from seldon_batch_tx.transports.base import RequestFailed
 from tests.overload_server import OverloadServer
 
 # -- RateLimiter on a simulated clock -------------------------------------------------------------
@@ -83,6 +70,9 @@ def test_rate_held_with_workers_that_come_back() -> None:
             await deferLater(clock, rng.uniform(0.005, 0.05))
 
     workers = [Deferred.fromCoroutine(worker()) for _ in range(64)]
+    stopped: list[Any] = []
+    for w in workers:
+        w.addErrback(lambda f: stopped.append(f.trap(CancelledError)))
     for _ in range(40_000):
         if clock.seconds() >= 30:
             break
@@ -91,7 +81,7 @@ def test_rate_held_with_workers_that_come_back() -> None:
     clock.advance(1)
     in_run = [t for t in sent if t < 30]
     assert abs(len(in_run) - 1500) <= 150
-    assert all(w.called for w in workers) or limiter.waiting == 0
+    assert all(w.called for w in workers) and limiter.waiting == 0 and stopped  # the stop ended the waiters
 
 
 def test_burst_then_spaced() -> None:
@@ -145,6 +135,12 @@ def test_rate_limiter_refuses_nonsense(rate: float, burst: float) -> None:
 
 
 # -- AdaptiveConcurrency on a simulated clock ----------------------------------------------------
+
+
+def granted(d: Deferred[Permit]) -> Permit:
+    """The permit an acquire has already given."""
+    assert d.called and isinstance(d.result, Permit)
+    return d.result
 
 
 def simulate(threshold: int, max_workers: int, seconds: float, *, work: float = 0.02,
@@ -201,12 +197,12 @@ def test_threshold_above_max_grows_to_max_and_stays() -> None:
 def test_one_burst_of_errors_decreases_once() -> None:
     clock = Clock()
     limiter = AdaptiveConcurrency(40, clock, initial=20)
-    permits = [limiter.acquire().result for _ in range(20)]
+    permits = [granted(limiter.acquire()) for _ in range(20)]
     for p in permits:
         limiter.release(p, "overload")
     assert limiter.limit == 14 and limiter.decreases == 1 and limiter.overloads == 20
     # a permit granted after that decrease is a new round trip: it may decrease again
-    p = limiter.acquire().result
+    p = granted(limiter.acquire())
     limiter.release(p, "overload")
     assert limiter.limit == 9 and limiter.decreases == 2
 
@@ -214,7 +210,7 @@ def test_one_burst_of_errors_decreases_once() -> None:
 def test_lowering_the_limit_lets_in_flight_finish_and_delays_new() -> None:
     clock = Clock()
     limiter = AdaptiveConcurrency(10, clock, initial=10)
-    permits = [limiter.acquire().result for _ in range(10)]
+    permits = [granted(limiter.acquire()) for _ in range(10)]
     waiting = limiter.acquire()
     limiter.release(permits[0], "overload")  # limit 10 -> 7; 9 still in flight, untouched
     assert limiter.limit == 7 and limiter.current == 9 and not waiting.called
@@ -233,7 +229,7 @@ def test_never_above_max_nor_below_min_under_any_outcomes() -> None:
     for _ in range(20_000):
         d = limiter.acquire()
         if d.called:
-            held.append(d.result)
+            held.append(granted(d))
         else:
             d.addCallback(held.append)
             d.addErrback(lambda f: f.trap(CancelledError))
@@ -249,7 +245,7 @@ def test_never_above_max_nor_below_min_under_any_outcomes() -> None:
 def test_waiter_cancel_release_twice_and_stop() -> None:
     clock = Clock()
     limiter = AdaptiveConcurrency(1, clock)
-    first = limiter.acquire().result
+    first = granted(limiter.acquire())
     second, third = limiter.acquire(), limiter.acquire()
     second.cancel()
     second.addErrback(lambda f: f.trap(CancelledError))
@@ -262,7 +258,7 @@ def test_waiter_cancel_release_twice_and_stop() -> None:
     fourth.addErrback(failures.append)
     limiter.acquire().addErrback(failures.append)
     assert len(failures) == 2 and all(f.check(CancelledError) for f in failures)
-    limiter.release(third.result, "ok")  # in flight at the stop: released as usual
+    limiter.release(granted(third), "ok")  # in flight at the stop: released as usual
     assert limiter.current == 0
 
 
