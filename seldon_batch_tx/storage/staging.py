@@ -21,13 +21,14 @@ import attrs
 import txaio
 from twisted.internet.threads import deferToThreadPool
 
-from .paths import StorageError, display, filesystem, is_remote, is_stdio, local_path
+from .paths import S3_PROTOCOLS, StorageError, display, filesystem, is_remote, is_stdio, local_path, protocol
 
 txaio.use_twisted()
 log = txaio.make_logger()
 
 #: Where staging files go unless told: ``SELDON_BATCH_STAGING_DIR`` or the temp directory.
 STAGING_ENV = "SELDON_BATCH_STAGING_DIR"
+PART_BYTES = 16 << 20
 
 
 def default_staging_dir() -> str:
@@ -54,6 +55,9 @@ class StagedOutput:
     options: dict[str, Any] = attrs.field(factory=dict, repr=False)
     resumed_from: str | None = None
     uploaded: bool = False
+    #: S3 multipart part size: the most of the file an upload holds in memory per part
+    #: (s3fs reads a file under two parts whole and sends it in one PUT).
+    part_bytes: int = PART_BYTES
 
     @property
     def remote(self) -> bool:
@@ -71,7 +75,8 @@ class StagedOutput:
         fs, rpath = filesystem(self.url, self.options)
         size = os.path.getsize(self.local_path)
         try:
-            fs.put_file(self.local_path, rpath)
+            extra = {"chunksize": self.part_bytes} if protocol(self.url) in S3_PROTOCOLS else {}
+            fs.put_file(self.local_path, rpath, **extra)
             stored = fs.info(rpath).get("size")
         except (OSError, ValueError) as e:
             raise StorageError(f"cannot upload {self.local_path} to {display(self.url)}: "
