@@ -34,7 +34,8 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "grpcio-tools>=1.60",
                 "pyyaml>=6", "cryptography>=42", "kubernetes-validate>=1.29",
-                "prometheus-client>=0.20", "selenium>=4.20", "hypothesis>=6.100"],  # /metrics parser and the browser test
+                "prometheus-client>=0.20", "selenium>=4.20",  # /metrics parser and the browser test
+                "hypothesis>=6.100"],
     },
     entry_points={
         "console_scripts": [

@@ -36,8 +36,8 @@ from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import DeferredList, ensureDeferred  # noqa: E402
 
 from seldon_batch_tx.config import BatchConfig  # noqa: E402
-from seldon_batch_tx.transport import RequestFailed  # noqa: E402
-from seldon_batch_tx.transport_grpc import MODES, GrpcTransport  # noqa: E402
+from seldon_batch_tx.transports.base import RequestFailed  # noqa: E402
+from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport  # noqa: E402
 from tests.servers import SeldonServer  # noqa: E402
 
 

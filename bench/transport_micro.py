@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seldon_batch_tx.config import BatchConfig  # noqa: E402
-from seldon_batch_tx.transport import RequestFailed, Transport  # noqa: E402
+from seldon_batch_tx.transports.base import RequestFailed, Transport  # noqa: E402
 
 BODY = '{"data":{"names":["t:0"],"ndarray":[[1]]},"meta":{}}'
 NGINX_CONF = """daemon off;
@@ -91,10 +91,10 @@ def nginx(timeout: float = 10.0) -> Iterator[int]:
 
 def make(client: str, config: BatchConfig, reactor: Any) -> Transport:
     if client == "fast":
-        from seldon_batch_tx.transport_http import FastHttpTransport
+        from seldon_batch_tx.transports.fast import FastHttpTransport
 
         return FastHttpTransport(config, reactor)
-    from seldon_batch_tx.transport_rest import RestTransport
+    from seldon_batch_tx.transports.treq_client import RestTransport
 
     return RestTransport(config, reactor)
 

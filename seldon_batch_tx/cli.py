@@ -11,8 +11,8 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from .config import BatchConfig
-from .engine import EXIT_USAGE, tune_gc
 from .options import ProcessorOptions, option_error, secret_token, shown
+from .pipeline.engine import EXIT_USAGE, tune_gc
 
 PROG = "seldon-batch-processor"
 #: The dashboard's token for ``--dashboard`` (read by :mod:`.dashboard`, which is imported only when used).
@@ -59,10 +59,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
-    from .batch import Batch
-    from .progress import ProgressReporter
-    from .resume import ResumeError
-    from .writer import OutputRefused
+    from .dashboard.progress import ProgressReporter
+    from .outputs.resume import ResumeError
+    from .outputs.writer import OutputRefused
+    from .pipeline.batch import Batch
 
     batch = Batch(config, reactor)
     progress = ProgressReporter(batch.stats, reactor, sys.stderr)
@@ -81,7 +81,7 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
     async def run() -> None:
         dashboard = None
         if config.dashboard:
-            from .dashboard import serve_single_batch
+            from .dashboard.site import serve_single_batch
 
             try:
                 dashboard = serve_single_batch(config.dashboard, batch.stats, config, reactor)

@@ -600,7 +600,7 @@ class ProcessorOptions(usage.Options):
         if ca_cert and not (os.path.isfile(ca_cert) and os.access(ca_cert, os.R_OK)):
             raise self.error("ca-cert", ca_cert, "the CA certificate file does not exist or is not readable")
         if ca_cert:
-            from .transport import ca_certificates
+            from .transports.base import ca_certificates
 
             try:
                 ca_certificates(ca_cert)

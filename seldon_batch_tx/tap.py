@@ -28,8 +28,8 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from .config import BatchConfig
-from .dashboard import DEFAULT_ENDPOINT, TOKEN_ENV, DashboardService, check_endpoint
-from .engine import EXIT_USAGE
+from .dashboard.registry import BatchRegistry
+from .dashboard.site import DEFAULT_ENDPOINT, TOKEN_ENV, DashboardService, check_endpoint
 from .options import (
     OPTIONS,
     Option,
@@ -40,7 +40,7 @@ from .options import (
     positive,
     secret_token,
 )
-from .registry import BatchRegistry
+from .pipeline.engine import EXIT_USAGE
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -54,7 +54,7 @@ def sidecar_keys(value: str) -> frozenset[str]:
     Checked by the daemon's own rule (:func:`.watchdir.check_sidecar_allow`), so a typo or a key
     no sidecar may hold is a usage error instead of a setting silently left locked.
     """
-    from .watchdir import check_sidecar_allow
+    from .daemon.service import check_sidecar_allow
 
     return check_sidecar_allow(value.split(","))
 
@@ -168,7 +168,7 @@ class OneBatchService(service.Service):
     def _start(self) -> None:
         if self._stopping:
             return
-        from .batch import Batch
+        from .pipeline.batch import Batch
 
         try:
             self._batch = Batch(self._config, self._reactor)
@@ -181,8 +181,8 @@ class OneBatchService(service.Service):
         self._done = Deferred.fromCoroutine(self._run(entry))
 
     async def _run(self, entry: Any) -> None:
-        from .resume import ResumeError
-        from .writer import OutputRefused
+        from .outputs.resume import ResumeError
+        from .outputs.writer import OutputRefused
 
         config = self._config
         try:
@@ -223,8 +223,8 @@ def makeService(options: Options) -> service.MultiService:
     """Wire the registry, the dashboard and the batch or watch-directory service; start nothing."""
     from twisted.internet import reactor
 
-    from .engine import tune_gc
-    from .watchdir import WatchDirService
+    from .daemon.service import WatchDirService
+    from .pipeline.engine import tune_gc
 
     try:
         config = options.config()

@@ -15,13 +15,13 @@ Command = Callable[[Sequence[str]], int]
 def _commands() -> dict[str, tuple[str, Command]]:
     commands: dict[str, tuple[str, Command]] = {}
     try:
-        from .verify import main as verify_main
+        from .outputs.verify import main as verify_main
 
         commands["verify"] = ("report missing, duplicated and failed lines of an output", verify_main)
     except ImportError:
         pass
     try:
-        from .merge import main as merge_main
+        from .outputs.merge import main as merge_main
 
         commands["merge"] = ("combine shard outputs into one file in batch_index order", merge_main)
     except ImportError:

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.payloads import (
+from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.protocols.seldon import (
     MAX_JSON_DEPTH,
     BadResponse,
     InputError,
@@ -25,8 +26,7 @@ from seldon_batch_tx.payloads import (
     json_depth,
     load_json_line,
 )
-from seldon_batch_tx.payloads_v2 import make_codec
-from seldon_batch_tx.reader import Item, instance_id
+from seldon_batch_tx.protocols.v2 import make_codec
 
 
 def codec(**kw: Any) -> Any:

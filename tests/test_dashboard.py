@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.dashboard import DashboardRoot, check_endpoint, endpoint_is_loopback
-from seldon_batch_tx.registry import BatchRegistry
-from seldon_batch_tx.stats import LATENCY_BUCKETS, BatchStats
+from seldon_batch_tx.dashboard.registry import BatchRegistry
+from seldon_batch_tx.dashboard.site import DashboardRoot, check_endpoint, endpoint_is_loopback
+from seldon_batch_tx.pipeline.stats import LATENCY_BUCKETS, BatchStats
 from seldon_batch_tx.tap import Options
 
 HOSTILE_NAME = "<script>alert(1)</script>.txt"

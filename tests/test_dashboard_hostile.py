@@ -36,10 +36,10 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.dashboard import DashboardRoot, DashboardService, host_allowed, host_name, serve_single_batch
-from seldon_batch_tx.metrics import MAX_LABEL
-from seldon_batch_tx.registry import MAX_ID, MAX_TEXT, REDACTED, BatchRegistry, display_text, public_id
-from seldon_batch_tx.stats import BatchStats
+from seldon_batch_tx.dashboard.metrics import MAX_LABEL
+from seldon_batch_tx.dashboard.registry import MAX_ID, MAX_TEXT, REDACTED, BatchRegistry, display_text, public_id
+from seldon_batch_tx.dashboard.site import DashboardRoot, DashboardService, host_allowed, host_name, serve_single_batch
+from seldon_batch_tx.pipeline.stats import BatchStats
 from tests.test_dashboard import get
 
 reactor: Any = _reactor

@@ -181,7 +181,7 @@ def test_build_context_builds_the_package_with_both_commands_and_the_twistd_plug
         names = z.namelist()
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
         metadata = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert "seldon_batch_tx/merge.py" in names and "seldon_batch_tx/cli.py" in names
+    assert "seldon_batch_tx/outputs/merge.py" in names and "seldon_batch_tx/cli.py" in names
     assert any(n.startswith("twisted/plugins/") and n.endswith(".py") for n in names)
     assert "seldon-batch-processor = seldon_batch_tx.cli:main" in entry_points
     assert "seldon-batch = seldon_batch_tx.tools:main" in entry_points
@@ -378,8 +378,8 @@ def test_health_route_exists_and_needs_no_token() -> None:
     from twisted.internet.task import Clock
     from twisted.web.test.requesthelper import DummyRequest
 
-    from seldon_batch_tx.dashboard import DashboardRoot
-    from seldon_batch_tx.registry import BatchRegistry
+    from seldon_batch_tx.dashboard.registry import BatchRegistry
+    from seldon_batch_tx.dashboard.site import DashboardRoot
 
     root = DashboardRoot(BatchRegistry(Clock(), sample_interval=None), token="secret")
     request: Any = DummyRequest([b"health"])

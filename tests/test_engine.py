@@ -13,11 +13,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.engine import BatchRun, Summary, backoff_delay
-from seldon_batch_tx.reader import Item, instance_id
-from seldon_batch_tx.stats import BatchStats
-from seldon_batch_tx.transport_rest import RestTransport
-from seldon_batch_tx.writer import LineWriter
+from seldon_batch_tx.outputs.writer import LineWriter
+from seldon_batch_tx.pipeline.engine import BatchRun, Summary, backoff_delay
+from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.pipeline.stats import BatchStats
+from seldon_batch_tx.transports.treq_client import RestTransport
 
 
 class Echo(Resource):

@@ -19,7 +19,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.engine import (
+from seldon_batch_tx.outputs.writer import LineWriter
+from seldon_batch_tx.pipeline.engine import (
     EXIT_FAILED_LINES,
     EXIT_OK,
     EXIT_STOPPED,
@@ -27,10 +28,9 @@ from seldon_batch_tx.engine import (
     Summary,
     watchdog_seconds,
 )
-from seldon_batch_tx.reader import Item, instance_id
-from seldon_batch_tx.stats import BatchStats
-from seldon_batch_tx.transport import RequestFailed
-from seldon_batch_tx.writer import LineWriter
+from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.pipeline.stats import BatchStats
+from seldon_batch_tx.transports.base import RequestFailed
 
 JSONDict = dict[str, Any]
 Answer = Callable[[JSONDict], "Deferred[JSONDict]"]

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import pytest
 
-from seldon_batch_tx.verify import verify
+from seldon_batch_tx.outputs.verify import verify
 from tests.faultserver import FaultServer
 from tests.servers import REPO_ROOT, SeldonServer, loopback_env
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from seldon_batch_tx.grpc_messages import (
+from seldon_batch_tx.protocols.seldon_pb import (
     feedback_from_dict,
     message_from_dict,
     message_to_dict,
@@ -266,7 +266,7 @@ SAME_AS_PARSEDICT = [
 @pytest.mark.parametrize("body", SAME_AS_PARSEDICT)
 def test_direct_builder_equals_parse_dict(body: dict[str, Any]) -> None:
     """The fast field-by-field builder makes exactly the message ParseDict makes (byte for byte)."""
-    from seldon_batch_tx.grpc_messages import _build_message
+    from seldon_batch_tx.protocols.seldon_pb import _build_message
 
     expected = json_format.ParseDict(body, prediction_pb2.SeldonMessage())
     built = _build_message(body)

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from seldon_batch_tx.grpc_messages import value_to_python
+from seldon_batch_tx.protocols.seldon_pb import value_to_python
 from seldon_batch_tx.protos import prediction_pb2_grpc
 from tests.servers import LOOPBACK, SeldonServer, free_ports, loopback_env, run_original_processor, self_signed_cert
 from tests.test_rest_real import PROCESSOR, by_index, run_ours, tf_server, write_lines

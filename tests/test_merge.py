@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx.merge import EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
+from seldon_batch_tx.outputs.merge import EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
 
 
 def line(index: int, *, failed: bool = False, batch_id: str = "b") -> bytes:

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx.resume import ResumeError, prepare_resume
-from seldon_batch_tx.verify import verify
-from seldon_batch_tx.writer import LineWriter, OutputFile, OutputLocked, OutputRefused, lock_holder
+from seldon_batch_tx.outputs.resume import ResumeError, prepare_resume
+from seldon_batch_tx.outputs.verify import verify
+from seldon_batch_tx.outputs.writer import LineWriter, OutputFile, OutputLocked, OutputRefused, lock_holder
 from tests.faultserver import FaultServer
 from tests.processes import stop_group, wait_until
 from tests.servers import REPO_ROOT, loopback_env
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 #: A child that locks an output as a run does and holds it until its stdin closes.
-HOLDER = ("import sys; from seldon_batch_tx.writer import OutputFile; o = OutputFile(sys.argv[1]); "
+HOLDER = ("import sys; from seldon_batch_tx.outputs.writer import OutputFile; o = OutputFile(sys.argv[1]); "
           "print('locked', flush=True); sys.stdin.read()")
 
 
@@ -60,7 +60,7 @@ def test_a_second_writer_is_refused_names_the_holder_and_changes_nothing(
     for append in (False, True):
         with pytest.raises(OutputLocked) as caught:
             LineWriter(str(out), append=append)
-        assert f"process {holder.pid} (" in str(caught.value) and "seldon_batch_tx.writer" in str(caught.value)
+        assert f"process {holder.pid} (" in str(caught.value) and "seldon_batch_tx.outputs.writer" in str(caught.value)
     with pytest.raises(OutputLocked):
         prepare_resume(str(out), None, total=2, retry_failed=True)
     assert out.read_bytes() == before

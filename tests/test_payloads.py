@@ -7,8 +7,8 @@ import json
 import pytest
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.payloads import InputError, ResponseMismatch, SeldonCodec
-from seldon_batch_tx.reader import Item, chunked, instance_id, read_items
+from seldon_batch_tx.pipeline.reader import Item, chunked, instance_id, read_items
+from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
 
 
 def codec(**kw: object) -> SeldonCodec:

@@ -11,16 +11,16 @@ import pytest
 from twisted.python import usage
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.grpc_v2_messages import request_from_dict, response_to_dict
 from seldon_batch_tx.options import ProcessorOptions
-from seldon_batch_tx.payloads import InputError, ResponseMismatch, SeldonCodec
-from seldon_batch_tx.payloads_v2 import V2Codec, make_codec
+from seldon_batch_tx.outputs.resume import line_info
+from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
+from seldon_batch_tx.protocols.v2 import V2Codec, make_codec
+from seldon_batch_tx.protocols.v2_pb import request_from_dict, response_to_dict
 from seldon_batch_tx.protos import grpc_service_pb2
-from seldon_batch_tx.reader import Item, instance_id
-from seldon_batch_tx.resume import line_info
-from seldon_batch_tx.transport import RequestFailed
-from seldon_batch_tx.transport_http import request_head
-from seldon_batch_tx.transport_rest import RestTransport, endpoint_url
+from seldon_batch_tx.transports.base import RequestFailed
+from seldon_batch_tx.transports.fast import request_head
+from seldon_batch_tx.transports.treq_client import RestTransport, endpoint_url
 
 
 def config(**kw: Any) -> BatchConfig:

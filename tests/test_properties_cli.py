@@ -9,7 +9,7 @@ example under its own batch id, so one server serves every example.
 
 Two levels, both over real sockets on 127.0.0.1:
 
-* in-process: :class:`seldon_batch_tx.batch.Batch` (reader, codec, transport, engine, writer, as
+* in-process: :class:`seldon_batch_tx.pipeline.batch.Batch` (reader, codec, transport, engine, writer, as
   the command runs them) on the real reactor via pytest-twisted, for the fast REST client, treq and
   gRPC, single lines and mini-batches;
 * the real command: ``seldon-batch-processor`` as a subprocess for a few examples per client.
@@ -36,9 +36,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 
-from seldon_batch_tx.batch import Batch
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.reader import instance_id
+from seldon_batch_tx.pipeline.batch import Batch
+from seldon_batch_tx.pipeline.reader import instance_id
 from tests.hostile_server import HostileServer
 from tests.servers import REPO_ROOT, loopback_env
 

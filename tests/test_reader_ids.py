@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from seldon_batch_tx.reader import instance_id, instance_ids, read_items
+from seldon_batch_tx.pipeline.reader import instance_id, instance_ids, read_items
 
 
 def test_instance_ids_match_uuid5() -> None:

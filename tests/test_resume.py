@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from twisted.logger import globalLogPublisher
 
-from seldon_batch_tx.resume import (
+from seldon_batch_tx.outputs.resume import (
     IndexBitmap,
     ResumeError,
     cut_torn_tail,
@@ -17,7 +17,7 @@ from seldon_batch_tx.resume import (
     prepare_resume,
     scan_output,
 )
-from seldon_batch_tx.writer import OutputFile
+from seldon_batch_tx.outputs.writer import OutputFile
 
 
 def ok(index: int, batch_id: str = "b1") -> str:

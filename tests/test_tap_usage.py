@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from seldon_batch_tx.daemon.service import WatchDirService
 from seldon_batch_tx.tap import Options, makeService
-from seldon_batch_tx.watchdir import WatchDirService
 from tests.processes import stop_group, wait_until
 from tests.servers import LOOPBACK, free_port, loopback_env
 from tests.test_cli_usage import (

@@ -27,8 +27,8 @@ from twisted.internet.defer import Deferred
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transport import RequestFailed
-from seldon_batch_tx.transport_grpc import MODES, GrpcTransport
+from seldon_batch_tx.transports.base import RequestFailed
+from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport
 from tests.servers import SeldonServer, free_port, tftensor_request
 
 TAGS = {"batch_id": "b-1", "batch_instance_id": "i-1", "batch_index": 3}

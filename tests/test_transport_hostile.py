@@ -37,16 +37,17 @@ from twisted.internet.task import Clock, deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from seldon_batch_tx import transport_http, transport_rest
-from seldon_batch_tx.batch import Batch
+from seldon_batch_tx.transports import fast as transport_http
+from seldon_batch_tx.transports import treq_client as transport_rest
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.grpc_messages import feedback_from_dict, message_from_dict
-from seldon_batch_tx.grpc_v2_messages import request_from_dict
+from seldon_batch_tx.pipeline.batch import Batch
+from seldon_batch_tx.protocols.seldon_pb import feedback_from_dict, message_from_dict
+from seldon_batch_tx.protocols.v2_pb import request_from_dict
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transport import MAX_ANSWER_DEPTH, MAX_HEADER_BYTES, RequestFailed, Transport, too_deep
-from seldon_batch_tx.transport_grpc import GUARD_SLACK, MODES, GrpcTransport
-from seldon_batch_tx.transport_http import FastHttpTransport
-from seldon_batch_tx.transport_rest import RestTransport, ca_bundle, classify
+from seldon_batch_tx.transports.base import MAX_ANSWER_DEPTH, MAX_HEADER_BYTES, RequestFailed, Transport, too_deep
+from seldon_batch_tx.transports.fast import FastHttpTransport
+from seldon_batch_tx.transports.grpc_client import GUARD_SLACK, MODES, GrpcTransport
+from seldon_batch_tx.transports.treq_client import RestTransport, ca_bundle, classify
 from tests.hostile_server import HostileServer
 
 reactor: Any = _reactor
@@ -739,7 +740,7 @@ class FakeRpcError(grpc.RpcError):
 def test_grpc_size_limits_are_told_apart(details: str, kind: str, retryable: bool) -> None:
     """RESOURCE_EXHAUSTED for our receive limit is response_too_large; for a size limit elsewhere it
     is not retried (the same message would be refused again); a server shedding load is retried."""
-    from seldon_batch_tx.transport_grpc import rpc_failure
+    from seldon_batch_tx.transports.grpc_client import rpc_failure
 
     error = rpc_failure(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details), 1000)
     assert (error.kind, error.retryable) == (kind, retryable)
@@ -794,8 +795,8 @@ def test_grpc_conversions_refuse_non_finite_numbers() -> None:
     asks); left alone, they survive as before."""
     from google.protobuf import json_format
 
-    from seldon_batch_tx.grpc_messages import NonFiniteNumber, message_to_dict
-    from seldon_batch_tx.grpc_v2_messages import response_to_dict as v2_response_to_dict
+    from seldon_batch_tx.protocols.seldon_pb import NonFiniteNumber, message_to_dict
+    from seldon_batch_tx.protocols.v2_pb import response_to_dict as v2_response_to_dict
     from seldon_batch_tx.protos import grpc_service_pb2
 
     nan = float("nan")

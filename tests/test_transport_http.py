@@ -32,11 +32,11 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from seldon_batch_tx.batch import Batch
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.transport import RequestFailed, Transport
-from seldon_batch_tx.transport_http import FastHttpTransport
-from seldon_batch_tx.transport_rest import RestTransport
+from seldon_batch_tx.pipeline.batch import Batch
+from seldon_batch_tx.transports.base import RequestFailed, Transport
+from seldon_batch_tx.transports.fast import FastHttpTransport
+from seldon_batch_tx.transports.treq_client import RestTransport
 from tests.servers import SeldonServer, free_port
 
 reactor: Any = _reactor

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from seldon_batch_tx.payloads_v2 import tensor_shape
+from seldon_batch_tx.protocols.v2 import tensor_shape
 from tests.mlserver_servers import MLServerServer, run_mlserver_infer
 from tests.servers import loopback_env
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx import engine
-from seldon_batch_tx.verify import EXIT_COMPLETE, EXIT_FAILED_LINES, EXIT_INCOMPLETE, EXIT_USAGE, main, ranges
+from seldon_batch_tx.pipeline import engine
+from seldon_batch_tx.outputs.verify import EXIT_COMPLETE, EXIT_FAILED_LINES, EXIT_INCOMPLETE, EXIT_USAGE, main, ranges
 
 
 def line(index: int, failed: bool = False) -> str:

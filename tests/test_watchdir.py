@@ -16,9 +16,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.registry import BatchRegistry
-from seldon_batch_tx.transport_rest import RestTransport
-from seldon_batch_tx.watchdir import WatchDirService, apply_sidecar, check_input, is_candidate
+from seldon_batch_tx.daemon.service import WatchDirService, apply_sidecar, check_input, is_candidate
+from seldon_batch_tx.dashboard.registry import BatchRegistry
+from seldon_batch_tx.transports.treq_client import RestTransport
 
 
 class EchoModel(Resource):

@@ -18,8 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.engine import Summary
-from seldon_batch_tx.watchdir import (
+from seldon_batch_tx.daemon.service import (
     SIDECAR_ALLOWABLE,
     SIDECAR_NEVER,
     SIDECAR_SAFE,
@@ -28,6 +27,7 @@ from seldon_batch_tx.watchdir import (
     check_sidecar_allow,
     short_name,
 )
+from seldon_batch_tx.pipeline.engine import Summary
 from tests.test_watchdir import Daemon, EchoModel, files, write_lines
 
 SECRET = "TOP-SECRET-do-not-send"
@@ -394,7 +394,7 @@ def test_lines_without_output_send_the_file_to_failed_with_a_non_zero_exit_code(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that leaves lines without an output line is not done: failed/ with the count and a summary
     whose exit_code is the engine's (non-zero)."""
-    monkeypatch.setattr("seldon_batch_tx.watchdir.Batch", LinesLostBatch)
+    monkeypatch.setattr("seldon_batch_tx.daemon.service.Batch", LinesLostBatch)
     daemon = make(tmp_path)
     write_lines(daemon.path("incoming", "lossy.txt"), 3)
     daemon.path("incoming", "lossy.txt.ready").touch()

@@ -70,13 +70,13 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.python import usage
 
-from .batch import Batch
-from .config import BatchConfig
-from .engine import Summary
-from .options import OPTIONS, boolean, default_output_path
-from .registry import BatchEntry, BatchRegistry
-from .stats import BatchStats
-from .transport import Transport
+from ..config import BatchConfig
+from ..dashboard.registry import BatchEntry, BatchRegistry
+from ..options import OPTIONS, boolean, default_output_path
+from ..pipeline.batch import Batch
+from ..pipeline.engine import Summary
+from ..pipeline.stats import BatchStats
+from ..transports.base import Transport
 
 txaio.use_twisted()
 log = txaio.make_logger()

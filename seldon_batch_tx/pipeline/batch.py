@@ -14,13 +14,13 @@ import attrs
 import txaio
 from twisted.internet.task import LoopingCall
 
-from .config import BatchConfig
+from ..config import BatchConfig
+from ..outputs.resume import DEFAULT_MAX_LINE_BYTES, prepare_resume
+from ..outputs.writer import LineWriter, OutputRefused
+from ..transports.base import Transport
 from .engine import BatchRun, Summary, describe
 from .reader import count_lines, read_items
-from .resume import DEFAULT_MAX_LINE_BYTES, prepare_resume
 from .stats import BatchStats
-from .transport import Transport
-from .writer import LineWriter, OutputRefused
 
 log = txaio.make_logger()
 
@@ -28,14 +28,14 @@ log = txaio.make_logger()
 def make_transport(config: BatchConfig, reactor: Any) -> Transport:
     """The transport ``config.transport`` names; gRPC is imported only when asked for."""
     if config.transport == "grpc":
-        from .transport_grpc import GrpcTransport
+        from ..transports.grpc_client import GrpcTransport
 
         return GrpcTransport(config, reactor)
     if config.http_client == "fast":
-        from .transport_http import FastHttpTransport
+        from ..transports.fast import FastHttpTransport
 
         return FastHttpTransport(config, reactor)
-    from .transport_rest import RestTransport
+    from ..transports.treq_client import RestTransport
 
     return RestTransport(config, reactor)
 

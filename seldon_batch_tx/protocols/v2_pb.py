@@ -2,7 +2,7 @@
 
 The engine builds every V2 request in its REST JSON shape; over gRPC it is converted here, and
 the response converted back to the REST JSON shape, so the output file looks the same whichever
-transport ran (as :mod:`seldon_batch_tx.grpc_messages` does for the Seldon protocol).
+transport ran (as :mod:`seldon_batch_tx.protocols.seldon_pb` does for the Seldon protocol).
 
 Tensor data travel in the typed ``contents`` fields (``int64_contents``, ``fp64_contents``...),
 which every V2 server reads. FP16 has no typed field: a request with an FP16 input sends all its
@@ -30,8 +30,8 @@ from typing import Any
 
 import grpc
 
-from .protos import grpc_service_pb2, grpc_service_pb2_grpc
-from .transport import RequestFailed, not_finite
+from ..protos import grpc_service_pb2, grpc_service_pb2_grpc
+from ..transports.base import RequestFailed, not_finite
 
 JSONDict = dict[str, Any]
 

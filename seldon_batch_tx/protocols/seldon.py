@@ -18,8 +18,8 @@ from typing import Any
 
 import attrs
 
-from .config import BatchConfig
-from .reader import Item
+from ..config import BatchConfig
+from ..pipeline.reader import Item
 
 JSONDict = dict[str, Any]
 

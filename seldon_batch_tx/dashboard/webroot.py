@@ -20,7 +20,7 @@ def candidates() -> list[Path]:
     found: list[Path] = []
     if os.environ.get(ENV):
         found.append(Path(os.environ[ENV]))
-    found.append(Path(__file__).resolve().parent.parent / "web")  # a checkout or an editable install
+    found.append(Path(__file__).resolve().parents[2] / "web")  # a checkout or an editable install
     for prefix in (sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None) or "", "/usr/local", "/usr"):
         if prefix:
             found.append(Path(prefix) / SHARE)

@@ -6,7 +6,7 @@ This transport does only what one Seldon endpoint needs: the request line and st
 are built once, each request adds its Content-Length, ``seldon-puid`` and body, and responses
 are framed by llhttp (through ``httptools``: Content-Length, chunked, read-until-close).
 
-Behaviour shared with :class:`~seldon_batch_tx.transport_rest.RestTransport`: the same URL
+Behaviour shared with :class:`~seldon_batch_tx.transports.treq_client.RestTransport`: the same URL
 (``endpoint_url``), TLS policy (``tls_policy``), status classification (``classify``, with
 ``Retry-After``) and error kinds. At most ``config.workers`` connections are open; idle ones are
 reused last-in first-out so a few hot connections serve a light load.
@@ -40,8 +40,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from .config import BatchConfig
-from .transport import (
+from ..config import BatchConfig
+from ..outputs.writer import compact_encoder
+from .base import (
     MAX_HEADER_BYTES,
     JSONDict,
     RequestFailed,
@@ -49,8 +50,7 @@ from .transport import (
     internal_failure,
     too_large,
 )
-from .transport_rest import classify, connection_failure, endpoint_url, tls_policy
-from .writer import compact_encoder
+from .treq_client import classify, connection_failure, endpoint_url, tls_policy
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]

@@ -28,14 +28,14 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from .config import BatchConfig
+from ..config import BatchConfig
+from ..outputs.writer import LineWriter
+from ..protocols.seldon import BadResponse, InputError, Parsed, ResponseMismatch
+from ..protocols.v2 import make_codec
+from ..transports.base import RequestFailed, Transport
 from .ordering import ReorderBuffer
-from .payloads import BadResponse, InputError, Parsed, ResponseMismatch
-from .payloads_v2 import make_codec
 from .reader import Item, chunked
 from .stats import BatchStats
-from .transport import RequestFailed, Transport
-from .writer import LineWriter
 
 txaio.use_twisted()
 log = txaio.make_logger()

@@ -15,7 +15,7 @@ call, but needs an asyncio loop, and the reactor is not one (and must not block)
   fails the calls in flight with CANCELLED.
 
 Results are delivered on the reactor thread as ``(ok, response_or_exception)``; turning them
-into dicts or RequestFailed is the transport's job (:mod:`seldon_batch_tx.transport_grpc`).
+into dicts or RequestFailed is the transport's job (:mod:`seldon_batch_tx.transports.grpc_client`).
 """
 
 from __future__ import annotations

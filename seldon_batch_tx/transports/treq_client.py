@@ -38,8 +38,8 @@ from twisted.web.client import (
 from twisted.web.iweb import UNKNOWN_LENGTH, IPolicyForHTTPS
 from zope.interface import implementer
 
-from .config import BatchConfig
-from .transport import (
+from ..config import BatchConfig
+from .base import (
     MAX_HEADER_BYTES,
     JSONDict,
     RequestFailed,

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 
 import attrs
 
-from .engine import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
-from .reader import count_lines
+from ..pipeline.engine import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
+from ..pipeline.reader import count_lines
 from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, describe_index, read_info, read_lines
 
 __all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE", "Report", "main", "ranges",

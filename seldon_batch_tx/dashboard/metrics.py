@@ -18,8 +18,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
+from ..pipeline.stats import LATENCY_BUCKETS
 from .registry import BatchRegistry, Totals, display_text, public_id, redact
-from .stats import LATENCY_BUCKETS
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "seldon_batch"

@@ -2,12 +2,12 @@
 
 Requests arrive as REST-shaped dicts (built by the engine) and leave as the model's response
 in the same shape, so nothing downstream knows which transport ran; the conversion lives in
-:mod:`seldon_batch_tx.grpc_messages`.
+:mod:`seldon_batch_tx.protocols.seldon_pb`.
 
 Three ways of keeping gRPC off the reactor thread are implemented (``mode=``):
 
 * ``"aio"`` (default): ``grpc.aio`` on a private asyncio loop in one dedicated thread
-  (:mod:`seldon_batch_tx.grpc_aio`), calls and answers handed over in batches, one wake-up
+  (:mod:`seldon_batch_tx.transports.grpc_loop`), calls and answers handed over in batches, one wake-up
   per burst rather than per call. Cancellable; closing the channel fails calls in flight.
 * ``"futures"``: ``stub.Predict.future(...)``; gRPC's completion thread hands each result back
   with ``reactor.callFromThread``.
@@ -59,19 +59,19 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from seldon_batch_tx import grpc_v2_messages
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.grpc_aio import AioCaller
-from seldon_batch_tx.grpc_messages import (
+from seldon_batch_tx.protocols import v2_pb as grpc_v2_messages
+from seldon_batch_tx.protocols.seldon_pb import (
     JSONDict,
     NonFiniteNumber,
     feedback_from_dict,
     message_from_dict,
     message_to_dict,
 )
-from seldon_batch_tx.payloads_v2 import model_name
+from seldon_batch_tx.protocols.v2 import model_name
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transport import RequestFailed, ca_certificates, internal_failure, not_finite, too_large
+from seldon_batch_tx.transports.base import RequestFailed, ca_certificates, internal_failure, not_finite, too_large
+from seldon_batch_tx.transports.grpc_loop import AioCaller
 
 txaio.use_twisted()
 

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import attrs
 
-from .reader import count_lines
+from ..pipeline.reader import count_lines
 from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, read_info, read_lines
 from .verify import ranges
 

@@ -8,7 +8,7 @@ import txaio
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from .stats import BatchStats
+from ..pipeline.stats import BatchStats
 
 log = txaio.make_logger()
 

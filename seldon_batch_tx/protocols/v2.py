@@ -1,6 +1,6 @@
 """The Open Inference Protocol ("V2": MLServer, Triton, KServe) formats: line -> request -> output lines.
 
-The same contract as :class:`~seldon_batch_tx.payloads.SeldonCodec`, so the engine, retries,
+The same contract as :class:`~seldon_batch_tx.protocols.seldon.SeldonCodec`, so the engine, retries,
 resume, sharding and the dashboard need not know which protocol runs:
 
 * An input line is a whole V2 ``InferenceRequest`` (``--data-type raw``), a JSON array/scalar of
@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .config import V2_DATATYPES, BatchConfig
-from .payloads import (
+from ..config import V2_DATATYPES, BatchConfig
+from ..pipeline.reader import Item
+from .seldon import (
     BadResponse,
     InputError,
     JSONDict,
@@ -40,7 +41,6 @@ from .payloads import (
     load_json_line,
     tags_for,
 )
-from .reader import Item
 
 __all__ = ["Codec", "V2Codec", "infer_datatype", "make_codec", "model_name", "tensor_shape"]
 

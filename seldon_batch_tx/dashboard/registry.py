@@ -20,8 +20,8 @@ from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from .config import BatchConfig
-from .stats import LATENCY_BUCKETS, BatchStats
+from ..config import BatchConfig
+from ..pipeline.stats import LATENCY_BUCKETS, BatchStats
 
 txaio.use_twisted()
 log = txaio.make_logger()

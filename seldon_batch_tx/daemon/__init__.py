@@ -1,0 +1,1 @@
+"""The watch-directory daemon: filesystem rules and the service that runs files."""

@@ -1,0 +1,1 @@
+"""What a person watches: the web dashboard, Prometheus metrics, the batch registry, stderr progress."""

@@ -1,0 +1,1 @@
+"""Output files: writing, reading back (resume, verify, merge)."""
