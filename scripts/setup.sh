@@ -2,9 +2,10 @@
 # Everything the tool, its tests and its demo need on a fresh machine; idempotent.
 #   .venv          the project (editable) with its dev tools
 #   .venvs/seldon  seldon-core 1.18.2: the real model microservice and the original processor
-#   .venvs/mlserver  MLServer 1.7.1: the real V2 model server and `mlserver infer`
-#   .venvs/kfp     the Kubeflow Pipelines SDK, to compile the pipeline example in a test
-#   Debian packages: nginx, wrk, chromium (only when run as root or with sudo)
+#   .venvs/mlserver  MLServer 1.7.1: the real V2 model server and `mlserver infer`      (tests only)
+#   .venvs/kfp     the Kubeflow Pipelines SDK, to compile the pipeline example in a test (tests only)
+#   Debian packages: nginx, wrk, chromium (tests only; needs root or sudo)
+# `scripts/setup.sh --demo` sets up only what the demo uses (.venv and .venvs/seldon) and needs no root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,6 +19,9 @@ if ! .venv/bin/python -c "import seldon_batch_tx, pytest, ruff" 2>/dev/null \
     touch .venv/.installed
 fi
 scripts/setup-seldon-venv.sh
+if [ "${1:-}" = "--demo" ]; then
+    exit 0
+fi
 scripts/setup-mlserver-venv.sh
 scripts/setup-kfp-venv.sh
 if [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; then
