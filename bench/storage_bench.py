@@ -87,7 +87,7 @@ def main() -> int:
             print(f"{'row':<22} {'lines/s':>12} {'CPU s':>7} {'vs local':>9}")
             for parse in (False, True):
                 what = "read+json.loads" if parse else "read"
-                local = best(args.runs, args.lines, lambda: open(path, "rb", buffering=1 << 20), parse)
+                local = best(args.runs, args.lines, lambda: open(path, "rb", buffering=1 << 20), parse)  # noqa: SIM115
                 remote = best(args.runs, args.lines,
                               lambda: open_input(url, s3.options(), **prefetch).stream, parse)
                 print(f"{'local ' + what:<22} {local[0]:>12,.0f} {local[1]:>7.2f} {'1.00x':>9}")
