@@ -106,7 +106,12 @@ def test_a_failed_read_reaches_the_reader_and_a_stall_times_out() -> None:
     with pytest.raises(StorageError, match="read failed: ConnectionResetError: reset by peer"):
         prefetching(failing, name="s3://b/k").readline()
     gate = threading.Event()
-    stalled = prefetching(lambda n: gate.wait(10) and b"", timeout=0.2, name="s3://b/k")
+
+    def stalls(n: int) -> bytes:
+        gate.wait(10)
+        return b""
+
+    stalled = prefetching(stalls, timeout=0.2, name="s3://b/k")
     with pytest.raises(StorageError, match="no data from the store for 0 s"):
         stalled.readline()
     gate.set()
