@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from seldon_batch_tx.outputs import merge, verify
-from seldon_batch_tx.outputs.resume import LineInfo, line_info
+from seldon_batch_tx.outputs.lines import LineInfo, line_info
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),

@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.options import ProcessorOptions
-from seldon_batch_tx.outputs.resume import line_info
+from seldon_batch_tx.outputs.lines import line_info
 from seldon_batch_tx.pipeline.reader import Item, instance_id
 from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
 from seldon_batch_tx.protocols.v2 import V2Codec, make_codec

@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 from twisted.logger import globalLogPublisher
 
-from seldon_batch_tx.outputs.resume import (
-    IndexBitmap,
-    ResumeError,
-    cut_torn_tail,
-    line_info,
-    prepare_resume,
-    scan_output,
-)
+from seldon_batch_tx.outputs.lines import IndexBitmap, line_info
+from seldon_batch_tx.outputs.resume import ResumeError, cut_torn_tail, prepare_resume, scan_output
 from seldon_batch_tx.outputs.writer import OutputFile
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx.pipeline import engine
+from seldon_batch_tx import exits
 from seldon_batch_tx.outputs.verify import EXIT_COMPLETE, EXIT_FAILED_LINES, EXIT_INCOMPLETE, EXIT_USAGE, main, ranges
 
 
@@ -49,7 +49,7 @@ def test_missing_duplicated_and_torn(source: Path, tmp_path: Path, capsys: pytes
     --allow-failed)."""
     out = tmp_path / "out.txt"
     out.write_text("".join(line(i) for i in (0, 1, 2, 2, 5, 9)) + '{"meta": {"ta')
-    assert main([str(source), str(out), "--json"]) == EXIT_INCOMPLETE == engine.EXIT_FAILED_LINES == 1
+    assert main([str(source), str(out), "--json"]) == EXIT_INCOMPLETE == exits.EXIT_FAILED_LINES == 1
     report = json.loads(capsys.readouterr().out)
     assert report["missing_ranges"] == "3-4, 6-8" and report["duplicated_ranges"] == "2"
     assert report["unreadable"] == 1 and report["unreadable_lines"] == "7" and not report["complete"]
@@ -62,7 +62,7 @@ def test_failed_lines_have_their_own_exit_status(source: Path, tmp_path: Path,
     indexes are listed."""
     out = tmp_path / "out.txt"
     out.write_text("".join(line(i, failed=i in (3, 4)) for i in range(10)))
-    assert main([str(source), str(out)]) == EXIT_FAILED_LINES == engine.EXIT_FAILED_LINES == 1
+    assert main([str(source), str(out)]) == EXIT_FAILED_LINES == exits.EXIT_FAILED_LINES == 1
     assert "failed: 2 (3-4)" in capsys.readouterr().out
     assert main([str(source), str(out), "--allow-failed"]) == EXIT_COMPLETE
 

@@ -22,12 +22,13 @@ from typing import BinaryIO
 
 import attrs
 
+from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
 from ..pipeline.reader import count_lines
-from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, read_info, read_lines
-from .verify import ranges
+from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, outside_ranges, ranges, read_info, read_lines
 
 PROG = "seldon-batch merge"
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+#: The shard outputs do not add up to one complete output (the run's "lines missing" status).
+EXIT_INVALID = EXIT_FAILED_LINES
 #: At most this many bad-line messages are kept; the rest are only counted.
 MAX_PROBLEMS = 10
 #: --expected may exceed the lines the shards hold by at most this much before we refuse to
@@ -97,11 +98,8 @@ class ShardIndex:
         if self.bad_lines > len(self.problems):
             errors.append(f"... {self.bad_lines - len(self.problems)} more unreadable lines")
         if self.out_of_range_count:
-            outside = sorted(set(self.out_of_range))
-            shown = ", ".join(p for p in (ranges(i for i in outside if i < 0), ranges(i for i in outside if i >= 0))
-                              if p)
             errors.append(f"{self.out_of_range_count} lines have a batch_index outside 0..{self.total - 1} "
-                          f"({total_source}): {shown}")
+                          f"({total_source}): {outside_ranges(self.out_of_range)}")
         if self.duplicate_lines:
             errors.append(f"{self.duplicate_lines} duplicated lines, batch_index {ranges(self.duplicates)}")
         missing = sum(1 for _ in self.missing())

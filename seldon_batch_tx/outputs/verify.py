@@ -3,10 +3,10 @@
 Checks an output against its input by ``meta.tags.batch_index`` alone (order does not matter)
 and reports, as compact ranges, the indexes that are missing, duplicated, out of range and
 failed (error lines), plus lines that are not output lines at all (e.g. a torn last line, or
-anything :func:`.resume.line_info` cannot read: not UTF-8, not JSON, nested too deeply, too
+anything :func:`.lines.line_info` cannot read: not UTF-8, not JSON, nested too deeply, too
 long). Memory is a few bitmaps of one bit per input line, whatever the output claims.
 
-Exit status, with the run's own codes: 0 complete without error lines; 1 lines missing,
+Exit status, with the run's own codes (:mod:`seldon_batch_tx.exits`): 0 complete without error lines; 1 lines missing,
 duplicated, unexpected or unreadable, or complete but some lines are error lines
 (``--allow-failed`` turns only the latter into 0, so ``--allow-failed`` checks completeness
 alone); 2 usage error.
@@ -18,14 +18,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import attrs
 
-from ..pipeline.engine import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
+from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
 from ..pipeline.reader import count_lines
-from .resume import DEFAULT_MAX_LINE_BYTES, IndexBitmap, describe_index, read_info, read_lines
+from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, outside_ranges, ranges, read_info, read_lines
 
 __all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE", "Report", "main", "ranges",
            "verify"]
@@ -35,24 +35,6 @@ __all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE"
 EXIT_COMPLETE, EXIT_INCOMPLETE = EXIT_OK, EXIT_FAILED_LINES
 #: Out-of-range indexes and unreadable line numbers kept for the report; the rest are counted.
 _KEPT = 1000
-
-
-def ranges(indexes: Iterable[int], limit: int = 20) -> str:
-    """``0-4, 7, 9-12`` from indexes in increasing order, at most ``limit`` ranges then
-    ``... (N more ranges)``; streams, so a bitmap of millions costs nothing extra."""
-    spans: list[list[int]] = []
-    extra = 0
-    last: int | None = None
-    for i in indexes:
-        if spans and i == spans[-1][1] + 1:
-            spans[-1][1] = i
-        elif len(spans) < limit and not extra:
-            spans.append([i, i])
-        elif last is None or i != last + 1:
-            extra += 1
-        last = i
-    text = ", ".join(describe_index(a) if a == b else f"{describe_index(a)}-{describe_index(b)}" for a, b in spans)
-    return text + (f" ... ({extra} more ranges)" if extra else "")
 
 
 @attrs.frozen
@@ -115,10 +97,7 @@ class Report:
         return self.unexpected.count + self.out_of_range_count
 
     def unexpected_ranges(self) -> str:
-        outside = sorted(set(self.out_of_range))
-        parts = [ranges(i for i in outside if i < 0), ranges(self.unexpected),
-                 ranges(i for i in outside if i >= 0)]
-        return ", ".join(p for p in parts if p)
+        return outside_ranges(self.out_of_range, self.unexpected)
 
     @property
     def complete(self) -> bool:

@@ -15,7 +15,8 @@ import txaio
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
-from ..outputs.resume import DEFAULT_MAX_LINE_BYTES, prepare_resume
+from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
+from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..transports.base import Transport
 from .engine import BatchRun, Summary, describe
