@@ -40,7 +40,7 @@ from .options import (
     positive,
     secret_token,
 )
-from .pipeline.engine import EXIT_USAGE
+from .exits import EXIT_USAGE
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -54,7 +54,7 @@ def sidecar_keys(value: str) -> frozenset[str]:
     Checked by the daemon's own rule (:func:`.watchdir.check_sidecar_allow`), so a typo or a key
     no sidecar may hold is a usage error instead of a setting silently left locked.
     """
-    from .daemon.service import check_sidecar_allow
+    from .daemon.sidecars import check_sidecar_allow
 
     return check_sidecar_allow(value.split(","))
 

@@ -16,7 +16,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.daemon.service import WatchDirService, apply_sidecar, check_input, is_candidate
+from seldon_batch_tx.daemon.inputs import check_input, is_candidate
+from seldon_batch_tx.daemon.service import WatchDirService
+from seldon_batch_tx.daemon.sidecars import apply_sidecar
 from seldon_batch_tx.dashboard.registry import BatchRegistry
 from seldon_batch_tx.transports.treq_client import RestTransport
 

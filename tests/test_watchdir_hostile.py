@@ -18,16 +18,11 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.daemon.service import (
-    SIDECAR_ALLOWABLE,
-    SIDECAR_NEVER,
-    SIDECAR_SAFE,
-    WatchDirService,
-    check_input,
-    check_sidecar_allow,
-    short_name,
-)
-from seldon_batch_tx.pipeline.engine import Summary
+from seldon_batch_tx.daemon.inputs import check_input
+from seldon_batch_tx.daemon.layout import short_name
+from seldon_batch_tx.daemon.service import WatchDirService
+from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_NEVER, SIDECAR_SAFE, check_sidecar_allow
+from seldon_batch_tx.pipeline.summary import Summary
 from tests.test_watchdir import Daemon, EchoModel, files, write_lines
 
 SECRET = "TOP-SECRET-do-not-send"
