@@ -19,7 +19,7 @@ from twisted.logger import globalLogPublisher
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.inputs import check_input
-from seldon_batch_tx.daemon.layout import short_name
+from seldon_batch_tx.daemon.layout import WatchDir, short_name
 from seldon_batch_tx.daemon.service import WatchDirService
 from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_NEVER, SIDECAR_SAFE, check_sidecar_allow
 from seldon_batch_tx.pipeline.summary import Summary
@@ -432,3 +432,21 @@ def test_a_left_over_file_that_fails_to_prepare_goes_to_failed_after_a_restart(t
     assert files(processing) == [] and daemon.model.bodies == []
     assert len([e for e in daemon.registry.entries() if e.stats.state == "failed"]) == 2
     stop(daemon)
+
+
+def test_a_reject_that_finds_no_free_name_in_failed_leaves_the_file_and_writes_no_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claim, settle and reject share one free-name rename (``WatchDir.rename_free``). A reject that
+    found no free name used to write ``NAME.reason.txt`` in failed/ for a file it had not moved; now,
+    like a claim and a settle, it leaves the file where it is and does not take it again while unchanged."""
+    daemon = make(tmp_path)
+    (daemon.path("failed") / "link.txt").write_text("taken\n")
+    monkeypatch.setattr(WatchDir, "free_name", lambda self, name, *dirs: "link.txt")
+    daemon.path("incoming", "link.txt").symlink_to(tmp_path / "nowhere")
+    daemon.service.startService()
+    daemon.pump(seconds=3)
+    stop(daemon)
+    assert daemon.path("incoming", "link.txt").is_symlink()
+    assert not daemon.path("failed", "link.txt.reason.txt").exists()
+    assert daemon.path("failed", "link.txt").read_text() == "taken\n"
+    assert (str(daemon.path("incoming")), "link.txt") in daemon.service._skip
