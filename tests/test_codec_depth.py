@@ -18,15 +18,15 @@ from hypothesis import strategies as st
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.pipeline.reader import Item, instance_id
-from seldon_batch_tx.protocols.seldon import (
+from seldon_batch_tx.protocols.base import (
     MAX_JSON_DEPTH,
     BadResponse,
     InputError,
     ResponseMismatch,
-    json_depth,
     load_json_line,
+    make_codec,
 )
-from seldon_batch_tx.protocols.v2 import make_codec
+from seldon_batch_tx.strict_json import json_depth
 
 
 def codec(**kw: Any) -> Any:

@@ -15,12 +15,19 @@ from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.outputs.lines import line_info
 from seldon_batch_tx.pipeline.reader import Item, instance_id
 from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
-from seldon_batch_tx.protocols.v2 import V2Codec, make_codec
+from seldon_batch_tx.protocols.base import make_codec
+from seldon_batch_tx.protocols.v2 import V2Codec
 from seldon_batch_tx.protocols.v2_pb import request_from_dict, response_to_dict
 from seldon_batch_tx.protos import grpc_service_pb2
 from seldon_batch_tx.transports.base import RequestFailed
 from seldon_batch_tx.transports.fast import request_head
-from seldon_batch_tx.transports.treq_client import RestTransport, endpoint_url
+from seldon_batch_tx.transports.http import model_url
+from seldon_batch_tx.transports.treq_client import RestTransport
+
+
+def endpoint_url(c: BatchConfig, _path: str) -> str:
+    """The model URL the REST clients post to (the codec's target on ``--host``)."""
+    return model_url(c, make_codec(c).target)
 
 
 def config(**kw: Any) -> BatchConfig:

@@ -37,17 +37,20 @@ from twisted.internet.task import Clock, deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from seldon_batch_tx.transports import fast as transport_http
+from seldon_batch_tx.transports import fast_connection as transport_http
 from seldon_batch_tx.transports import treq_client as transport_rest
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.pipeline.batch import Batch
 from seldon_batch_tx.protocols.seldon_pb import feedback_from_dict, message_from_dict
 from seldon_batch_tx.protocols.v2_pb import request_from_dict
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transports.base import MAX_ANSWER_DEPTH, MAX_HEADER_BYTES, RequestFailed, Transport, too_deep
+from seldon_batch_tx.strict_json import MAX_ANSWER_DEPTH
+from seldon_batch_tx.strict_json import too_deep as text_too_deep
+from seldon_batch_tx.transports.base import MAX_HEADER_BYTES, RequestFailed, Transport
 from seldon_batch_tx.transports.fast import FastHttpTransport
 from seldon_batch_tx.transports.grpc_client import GUARD_SLACK, MODES, GrpcTransport
-from seldon_batch_tx.transports.treq_client import RestTransport, ca_bundle, classify
+from seldon_batch_tx.transports.http import ca_bundle, classify
+from seldon_batch_tx.transports.treq_client import RestTransport
 from tests.hostile_server import HostileServer
 
 reactor: Any = _reactor
@@ -63,6 +66,11 @@ def nested(depth: int, leaf: Any = 1) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+def too_deep(value: Any, body: bytes) -> bool:
+    """Whether an answer (``body``, decoding to ``value``) is past the answers' depth limit."""
+    return text_too_deep(body, MAX_ANSWER_DEPTH)
 
 
 def config(host: str, mode: str, **changes: Any) -> BatchConfig:
@@ -740,7 +748,7 @@ class FakeRpcError(grpc.RpcError):
 def test_grpc_size_limits_are_told_apart(details: str, kind: str, retryable: bool) -> None:
     """RESOURCE_EXHAUSTED for our receive limit is response_too_large; for a size limit elsewhere it
     is not retried (the same message would be refused again); a server shedding load is retried."""
-    from seldon_batch_tx.transports.grpc_client import rpc_failure
+    from seldon_batch_tx.transports.grpc_channel import rpc_failure
 
     error = rpc_failure(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details), 1000)
     assert (error.kind, error.retryable) == (kind, retryable)

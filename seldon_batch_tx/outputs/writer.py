@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import txaio
+
+from ..strict_json import compact_encoder
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
@@ -211,23 +211,6 @@ class OutputFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def compact_encoder(*, ensure_ascii: bool) -> Callable[[Any], str]:
-    """A compact JSON encoder for records built from decoded JSON (never circular).
-
-    ``JSONEncoder.encode`` sets up a new C encoder on every call, about half the cost of encoding
-    a small record; this one is set up once (same output, same errors), and skips the
-    circular-reference check.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"), check_circular=False,
-                               allow_nan=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # no C accelerator: the plain encoder
-        return encoder.encode
-    strings = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
-    c_encode = make(None, encoder.default, strings, None, ":", ",", False, False, False)  # allow_nan=False
-    return lambda record: "".join(c_encode(record, 0))
 
 
 _dumps = compact_encoder(ensure_ascii=False)

@@ -1,6 +1,8 @@
 """The Seldon protocol's message formats: input line -> request body -> output lines.
 
-Nothing here touches a socket or a file. A line becomes a :class:`Parsed` value, one or more
+Its :class:`~.base.Target` is ``[/seldon/NS/NAME]/api/v1.0/predictions`` (or ``feedback``) over
+REST, ``seldon.protos.Seldon/Predict`` (or ``SendFeedback``) over gRPC, converted by
+:mod:`.seldon_pb`. Nothing here touches a socket or a file. A line becomes a :class:`Parsed` value, one or more
 of those become a request body, and the model's response is split back into exactly one output
 line per input line, each carrying its own batch tags in ``meta.tags``.
 """
@@ -9,19 +11,30 @@ from __future__ import annotations
 
 import base64
 import json
-import json.scanner
-import math
-import re
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
-
-import attrs
 
 from ..config import BatchConfig
 from ..pipeline.reader import Item
-
-JSONDict = dict[str, Any]
+from .base import (
+    BadResponse,
+    Built,
+    GrpcRoute,
+    InputError,
+    JSONDict,
+    Parsed,
+    ResponseMismatch,
+    Target,
+    flatten,
+    gateway_prefix,
+    json_type,
+    load_json_line,
+    parse_str,
+    row_size,
+    slices,
+    snippet,
+    tags_for,
+)
 
 DATA_KEYS = ("data", "strData", "jsonData", "binData", "customData")
 FEEDBACK_KEYS = ("request", "response", "reward", "truth")
@@ -29,118 +42,6 @@ ARRAY_KINDS = ("ndarray", "tensor", "tftensor")
 TF_ITEM_SIZES = {"DT_FLOAT": 4, "DT_DOUBLE": 8, "DT_INT32": 4, "DT_INT64": 8, "DT_INT16": 2, "DT_INT8": 1,
                  "DT_UINT8": 1, "DT_BOOL": 1, "DT_HALF": 2}
 TF_VALUE_FIELDS = ("doubleVal", "floatVal", "intVal", "int64Val", "boolVal", "stringVal", "halfVal")
-
-
-def _no_constant(name: str) -> Any:
-    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON: no output line
-    could carry them back as strict JSON, so a line holding one is refused."""
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_decoder = json.JSONDecoder(parse_constant=_no_constant)
-_scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: takes the decoder
-#: Number literals that may be beyond the float range (an exponent of 3+ digits, 309+ digits in a row).
-_MAYBE_HUGE = re.compile(rb"[eE]\+?0*[1-9][0-9]{2}|[0-9]{309}")
-
-
-def _loads(line: bytes) -> Any:
-    """``json.loads`` of a UTF-8 line, about 1.5 us cheaper per line: no encoding detection
-    (a leading UTF-8 BOM is still skipped; lone surrogates pass, as in ``json.loads``), and the
-    scanner called directly; anything but one bare value goes through ``decode`` for its
-    whitespace rules and error messages."""
-    text = line.decode("utf-8", "surrogatepass")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    try:
-        value, end = _scan(text, 0)
-        if end == len(text):
-            return value
-    except StopIteration:
-        pass
-    return _decoder.decode(text)
-
-
-class InputError(ValueError):
-    """A line that cannot become a request; the message says what is wrong with it."""
-
-
-class ResponseMismatch(ValueError):
-    """A mini-batch response whose rows cannot be matched one-to-one with its input lines."""
-
-
-class BadResponse(ValueError):
-    """An answer that is not what the protocol promises (not an object, values of the wrong type)."""
-
-
-#: Deepest JSON nesting accepted in an input line. Deeper values could not be encoded again
-#: (request bodies, output lines) within Python's recursion limit, nor read by most servers
-#: (protobuf refuses more than 100 levels), so they are input errors from the start.
-MAX_JSON_DEPTH = 256
-TOO_DEEP = f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"
-
-_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-_STEP = [0] * 256
-_STEP[ord("[")] = _STEP[ord("{")] = 1
-_STEP[ord("]")] = _STEP[ord("}")] = -1
-
-
-def json_depth(line: bytes) -> int:
-    """Deepest nesting of arrays and objects in one valid JSON text, in C-speed passes (strings
-    dropped, brackets kept, running sum), never recursing however deep the text is."""
-    brackets = _STRINGS.sub(b"", line).translate(None, _NOT_BRACKETS)
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
-
-
-def load_json_line(line: bytes) -> Any:
-    """The JSON value of one input line, or InputError saying why not: not JSON, not UTF-8,
-    nested deeper than :data:`MAX_JSON_DEPTH` (a line nested 100,000 deep is one of those), or
-    holding a number strict JSON cannot carry (``NaN``, ``Infinity``, ``1e999``)."""
-    try:
-        value = _loads(line)
-    except RecursionError:
-        raise InputError(f"line is not valid input: {TOO_DEEP}") from None
-    except ValueError as e:
-        raise InputError(f"line is not valid JSON: {e}") from None
-    # a line with few brackets cannot be deep: the exact depth is computed only past that count
-    if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and json_depth(line) > MAX_JSON_DEPTH:
-        raise InputError(f"line is not valid input: {TOO_DEEP}")
-    # 1e999 decodes to inf, which no strict JSON line can carry; only a long line or one with an
-    # exponent can hold such a literal, so the value is walked only for those
-    if (len(line) > 308 or b"e" in line or b"E" in line) and _MAYBE_HUGE.search(line) and _non_finite(value):
-        raise InputError("line is not valid input: a number beyond the range of a double (such as 1e999)")
-    return value
-
-
-def _non_finite(value: Any) -> bool:
-    """Whether a decoded value holds an infinite float; iterative, so any depth is fine."""
-    stack = [value]
-    while stack:  # bounded: every value is visited once
-        x = stack.pop()
-        if type(x) is float:
-            if x in (math.inf, -math.inf):
-                return True
-        elif type(x) is list:
-            stack.extend(x)
-        elif type(x) is dict:
-            stack.extend(x.values())
-    return False
-
-
-@attrs.frozen(slots=True)
-class Parsed:
-    """A line that passed validation: its value, how many rows it adds, and its own tags."""
-
-    item: Item
-    value: Any
-    rows: int = 1
-    shape: tuple[int, ...] = ()
-    own_tags: JSONDict = attrs.field(factory=dict)
-
-
-def tags_for(batch_id: str, item: Item) -> JSONDict:
-    """The identifiers every request and output line carries (``batch_index`` an int)."""
-    return {"batch_id": batch_id, "batch_instance_id": item.instance_id, "batch_index": item.index}
 
 
 def _shape_of(value: Any, where: str) -> tuple[int, ...]:
@@ -162,30 +63,6 @@ def _shape_of(value: Any, where: str) -> tuple[int, ...]:
     return (len(value),)
 
 
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for messages about answers."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def _snippet(value: Any, limit: int = 40) -> str:
-    """At most ``limit`` characters of a value from an answer, for a reason line."""
-    try:
-        text = json.dumps(value)
-    except (ValueError, TypeError, RecursionError):
-        text = repr(type(value))
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _is_shape(shape: Any) -> bool:
     return isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                            for d in shape)
@@ -195,38 +72,16 @@ def _tf_dims(tensor_shape: Any) -> list[int]:
     """A TensorProto's dimension sizes (JSON int64 values arrive as strings); BadResponse if unreadable."""
     dims = tensor_shape.get("dim", []) if isinstance(tensor_shape, dict) else None
     if not isinstance(dims, list):
-        raise BadResponse(f"the answer's tftensor.tensorShape {_snippet(tensor_shape)} has no list of dims")
+        raise BadResponse(f"the answer's tftensor.tensorShape {snippet(tensor_shape)} has no list of dims")
     out = []
     for d in dims:
         size = d.get("size", 0) if isinstance(d, dict) else None
         if isinstance(size, str) and size.isdigit() and len(size) < 19:
             size = int(size)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadResponse(f"the answer's tftensor dim {_snippet(d)} has no non-negative size")
+            raise BadResponse(f"the answer's tftensor dim {snippet(d)} has no non-negative size")
         out.append(size)
     return out
-
-
-def _flatten(value: Any) -> list[Any]:
-    if value and isinstance(value[0], list):
-        return [x for row in value for x in _flatten(row)]
-    return list(value)
-
-
-def _slices(values: Any, rows: list[int], row_size: int) -> list[Any]:
-    """Cut a flat sequence into consecutive parts of ``rows[i] * row_size`` elements."""
-    out, start = [], 0
-    for n in rows:
-        out.append(values[start * row_size:(start + n) * row_size])
-        start += n
-    return out
-
-
-def _row_size(shape: Sequence[int]) -> int:
-    size = 1
-    for dim in shape[1:]:
-        size *= dim
-    return size
 
 
 class SeldonCodec:
@@ -239,10 +94,26 @@ class SeldonCodec:
         self.method = config.method
         #: Only plain arrays can be concatenated into one request; others go one per request.
         self.batch_size = config.batch_size if self.batchable(config) else 1
+        path = "feedback" if config.method == "feedback" else "predictions"
+        self.target = Target(f"{gateway_prefix(config)}/api/v1.0/{path}", self._grpc_route)
 
     @staticmethod
     def batchable(config: BatchConfig) -> bool:
         return config.data_type == "data" and config.method == "predict"
+
+    def _grpc_route(self) -> GrpcRoute:
+        """``seldon.protos.Seldon`` (or ``Model``) ``Predict``/``SendFeedback``, bodies as SeldonMessage/Feedback."""
+        from ..protos import prediction_pb2_grpc
+        from .seldon_pb import answer_to_dict, feedback_from_dict, message_from_dict
+
+        feedback = self.method == "feedback"
+
+        def method(channel: Any, service: str) -> Any:
+            stub: Any = (prediction_pb2_grpc.SeldonStub(channel) if service == "Seldon"
+                         else prediction_pb2_grpc.ModelStub(channel))
+            return stub.SendFeedback if feedback else stub.Predict
+
+        return GrpcRoute(method, feedback_from_dict if feedback else message_from_dict, answer_to_dict)
 
     # -- input line -> Parsed -------------------------------------------------------------
 
@@ -252,7 +123,7 @@ class SeldonCodec:
         if not line:
             raise InputError("blank line")
         if self.data_type == "str":
-            return Parsed(item, self._parse_str(line))
+            return Parsed(item, parse_str(line))
         value = load_json_line(line)
         if self.method == "feedback":
             return self._parse_feedback(item, value)
@@ -277,18 +148,6 @@ class SeldonCodec:
         return Parsed(item, value, rows=shape[0], shape=shape)
 
     @staticmethod
-    def _parse_str(line: bytes) -> str:
-        text = line.decode("utf-8", errors="replace")
-        if text.startswith('"'):
-            try:
-                decoded = json.loads(text)
-            except ValueError:
-                return text
-            if isinstance(decoded, str):
-                return decoded
-        return text
-
-    @staticmethod
     def _own_tags(message: JSONDict) -> JSONDict:
         meta = message.get("meta")
         tags = meta.get("tags") if isinstance(meta, dict) else None
@@ -311,7 +170,7 @@ class SeldonCodec:
 
     # -- Parsed values -> request body ----------------------------------------------------
 
-    def build(self, parsed: list[Parsed]) -> tuple[JSONDict, list[Parsed], list[tuple[Parsed, str]]]:
+    def build(self, parsed: list[Parsed]) -> Built:
         """One request body for these lines, the lines it holds, and lines that cannot join it."""
         first = parsed[0]
         tags = tags_for(self.batch_id, first.item)
@@ -355,7 +214,7 @@ class SeldonCodec:
     def _data(self, array: list[Any], shape: tuple[int, ...]) -> JSONDict:
         if self.payload_type == "ndarray":
             return {"ndarray": array}
-        values = _flatten(array)
+        values = flatten(array)
         if self.payload_type == "tensor":
             return {"tensor": {"shape": list(shape), "values": values}}
         return {
@@ -371,7 +230,7 @@ class SeldonCodec:
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
         if not isinstance(response, dict):
-            raise BadResponse(f"the answer is a JSON {_json_type(response)}, not a SeldonMessage object")
+            raise BadResponse(f"the answer is a JSON {json_type(response)}, not a SeldonMessage object")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
         data = response.get("data")
@@ -394,23 +253,23 @@ class SeldonCodec:
         if isinstance(data.get("ndarray"), list):
             array = data["ndarray"]
             self._check_rows(len(array), want)
-            return [{**rest, "ndarray": part} for part in _slices(array, rows, 1)]
+            return [{**rest, "ndarray": part} for part in slices(array, rows, 1)]
         if isinstance(data.get("tensor"), dict):
             tensor = data["tensor"]
             shape, values = tensor.get("shape") or [], tensor.get("values") or []
             if not _is_shape(shape):
-                raise BadResponse(f"the answer's tensor.shape {_snippet(shape)} is not a list of non-negative integers")
+                raise BadResponse(f"the answer's tensor.shape {snippet(shape)} is not a list of non-negative integers")
             if not isinstance(values, list):
-                raise BadResponse(f"the answer's tensor.values is a JSON {_json_type(values)}, not an array")
+                raise BadResponse(f"the answer's tensor.values is a JSON {json_type(values)}, not an array")
             self._check_rows(shape[0] if shape else 0, want)
             self._check_size(len(values), shape, "tensor")
             return [{**rest, "tensor": {"shape": [n, *shape[1:]], "values": part}}
-                    for n, part in zip(rows, _slices(values, rows, _row_size(shape)), strict=True)]
+                    for n, part in zip(rows, slices(values, rows, row_size(shape)), strict=True)]
         if isinstance(data.get("tftensor"), dict):
             tf = data["tftensor"]
             dims = _tf_dims(tf.get("tensorShape"))
             self._check_rows(dims[0] if dims else 0, want)
-            size = _row_size(dims)
+            size = row_size(dims)
             field = next((f for f in TF_VALUE_FIELDS if f in tf), None)
             flat: Any
             packed = "tensorContent" in tf  # TensorFlow packs arrays as raw little-endian bytes
@@ -418,7 +277,7 @@ class SeldonCodec:
                 field = "tensorContent"
                 content = tf["tensorContent"]
                 if not isinstance(content, str):
-                    raise BadResponse(f"the answer's tftensor.tensorContent is a JSON {_json_type(content)}, "
+                    raise BadResponse(f"the answer's tftensor.tensorContent is a JSON {json_type(content)}, "
                                       "not a base64 string")
                 try:
                     flat = base64.b64decode(content, validate=True)
@@ -431,11 +290,11 @@ class SeldonCodec:
             else:
                 flat = (tf.get(field) or []) if field else []
                 if not isinstance(flat, list):
-                    raise BadResponse(f"the answer's tftensor.{field} is a JSON {_json_type(flat)}, not an array")
+                    raise BadResponse(f"the answer's tftensor.{field} is a JSON {json_type(flat)}, not an array")
                 self._check_size(len(flat), dims, "tftensor")
             base = {k: v for k, v in tf.items() if k not in TF_VALUE_FIELDS and k != "tensorContent"}
             out = []
-            for n, part in zip(rows, _slices(flat, rows, size), strict=True):
+            for n, part in zip(rows, slices(flat, rows, size), strict=True):
                 piece = {**base, "tensorShape": {"dim": [{"size": str(d)} for d in [n, *dims[1:]]]}}
                 if field:
                     piece[field] = base64.b64encode(part).decode("ascii") if packed else part
@@ -452,7 +311,7 @@ class SeldonCodec:
     def _check_size(got: int, shape: Sequence[int], kind: str, unit: int = 1) -> None:
         """Rows are cut from the flat values by the shape: they must fill it exactly (``unit``:
         bytes per value of packed content)."""
-        want = _row_size(shape) * (shape[0] if shape else 0) * unit
+        want = row_size(shape) * (shape[0] if shape else 0) * unit
         if got != want:
             what = f"{got} bytes of content" if unit > 1 else f"{got} values"
             raise ResponseMismatch(f"the answer's {kind} has {what} for its shape {list(shape)}")

@@ -49,14 +49,15 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
-from seldon_batch_tx.protos import prediction_pb2
-
-JSONDict = dict[str, Any]
+from ..protos import prediction_pb2
+from ..transports.base import RequestFailed, not_finite
+from .base import JSONDict, check_answer
 
 _MAX_EXACT_INT = 2**53
 
 __all__ = [
     "NonFiniteNumber",
+    "answer_to_dict",
     "feedback_from_dict",
     "message_from_dict",
     "message_to_dict",
@@ -365,3 +366,18 @@ def message_to_dict(msg: prediction_pb2.SeldonMessage, *, ints: bool = True, fin
     elif kind == "customData":
         out["customData"] = _any_to_dict(msg.customData)
     return out
+
+
+def answer_to_dict(response: prediction_pb2.SeldonMessage) -> JSONDict:
+    """The REST-shaped answer, or RequestFailed: a FAILURE status (:func:`~.base.check_answer`,
+    looked at first), NaN or an infinity, a message that cannot be converted."""
+    if response.HasField("status"):
+        check_answer({"status": json_format.MessageToDict(response.status)})
+    try:
+        return message_to_dict(response, finite=True)
+    except NonFiniteNumber:
+        raise not_finite() from None
+    except RecursionError:
+        raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
+    except Exception as exc:  # a conversion bug must not kill the worker
+        raise RequestFailed("bad_response", f"cannot convert the gRPC response: {exc}", info="bad_response") from exc

@@ -1,5 +1,8 @@
 """The Open Inference Protocol ("V2": MLServer, Triton, KServe) formats: line -> request -> output lines.
 
+Its :class:`~.base.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
+REST, ``inference.GRPCInferenceService/ModelInfer`` over gRPC, converted by :mod:`.v2_pb`.
+
 The same contract as :class:`~seldon_batch_tx.protocols.seldon.SeldonCodec`, so the engine, retries,
 resume, sharding and the dashboard need not know which protocol runs:
 
@@ -24,25 +27,31 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
 from ..pipeline.reader import Item
-from .seldon import (
+from .base import (
     BadResponse,
+    Built,
+    GrpcRoute,
     InputError,
     JSONDict,
     Parsed,
     ResponseMismatch,
-    SeldonCodec,
-    _flatten,
-    _json_type,
-    _row_size,
-    _slices,
+    Target,
+    check_answer,
+    flatten,
+    gateway_prefix,
+    json_type,
     load_json_line,
+    parse_str,
+    row_size,
+    slices,
     tags_for,
 )
 
-__all__ = ["Codec", "V2Codec", "infer_datatype", "make_codec", "model_name", "tensor_shape"]
+__all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
 
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
 UINT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64"})
@@ -128,6 +137,17 @@ class V2Codec:
         self.model_name = model_name(config)
         self.model_version = config.model_version
         self.batch_size = config.batch_size
+        model = quote(self.model_name, safe="")
+        version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
+        self.target = Target(f"{gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
+
+    def _grpc_route(self) -> GrpcRoute:
+        """``inference.GRPCInferenceService/ModelInfer`` (one service: the transport's choice is moot)."""
+        from . import v2_pb
+
+        return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
+                         v2_pb.request_builder(self.model_name, self.model_version),
+                         lambda message: check_answer(v2_pb.response_to_dict(message)))
 
     # -- input line -> Parsed -------------------------------------------------------------
 
@@ -137,7 +157,7 @@ class V2Codec:
         if not line:
             raise InputError("blank line")
         if self.data_type == "str":
-            text = SeldonCodec._parse_str(line)  # the same reading of a text line as the Seldon protocol
+            text = parse_str(line)  # the same reading of a text line as the Seldon protocol
             return self._plain(item, [text] if self.batch_size > 1 else text)
         value = load_json_line(line)
         if self.data_type == "raw":
@@ -152,7 +172,7 @@ class V2Codec:
 
     def _plain(self, item: Item, value: Any) -> Parsed:
         shape = tensor_shape(value)
-        flat = _flatten(value) if shape else [value]
+        flat = flatten(value) if shape else [value]
         datatype = self.datatype or infer_datatype(flat)
         check_datatype(flat, datatype)
         tensor = {"name": self.input_name, "shape": list(shape or (1,)), "datatype": datatype, "data": flat}
@@ -185,7 +205,7 @@ class V2Codec:
 
     # -- Parsed values -> request body ----------------------------------------------------
 
-    def build(self, parsed: list[Parsed]) -> tuple[JSONDict, list[Parsed], list[tuple[Parsed, str]]]:
+    def build(self, parsed: list[Parsed]) -> Built:
         """One request for these lines, the lines it holds, and the lines that cannot join it."""
         first = parsed[0]
         if len(parsed) == 1:
@@ -206,7 +226,7 @@ class V2Codec:
             parts = [p.value["inputs"][i] for p in members]
             datatypes = {t["datatype"] for t in parts}
             datatype = "FP64" if len(datatypes) > 1 else tensor["datatype"]  # INT64 + FP64 lines
-            data = [x for t in parts for x in (_flatten(t["data"]) if isinstance(t["data"], list) else [t["data"]])]
+            data = [x for t in parts for x in (flatten(t["data"]) if isinstance(t["data"], list) else [t["data"]])]
             rows = sum(t["shape"][0] for t in parts)
             merged.append({**tensor, "shape": [rows, *tensor["shape"][1:]], "datatype": datatype, "data": data})
         return self._request({**first.value, "inputs": merged}, first.item), members, rejected
@@ -235,7 +255,7 @@ class V2Codec:
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
         if not isinstance(response, dict):
-            raise BadResponse(f"the answer is a JSON {_json_type(response)}, not a V2 InferenceResponse object")
+            raise BadResponse(f"the answer is a JSON {json_type(response)}, not a V2 InferenceResponse object")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
         outputs = response.get("outputs")
@@ -255,15 +275,15 @@ class V2Codec:
                 raise ResponseMismatch(f"output {name}: model returned {shape[0]} rows for {want} input rows")
             data = output.get("data")
             if not isinstance(data, list):
-                raise BadResponse(f"output {name}: data is a JSON {_json_type(data)}, not an array")
+                raise BadResponse(f"output {name}: data is a JSON {json_type(data)}, not an array")
             try:
-                flat = _flatten(data)
+                flat = flatten(data)
             except TypeError:
                 raise BadResponse(f"output {name}: data is a ragged array") from None
-            size = _row_size(shape)
+            size = row_size(shape)
             if len(flat) != want * size:
                 raise ResponseMismatch(f"output {name}: {len(flat)} elements do not fill its shape {shape}")
-            for i, (n, part) in enumerate(zip(rows, _slices(flat, rows, size), strict=True)):
+            for i, (n, part) in enumerate(zip(rows, slices(flat, rows, size), strict=True)):
                 per_member[i].append({**output, "shape": [n, *shape[1:]], "data": part})
         return [self._tagged({**response, "outputs": parts}, p) for parts, p in zip(per_member, members, strict=True)]
 
@@ -292,10 +312,3 @@ class V2Codec:
         line["meta"] = {"tags": tags}
         return line
 
-
-Codec = SeldonCodec | V2Codec
-
-
-def make_codec(config: BatchConfig) -> Codec:
-    """The message formats of ``config.protocol``: what the engine builds and splits."""
-    return V2Codec(config) if config.protocol == "v2" else SeldonCodec(config)

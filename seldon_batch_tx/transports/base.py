@@ -1,34 +1,36 @@
-"""What every transport (REST, gRPC) promises the engine.
+"""What every transport (REST, gRPC) promises the engine, and :func:`make_transport`.
 
-A transport only moves one already-built JSON request to the model and brings back the
-decoded JSON response; it knows nothing of files, tags or retries.
+A transport only moves one already-built JSON request to where the codec's
+:class:`~seldon_batch_tx.protocols.base.Target` says and brings back the decoded JSON response;
+it knows nothing of protocols, files, tags or retries. A fourth transport is a module beside
+``fast.py``, ``treq_client.py`` and ``grpc_client.py`` (taking ``config``, ``reactor`` and a
+``target``) and one branch in :func:`make_transport`.
 
 What every transport guarantees, whatever the server sends: each ``send`` fires within
 ``config.timeout`` (gRPC: plus a second of guard slack); it fails only with
 :class:`RequestFailed` (or CancelledError when the caller cancelled it); an answer is never
 held past ``config.max_response_bytes`` (``response_too_large``, not retried, the connection
-dropped) nor nested past :data:`MAX_ANSWER_DEPTH` nor holding NaN or an infinity
+dropped) nor nested past :data:`~seldon_batch_tx.strict_json.MAX_ANSWER_DEPTH` nor holding NaN or an infinity
 (``bad_response``: no output line could carry it as strict JSON); a body that cannot be
 encoded is ``input_error``; a bug met while handling an answer is that call's ``internal_error``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from ..config import BatchConfig
+
+if TYPE_CHECKING:
+    from ..protocols.base import Target
+
 JSONDict = dict[str, Any]
 
-#: Deepest JSON nesting accepted in an answer: far beyond any model's output (an ndarray of 5
-#: dimensions is 5 deep), and far enough inside Python's recursion limit (1,000 frames) that
-#: decoding, converting and writing an accepted answer can never overflow the stack.
-MAX_ANSWER_DEPTH = 512
 #: Largest status line plus headers of an HTTP answer: a server whose headers never end fails
 #: the request instead of filling memory until the timeout.
 MAX_HEADER_BYTES = 256 * 1024
-#: Every byte except JSON's brackets, for :func:`too_deep`'s quick bound.
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class RequestFailed(Exception):
@@ -98,57 +100,9 @@ def not_finite(code: int | None = None) -> RequestFailed:
                          retryable=False, info="bad_response")
 
 
-def has_non_finite(value: Any, budget: int) -> bool:
-    """Whether a decoded JSON value holds NaN or an infinity; iterative, at most ``budget`` values visited."""
-    stack = [value]
-    for _ in range(budget):
-        if not stack:
-            return False
-        x = stack.pop()
-        kind = type(x)
-        if kind is float:
-            if x - x != 0.0:  # NaN and the infinities; 0.0 for every finite float
-                return True
-        elif kind is list:
-            stack.extend(x)
-        elif kind is dict:
-            stack.extend(x.values())
-    return bool(stack)
-
-
 def internal_failure(error: BaseException) -> RequestFailed:
     """A bug met while handling one request: that request's error line, never a lost call."""
     return RequestFailed("internal_error", f"{type(error).__name__}: {error}", info="internal_error")
-
-
-def too_deep(value: Any, body: bytes, limit: int = MAX_ANSWER_DEPTH) -> bool:
-    """Whether ``value`` (decoded from ``body``) nests lists and objects deeper than ``limit``.
-
-    Cheap for the usual answer: fewer brackets than ``limit`` cannot nest that deep, and
-    otherwise deleting the innermost bracket pairs pass by pass bounds the depth at C speed.
-    Only when brackets inside strings spoil that bound are the decoded containers walked.
-    """
-    opens = body.count(b"[") + body.count(b"{")
-    if opens <= limit:
-        return False
-    brackets = body.translate(None, _NOT_BRACKETS)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
-        if len(shorter) == len(brackets):
-            break  # brackets inside strings: walk the decoded value instead
-        brackets = shorter
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    for _ in range(opens + 1):  # each container is visited once, and there are at most ``opens``
-        if not stack:
-            return False
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if type(item) is dict else item if type(item) is list else ()
-        stack.extend((x, depth + 1) for x in children if type(x) is list or type(x) is dict)
-    return bool(stack)
 
 
 def ca_certificates(path: str) -> list[bytes]:
@@ -166,3 +120,28 @@ def ca_certificates(path: str) -> list[bytes]:
     except ValueError as e:
         raise ValueError(f"--ca-cert {path}: not a PEM certificate bundle ({e})") from None
     return [c.public_bytes(Encoding.PEM) for c in certificates]
+
+
+def target_for(config: BatchConfig, target: Target | None) -> Target:
+    """``target``, or where the configured protocol's codec sends requests (decided by ``make_codec``)."""
+    if target is not None:
+        return target
+    from ..protocols.base import make_codec
+
+    return make_codec(config).target
+
+
+def make_transport(config: BatchConfig, reactor: Any, target: Target | None = None) -> Transport:
+    """The transport ``config.transport`` (and ``--http-client``) names, sending to ``target``
+    (by default the configured codec's); gRPC is imported only when asked for."""
+    if config.transport == "grpc":
+        from .grpc_client import GrpcTransport
+
+        return GrpcTransport(config, reactor, target=target)
+    if config.http_client == "fast":
+        from .fast import FastHttpTransport
+
+        return FastHttpTransport(config, reactor, target=target)
+    from .treq_client import RestTransport
+
+    return RestTransport(config, reactor, target=target)

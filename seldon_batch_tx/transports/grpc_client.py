@@ -1,8 +1,10 @@
 """The gRPC transport: one channel per run, calls kept off the reactor thread.
 
 Requests arrive as REST-shaped dicts (built by the engine) and leave as the model's response
-in the same shape, so nothing downstream knows which transport ran; the conversion lives in
-:mod:`seldon_batch_tx.protocols.seldon_pb`.
+in the same shape, so nothing downstream knows which transport ran. Which RPC, and the
+conversions both ways, are the codec's :class:`~seldon_batch_tx.protocols.base.GrpcRoute`
+(:mod:`seldon_batch_tx.protocols.seldon_pb`, :mod:`seldon_batch_tx.protocols.v2_pb`); channel
+options, status codes and trust on first use are :mod:`.grpc_channel`.
 
 Three ways of keeping gRPC off the reactor thread are implemented (``mode=``):
 
@@ -45,11 +47,7 @@ guard timer a little past ``config.timeout`` fails a call whose gRPC deadline so
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import ssl
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -59,164 +57,18 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.protocols import v2_pb as grpc_v2_messages
-from seldon_batch_tx.protocols.seldon_pb import (
-    JSONDict,
-    NonFiniteNumber,
-    feedback_from_dict,
-    message_from_dict,
-    message_to_dict,
-)
-from seldon_batch_tx.protocols.v2 import model_name
-from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transports.base import RequestFailed, ca_certificates, internal_failure, not_finite, too_large
-from seldon_batch_tx.transports.grpc_loop import AioCaller
+from ..config import BatchConfig
+from ..protocols.base import Target
+from .base import JSONDict, RequestFailed, ca_certificates, internal_failure, target_for
+from .grpc_channel import certificate_name_for, channel_options, fetch_server_certificate, rpc_failure, split_host_port
+from .grpc_loop import AioCaller
 
 txaio.use_twisted()
 
 MODES = ("aio", "futures", "threads")
 SERVICES = ("Seldon", "Model")
-
-#: Codes worth another attempt: the server was unreachable, too slow or shedding load.
-RETRYABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
-
-MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 #: Seconds past ``config.timeout`` before the guard timer fails a call gRPC has not ended.
 GUARD_SLACK = 1.0
-
-#: Requests far above gRPC's 4 MB default (whole mini-batches travel in one message; answers are
-#: limited by ``config.max_response_bytes``, see :func:`channel_options`); keepalive pings during
-#: calls notice a dead gateway connection within ~80 s, and stay within what a default gRPC
-#: server tolerates (client sends at most 2 pings without data).
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 60_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-]
-
-
-def channel_options(config: BatchConfig) -> list[tuple[str, Any]]:
-    """:data:`CHANNEL_OPTIONS` plus the receive limit ``--max-response-bytes`` and a ``Host`` authority."""
-    options = [*CHANNEL_OPTIONS, ("grpc.max_receive_message_length", min(config.max_response_bytes, 2**31 - 1))]
-    options += [("grpc.default_authority", v) for k, v in config.headers if k.lower() == "host"]
-    return options
-
-
-def rpc_failure(error: grpc.RpcError, receive_limit: int | None = None) -> RequestFailed:
-    """The RequestFailed for a failed call: kind ``grpc_<CODE>``, numeric code, retryable or not.
-
-    An answer past our receive limit (``receive_limit``) is ``response_too_large``, not the
-    server shedding load: the same answer would come again.
-    """
-    code_fn = getattr(error, "code", None)
-    details_fn = getattr(error, "details", None)
-    code = code_fn() if callable(code_fn) else None
-    details = (details_fn() if callable(details_fn) else None) or ""
-    if not isinstance(code, grpc.StatusCode):
-        return RequestFailed("grpc_UNKNOWN", f"gRPC call failed: {error!r}", code=2, info="UNKNOWN")
-    text = str(details)
-    retryable = code in RETRYABLE_CODES
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in text:
-        if receive_limit is not None and _over_receive_limit(text, receive_limit):
-            return too_large(receive_limit)
-        if "CLIENT: Sent message larger than max" in text:
-            return RequestFailed("input_too_large", f"request larger than gRPC's send limit: {text}",
-                                 code=code.value[0], info="input_too_large")
-        retryable = False  # the server's own size limit: the same request would be refused again
-    return RequestFailed(
-        f"grpc_{code.name}",
-        f"gRPC {code.name}: {details}",
-        code=code.value[0],
-        retryable=retryable,
-        info=code.name,
-    )
-
-
-def _over_receive_limit(details: str, limit: int) -> bool:
-    """Whether gRPC refused an answer for our receive limit (its own words, with our number)."""
-    if "Received message larger than max" not in details or "SERVER:" in details:
-        return False
-    return "CLIENT:" in details or f" vs. {min(limit, 2**31 - 1)})" in details
-
-
-def model_failure(status: prediction_pb2.Status) -> RequestFailed:
-    """A response with ``status.status == FAILURE`` is a failed request, never retried."""
-    reason = status.reason or status.info or "the model answered with status FAILURE"
-    return RequestFailed(
-        "model_failure", reason, code=status.code or None, retryable=False, info=status.info
-    )
-
-
-def response_to_dict(response: prediction_pb2.SeldonMessage) -> JSONDict:
-    """The REST-shaped response, or RequestFailed for a FAILURE status or an unreadable message."""
-    if response.HasField("status") and response.status.status == prediction_pb2.Status.FAILURE:
-        raise model_failure(response.status)
-    try:
-        return message_to_dict(response, finite=True)
-    except NonFiniteNumber:
-        raise not_finite() from None
-    except RecursionError:
-        raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
-    except Exception as exc:  # a conversion bug must not kill the worker
-        raise RequestFailed("bad_response", f"cannot convert the gRPC response: {exc}",
-                            info="bad_response") from exc
-
-
-def fetch_server_certificate(host: str, port: int, timeout: float) -> bytes:
-    """The server's leaf certificate (PEM), without verifying it, offering ALPN h2 like gRPC."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
-    with (
-        socket.create_connection((host, port), timeout=timeout) as sock,
-        context.wrap_socket(sock, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError(f"{host}:{port} sent no certificate")
-    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
-
-
-def certificate_name_for(pem: bytes, host: str) -> str | None:
-    """A name the certificate is valid for, to override the target name; None if ``host`` fits."""
-    from cryptography import x509  # only needed for ssl_verify=False
-
-    cert = x509.load_pem_x509_certificate(pem)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns_names = san.get_values_for_type(x509.DNSName)
-        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        dns_names, ips = [], []
-    try:
-        if str(ipaddress.ip_address(host)) in ips:
-            return None
-    except ValueError:
-        if host in dns_names:
-            return None
-    if dns_names:
-        return dns_names[0].lstrip("*.") if dns_names[0].startswith("*.") else dns_names[0]
-    common = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    if common:
-        return str(common[0].value)
-    return ips[0] if ips else None
-
-
-def split_host_port(target: str) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` / ``host`` (port 443) as a pair."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest.lstrip(":") or 443)
-    host, sep, port = target.rpartition(":")
-    if not sep or ":" in host:
-        return target, 443
-    return host, int(port)
-
 
 class GrpcTransport:
     """Sends Seldon v1 predict/feedback calls over one shared gRPC channel."""
@@ -230,6 +82,7 @@ class GrpcTransport:
         *,
         mode: str = "aio",
         service: str = "Seldon",
+        target: Target | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -248,14 +101,9 @@ class GrpcTransport:
         # ssl_verify=False without ca_cert: the channel opens once the certificate is fetched
         self._trust_on_first_use = config.use_ssl and not config.ssl_verify and not config.ca_cert
         self._waiting: list[Deferred[None]] | None = None  # sends waiting for that
-        self._build: Callable[[JSONDict], Any] = (
-            feedback_from_dict if config.method == "feedback" else message_from_dict
-        )
+        #: The codec's method and conversions (``Seldon/Predict``, ``ModelInfer``...): no protocol of our own.
+        self._route = target_for(config, target).grpc_route()
         self._metadata = self._base_metadata(config)
-        self._convert: Callable[[Any], JSONDict] = response_to_dict
-        if config.protocol == "v2":  # Open Inference Protocol: inference.GRPCInferenceService/ModelInfer
-            self._build = grpc_v2_messages.request_builder(model_name(config), config.model_version)
-            self._convert = grpc_v2_messages.response_to_dict
 
     @staticmethod
     def _base_metadata(config: BatchConfig) -> tuple[tuple[str, str], ...]:
@@ -325,15 +173,8 @@ class GrpcTransport:
         )
 
     def _multi_callable(self, channel: Any) -> Any:
-        """The stub method for the configured service, method and protocol (sync or aio channel)."""
-        if self._config.protocol == "v2":
-            return grpc_v2_messages.model_infer_call(channel)
-        stub: Any = (
-            prediction_pb2_grpc.SeldonStub(channel)
-            if self._service == "Seldon"
-            else prediction_pb2_grpc.ModelStub(channel)
-        )
-        return stub.SendFeedback if self._config.method == "feedback" else stub.Predict
+        """The route's method on ``channel`` (sync or aio), for the configured service."""
+        return self._route.method(channel, self._service)
 
     def _begin_certificate_fetch(self) -> None:
         self._waiting = []
@@ -459,7 +300,7 @@ class GrpcTransport:
         if self._call is None:
             return fail(RuntimeError("GrpcTransport.send() called before start() or after stop()"))
         try:
-            request = self._build(body)
+            request = self._route.request(body)
         except Exception as e:  # noqa: BLE001 - a line the protocol cannot carry: its error line, not a crash
             if isinstance(e, RecursionError):
                 reason = "nested too deeply"
@@ -483,7 +324,7 @@ class GrpcTransport:
     def _converted(self, response: Any) -> JSONDict:
         """The REST-shaped answer; any conversion error is this call's RequestFailed."""
         try:
-            return self._convert(response)
+            return self._route.answer(response)
         except RequestFailed:
             raise
         except Exception as e:  # noqa: BLE001

@@ -1,0 +1,212 @@
+"""What every protocol's codec promises, the helpers both codecs share, and :func:`make_codec`.
+
+A codec turns input lines into request bodies and answers back into output lines, and tells the
+transport where a request goes (:class:`Target`: a REST path, a gRPC route). The protocol is
+decided here, in :func:`make_codec`, and nowhere else: the engine and the transports only see a
+:class:`Codec` and its :class:`Target`. A third protocol is a module beside ``seldon.py`` and
+``v2.py`` (its protobuf conversion beside ``seldon_pb.py``) and one line in :func:`make_codec`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from .. import strict_json
+from ..config import BatchConfig
+from ..pipeline.reader import Item
+from ..transports.base import RequestFailed
+
+JSONDict = dict[str, Any]
+#: A mini-batch's request body, the lines it holds, and the lines that could not join it (with why).
+Built = tuple[JSONDict, list["Parsed"], list[tuple["Parsed", str]]]
+
+MAX_JSON_DEPTH = strict_json.MAX_JSON_DEPTH
+TOO_DEEP = f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+
+
+class InputError(ValueError):
+    """A line that cannot become a request; the message says what is wrong with it."""
+
+
+class ResponseMismatch(ValueError):
+    """A mini-batch response whose rows cannot be matched one-to-one with its input lines."""
+
+
+class BadResponse(ValueError):
+    """An answer that is not what the protocol promises (not an object, values of the wrong type)."""
+
+
+@attrs.frozen(slots=True)
+class Parsed:
+    """A line that passed validation: its value, how many rows it adds, and its own tags."""
+
+    item: Item
+    value: Any
+    rows: int = 1
+    shape: tuple[int, ...] = ()
+    own_tags: JSONDict = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class GrpcRoute:
+    """What a gRPC transport needs of a protocol: the method, and the message conversions.
+
+    ``method(channel, service)`` is the multi-callable (``service``: the transport's choice of
+    ``Seldon``/``Model`` where the protocol has both); ``request(body)`` the protobuf message
+    (ValueError when the body cannot be one); ``answer(message)`` the REST-shaped answer, or
+    RequestFailed (a model failure, an unreadable message).
+    """
+
+    method: Callable[[Any, str], Any]
+    request: Callable[[JSONDict], Any]
+    answer: Callable[[Any], JSONDict]
+
+
+@attrs.frozen
+class Target:
+    """Where a codec's requests go: the REST path (gateway prefix included) and the gRPC route.
+
+    The route is made on first use (``grpc_route()``), so REST runs never import gRPC.
+    """
+
+    path: str
+    grpc_route: Callable[[], GrpcRoute]
+
+
+class Codec(Protocol):
+    """One protocol's message formats for one batch configuration."""
+
+    batch_size: int
+    target: Target
+
+    def parse(self, item: Item) -> Parsed:
+        """Validate one line (InputError if it cannot be a request)."""
+
+    def build(self, parsed: list[Parsed]) -> Built:
+        """One request body for these lines, the lines it holds, and lines that cannot join it."""
+
+    def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
+        """One output line per member (ResponseMismatch, BadResponse when the answer will not split)."""
+
+    def error(self, item: Item, reason: str, *, info: str, code: int | None = None,
+              own_tags: JSONDict | None = None) -> JSONDict:
+        """The error line for one input line."""
+
+
+def make_codec(config: BatchConfig) -> Codec:
+    """The message formats of ``config.protocol``: the one place the protocol is decided."""
+    from .seldon import SeldonCodec
+    from .v2 import V2Codec
+
+    return V2Codec(config) if config.protocol == "v2" else SeldonCodec(config)
+
+
+def gateway_prefix(config: BatchConfig) -> str:
+    """The path prefix of a Seldon Core gateway (istio, ambassador); none for a direct ``seldon`` one."""
+    return "" if config.gateway_type == "seldon" else f"/seldon/{config.namespace}/{config.deployment_name}"
+
+
+def check_answer(answer: JSONDict, code: int | None = None, label: str | None = None) -> JSONDict:
+    """``answer``, unless its ``status`` says the model failed: the one model-FAILURE check of
+    every protocol and transport, a RequestFailed never retried (the model would fail again).
+
+    Its code is the status's (a non-zero integer), else ``code`` (the HTTP status); its reason
+    the status's ``reason``, else its ``info``; its ``info`` is ``label`` when the transport
+    labels its failures by kind (REST), else the status's own ``info``.
+    """
+    status = answer.get("status")
+    if not isinstance(status, dict) or status.get("status") != "FAILURE":
+        return answer
+    model_code, info, reason = status.get("code"), status.get("info"), status.get("reason")
+    info = info if isinstance(info, str) else ""
+    if not (isinstance(reason, str) and reason):
+        reason = info or "the model answered with status FAILURE"
+    raise RequestFailed("model_failure", reason, code=model_code if type(model_code) is int and model_code else code,
+                        retryable=False, info=info if label is None else label)
+
+
+def tags_for(batch_id: str, item: Item) -> JSONDict:
+    """The identifiers every request and output line carries (``batch_index`` an int)."""
+    return {"batch_id": batch_id, "batch_instance_id": item.instance_id, "batch_index": item.index}
+
+
+def load_json_line(line: bytes) -> Any:
+    """The JSON value of one input line, or InputError saying why not: not JSON, not UTF-8,
+    nested deeper than :data:`MAX_JSON_DEPTH` (a line nested 100,000 deep is one of those), or
+    holding a number strict JSON cannot carry (``NaN``, ``Infinity``, ``1e999``)."""
+    try:
+        value = strict_json.decode(line)
+    except strict_json.TooDeep:
+        raise InputError(f"line is not valid input: {TOO_DEEP}") from None
+    except ValueError as e:
+        raise InputError(f"line is not valid JSON: {e}") from None
+    try:
+        strict_json.check(value, line, MAX_JSON_DEPTH)
+    except ValueError as e:
+        raise InputError(f"line is not valid input: {e}") from None
+    return value
+
+
+def parse_str(line: bytes) -> str:
+    """A text line (``--data-type str``): a JSON string literal is unquoted, anything else kept as is."""
+    text = line.decode("utf-8", errors="replace")
+    if text.startswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(decoded, str):
+            return decoded
+    return text
+
+
+def flatten(value: Any) -> list[Any]:
+    """A rectangular nested list's elements in row-major order."""
+    if value and isinstance(value[0], list):
+        return [x for row in value for x in flatten(row)]
+    return list(value)
+
+
+def slices(values: Any, rows: list[int], row_size: int) -> list[Any]:
+    """Cut a flat sequence into consecutive parts of ``rows[i] * row_size`` elements."""
+    out, start = [], 0
+    for n in rows:
+        out.append(values[start * row_size:(start + n) * row_size])
+        start += n
+    return out
+
+
+def row_size(shape: Sequence[int]) -> int:
+    """Elements in one row of a tensor of this shape (the product of all but the first dimension)."""
+    size = 1
+    for dim in shape[1:]:
+        size *= dim
+    return size
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages about answers."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def snippet(value: Any, limit: int = 40) -> str:
+    """At most ``limit`` characters of a value from an answer, for a reason line."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= limit else text[:limit] + "..."

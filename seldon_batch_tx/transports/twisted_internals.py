@@ -1,0 +1,78 @@
+"""The one place this package uses private Twisted APIs: the treq client's connection pool.
+
+Twisted's public HTTP client has no hook for two bounds every answer must keep:
+
+* the bytes of an answer's status line and headers (Twisted limits one header line, not their
+  number, so a server whose headers never end would fill memory until the timeout): the pool's
+  protocol factory (``HTTPConnectionPool._factory``, a ``_HTTP11ClientFactory``) is replaced by
+  one building :class:`BoundedClientProtocol`, which counts bytes while the parser
+  (``_parser.state``) is in ``STATUS``/``HEADER`` and ends the answer through ``_giveUp``;
+* aborting the connection under an answer being refused mid-body (too large, timed out): the
+  response's ``_transport`` proxy and the connection behind it (``_producer``).
+
+``tests/test_twisted_internals.py`` checks each of these names, so a Twisted release that changes
+one fails that test by name rather than weakening a bound silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
+from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+
+from .base import MAX_HEADER_BYTES
+from .http import HeadersTooLarge
+
+
+class BoundedClientProtocol(HTTP11ClientProtocol):
+    """Twisted's HTTP/1.1 client, with a bound on the bytes of each answer's status line and headers."""
+
+    _head = 0
+
+    def request(self, request: Any) -> Any:
+        self._head = 0
+        return super().request(request)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        parser = self._parser
+        if parser is not None and parser.state in (STATUS, HEADER):
+            self._head += len(data)
+            if self._head > MAX_HEADER_BYTES:
+                self._giveUp(Failure(HeadersTooLarge(f"more than {MAX_HEADER_BYTES} bytes of headers")))
+                return
+        super().dataReceived(data)
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # one "Starting factory" log line per connection is noise at info level
+
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:  # noqa: N802 - Twisted's name
+        return BoundedClientProtocol(self._quiescentCallback)
+
+
+def bounded_pool(reactor: Any, per_host: int) -> HTTPConnectionPool:
+    """A persistent pool of at most ``per_host`` idle connections whose answers' headers are bounded."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = per_host
+    pool.retryAutomatically = False
+    pool._factory = _QuietFactory
+    return pool
+
+
+def abort_transport(transport: Any) -> None:
+    """Abort the connection under a response body's transport proxy (never reused: it is mid-answer)."""
+    if transport is None:
+        return
+    connection = getattr(transport, "_producer", None)
+    if connection is not None and hasattr(connection, "abortConnection"):
+        connection.abortConnection()
+    else:
+        transport.stopProducing()
+
+
+def abort_response(response: Any) -> None:
+    """Abort the connection carrying ``response`` (treq's wrapper or Twisted's) before reading its body."""
+    original = getattr(response, "original", response)
+    abort_transport(getattr(original, "_transport", None))
