@@ -1,4 +1,3 @@
-import glob
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -17,10 +16,12 @@ setup(
     # which Twisted's plugin finder needs to see twisted/plugins/seldon_batch_plugin.py (setuptools'
     # import-hook editable mode hides it from `twistd --help`).
     package_dir={"": "."},
-    package_data={"seldon_batch_tx": ["protos/*.proto", "protos/**/*.proto"], "": ["web/**/*"]},
-    # The dashboard's templates and static files (web/ at the repository root, found by webroot.py).
-    data_files=[(f"share/seldon-batch-tx/{d}", sorted(glob.glob(f"{d}/*"))) for d in ("web/templates", "web/static")],
-    include_package_data=True,
+    # The dashboard's templates and static files: web/ stays at the repository root, and the committed
+    # symbolic link seldon_batch_tx/web -> ../web makes it package data (a wheel holds copies of the
+    # files), loaded with jinja2's PackageLoader and importlib.resources. A package_dir entry mapping
+    # seldon_batch_tx.web to web/ would instead push `pip install -e .` into the import-hook mode.
+    package_data={"seldon_batch_tx": ["protos/*.proto", "protos/**/*.proto", "web/templates/*", "web/static/*"]},
+    include_package_data=False,
     install_requires=[
         "twisted[tls]>=24.7",
         "treq>=24.9",

@@ -1,4 +1,10 @@
-"""``seldon-batch-processor``: the seed's command, run on a Twisted reactor."""
+"""``seldon-batch-processor``: the seed's command, run on a Twisted reactor.
+
+It builds the same service tree as ``twistd seldon-batch`` (:mod:`.runner`: the registry, the
+dashboard when asked, the stderr progress bar and the one-batch service), starts it under
+``task.react`` and stops it as twistd would on a signal; then it prints the run's outcome
+(summary, benchmark line) on stdout and leaves with its exit status.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from twisted.application import service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from .checks import option_error, secret_token, shown
 from .config import BatchConfig
-from .options import ProcessorOptions, option_error, secret_token, shown
-from .pipeline.engine import EXIT_USAGE, tune_gc
+from .dashboard.security import TOKEN_ENV
+from .exits import EXIT_USAGE
+from .options import ProcessorOptions
+from .pipeline.engine import tune_gc
+from .runner import OneBatchService, service_tree
 
 PROG = "seldon-batch-processor"
-#: The dashboard's token for ``--dashboard`` (read by :mod:`.dashboard`, which is imported only when used).
-DASHBOARD_TOKEN_ENV = "SELDON_BATCH_DASHBOARD_TOKEN"
 
 
 def parse(argv: Sequence[str] | None) -> ProcessorOptions:
@@ -28,12 +37,12 @@ def parse(argv: Sequence[str] | None) -> ProcessorOptions:
     try:
         options = ProcessorOptions()
         options.parseOptions(list(argv) if argv is not None else sys.argv[1:])
-        token = os.environ.get(DASHBOARD_TOKEN_ENV)
+        token = os.environ.get(TOKEN_ENV)
         if options["dashboard"] and token:  # the dashboard reads it; checked here like every other setting
             try:
                 secret_token(token)
             except ValueError as e:
-                raise option_error(f"${DASHBOARD_TOKEN_ENV}", token, str(e), secret=True) from None
+                raise option_error(f"${TOKEN_ENV}", token, str(e), secret=True) from None
     except usage.UsageError as e:
         usage_exit(str(e))
     return options
@@ -58,53 +67,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     task.react(_run, (config,))
 
 
-def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
+def _tree(reactor: Any, config: BatchConfig) -> tuple[service.MultiService, OneBatchService]:
+    """The command's service tree; a dashboard endpoint that is refused or cannot listen is a usage error.
+
+    The dashboard binds in ``privilegedStartService`` (as under twistd), before the batch is made.
+    """
     from .dashboard.progress import ProgressReporter
-    from .outputs.resume import ResumeError
-    from .outputs.writer import OutputRefused
-    from .pipeline.batch import Batch
+    from .dashboard.registry import BatchRegistry
 
-    batch = Batch(config, reactor)
-    progress = ProgressReporter(batch.stats, reactor, sys.stderr)
-    finished: Deferred[None] = Deferred()
-
-    shutting_down = False
-
-    def on_shutdown() -> Deferred[None]:
-        nonlocal shutting_down
-        shutting_down = True
-        batch.stop("interrupted by a signal")
-        return finished
-
-    trigger = reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
-
-    async def run() -> None:
+    registry = BatchRegistry(reactor)
+    work = OneBatchService(config, reactor, registry)
+    progress = ProgressReporter(work.stats, reactor, sys.stderr)
+    try:
         dashboard = None
         if config.dashboard:
-            from .dashboard.site import serve_single_batch
+            from .dashboard.listener import DashboardService
 
-            try:
-                dashboard = serve_single_batch(config.dashboard, batch.stats, config, reactor)
-            except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was sent
-                reactor.removeSystemEventTrigger(trigger)
-                usage_exit(f"--dashboard {shown(config.dashboard)}: {e}")
-        progress.start()
-        try:
-            summary = await batch.run()
-        except (ResumeError, OutputRefused) as e:  # not resumable as asked, or locked by another run: nothing sent
-            usage_exit(str(e))
-        finally:
-            progress.stop()
-            if dashboard is not None:
-                await dashboard.stopService()
-            finished.callback(None)
-        if not shutting_down:  # a fired trigger is already gone; removing it again raises
-            reactor.removeSystemEventTrigger(trigger)
-        print(summary.text(), flush=True)
-        if config.benchmark:
-            print(f"Benchmark: elapsed time {summary.elapsed:.3f} s for {summary.lines} lines, "
-                  f"{summary.rate:.1f} lines/s, {config.workers} workers, batch size {config.batch_size}",
-                  flush=True)
-        raise SystemExit(summary.exit_code)
+            dashboard = DashboardService(config.dashboard, registry, reactor, token=os.environ.get(TOKEN_ENV) or None)
+        top = service_tree(work, dashboard, progress)
+        top.privilegedStartService()
+    except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was opened or sent
+        usage_exit(f"--dashboard {shown(config.dashboard or '')}: {e}")
+    return top, work
+
+
+def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
+    top, work = _tree(reactor, config)
+    # As twistd: a signal stops the tree (the batch drains and closes its output), then the reactor.
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: top.stopService() if top.running else None)
+    top.startService()
+
+    async def run() -> None:
+        outcome = await work.when_finished()
+        if top.running:
+            await top.stopService()  # the last progress bar and the dashboard's port, before the summary
+        if outcome.refusal is not None:
+            usage_exit(outcome.refusal)
+        for line in outcome.lines():
+            print(line, flush=True)
+        raise SystemExit(outcome.code)
 
     return Deferred.fromCoroutine(run())

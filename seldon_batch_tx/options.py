@@ -2,15 +2,13 @@
 
 ``seldon-batch-processor`` and ``twistd seldon-batch`` both build on :class:`ProcessorOptions`;
 the table below gives each option its long and short flag (as in the seed's ``--help``), its
-default, its type and its ``SELDON_BATCH_*`` environment variable.
+default, its type and its ``SELDON_BATCH_*`` environment variable. The checks each value goes
+through live in :mod:`.checks`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +16,28 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
+from .checks import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    at_least,
+    boolean,
+    ca_file_problem,
+    choice,
+    header_pair,
+    header_pairs,
+    host_port,
+    name_segment,
+    non_negative,
+    option_error,
+    optional_int,
+    optional_positive,
+    path,
+    positive,
+    read_secret_file,
+    secret_token,
+    shown,
+    text,
+)
 from .config import (
     DATA_TYPES,
     GATEWAYS,
@@ -32,260 +52,10 @@ from .config import (
     BatchConfig,
 )
 
-TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
-FALSE_WORDS = frozenset({"false", "no", "0", "off"})
 #: Options whose values are secrets: never shown in an error, a log line or a summary.
 SECRET_OPTIONS = frozenset({"call-credentials-token", "dashboard-token"})
-#: Largest secret file read (a token is a few hundred bytes; a bigger file is a wrong path).
-MAX_SECRET_BYTES = 64 * 1024
 #: Upper bound of --workers: the engine and the gRPC thread pool size themselves by it.
 MAX_WORKERS = 100_000
-#: RFC 9110 ``tchar``: the characters of a header name.
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-#: Headers the HTTP client writes itself: a second copy would change how the request is framed.
-_CLIENT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
-                             "trailer", "proxy-connection"})
-_SHOWN_CHARS = 100
-
-
-def shown(value: str) -> str:
-    """``value`` as it may appear in a one-line message: as is when plain, else escaped; long ones cut.
-
-    ``repr`` escapes CR, LF, NUL and every other non-printable character, so the message stays one line.
-    """
-    cut = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS]
-    plain = cut and cut.isprintable() and not any(c.isspace() or c in "'\"" for c in cut)
-    text = cut if plain else repr(cut)
-    return text if cut is value else f"{text}... ({len(value)} characters)"
-
-
-def option_error(label: str, value: str | None, why: str, *, secret: bool = False,
-                 origin: str | None = None) -> usage.UsageError:
-    """The one-line usage error ``LABEL VALUE (from $VAR): WHY``; a secret's value is never shown.
-
-    ``origin`` names the environment variable the value came from, if it did not come from a flag.
-    """
-    head = label if value is None else f"{label} {'(value not shown)' if secret else shown(value)}"
-    if origin:
-        head += f" (from ${origin})"
-    return usage.UsageError(f"{head}: {why}")
-
-
-def choice(*allowed: str) -> Callable[[str], str]:
-    def coerce(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"not one of {', '.join(allowed)}")
-        return value
-    coerce.coerceDoc = f"One of: {'|'.join(allowed)}."  # type: ignore[attr-defined]
-    return coerce
-
-
-def whole_number(value: str) -> int:
-    """An integer written in ASCII digits (``int`` alone also takes ``1_000`` and other scripts' digits)."""
-    text = value.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if not digits or not digits.isascii() or not digits.isdigit():
-        raise ValueError("not a whole number")
-    if len(digits) > 18:
-        raise ValueError("too large")
-    return int(text)
-
-
-def at_least(minimum: int, most: int | None = None) -> Callable[[str], int]:
-    def coerce(value: str) -> int:
-        number = whole_number(value)
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        if most is not None and number > most:
-            raise ValueError(f"must be at most {most}")
-        return number
-    return coerce
-
-
-def finite(value: str) -> float:
-    """A finite number of seconds (``float`` alone also takes ``nan``, ``inf`` and ``1_0``)."""
-    text = value.strip()
-    if not text or not text.isascii() or "_" in text:
-        raise ValueError("not a number")
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError("not a number") from None
-    if not math.isfinite(number):
-        raise ValueError("must be a finite number")
-    return number
-
-
-def non_negative(value: str) -> float:
-    number = finite(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
-
-
-def positive(value: str) -> float:
-    number = finite(value)
-    if number <= 0:
-        raise ValueError("must be positive")
-    return number
-
-
-def optional_positive(value: str) -> float | None:
-    return positive(value) if value.strip().lower() not in ("", "0", "none") else None
-
-
-def optional_int(value: str) -> int | None:
-    return at_least(1)(value) if value.strip().lower() not in ("", "0", "none") else None
-
-
-def text(value: str) -> str:
-    """Free text (a batch id, a tensor name): non-empty and printable, so it fits one log line."""
-    if not value:
-        raise ValueError("must not be empty")
-    if not value.isprintable():
-        raise ValueError("contains a control character or line break")
-    return value
-
-
-def path(value: str) -> str:
-    """A file or directory path: non-empty, without NUL or line breaks."""
-    if not value:
-        raise ValueError("must not be empty")
-    if any(c in value for c in "\0\r\n"):
-        raise ValueError("contains a NUL or a line break")
-    return value
-
-
-def name_segment(value: str) -> str:
-    """A name that becomes one URL path segment and gRPC metadata (deployment, namespace, model).
-
-    Printable ASCII without whitespace, ``/``, ``?``, ``#``, ``%`` or ``\\`` and not ``.``/``..``: such a
-    name cannot reach another path of the server or split a request line.
-    """
-    if not value:
-        raise ValueError("must not be empty")
-    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError("must be printable ASCII without spaces")
-    bad = sorted({c for c in value if c in "/?#%\\"})
-    if bad:
-        raise ValueError(f"must not contain {' '.join(bad)}")
-    if value in (".", ".."):
-        raise ValueError("is not a name")
-    return value
-
-
-def host_port(value: str) -> str:
-    """``host``, ``host:port`` or ``[v6]:port`` with a port in 1..65535; returned unchanged."""
-    if not value:
-        raise ValueError("must not be empty")
-    if not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError("contains a space, control character or line break")
-    port: str | None
-    if value.startswith("["):
-        address, closed, rest = value[1:].partition("]")
-        if not closed:
-            raise ValueError("an IPv6 address needs its closing ]")
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            raise ValueError(f"{shown(address)} is not an IPv6 address") from None
-        if rest and not rest.startswith(":"):
-            raise ValueError("only :PORT may follow the ]")
-        port = rest[1:] if rest else None
-    else:
-        host, colon, after = value.rpartition(":")
-        host, port = (host, after) if colon else (value, None)
-        if ":" in host:
-            raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9000")
-        if not host:
-            raise ValueError("no host name before the port")
-        if not all(c.isalnum() or c in "-._" for c in host) or host.startswith(("-", ".")):
-            raise ValueError(f"{shown(host)} is not a host name")
-    if port is not None:
-        if not port.isascii() or not port.isdigit() or len(port) > 5:
-            raise ValueError(f"port {shown(port)} is not a number")
-        if not 1 <= int(port) <= 65535:
-            raise ValueError(f"port {port} is not in 1-65535")
-    return value
-
-
-def secret_token(value: str) -> str:
-    """A token sent in a header: printable ASCII without spaces (the message never shows it)."""
-    if not value:
-        raise ValueError("must not be empty")
-    if not all("!" <= c <= "~" for c in value):
-        raise ValueError("must be printable ASCII without spaces, control characters or line breaks")
-    return value
-
-
-def header_pair(line: str) -> tuple[str, str]:
-    """One ``Name: Value``: a token name the client does not set itself, a printable ASCII value."""
-    name, sep, value = line.partition(":")
-    name, value = name.strip(" \t"), value.strip(" \t")
-    if not sep or not name:
-        raise ValueError("is not a header NAME:VALUE")
-    if not all(c in _TOKEN_CHARS for c in name):
-        raise ValueError(f"header name {shown(name)} may only hold letters, digits and !#$%&'*+-.^_`|~")
-    if name.lower() in _CLIENT_HEADERS:
-        raise ValueError(f"header {name} is set by the HTTP client itself")
-    if not all(" " <= c <= "~" or c == "\t" for c in value):
-        raise ValueError(f"the value of header {name} must be printable ASCII (no CR, LF, NUL or other "
-                         "control characters)")
-    return name, value
-
-
-def header_pairs(value: str) -> tuple[tuple[str, str], ...]:
-    """``Name: Value`` (several on separate lines, as in ``$SELDON_BATCH_HEADER``) as pairs.
-
-    Only LF separates lines: a CR, NUL or other control character anywhere is refused, never
-    turned into a second header.
-    """
-    return tuple(header_pair(line) for line in value.split("\n") if line.strip(" \t"))
-
-
-def boolean(value: str) -> bool:
-    word = value.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError("not a boolean (true/false)")
-
-
-def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -> str:
-    """The secret in ``file_path`` (one trailing newline stripped), or a usage error naming the file.
-
-    Kubernetes mounts secrets as files (through symlinks, which are followed). The file is opened
-    without blocking and must be a regular file, so a FIFO or a device never stalls the start.
-    Errors name ``label`` and the path, never the content.
-    """
-
-    def error(why: str) -> usage.UsageError:
-        return option_error(label, file_path, why, origin=origin)
-
-    try:
-        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise error(f"cannot be read ({e.strerror or e})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise error("is not a regular file")
-        data = os.read(fd, MAX_SECRET_BYTES + 1)
-    except OSError as e:
-        raise error(f"cannot be read ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SECRET_BYTES:
-        raise error(f"is larger than {MAX_SECRET_BYTES} bytes")
-    data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-    if not data:
-        raise error("is empty")
-    try:
-        secret = secret_token(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        raise error("must hold one token of printable ASCII without spaces, control characters or line "
-                    "breaks (one trailing newline is allowed)") from None
-    return secret
 
 
 @attrs.frozen
@@ -596,16 +366,9 @@ class ProcessorOptions(usage.Options):
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
             raise self.error("output-data-path", out, f"the output directory {shown(directory)} does not exist or "
                              "is not writable")
-        ca_cert = self["ca-cert"]
-        if ca_cert and not (os.path.isfile(ca_cert) and os.access(ca_cert, os.R_OK)):
-            raise self.error("ca-cert", ca_cert, "the CA certificate file does not exist or is not readable")
-        if ca_cert:
-            from .transports.base import ca_certificates
-
-            try:
-                ca_certificates(ca_cert)
-            except (ValueError, OSError):
-                raise self.error("ca-cert", ca_cert, "the file holds no PEM certificate") from None
+        problem = ca_file_problem(self["ca-cert"]) if self["ca-cert"] else None
+        if problem:
+            raise self.error("ca-cert", self["ca-cert"], problem)
         self["output-data-path"] = out
 
     def config(self, **overrides: Any) -> BatchConfig:

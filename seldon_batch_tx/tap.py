@@ -1,8 +1,9 @@
 """``twistd seldon-batch``: the options and the service tree of the long-running form.
 
 The options are the command line's (one table, :mod:`.options`) plus the daemon's own.
-:func:`makeService` only wires services together; listeners, pools and polls start in
-``startService`` (twistd may fork between the two).
+:func:`makeService` only wires services together (the same tree as the command's, from
+:mod:`.runner`, or the watch directory's); listeners, pools and polls start in ``startService``
+(twistd may fork between the two).
 
 Without ``--watch-dir`` the service runs the one input file and stops the reactor. twistd
 itself always exits 0 after a clean shutdown, so the exit status (0 all lines succeeded, 1 some
@@ -24,34 +25,24 @@ from typing import Any
 import attrs
 import txaio
 from twisted.application import service
-from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
 
-from .config import BatchConfig
+from .checks import at_least, path, positive, secret_token
 from .dashboard.registry import BatchRegistry
-from .dashboard.site import DEFAULT_ENDPOINT, TOKEN_ENV, DashboardService, check_endpoint
-from .options import (
-    OPTIONS,
-    Option,
-    ProcessorOptions,
-    at_least,
-    parameter_rows,
-    path,
-    positive,
-    secret_token,
-)
+from .dashboard.security import DEFAULT_ENDPOINT, TOKEN_ENV, check_endpoint
 from .exits import EXIT_USAGE
+from .options import OPTIONS, Option, ProcessorOptions, parameter_rows
+from .runner import BENCHMARK, OneBatchService, Outcome, service_tree
 
 txaio.use_twisted()
 log = txaio.make_logger()
-
-EXIT_ERROR = 1
 
 
 def sidecar_keys(value: str) -> frozenset[str]:
     """``host,header``: the per-file options the operator lets a sidecar ``NAME.json`` set.
 
-    Checked by the daemon's own rule (:func:`.watchdir.check_sidecar_allow`), so a typo or a key
+    Checked by the daemon's own rule (:func:`.daemon.sidecars.check_sidecar_allow`), so a typo or a key
     no sidecar may hold is a usage error instead of a setting silently left locked.
     """
     from .daemon.sidecars import check_sidecar_allow
@@ -149,78 +140,22 @@ def set_exit_status(code: int) -> None:
     atexit.register(leave)
 
 
-class OneBatchService(service.Service):
-    """Runs one input file, then stops the reactor with the run's exit status."""
-
-    def __init__(self, config: BatchConfig, reactor: Any, registry: BatchRegistry) -> None:
-        self._config = config
-        self._reactor = reactor
-        self._registry = registry
-        self._batch: Any = None
-        self._done: Deferred[None] | None = None
-        self._stopping = False
-        self.exit_code: int | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._reactor.callWhenRunning(self._start)
-
-    def _start(self) -> None:
-        if self._stopping:
-            return
-        from .pipeline.batch import Batch
-
-        try:
-            self._batch = Batch(self._config, self._reactor)
-        except Exception:  # noqa: BLE001 - without this the reactor would run on with nothing to do
-            log.failure("batch {batch_id} could not start", batch_id=self._config.batch_id)
-            self._finish(EXIT_ERROR)
-            return
-        entry = self._registry.add(self._batch.stats, config=self._config, source=self._config.input_data_path,
-                                   output=self._config.output_data_path)
-        self._done = Deferred.fromCoroutine(self._run(entry))
-
-    async def _run(self, entry: Any) -> None:
-        from .outputs.resume import ResumeError
-        from .outputs.writer import OutputRefused
-
-        config = self._config
-        try:
-            summary = await self._batch.run()
-        except (ResumeError, OutputRefused) as e:  # refused before anything was sent, as the command line does
-            log.error("{prog}: error: {message}", prog=command_name(), message=" ".join(str(e).splitlines()))
-            code = EXIT_USAGE
-        except Exception:  # noqa: BLE001 - reported, then the process exits non-zero
-            log.failure("batch {batch_id} failed", batch_id=config.batch_id)
-            code = EXIT_ERROR
-        else:
-            entry.finish(self._reactor.seconds())
-            log.info("{summary}", summary=summary.text())
-            if config.benchmark:
-                log.info("Benchmark: elapsed time {elapsed:.3f} s for {lines} lines, {rate:.1f} lines/s, "
-                         "{workers} workers, batch size {size}", elapsed=summary.elapsed, lines=summary.lines,
-                         rate=summary.rate, workers=config.workers, size=config.batch_size)
-            code = summary.exit_code
-        self._finish(code)
-
-    def _finish(self, code: int) -> None:
-        """Record ``code`` as the process's exit status and stop the reactor (unless already stopping)."""
-        self.exit_code = code
-        set_exit_status(code)
-        if not self._stopping:
-            self._reactor.stop()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        self._stopping = True
-        if self._batch is not None and self._done is not None and not self._done.called:
-            self._batch.stop("interrupted by a signal")
-            return self._done
-        return None
+def report_and_stop(outcome: Outcome, reactor: Any) -> None:
+    """The daemon's end of its one input file: the outcome in the log, the exit status, the reactor stopped
+    (unless a signal is stopping it already)."""
+    if outcome.refusal is not None:  # refused before anything was sent, as the command line does
+        log.error("{prog}: error: {message}", prog=command_name(), message=outcome.refusal)
+    if outcome.summary is not None:
+        log.info("{summary}", summary=outcome.summary)
+    if outcome.benchmark is not None:
+        log.info(BENCHMARK, **outcome.benchmark)
+    set_exit_status(outcome.code)
+    with contextlib.suppress(ReactorNotRunning):
+        reactor.stop()
 
 
-def makeService(options: Options) -> service.MultiService:
-    """Wire the registry, the dashboard and the batch or watch-directory service; start nothing."""
+def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twistd's name
+    """Wire the dashboard and the batch or watch-directory service around one registry; start nothing."""
     from twisted.internet import reactor
 
     from .daemon.service import WatchDirService
@@ -233,16 +168,17 @@ def makeService(options: Options) -> service.MultiService:
         raise SystemExit(EXIT_USAGE) from None
     txaio.set_global_log_level(options["log-level"])
     tune_gc()
-    top = service.MultiService()
     registry = BatchRegistry(reactor)
-    registry.setServiceParent(top)
+    work: service.Service
     if options["watch-dir"]:
-        WatchDirService(options["watch-dir"], config, reactor, registry, poll_interval=options["poll-interval"],
-                        concurrent=options["concurrent-batches"],
-                        sidecar_allow=options["sidecar-allow"]).setServiceParent(top)
+        work = WatchDirService(options["watch-dir"], config, reactor, registry, poll_interval=options["poll-interval"],
+                               concurrent=options["concurrent-batches"], sidecar_allow=options["sidecar-allow"])
     else:
-        OneBatchService(config, reactor, registry).setServiceParent(top)
+        work = OneBatchService(config, reactor, registry)
+        work.when_finished().addCallback(report_and_stop, reactor)
+    dashboard = None
     if options["dashboard"]:
-        DashboardService(options["dashboard"], registry, reactor,
-                         token=options["dashboard-token"]).setServiceParent(top)
-    return top
+        from .dashboard.listener import DashboardService
+
+        dashboard = DashboardService(options["dashboard"], registry, reactor, token=options["dashboard-token"])
+    return service_tree(work, dashboard)

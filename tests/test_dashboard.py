@@ -13,7 +13,8 @@ from twisted.python import usage
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.dashboard.registry import BatchRegistry
-from seldon_batch_tx.dashboard.site import DashboardRoot, check_endpoint, endpoint_is_loopback
+from seldon_batch_tx.dashboard.security import check_endpoint, endpoint_is_loopback
+from seldon_batch_tx.dashboard.site import DashboardRoot
 from seldon_batch_tx.pipeline.stats import LATENCY_BUCKETS, BatchStats
 from seldon_batch_tx.tap import Options
 
@@ -23,7 +24,7 @@ BASE = "http://127.0.0.1:8080"  # a tokenless dashboard answers loopback Host na
 
 
 def make_registry(clock: Clock) -> tuple[BatchRegistry, BatchStats, BatchStats]:
-    registry = BatchRegistry(clock, sample_interval=None)
+    registry = BatchRegistry(clock)
     config = BatchConfig(deployment_name="echo", input_data_path="/in/a.txt", output_data_path="/in/a.out.txt",
                          batch_id="batch-1", workers=4)
     running = BatchStats("batch-1", "a.txt", total=100)

@@ -36,9 +36,19 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.dashboard.listener import DashboardService
 from seldon_batch_tx.dashboard.metrics import MAX_LABEL
-from seldon_batch_tx.dashboard.registry import MAX_ID, MAX_TEXT, REDACTED, BatchRegistry, display_text, public_id
-from seldon_batch_tx.dashboard.site import DashboardRoot, DashboardService, host_allowed, host_name, serve_single_batch
+from seldon_batch_tx.dashboard.registry import BatchRegistry
+from seldon_batch_tx.dashboard.security import (
+    MAX_ID,
+    MAX_TEXT,
+    REDACTED,
+    display_text,
+    host_allowed,
+    host_name,
+    public_id,
+)
+from seldon_batch_tx.dashboard.site import DashboardRoot
 from seldon_batch_tx.pipeline.stats import BatchStats
 from tests.test_dashboard import get
 
@@ -101,7 +111,7 @@ def strict_json(body: bytes) -> Any:
 
 def registry_with(names: list[str], ids: list[str]) -> BatchRegistry:
     """A registry holding one batch per (name, id) pair, with an error whose reason is hostile too."""
-    registry = BatchRegistry(Clock(), sample_interval=None)
+    registry = BatchRegistry(Clock())
     for i, (name, batch_id) in enumerate(zip(names, ids, strict=True)):
         stats = BatchStats(batch_id, name, total=10)
         stats.state, stats.started = "running", 0.0
@@ -253,7 +263,7 @@ def test_secrets_never_shown() -> None:
     """The call token, credential headers and the dashboard token are redacted from every route, even
     when a server echoes them into an error reason or a sidecar puts one in the batch id; ordinary
     header values (a model name) are left alone."""
-    registry = BatchRegistry(Clock(), sample_interval=None)
+    registry = BatchRegistry(Clock())
     config = BatchConfig(deployment_name="echo", input_data_path="/in/a.txt", output_data_path="/in/a.out.txt",
                          batch_id="b1", call_credentials_token=CALL_TOKEN,
                          headers=(("Authorization", f"Bearer {HEADER_TOKEN}"), ("X-Api-Key", API_KEY),
@@ -436,7 +446,7 @@ async def test_unix_socket_dashboard_answers_any_host(tmp_path: Path) -> None:
 def test_extra_secrets_are_redacted_for_batches_without_config() -> None:
     """A queued or failed batch has no config yet: the daemon's own credentials, passed as secrets=,
     are still redacted from its reason."""
-    registry = BatchRegistry(Clock(), sample_interval=None)
+    registry = BatchRegistry(Clock())
     stats = BatchStats("q1", "a.txt")
     stats.state, stats.reason = "failed", "refused: token daemon-SECRET-five is not accepted"
     registry.add(stats)
@@ -448,13 +458,17 @@ def test_extra_secrets_are_redacted_for_batches_without_config() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_single_batch_dashboard_takes_a_token_argument() -> None:
-    """serve_single_batch(token=...) (e.g. from --dashboard-token-file) guards the API, and the batch's
-    call token never shows even to a client holding the dashboard token."""
+    """The command's dashboard (its one batch registered as the runner does) with token=... (e.g. from
+    --dashboard-token-file) guards the API, and the batch's call token never shows even to a client
+    holding the dashboard token."""
     config = BatchConfig(deployment_name="echo", input_data_path="/in/a.txt", output_data_path="/in/a.out.txt",
                          batch_id="b1", call_credentials_token="call-SECRET-six")
     stats = BatchStats("b1", "a.txt")
     stats.reason = "echo call-SECRET-six"
-    service = serve_single_batch("tcp:0:interface=127.0.0.1", stats, config, reactor, token="file-t0k3n")
+    registry = BatchRegistry(reactor)
+    registry.add(stats, config=config, source=config.input_data_path, output=config.output_data_path)
+    service = DashboardService("tcp:0:interface=127.0.0.1", registry, reactor, token="file-t0k3n")
+    service.startService()
     try:
         port = service.port.getHost().port
         assert (await fetch(port, "/api/batches", "127.0.0.1"))[0] == 401

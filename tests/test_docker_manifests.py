@@ -381,7 +381,7 @@ def test_health_route_exists_and_needs_no_token() -> None:
     from seldon_batch_tx.dashboard.registry import BatchRegistry
     from seldon_batch_tx.dashboard.site import DashboardRoot
 
-    root = DashboardRoot(BatchRegistry(Clock(), sample_interval=None), token="secret")
+    root = DashboardRoot(BatchRegistry(Clock()), token="secret")
     request: Any = DummyRequest([b"health"])
     child: Any = root.getChildWithDefault(b"health", request)
     body = child.render_GET(request)

@@ -16,10 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.python import usage
 
-from seldon_batch_tx.options import (
+from seldon_batch_tx.checks import (
     MAX_SECRET_BYTES,
-    OPTIONS,
-    ProcessorOptions,
     at_least,
     boolean,
     finite,
@@ -27,12 +25,12 @@ from seldon_batch_tx.options import (
     header_pairs,
     host_port,
     name_segment,
-    normalise_flags,
     option_error,
     read_secret_file,
     secret_token,
     shown,
 )
+from seldon_batch_tx.options import OPTIONS, ProcessorOptions, normalise_flags
 from seldon_batch_tx.tap import DAEMON_TABLE
 from seldon_batch_tx.tap import Options as DaemonOptions
 

@@ -59,7 +59,7 @@ class Daemon:
     def __init__(self, root: Path, clock: Clock, model: EchoModel, **kw: Any) -> None:
         self.root, self.clock, self.model = root, clock, model
         self.stub = StubTreq(model)
-        self.registry = BatchRegistry(clock, sample_interval=None)
+        self.registry = BatchRegistry(clock)
         base = BatchConfig(deployment_name="echo", input_data_path="unused", output_data_path="unused",
                            gateway_type="seldon", host="model.test", workers=2, retries=0,
                            drain_timeout=kw.pop("drain_timeout", 5.0))

@@ -19,7 +19,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ..pipeline.stats import LATENCY_BUCKETS
-from .registry import BatchRegistry, Totals, display_text, public_id, redact
+from .registry import BatchRegistry, Totals
+from .security import display_text, public_id, redact
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "seldon_batch"

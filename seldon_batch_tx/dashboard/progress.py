@@ -1,15 +1,21 @@
-"""Progress while a batch runs: a bar on a terminal, a log line now and then otherwise."""
+"""Progress on stderr while the command runs a batch: a bar on a terminal, a log line now and then otherwise.
+
+A service of the command's tree (:mod:`..runner`); it only reads the batch's stats; the engine
+takes the rate samples, so the bar, the dashboard and /metrics show the same rate.
+"""
 
 from __future__ import annotations
 
 from typing import TextIO
 
 import txaio
+from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from ..pipeline.stats import BatchStats
 
+txaio.use_twisted()
 log = txaio.make_logger()
 
 
@@ -24,8 +30,8 @@ def render_bar(stats: BatchStats, now: float, width: int = 30) -> str:
             f"ok {stats.succeeded} err {stats.failed} {stats.rate_now():.0f}/s{eta_text}")
 
 
-class ProgressReporter:
-    """Samples the stats every ``interval`` seconds for rates, and shows them."""
+class ProgressReporter(service.Service):
+    """Shows the stats every ``interval`` seconds while running; a last time (and a newline) on stop."""
 
     def __init__(self, stats: BatchStats, clock: IReactorTime, stream: TextIO,
                  interval: float | None = None, log_every: float = 10.0) -> None:
@@ -39,11 +45,13 @@ class ProgressReporter:
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
 
-    def start(self) -> None:
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        super().startService()
         self._last_log = self._clock.seconds()
         self._loop.start(self._interval, now=True)
 
-    def stop(self) -> None:
+    def stopService(self) -> None:  # noqa: N802 - Twisted's name
+        super().stopService()
         if self._loop.running:
             self._loop.stop()
         self._tick()
@@ -53,7 +61,6 @@ class ProgressReporter:
 
     def _tick(self) -> None:
         now = self._clock.seconds()
-        self._stats.sample(now)
         if self._tty:
             self._stream.write("\r" + render_bar(self._stats, now))
             self._stream.flush()

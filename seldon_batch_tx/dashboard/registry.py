@@ -1,129 +1,26 @@
 """The batches a process knows about, for the dashboard, the JSON API and /metrics.
 
-The daemon and the one-shot command add batches here; the dashboard only reads. A sampler
-records (time, lines done) for every running batch once a second, which gives "rate now",
-the ETA and the throughput chart. Finished batches beyond ``keep`` are dropped, oldest
+The daemon's watch directory and the one-batch runner (:mod:`..runner`) add batches here; the
+dashboard only reads. The engine samples each running batch's rate (its stats' ``samples`` give
+"rate now", the ETA and the throughput chart). Finished batches beyond ``keep`` are dropped, oldest
 first, but their counts stay in the process-wide totals so /metrics counters never go down.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 import attrs
-import txaio
-from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
 from ..pipeline.stats import LATENCY_BUCKETS, BatchStats
-
-txaio.use_twisted()
-log = txaio.make_logger()
+from .security import config_secrets, public_id
 
 FINISHED_STATES = frozenset({"done", "failed", "stopped"})
 #: Most samples sent to a browser per batch; older ones are thinned out evenly.
 MAX_CHART_POINTS = 300
-#: Longest text of one field the dashboard shows or exports; longer text is cut with a marker.
-MAX_TEXT = 4096
-#: Longest batch id the dashboard uses in links, the API and metric labels (longer: cut + hash).
-MAX_ID = 200
-REDACTED = "[redacted]"
-#: Header names whose values are credentials (matched as lower-case substrings).
-_SECRET_HEADER_PARTS = ("auth", "token", "key", "secret", "password", "passwd", "cookie", "credential",
-                        "session", "signature")
-#: Shorter secrets are not searched for: redacting every "ab" would mangle the page, not protect it.
-MIN_SECRET = 4
-
-
-# -- untrusted text ----------------------------------------------------------------------
-# File names come from os.listdir (undecodable bytes arrive as lone surrogates U+DC80-U+DCFF) and
-# batch ids from sidecar JSON (any lone surrogate, quotes, newlines, any length). Such text cannot
-# be encoded as UTF-8, so every place that shows or exports it goes through these helpers first.
-
-def _visible(char: str) -> str:
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
-        return f"\\x{code - 0xDC00:02x}"
-    if 0xD800 <= code <= 0xDFFF:  # any other lone surrogate
-        return "\ufffd"
-    return char
-
-
-def display_text(value: str, limit: int | None = MAX_TEXT) -> str:
-    """``value`` as text that always encodes to UTF-8, cut to about ``limit`` characters.
-
-    Bytes that were not UTF-8 show as ``\\xNN`` (so two such names stay distinguishable), other
-    lone surrogates as U+FFFD; everything else is kept (escaping is the renderer's job).
-    """
-    cut = 0
-    if limit is not None and len(value) > limit:
-        cut, value = len(value) - limit, value[:limit]
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = "".join(_visible(c) for c in value)
-    return f"{value}…[{cut} more characters]" if cut else value
-
-
-def public_id(batch_id: str) -> str:
-    """The batch id as the dashboard uses it in links, the API and metric labels.
-
-    Usually the id itself; an id that is not printable text (undecodable bytes, newlines or other
-    controls, which HTML attributes and URLs mangle), too long, or not usable as a path segment
-    (``""``, ``.``, ``..``) becomes its printable start plus a hash, so it stays unique.
-    """
-    if len(batch_id) <= MAX_ID and batch_id.isprintable() and batch_id not in ("", ".", ".."):
-        return batch_id
-    digest = hashlib.sha256(batch_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    head = "".join(c if c.isprintable() else "?" for c in batch_id[: MAX_ID - len(digest) - 1])
-    return f"{head}~{digest}"
-
-
-def config_secrets(config: BatchConfig | None) -> list[str]:
-    """Values in ``config`` that are credentials: the call token and credential-like headers."""
-    if config is None:
-        return []
-    found = [config.call_credentials_token or ""]
-    for name, value in config.headers:
-        if any(part in name.lower() for part in _SECRET_HEADER_PARTS):
-            found.append(value.strip())
-            scheme, _, credential = value.strip().partition(" ")
-            if credential and scheme.isalpha():  # "Bearer X", "Basic X": X alone is the secret too
-                found.append(credential.strip())
-    return [s for s in found if len(s) >= MIN_SECRET]
-
-
-def redact(value: str, secrets: Iterable[str]) -> str:
-    """``value`` with every occurrence of a secret replaced (longest first, so none leaks in part)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= MIN_SECRET and secret in value:
-            value = value.replace(secret, REDACTED)
-    return value
-
-
-def clean(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """A JSON-ready copy of ``value`` safe to show: text made valid UTF-8 and bounded, secrets
-    redacted, non-finite floats as ``None`` (strict JSON has no NaN), tuples as lists."""
-    secrets = list(secrets)
-
-    def walk(item: Any) -> Any:
-        if isinstance(item, str):
-            return display_text(redact(item, secrets))
-        if isinstance(item, dict):
-            return {walk(k) if isinstance(k, str) else k: walk(v) for k, v in item.items()}
-        if isinstance(item, list | tuple):
-            return [walk(v) for v in item]
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        return item
-
-    return walk(value)
 
 
 @attrs.define
@@ -210,22 +107,20 @@ class Totals:
         self.errors_by_kind.update(stats.errors_by_kind)
 
 
-class BatchRegistry(service.Service):
-    """Ordered batches by id; samples running ones while the service runs."""
+class BatchRegistry:
+    """Ordered batches by id: written by the runners, read by the dashboard."""
 
-    def __init__(self, clock: IReactorTime, *, keep: int = 200, sample_interval: float | None = 1.0) -> None:
+    def __init__(self, clock: IReactorTime, *, keep: int = 200) -> None:
         self._clock = clock
         self._keep = keep
         self._entries: dict[str, BatchEntry] = {}
         self.retired = Totals()
         self.started = clock.seconds()
-        self._sample_interval = sample_interval
-        self._sampler: LoopingCall | None = None
 
     def now(self) -> float:
         return self._clock.seconds()
 
-    # -- writers (daemon, command line) --------------------------------------------------
+    # -- writers (daemon, one-batch runner) --------------------------------------------------
 
     def add(self, stats: BatchStats, *, config: BatchConfig | None = None, source: str | None = None,
             output: str | None = None) -> BatchEntry:
@@ -267,30 +162,3 @@ class BatchRegistry(service.Service):
         counts: Counter[str] = Counter({s: 0 for s in ("queued", "running", "done", "failed", "stopped")})
         counts.update(e.stats.state for e in self._entries.values())
         return dict(counts)
-
-    # -- sampling ------------------------------------------------------------------------
-
-    def sample(self) -> None:
-        now = self._clock.seconds()
-        for entry in self._entries.values():
-            if entry.stats.state == "running":
-                entry.stats.sample(now)
-
-    def _sample_safely(self) -> None:
-        try:
-            self.sample()
-        except Exception:  # noqa: BLE001 - a sampling hiccup must not stop sampling for good
-            log.failure("sampling batch stats failed")
-
-    def startService(self) -> None:
-        super().startService()
-        if self._sample_interval:
-            self._sampler = LoopingCall(self._sample_safely)
-            self._sampler.clock = self._clock
-            self._sampler.start(self._sample_interval, now=True)
-
-    def stopService(self) -> None:
-        if self._sampler is not None and self._sampler.running:
-            self._sampler.stop()
-        self._sampler = None
-        return super().stopService()  # type: ignore[no-any-return]

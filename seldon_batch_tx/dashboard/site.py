@@ -1,165 +1,47 @@
 """The live dashboard: HTML pages, a JSON API, Prometheus metrics and a health check.
 
-It only reads the :class:`BatchRegistry`. Pages are rendered by jinja2 with autoescaping on,
-and the browser script fills in live values with ``textContent`` only, so file names and
-error reasons (untrusted text) are escaped everywhere. A content security policy forbids
-inline scripts as a second line of defence.
-
-Everything shown or exported goes through :func:`registry.clean` first: names that are not
-UTF-8 (os.listdir's surrogate escapes) show their bytes as ``\\xNN``, long text is cut, and
-credentials (the dashboard token, ``--call-credentials-token``, credential-like ``--header``
-values) are redacted even when a server echoes them into an error reason.
+It only reads the :class:`.registry.BatchRegistry`; who may ask and what may leave are decided in
+:mod:`.security`. Pages are rendered by jinja2 with autoescaping on, and the browser script fills in
+live values with ``textContent`` only, so file names and error reasons (untrusted text) are escaped
+everywhere; a content security policy forbids inline scripts as a second line of defence.
 
 Routes: ``/``, ``/batches/{id}``, ``/api/batches``, ``/api/batches/{id}``, ``/metrics``,
 ``/health``, ``/static/*``. When a token is set every route but ``/health`` and
 ``/static/*`` (no secrets there) needs it, as ``Authorization: Bearer T``,
 ``X-Dashboard-Token: T`` or ``?token=T``; the page script passes the query token on.
-Without a token every route answers only requests whose ``Host`` is a loopback name or the
-address the connection came in on (421 otherwise): a DNS-rebinding page in a browser would
-send its own name, so it cannot read the dashboard through the victim's loopback.
+
+Templates and static files are the top-level ``web/`` directory, installed as the package data
+``seldon_batch_tx/web`` (a symbolic link in the checkout): jinja2's ``PackageLoader`` and
+``importlib.resources`` find them, wherever the package is. :mod:`.listener` serves the site.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
-import re
+import os
 from collections.abc import Callable, Collection
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
 import txaio
-from twisted.application import service
-from twisted.internet import endpoints
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
-from .registry import BatchRegistry, clean, config_secrets
-from .webroot import web_root
+from .registry import BatchRegistry
+from .security import SECURITY_HEADERS, clean, host_allowed, token_ok
 
 txaio.use_twisted()
 log = txaio.make_logger()
 
-DEFAULT_ENDPOINT = "tcp:8080:interface=127.0.0.1"
-TOKEN_ENV = "SELDON_BATCH_DASHBOARD_TOKEN"
-_SECURITY_HEADERS = {
-    b"content-security-policy": b"default-src 'self'; script-src 'self'; style-src 'self'; "
-                                b"img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    b"x-content-type-options": b"nosniff",
-    b"referrer-policy": b"no-referrer",
-    b"cache-control": b"no-store",
-}
-
-
-# -- where it listens -------------------------------------------------------------------
-
-def endpoint_is_loopback(description: str) -> bool:
-    """True when a server endpoint string only accepts local connections.
-
-    ``tcp``/``tcp6``/``ssl`` without ``interface=`` listen on every address, so they are
-    not loopback; ``unix`` sockets are local. Unknown kinds count as non-loopback.
-    """
-    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
-    kind = parts[0].strip().lower()
-    if kind == "unix":
-        return True
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return False
-    interface = ""
-    for part in parts[1:]:
-        key, eq, value = part.partition("=")
-        if eq and key.strip() == "interface":
-            interface = value.strip().strip("[]")
-    if interface == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:
-        return False
-
-
-def check_endpoint(description: str, token: str | None) -> None:
-    """Refuse, before anything starts, a dashboard reachable from other hosts without a token."""
-    if not description or description.strip().lower() == "none":
-        return
-    if not endpoint_is_loopback(description) and not token:
-        raise ValueError(f"the dashboard endpoint {description!r} is not loopback-only: set --dashboard-token "
-                         f"(or {TOKEN_ENV}) so that other hosts need the token")
-
-
-def token_ok(request: Request, token: str) -> bool:
-    """The request carries ``token`` in a header or the query string (constant-time compare)."""
-    supplied: bytes | None = None
-    auth = request.getHeader(b"authorization")
-    if auth and auth[:7].lower() == b"bearer ":
-        supplied = auth[7:].strip()
-    supplied = supplied or request.getHeader(b"x-dashboard-token")
-    if not supplied:
-        values = (request.args or {}).get(b"token")
-        supplied = values[0] if values else None
-    return supplied is not None and hmac.compare_digest(supplied, token.encode("utf-8"))
-
-
-def host_name(header: bytes) -> str | None:
-    """The host part of a ``Host`` header, lower case, without port or brackets; None if malformed."""
-    try:
-        text = header.decode("ascii").strip().lower()
-    except UnicodeDecodeError:
-        return None
-    port = ""
-    if text.startswith("["):
-        name, bracket, port = text[1:].partition("]")
-        if not bracket or (port and not port.startswith(":")):
-            return None
-        port = port[1:]
-    elif text.count(":") == 1:
-        name, _, port = text.partition(":")
-    else:
-        name = text  # a bare name, or a bare IPv6 address such as ::1
-    if (port and not (port.isdigit() and port.isascii())) or not name:
-        return None
-    return name[:-1] if name.endswith(".") else name
-
-
-def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(name)
-    except ValueError:
-        return None
-
-
-def host_allowed(request: Request) -> bool:
-    """The request's ``Host`` names this machine's loopback or the address it was received on.
-
-    Connections over a unix socket pass: no browser page can open one, so no rebinding.
-    """
-    local = request.getHost()
-    if not isinstance(local, IPv4Address | IPv6Address):
-        return True
-    header = request.getHeader(b"host")
-    name = host_name(header) if header is not None else None
-    if name is None:
-        return False
-    if name == "localhost":
-        return True
-    address = _address(name)
-    if address is None:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    if address.is_loopback or (mapped is not None and mapped.is_loopback):
-        return True
-    bound = _address(local.host.split("%", 1)[0])
-    return bound is not None and not bound.is_unspecified and address == bound
-
+#: The package and the directory of its data that hold ``templates/`` and ``static/`` (see setup.py).
+PACKAGE = "seldon_batch_tx"
+WEB = "web"
 
 # -- resources ---------------------------------------------------------------------------
 
@@ -203,17 +85,6 @@ class MisdirectedHost(Resource):
         request.setResponseCode(421)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return self.BODY
-
-
-class JsonNotFound(Resource):
-    isLeaf = True
-
-    def __init__(self, what: str) -> None:
-        super().__init__()
-        self._what = what
-
-    def render(self, request: Request) -> bytes:
-        return _json(request, {"error": f"no such batch: {self._what}"}, 404)
 
 
 class Page(Resource):
@@ -362,40 +233,49 @@ class StaticFile(Resource):
 class StaticFiles(Resource):
     """The few files of web/static, read once at start; nothing else (no listing, no paths)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Traversable) -> None:
         super().__init__()
-        for path in sorted(directory.iterdir()):
-            kind = _CONTENT_TYPES.get(path.suffix)
-            if path.is_file() and kind is not None:
-                self.putChild(path.name.encode("utf-8"), StaticFile(path.read_bytes(), kind))
+        for item in sorted(directory.iterdir(), key=lambda i: i.name):
+            kind = _CONTENT_TYPES.get(os.path.splitext(item.name)[1])
+            if item.is_file() and kind is not None:
+                self.putChild(item.name.encode("utf-8"), StaticFile(item.read_bytes(), kind))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return pages.notFound()
 
 
+def templates() -> jinja2.Environment:
+    """The page templates, from the installed package data (autoescaped; unknown names are errors)."""
+    environment = jinja2.Environment(loader=jinja2.PackageLoader(PACKAGE, f"{WEB}/templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    environment.filters["segment"] = path_segment
+    return environment
+
+
+def static_directory() -> Traversable:
+    """``web/static`` in the installed package data."""
+    return files(PACKAGE).joinpath(WEB, "static")
+
+
 class DashboardRoot(Resource):
     """The route table, with the token check (or, without a token, the Host check) in front of it."""
 
-    def __init__(self, registry: BatchRegistry, *, token: str | None = None, web: Path | None = None,
-                 secrets: Collection[str] = ()) -> None:
+    def __init__(self, registry: BatchRegistry, *, token: str | None = None, secrets: Collection[str] = ()) -> None:
         super().__init__()
-        web = web or web_root()
         self._extra_secrets = {s for s in secrets if s}
-        templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(web / "templates")),
-                                       autoescape=True, undefined=jinja2.StrictUndefined)
-        templates.filters["segment"] = path_segment
+        pages_from = templates()
         self._token = token
         self._registry = registry
         self._warned_host = False
         hidden = self.secrets
-        self.putChild(b"", IndexPage(templates, registry, hidden))
-        self.putChild(b"batches", BatchPages(templates, registry, hidden))
+        self.putChild(b"", IndexPage(pages_from, registry, hidden))
+        self.putChild(b"batches", BatchPages(pages_from, registry, hidden))
         api = Resource()
         api.putChild(b"batches", ApiBatches(registry, hidden))
         self.putChild(b"api", api)
         self.putChild(b"metrics", Metrics(registry, hidden))
         self.putChild(b"health", Health(registry))
-        self.putChild(b"static", StaticFiles(web / "static"))
+        self.putChild(b"static", StaticFiles(static_directory()))
 
     def secrets(self) -> set[str]:
         """What must never be shown: the dashboard token and every listed batch's credentials."""
@@ -405,7 +285,7 @@ class DashboardRoot(Resource):
         return found
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        for name, value in _SECURITY_HEADERS.items():
+        for name, value in SECURITY_HEADERS.items():
             request.setHeader(name, value)
         if self._token:
             if path not in (b"health", b"static") and not token_ok(request, self._token):
@@ -427,75 +307,9 @@ class QuietSite(Site):
         pass
 
 
-def make_site(registry: BatchRegistry, *, token: str | None = None, web: Path | None = None,
-              secrets: Collection[str] = ()) -> Site:
+def make_site(registry: BatchRegistry, *, token: str | None = None, secrets: Collection[str] = ()) -> Site:
     """The dashboard site; ``secrets`` (e.g. the daemon's own credentials) are never shown."""
-    site = QuietSite(DashboardRoot(registry, token=token, web=web, secrets=secrets))
+    site = QuietSite(DashboardRoot(registry, token=token, secrets=secrets))
     site.noisy = False
     site.displayTracebacks = False
     return site
-
-
-class DashboardService(service.Service):
-    """Listens on a Twisted endpoint string; the listener is made in startService."""
-
-    def __init__(self, endpoint: str, registry: BatchRegistry, reactor: Any, *, token: str | None = None,
-                 web: Path | None = None, secrets: Collection[str] = ()) -> None:
-        check_endpoint(endpoint, token)
-        self._secrets = tuple(secrets)
-        self.endpoint = endpoint
-        self._registry = registry
-        self._reactor = reactor
-        self._token = token
-        self._web = web
-        self.port: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        site = make_site(self._registry, token=self._token, web=self._web, secrets=self._secrets)
-        listening: Deferred[Any] = endpoints.serverFromString(self._reactor, self.endpoint).listen(site)
-        outcome: list[Any] = []
-
-        def keep(result: Any) -> Any:
-            outcome.append(result)
-            return result
-
-        listening.addBoth(keep)
-        if outcome and isinstance(outcome[0], Failure):
-            listening.addErrback(lambda _: None)
-            outcome[0].raiseException()  # a bind error fails the start loudly
-        listening.addCallback(self._listening)
-        listening.addErrback(lambda f: log.failure("the dashboard could not listen", failure=f))
-
-    def _listening(self, port: Any) -> Any:
-        self.port = port
-        address = port.getHost()
-        where = f"http://{getattr(address, 'host', '')}:{getattr(address, 'port', '')}/" \
-            if hasattr(address, "port") else str(address)
-        log.info("dashboard listening on {where}", where=where)
-        return port
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()  # type: ignore[no-any-return]
-        return succeed(None)
-
-
-def serve_single_batch(endpoint: str, stats: Any, config: Any, reactor: Any, *,
-                       token: str | None = None) -> DashboardService:
-    """The dashboard of the one-shot command for its one batch (``--dashboard ENDPOINT``).
-
-    The token is ``token`` (e.g. read from ``--dashboard-token-file``), else
-    ``$SELDON_BATCH_DASHBOARD_TOKEN``; raises ValueError for a non-loopback endpoint without
-    one, and the listen error if the port is taken.
-    """
-    import os
-
-    registry = BatchRegistry(reactor, sample_interval=None)  # the progress reporter samples already
-    registry.add(stats, config=config, source=config.input_data_path, output=config.output_data_path)
-    dashboard = DashboardService(endpoint, registry, reactor, token=token or os.environ.get(TOKEN_ENV) or None,
-                                 secrets=config_secrets(config))
-    dashboard.startService()
-    return dashboard
