@@ -14,7 +14,7 @@ Anyone who can write ``incoming/`` is trusted with data, not with the daemon's r
   name (:func:`rename_noreplace`, ``renameat2`` ``RENAME_NOREPLACE``).
 * Names are handled as bytes wherever they matter; :func:`shown` makes any name printable.
 
-Nothing here knows the watch directory's layout: that is :mod:`.layout`.
+The paths of the watch directory and the names derived from a file's are :mod:`.layout`'s.
 """
 
 from __future__ import annotations
