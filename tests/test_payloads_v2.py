@@ -14,8 +14,8 @@ from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.outputs.lines import line_info
 from seldon_batch_tx.pipeline.reader import Item, instance_id
-from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
 from seldon_batch_tx.protocols.base import make_codec
+from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
 from seldon_batch_tx.protocols.v2 import V2Codec
 from seldon_batch_tx.protocols.v2_pb import request_from_dict, response_to_dict
 from seldon_batch_tx.protos import grpc_service_pb2

@@ -37,8 +37,6 @@ from twisted.internet.task import Clock, deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from seldon_batch_tx.transports import fast_connection as transport_http
-from seldon_batch_tx.transports import treq_client as transport_rest
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.pipeline.batch import Batch
 from seldon_batch_tx.protocols.seldon_pb import feedback_from_dict, message_from_dict
@@ -46,6 +44,8 @@ from seldon_batch_tx.protocols.v2_pb import request_from_dict
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
 from seldon_batch_tx.strict_json import MAX_ANSWER_DEPTH
 from seldon_batch_tx.strict_json import too_deep as text_too_deep
+from seldon_batch_tx.transports import fast_connection as transport_http
+from seldon_batch_tx.transports import treq_client as transport_rest
 from seldon_batch_tx.transports.base import MAX_HEADER_BYTES, RequestFailed, Transport
 from seldon_batch_tx.transports.fast import FastHttpTransport
 from seldon_batch_tx.transports.grpc_client import GUARD_SLACK, MODES, GrpcTransport
@@ -485,6 +485,28 @@ def test_classify_depth_and_model_codes() -> None:
         with pytest.raises(RequestFailed) as caught:
             classify(200, body)
         assert (caught.value.kind, caught.value.code) == ("model_failure", expected)
+
+
+def test_model_failure_reads_the_same_over_rest_and_grpc() -> None:
+    """The fixed disagreement: a FAILURE status gave REST the reason "model reported failure: <body>"
+    and gRPC the status's own reason. Both now go through the codec side's one check: the status's
+    reason, else its info; its code, else the HTTP status (REST) or none (gRPC)."""
+    from seldon_batch_tx.protocols.seldon_pb import answer_to_dict
+
+    status = {"code": 500, "info": "model exploded", "reason": "MICROSERVICE_INTERNAL_ERROR", "status": "FAILURE"}
+    message = prediction_pb2.SeldonMessage(status=prediction_pb2.Status(
+        code=500, info="model exploded", reason="MICROSERVICE_INTERNAL_ERROR", status=prediction_pb2.Status.FAILURE))
+    for kept in (status, {"info": "teapot", "status": "FAILURE"}, {"status": "FAILURE"}):
+        with pytest.raises(RequestFailed) as rest:
+            classify(200, json.dumps({"status": kept}).encode())
+        if kept is status:
+            with pytest.raises(RequestFailed) as grpc_:
+                answer_to_dict(message)
+            assert (grpc_.value.kind, grpc_.value.code, grpc_.value.reason) == ("model_failure", 500,
+                                                                                 "MICROSERVICE_INTERNAL_ERROR")
+        expected = kept.get("reason") or kept.get("info") or "the model answered with status FAILURE"
+        assert (rest.value.kind, rest.value.code, rest.value.reason) == ("model_failure", kept.get("code", 200),
+                                                                         expected)
 
 
 # -- gRPC -----------------------------------------------------------------------------------------
