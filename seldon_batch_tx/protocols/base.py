@@ -129,6 +129,13 @@ def check_answer(answer: JSONDict, code: int | None = None, label: str | None = 
                         retryable=False, info=info if label is None else label)
 
 
+def answer_object(response: Any, what: str) -> JSONDict:
+    """The answer, when it is the JSON object the protocol promises (``what``); BadResponse if not."""
+    if not isinstance(response, dict):
+        raise BadResponse(f"the answer is a JSON {json_type(response)}, not {what} object")
+    return response
+
+
 def tags_for(batch_id: str, item: Item) -> JSONDict:
     """The identifiers every request and output line carries (``batch_index`` an int)."""
     return {"batch_id": batch_id, "batch_instance_id": item.instance_id, "batch_index": item.index}

@@ -25,6 +25,7 @@ from .base import (
     Parsed,
     ResponseMismatch,
     Target,
+    answer_object,
     flatten,
     gateway_prefix,
     json_type,
@@ -229,8 +230,7 @@ class SeldonCodec:
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
-        if not isinstance(response, dict):
-            raise BadResponse(f"the answer is a JSON {json_type(response)}, not a SeldonMessage object")
+        response = answer_object(response, "a SeldonMessage")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
         data = response.get("data")

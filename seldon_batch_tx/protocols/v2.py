@@ -31,25 +31,8 @@ from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
 from ..pipeline.reader import Item
-from .base import (
-    BadResponse,
-    Built,
-    GrpcRoute,
-    InputError,
-    JSONDict,
-    Parsed,
-    ResponseMismatch,
-    Target,
-    check_answer,
-    flatten,
-    gateway_prefix,
-    json_type,
-    load_json_line,
-    parse_str,
-    row_size,
-    slices,
-    tags_for,
-)
+from . import base
+from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
 
@@ -139,7 +122,7 @@ class V2Codec:
         self.batch_size = config.batch_size
         model = quote(self.model_name, safe="")
         version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
-        self.target = Target(f"{gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
+        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
 
     def _grpc_route(self) -> GrpcRoute:
         """``inference.GRPCInferenceService/ModelInfer`` (one service: the transport's choice is moot)."""
@@ -147,7 +130,7 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: check_answer(v2_pb.response_to_dict(message)))
+                         lambda message: base.check_answer(v2_pb.response_to_dict(message)))
 
     # -- input line -> Parsed -------------------------------------------------------------
 
@@ -157,9 +140,9 @@ class V2Codec:
         if not line:
             raise InputError("blank line")
         if self.data_type == "str":
-            text = parse_str(line)  # the same reading of a text line as the Seldon protocol
+            text = base.parse_str(line)  # the same reading of a text line as the Seldon protocol
             return self._plain(item, [text] if self.batch_size > 1 else text)
-        value = load_json_line(line)
+        value = base.load_json_line(line)
         if self.data_type == "raw":
             return self._parse_raw(item, value)
         if isinstance(value, dict):
@@ -172,7 +155,7 @@ class V2Codec:
 
     def _plain(self, item: Item, value: Any) -> Parsed:
         shape = tensor_shape(value)
-        flat = flatten(value) if shape else [value]
+        flat = base.flatten(value) if shape else [value]
         datatype = self.datatype or infer_datatype(flat)
         check_datatype(flat, datatype)
         tensor = {"name": self.input_name, "shape": list(shape or (1,)), "datatype": datatype, "data": flat}
@@ -226,7 +209,7 @@ class V2Codec:
             parts = [p.value["inputs"][i] for p in members]
             datatypes = {t["datatype"] for t in parts}
             datatype = "FP64" if len(datatypes) > 1 else tensor["datatype"]  # INT64 + FP64 lines
-            data = [x for t in parts for x in (flatten(t["data"]) if isinstance(t["data"], list) else [t["data"]])]
+            data = [x for t in parts for x in (base.flatten(t["data"]) if isinstance(t["data"], list) else [t["data"]])]
             rows = sum(t["shape"][0] for t in parts)
             merged.append({**tensor, "shape": [rows, *tensor["shape"][1:]], "datatype": datatype, "data": data})
         return self._request({**first.value, "inputs": merged}, first.item), members, rejected
@@ -248,14 +231,13 @@ class V2Codec:
     def _request(self, value: JSONDict, item: Item) -> JSONDict:
         own = value.get("parameters")
         return {**value, "id": item.instance_id,
-                "parameters": {**(own if isinstance(own, dict) else {}), **tags_for(self.batch_id, item)}}
+                "parameters": {**(own if isinstance(own, dict) else {}), **base.tags_for(self.batch_id, item)}}
 
-    # -- response -> output lines ---------------------------------------------------------
+    # -- InferenceResponse -> output lines ----------------------------------------------------
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
-        """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
-        if not isinstance(response, dict):
-            raise BadResponse(f"the answer is a JSON {json_type(response)}, not a V2 InferenceResponse object")
+        """One output line per member, tagged; ResponseMismatch when the outputs' rows don't add up."""
+        response = base.answer_object(response, "a V2 InferenceResponse")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
         outputs = response.get("outputs")
@@ -275,20 +257,20 @@ class V2Codec:
                 raise ResponseMismatch(f"output {name}: model returned {shape[0]} rows for {want} input rows")
             data = output.get("data")
             if not isinstance(data, list):
-                raise BadResponse(f"output {name}: data is a JSON {json_type(data)}, not an array")
+                raise BadResponse(f"output {name}: data is a JSON {base.json_type(data)}, not an array")
             try:
-                flat = flatten(data)
+                flat = base.flatten(data)
             except TypeError:
                 raise BadResponse(f"output {name}: data is a ragged array") from None
-            size = row_size(shape)
+            size = base.row_size(shape)
             if len(flat) != want * size:
                 raise ResponseMismatch(f"output {name}: {len(flat)} elements do not fill its shape {shape}")
-            for i, (n, part) in enumerate(zip(rows, slices(flat, rows, size), strict=True)):
+            for i, (n, part) in enumerate(zip(rows, base.slices(flat, rows, size), strict=True)):
                 per_member[i].append({**output, "shape": [n, *shape[1:]], "data": part})
         return [self._tagged({**response, "outputs": parts}, p) for parts, p in zip(per_member, members, strict=True)]
 
     def _tagged(self, response: JSONDict, parsed: Parsed) -> JSONDict:
-        tags = tags_for(self.batch_id, parsed.item)
+        tags = base.tags_for(self.batch_id, parsed.item)
         own = response.get("parameters")
         meta = response.get("meta")
         meta = dict(meta) if isinstance(meta, dict) else {}
@@ -296,14 +278,14 @@ class V2Codec:
         return {**response, "id": parsed.item.instance_id,
                 "parameters": {**(own if isinstance(own, dict) else {}), **tags}, "meta": meta}
 
-    # -- failures -------------------------------------------------------------------------
+    # -- error lines ------------------------------------------------------------------------
 
     def error(
         self, item: Item, reason: str, *, info: str, code: int | None = None,
         own_tags: JSONDict | None = None,
     ) -> JSONDict:
         """An error line: the Seldon error shape plus the V2 ``id``, ``model_name`` and ``parameters``."""
-        tags = {**(own_tags or {}), **tags_for(self.batch_id, item)}
+        tags = {**(own_tags or {}), **base.tags_for(self.batch_id, item)}
         line: JSONDict = {"id": item.instance_id, "model_name": self.model_name}
         if self.model_version:
             line["model_version"] = self.model_version
