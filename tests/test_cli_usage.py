@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -237,3 +238,20 @@ def test_resume_of_a_foreign_file_is_exit_2(workdir: Path, recording_server: Rec
                         "--resume"], workdir)
     assert_refused(proc, "seldon-batch-processor", "cannot resume")
     assert output.read_text() == "not an output of ours\n" and recording_server.headers == []
+
+
+# -- the dashboard's port ---------------------------------------------------------------------------------
+
+
+def test_dashboard_port_taken_is_exit_2(workdir: Path) -> None:
+    """A --dashboard port another process holds is one line and status 2 (strports' bind error), before any
+    output is opened or a line sent."""
+    with socket.socket() as held:
+        held.bind((LOOPBACK, 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = run_command([PROCESSOR, "-d", "m", "-g", "seldon", "-h", NOWHERE, "-i", "in.txt",
+                            "--dashboard", f"tcp:{port}:interface={LOOPBACK}"], workdir)
+    assert_one_line_usage_error(proc, "seldon-batch-processor", f"--dashboard tcp:{port}:interface={LOOPBACK}: ",
+                                "listen")
+    assert proc.stdout == "" and not (workdir / "in.out.txt").exists()

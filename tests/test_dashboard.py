@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +157,23 @@ def test_static_files_are_served_without_listing(site: tuple[StubTreq, BatchRegi
     assert code == 200 and b"textContent" in script
     code, _, _ = get(stub, "/static/")
     assert code == 404
+
+
+def test_web_files_are_package_data() -> None:
+    """Templates and static files are the package's data (web/ at the top, installed as seldon_batch_tx/web):
+    found through the package, the same files as the repository's web/, with no search path to configure."""
+    import jinja2
+
+    from seldon_batch_tx.dashboard.site import static_directory, templates
+
+    top = Path(__file__).resolve().parents[1] / "web"
+    loader = templates().loader
+    assert isinstance(loader, jinja2.PackageLoader) and loader.package_name == "seldon_batch_tx"
+    for name in ("base.html", "index.html", "batch.html"):
+        source = Path(templates().get_template(name).filename or "")
+        assert source.read_bytes() == (top / "templates" / name).read_bytes()
+    shipped = {item.name: item.read_bytes() for item in static_directory().iterdir()}
+    assert shipped == {p.name: p.read_bytes() for p in (top / "static").iterdir()}
 
 
 def test_token_is_required_everywhere_but_health_and_static() -> None:

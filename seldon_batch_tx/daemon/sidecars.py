@@ -17,8 +17,9 @@ from typing import Any
 import txaio
 from twisted.python import usage
 
+from ..checks import boolean
 from ..config import BatchConfig
-from ..options import OPTIONS, Option, boolean
+from ..options import OPTIONS, Option
 from .files import Rejected, read_small, shown
 
 txaio.use_twisted()

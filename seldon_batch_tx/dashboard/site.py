@@ -25,6 +25,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import jinja2
 import txaio
 from twisted.web import pages
@@ -42,6 +43,7 @@ log = txaio.make_logger()
 #: The package and the directory of its data that hold ``templates/`` and ``static/`` (see setup.py).
 PACKAGE = "seldon_batch_tx"
 WEB = "web"
+
 
 # -- resources ---------------------------------------------------------------------------
 
@@ -87,128 +89,119 @@ class MisdirectedHost(Resource):
         return self.BODY
 
 
-class Page(Resource):
+@attrs.frozen
+class Views:
+    """What every route reads: the registry, the secrets to redact (asked per request) and the templates."""
+
+    registry: BatchRegistry
+    secrets: Callable[[], set[str]]
+    templates: jinja2.Environment
+
+    def json(self, request: Request, data: Any, code: int = 200) -> bytes:
+        return _json(request, data, code, self.secrets())
+
+
+class View(Resource):
+    """A dashboard route reading through :class:`Views`."""
+
+    def __init__(self, views: Views) -> None:
+        super().__init__()
+        self.views = views
+
+
+class Page(View):
     """An HTML page from a template; the context comes from :meth:`context`."""
 
     isLeaf = True
     template = ""
 
-    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry,
-                 secrets: Callable[[], set[str]]) -> None:
-        super().__init__()
-        self._templates = templates
-        self.registry = registry
-        self._secrets = secrets
-
     def context(self) -> dict[str, Any]:
         return {}
 
     def render_GET(self, request: Request) -> bytes:
-        context = clean(self.context(), self._secrets())  # jinja2 escapes; clean makes it encodable
+        context = clean(self.context(), self.views.secrets())  # jinja2 escapes; clean makes it encodable
         if context.get("missing"):
             request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return self._templates.get_template(self.template).render(**context).encode("utf-8")
+        return self.views.templates.get_template(self.template).render(**context).encode("utf-8")
 
 
 class IndexPage(Page):
     template = "index.html"
 
     def context(self) -> dict[str, Any]:
-        now = self.registry.now()
-        return {"base": "", "batches": [e.summary_json(now) for e in self.registry.entries()],
-                "counts": self.registry.counts_by_state()}
+        registry = self.views.registry
+        now = registry.now()
+        return {"base": "", "batches": [e.summary_json(now) for e in registry.entries()],
+                "counts": registry.counts_by_state()}
 
 
 class BatchPage(Page):
     template = "batch.html"
 
-    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry,
-                 secrets: Callable[[], set[str]], batch_id: str) -> None:
-        super().__init__(templates, registry, secrets)
+    def __init__(self, views: Views, batch_id: str) -> None:
+        super().__init__(views)
         self.batch_id = batch_id
 
     def context(self) -> dict[str, Any]:
-        entry = self.registry.find(self.batch_id)
-        batch = entry.detail_json(self.registry.now()) if entry else None
+        entry = self.views.registry.find(self.batch_id)
+        batch = entry.detail_json(self.views.registry.now()) if entry else None
         return {"base": "../", "batch_id": self.batch_id, "batch": batch, "missing": batch is None}
 
 
-class BatchPages(Resource):
-    def __init__(self, templates: jinja2.Environment, registry: BatchRegistry,
-                 secrets: Callable[[], set[str]]) -> None:
-        super().__init__()
-        self._templates = templates
-        self._registry = registry
-        self._secrets = secrets
-
+class BatchPages(View):
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
-            return IndexPage(self._templates, self._registry, self._secrets)
-        return BatchPage(self._templates, self._registry, self._secrets, _segment(path, request))
+            return IndexPage(self.views)
+        return BatchPage(self.views, _segment(path, request))
 
     def render_GET(self, request: Request) -> bytes:
         request.redirect(b"../")
         return b""
 
 
-class ApiBatch(Resource):
+class ApiBatch(View):
     isLeaf = True
 
-    def __init__(self, registry: BatchRegistry, secrets: Callable[[], set[str]], batch_id: str) -> None:
-        super().__init__()
-        self._registry = registry
-        self._secrets = secrets
+    def __init__(self, views: Views, batch_id: str) -> None:
+        super().__init__(views)
         self._batch_id = batch_id
 
     def render_GET(self, request: Request) -> bytes:
-        entry = self._registry.find(self._batch_id)
+        entry = self.views.registry.find(self._batch_id)
         if entry is None:
-            return _json(request, {"error": f"no such batch: {self._batch_id}"}, 404, self._secrets())
-        return _json(request, entry.detail_json(self._registry.now()), secrets=self._secrets())
+            return self.views.json(request, {"error": f"no such batch: {self._batch_id}"}, 404)
+        return self.views.json(request, entry.detail_json(self.views.registry.now()))
 
 
-class ApiBatches(Resource):
-    def __init__(self, registry: BatchRegistry, secrets: Callable[[], set[str]]) -> None:
-        super().__init__()
-        self._registry = registry
-        self._secrets = secrets
-
+class ApiBatches(View):
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
             return self
-        return ApiBatch(self._registry, self._secrets, _segment(path, request))
+        return ApiBatch(self.views, _segment(path, request))
 
     def render_GET(self, request: Request) -> bytes:
-        registry = self._registry
+        registry = self.views.registry
         now = registry.now()
-        return _json(request, {"now": now, "counts": registry.counts_by_state(),
-                               "batches": [e.summary_json(now) for e in registry.entries()]},
-                     secrets=self._secrets())
+        return self.views.json(request, {"now": now, "counts": registry.counts_by_state(),
+                                         "batches": [e.summary_json(now) for e in registry.entries()]})
 
 
-class Metrics(Resource):
+class Metrics(View):
     isLeaf = True
-
-    def __init__(self, registry: BatchRegistry, secrets: Callable[[], set[str]]) -> None:
-        super().__init__()
-        self._registry = registry
-        self._secrets = secrets
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", METRICS_CONTENT_TYPE)
-        return render_metrics(self._registry, self._secrets()).encode("utf-8")
+        return render_metrics(self.views.registry, self.views.secrets()).encode("utf-8")
 
 
-class Health(Resource):
+class Health(View):
+    """Liveness for probes: no token needed, so nothing here may be secret (no names, no reasons)."""
+
     isLeaf = True
 
-    def __init__(self, registry: BatchRegistry) -> None:
-        super().__init__()
-        self._registry = registry
-
     def render_GET(self, request: Request) -> bytes:
-        registry = self._registry
+        registry = self.views.registry
         return _json(request, {"status": "ok", "uptime": round(registry.now() - registry.started, 3),
                                "batches": registry.counts_by_state()})
 
@@ -263,18 +256,17 @@ class DashboardRoot(Resource):
     def __init__(self, registry: BatchRegistry, *, token: str | None = None, secrets: Collection[str] = ()) -> None:
         super().__init__()
         self._extra_secrets = {s for s in secrets if s}
-        pages_from = templates()
         self._token = token
         self._registry = registry
         self._warned_host = False
-        hidden = self.secrets
-        self.putChild(b"", IndexPage(pages_from, registry, hidden))
-        self.putChild(b"batches", BatchPages(pages_from, registry, hidden))
+        views = Views(registry, self.secrets, templates())
+        self.putChild(b"", IndexPage(views))
+        self.putChild(b"batches", BatchPages(views))
         api = Resource()
-        api.putChild(b"batches", ApiBatches(registry, hidden))
+        api.putChild(b"batches", ApiBatches(views))
         self.putChild(b"api", api)
-        self.putChild(b"metrics", Metrics(registry, hidden))
-        self.putChild(b"health", Health(registry))
+        self.putChild(b"metrics", Metrics(views))
+        self.putChild(b"health", Health(views))
         self.putChild(b"static", StaticFiles(static_directory()))
 
     def secrets(self) -> set[str]:
