@@ -18,8 +18,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
 
+from seldon_batch_tx import cli
 from seldon_batch_tx.daemon.service import WatchDirService
+from seldon_batch_tx.dashboard.listener import DashboardService
+from seldon_batch_tx.dashboard.progress import ProgressReporter
+from seldon_batch_tx.options import ProcessorOptions
+from seldon_batch_tx.runner import OneBatchService
 from seldon_batch_tx.tap import Options, makeService
 from tests.processes import stop_group, wait_until
 from tests.servers import LOOPBACK, free_port, loopback_env
@@ -169,3 +176,20 @@ def test_help_still_works(workdir: Path) -> None:  # noqa: F811
     assert proc.returncode == 0
     for option in ("--call-credentials-token-file", "--dashboard-token-file", "--sidecar-allow"):
         assert option in proc.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_and_daemon_build_the_same_tree(workdir: Path) -> None:  # noqa: F811
+    """One runner: the command's tree is the daemon's one-file tree plus the stderr progress bar."""
+    args = ["-d", "m", "-i", str(workdir / "in.txt"), "--dashboard", f"tcp:0:interface={LOOPBACK}"]
+    options = Options(environ={})
+    options.parseOptions(args)
+    daemon = [type(s) for s in makeService(options)]
+    command_options = ProcessorOptions(environ={})
+    command_options.parseOptions(args)
+    top, work = cli._tree(reactor, command_options.config())
+    try:
+        assert [type(s) for s in top] == [DashboardService, ProgressReporter, OneBatchService]
+        assert work in top and daemon == [DashboardService, OneBatchService]
+    finally:
+        await top.stopService()  # the dashboard bound its port in privilegedStartService

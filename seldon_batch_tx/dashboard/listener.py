@@ -59,8 +59,8 @@ class DashboardService(service.MultiService):
         self._token = token
         self._secrets = tuple(secrets)
         self._listener: service.IService | None = None
-        #: The listening port once bound (tests and the log line read its address).
-        self.port: IListeningPort | None = None
+        #: The IListeningPort once bound (its address is logged; tests read it), else None.
+        self.port: Any = None
 
     def _add_listener(self) -> None:
         """The listener child, made once: parsing the endpoint string may fail, so not in __init__."""
