@@ -14,9 +14,11 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.outputs.writer import LineWriter
-from seldon_batch_tx.pipeline.engine import BatchRun, Summary, backoff_delay
+from seldon_batch_tx.pipeline.attempts import backoff_delay
+from seldon_batch_tx.pipeline.engine import BatchRun
 from seldon_batch_tx.pipeline.reader import Item, instance_id
 from seldon_batch_tx.pipeline.stats import BatchStats
+from seldon_batch_tx.pipeline.summary import Summary
 from seldon_batch_tx.transports.treq_client import RestTransport
 
 

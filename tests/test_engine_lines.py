@@ -16,10 +16,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.exits import EXIT_FAILED_LINES
 from seldon_batch_tx.outputs.writer import LineWriter
-from seldon_batch_tx.pipeline.engine import EXIT_FAILED_LINES, BatchRun, Summary
+from seldon_batch_tx.pipeline.engine import BatchRun
 from seldon_batch_tx.pipeline.reader import DEFAULT_MAX_LINE_BYTES, instance_id, read_items
 from seldon_batch_tx.pipeline.stats import BatchStats
+from seldon_batch_tx.pipeline.summary import Summary
 
 
 class Generated(io.RawIOBase):

@@ -18,27 +18,13 @@ from ..config import BatchConfig
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
-from ..transports.base import Transport
-from .engine import BatchRun, Summary, describe
+from ..transports.base import Transport, make_transport
+from .engine import BatchRun
 from .reader import count_lines, read_items
 from .stats import BatchStats
+from .summary import Summary, describe
 
 log = txaio.make_logger()
-
-
-def make_transport(config: BatchConfig, reactor: Any) -> Transport:
-    """The transport ``config.transport`` names; gRPC is imported only when asked for."""
-    if config.transport == "grpc":
-        from ..transports.grpc_client import GrpcTransport
-
-        return GrpcTransport(config, reactor)
-    if config.http_client == "fast":
-        from ..transports.fast import FastHttpTransport
-
-        return FastHttpTransport(config, reactor)
-    from ..transports.treq_client import RestTransport
-
-    return RestTransport(config, reactor)
 
 
 def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | None:
@@ -48,6 +34,14 @@ def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | N
     if len(predicates) == 1:
         return predicates[0]
     return lambda index: all(p(index) for p in predicates)
+
+
+def shard_filter(config: BatchConfig, lines: int) -> tuple[list[Callable[[int], bool]], int]:
+    """The ``wanted`` predicates of ``--shard-index/--shard-count`` and how many lines the shard owns."""
+    if config.shard_count <= 1:
+        return [], lines
+    index, count = config.shard_index, config.shard_count
+    return [lambda i: i % count == index], len(range(index, lines, count))
 
 
 def output_line_limit(config: BatchConfig) -> int:
@@ -78,56 +72,31 @@ class Batch:
 
     async def run(self) -> Summary:
         config, stats = self.config, self.stats
-        lines = input_lines = count_lines(config.input_data_path)
+        input_lines = count_lines(config.input_data_path)
         # Lines this run skips: other shards' (--shard-index/--shard-count); a resume adds its own.
-        wanted: list[Callable[[int], bool]] = []
-        if config.shard_count > 1:
-            index, count = config.shard_index, config.shard_count
-            wanted.append(lambda i: i % count == index)
-            lines = len(range(index, lines, count))
-        stats.total = lines
-        resuming = config.resume or config.retry_failed
+        wanted, stats.total = shard_filter(config, input_lines)
         try:
-            writer = LineWriter(config.output_data_path, append=resuming, fsync_interval=config.fsync_interval,
-                                mode=self._output_mode, not_same_as=config.input_data_path)
+            writer = LineWriter(config.output_data_path, append=config.resume or config.retry_failed,
+                                fsync_interval=config.fsync_interval, mode=self._output_mode,
+                                not_same_as=config.input_data_path)
         except (OutputRefused, OSError) as e:
-            stats.state, stats.reason = "failed", str(e)
+            stats.fail(str(e))
             raise
-        flusher: LoopingCall | None = None
+        flusher = LoopingCall(self._flush, writer)
+        flusher.clock = self._reactor
         close_error: OSError | None = None
         started = False
         try:
-            if resuming:
-                state = prepare_resume(writer.output, config.batch_id if config.batch_id_given else None,
-                                       total=input_lines, retry_failed=config.retry_failed,
-                                       max_line_bytes=output_line_limit(config))
-                if state is not None:
-                    # Same batch id as the lines already written; only lines without an output line are sent.
-                    self.config = config = config.replace(batch_id=state.batch_id)
-                    stats.batch_id = state.batch_id
-                    wanted.append(state.pending)
-                    stats.succeeded, stats.failed = state.succeeded, state.failed
-                    stats.resumed = state.succeeded + state.failed
+            self._resume(writer, input_lines, wanted)
             self._transport.start()
             started = True
-            flusher = LoopingCall(self._flush, writer)
-            flusher.clock = self._reactor
-            flusher.start(min(1.0, config.fsync_interval or 1.0), now=False)
-            log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
-                     batch_id=config.batch_id, total=stats.total, path=config.input_data_path,
-                     model=config.deployment_name, transport=config.transport)
-            with open(config.input_data_path, "rb") as stream:
-                self._run = BatchRun(config, read_items(stream, config.batch_id, all_of(wanted),
-                                                        max_line_bytes=config.max_line_bytes),
-                                     self._transport, writer, stats, self._reactor)
-                if self._stop_reason:
-                    self._run.stop(self._stop_reason)
-                summary = await self._run.run()
+            flusher.start(min(1.0, self.config.fsync_interval or 1.0), now=False)
+            summary = await self._run_engine(writer, all_of(wanted))
         except BaseException as e:
-            stats.state, stats.reason = "failed", str(e)
+            stats.fail(str(e))
             raise
         finally:
-            if flusher is not None and flusher.running:
+            if flusher.running:
                 flusher.stop()
             try:
                 writer.close()  # releases the output's lock
@@ -138,12 +107,43 @@ class Batch:
                     self._abandon_call.cancel()
                 if started:
                     await self._transport.stop()
+        config = self.config
         if close_error is not None and self._run is not None and self._run.output_error is None:
             # Lines counted as written are not on disk: the run did not finish, a --resume redoes them.
             summary = attrs.evolve(summary, stopped_early=f"cannot write the output {config.output_data_path}: "
                                                           f"{describe(close_error)}")
         log.info("batch {batch_id} finished: {summary}", batch_id=config.batch_id, summary=summary.text())
         return summary
+
+    def _resume(self, writer: LineWriter, input_lines: int, wanted: list[Callable[[int], bool]]) -> None:
+        """``--resume``/``--retry-failed``: adopt the output's batch id and counts, and skip its lines."""
+        config, stats = self.config, self.stats
+        if not (config.resume or config.retry_failed):
+            return
+        state = prepare_resume(writer.output, config.batch_id if config.batch_id_given else None,
+                               total=input_lines, retry_failed=config.retry_failed,
+                               max_line_bytes=output_line_limit(config))
+        if state is None:
+            return
+        # Same batch id as the lines already written; only lines without an output line are sent.
+        self.config = config.replace(batch_id=state.batch_id)
+        stats.batch_id = state.batch_id
+        wanted.append(state.pending)
+        stats.succeeded, stats.failed = state.succeeded, state.failed
+        stats.resumed = state.succeeded + state.failed
+
+    async def _run_engine(self, writer: LineWriter, wanted: Callable[[int], bool] | None) -> Summary:
+        """The engine over the input file (a :meth:`stop` that came first is passed on)."""
+        config = self.config
+        log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
+                 batch_id=config.batch_id, total=self.stats.total, path=config.input_data_path,
+                 model=config.deployment_name, transport=config.transport)
+        with open(config.input_data_path, "rb") as stream:
+            items = read_items(stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
+            self._run = BatchRun(config, items, self._transport, writer, self.stats, self._reactor)
+            if self._stop_reason:
+                self._run.stop(self._stop_reason)
+            return await self._run.run()
 
     def _flush(self, writer: LineWriter) -> None:
         """The periodic flush; an output that cannot be written stops the run (exit 3), never the timer."""

@@ -16,11 +16,9 @@ cannot be written stops the run (exit 3) instead of losing lines silently. Only
 from __future__ import annotations
 
 import gc
-import random
 from collections.abc import Iterator
 from typing import Any
 
-import attrs
 import txaio
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
@@ -30,28 +28,25 @@ from twisted.python.failure import Failure
 
 from ..config import BatchConfig
 from ..outputs.writer import LineWriter
-from ..protocols.seldon import BadResponse, InputError, Parsed, ResponseMismatch
-from ..protocols.v2 import make_codec
+from ..protocols.base import InputError, Parsed, make_codec
 from ..transports.base import RequestFailed, Transport
+from .attempts import Attempts, Record
 from .ordering import ReorderBuffer
 from .reader import Item, chunked
 from .stats import BatchStats
+from .summary import Summary, describe
 
 txaio.use_twisted()
 log = txaio.make_logger()
 
-#: Exit statuses, documented in the README.
-EXIT_OK, EXIT_FAILED_LINES, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
-
-Record = dict[str, Any]
 #: One output line ready to be written: its item, its record, and for an error line its kind and
 #: reason (``None`` and ``""`` for an answer). Counted as succeeded or failed only once written.
 Line = tuple[Item, Record, "str | None", str]
 
 #: Internal-error tracebacks logged per run: enough to debug, not a log that grows with the input.
 MAX_TRACEBACKS = 5
-#: Longest exception text kept in an ``internal_error`` reason (messages can quote whole bodies).
-MAX_REASON_CHARS = 500
+#: Seconds between the rate samples taken while a run goes (the one sampler of its stats).
+SAMPLE_INTERVAL = 1.0
 
 
 #: Allocations between young-generation collections (CPython's default is 700).
@@ -70,77 +65,9 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-#: Seconds between the watchdog's looks at the requests in flight.
-WATCHDOG_INTERVAL = 1.0
-
-
-def watchdog_seconds(timeout: float) -> float:
-    """How long the engine lets one request run before ending it itself: well past the
-    transport's own ``--timeout``, so it only ever catches a transport that failed to end one."""
-    return 2 * timeout + 10.0
-
-
 def reorder_window(workers: int) -> int:
     """Work units (requests) ``--ordered`` may hold back: enough to keep every worker busy."""
     return max(2 * workers, 16)
-
-
-def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1, cap: float = 10.0,
-                  rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
-    """Full-jitter exponential backoff; a server's Retry-After wins when it asks for longer."""
-    delay = rng.uniform(0, min(cap, base * (2 ** attempt)))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, 60.0))
-    return delay
-
-
-def describe(error: BaseException) -> str:
-    """``TypeName: message`` of an exception, cut to :data:`MAX_REASON_CHARS` for an error line."""
-    try:
-        message = str(error)
-    except Exception:  # noqa: BLE001 - an exception whose message itself fails still gets a line
-        message = "(its message could not be read)"
-    text = f"{type(error).__name__}: {message}"
-    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
-
-
-@attrs.frozen
-class Summary:
-    """What a finished run reports and how the process should exit."""
-
-    lines: int
-    succeeded: int
-    failed: int
-    retried: int
-    not_processed: int
-    elapsed: float
-    stopped_early: str | None
-    #: Lines already in the output when a resumed run started (counted in succeeded/failed).
-    resumed: int = 0
-
-    @property
-    def rate(self) -> float:
-        return (self.succeeded + self.failed - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def exit_code(self) -> int:
-        """3 stopped early; 1 when any line failed or has no output line; else 0.
-
-        A run that was not stopped yet left lines without an output line broke the engine's
-        promise: that is never success, whatever the counts of failed lines say.
-        """
-        if self.stopped_early:
-            return EXIT_STOPPED
-        return EXIT_FAILED_LINES if self.failed or self.not_processed else EXIT_OK
-
-    def text(self) -> str:
-        stopped = f", stopped early: {self.stopped_early}" if self.stopped_early else ""
-        missing = (" (these lines have no output line: an error; --resume sends them again)"
-                   if self.not_processed and not self.stopped_early else "")
-        resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
-        return (f"{self.lines} lines{resumed}: {self.succeeded} succeeded, {self.failed} failed, "
-                f"{self.retried} retries, {self.not_processed} not processed{missing}{stopped}; "
-                f"{self.elapsed:.2f} s, {self.rate:.1f} lines/s")
 
 
 class BatchRun:
@@ -158,17 +85,12 @@ class BatchRun:
         self._semaphore = DeferredSemaphore(config.workers)
         self._in_flight: set[Deferred[None]] = set()
         self._stop_reason: str | None = None
-        self._abandoned = False
+        #: Each request until its final answer: retries, backoff, the watchdog.
+        self._attempts = Attempts(config, self.codec, transport, stats, clock)
         #: The error that made the output unwritable; once set, nothing more is written.
         self._write_error: OSError | None = None
-        self._attempts = 1 + max(config.retries, 0)
-        #: Requests in flight and when the watchdog gives up on each (see :meth:`_sweep`).
-        self._deadlines: dict[Deferred[Any], float] = {}
-        self._expired: set[Deferred[Any]] = set()
-        self._watchdog_after = watchdog_seconds(config.timeout)
         #: Internal errors whose traceback is still logged; the others are error lines only.
         self._tracebacks_left = MAX_TRACEBACKS
-        self._pauses: set[Deferred[None]] = set()
         #: ``--ordered``: finished units wait here for earlier ones; None writes in completion order.
         self._reorder: ReorderBuffer[Line] | None = (
             ReorderBuffer(reorder_window(config.workers), self._emit) if config.ordered else None)
@@ -191,24 +113,23 @@ class BatchRun:
         if self._stop_reason is None:
             self._stop_reason = reason
             log.info("stopping batch {batch_id}: {reason}", batch_id=self.config.batch_id, reason=reason)
-            for d in list(self._pauses):
-                d.cancel()  # no more retries: a line between attempts stays unwritten for a resume
+            self._attempts.stop()  # no more retries: a line between attempts stays unwritten for a resume
             if self._reorder is not None:
                 self._reorder.release()
 
     def abandon(self) -> None:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
-        self._abandoned = True
+        self._attempts.abandon()
         for d in list(self._in_flight):
             d.cancel()
 
     async def run(self) -> Summary:
         stats = self.stats
-        stats.state = "running"
-        stats.started = self._clock.seconds()
-        watchdog = LoopingCall(self._sweep)
-        watchdog.clock = self._clock
-        watchdog.start(WATCHDOG_INTERVAL, now=False)
+        stats.begin(self._clock.seconds())
+        sampler = LoopingCall(lambda: stats.sample(self._clock.seconds()))
+        sampler.clock = self._clock
+        sampler.start(SAMPLE_INTERVAL, now=True)
+        self._attempts.start()
         try:
             try:
                 await self._feed()
@@ -218,24 +139,18 @@ class BatchRun:
                 self.stop(f"cannot read the input: {describe(e)}")
             await self._drain()
         finally:
-            if watchdog.running:
-                watchdog.stop()
+            self._attempts.close()
+            sampler.stop()
             stats.finished = self._clock.seconds()
             if self._write_error is None:
                 try:
                     self._writer.flush(stats.finished)
                 except OSError as e:
                     self.output_failed(e)
-        stats.state = "stopped" if self._stop_reason else "done"
+        summary = Summary.of(stats, self._stop_reason)
+        stats.conclude(summary)
         stats.sample(stats.finished)
-        done = stats.done
-        return Summary(
-            lines=stats.total if stats.total is not None else done,
-            succeeded=stats.succeeded, failed=stats.failed, retried=stats.retries,
-            not_processed=max((stats.total or done) - done, 0),
-            elapsed=stats.elapsed(stats.finished), stopped_early=self._stop_reason,
-            resumed=stats.resumed,
-        )
+        return summary
 
     async def _feed(self) -> None:
         """Read units and start each as soon as a worker is free, until the input ends or a stop."""
@@ -263,17 +178,6 @@ class BatchRun:
             error = result.value
             self.stop(f"internal error: {describe(error) if error is not None else result.getErrorMessage()}")
 
-    def _sweep(self) -> None:
-        """The engine's own bound on a request: one the transport has not ended well past
-        ``--timeout`` is cancelled, so a transport bug can never hold a worker (and the run) for ever."""
-        if not self._deadlines:
-            return
-        now = self._clock.seconds()
-        for d, deadline in list(self._deadlines.items()):
-            if now >= deadline and not d.called:
-                self._expired.add(d)
-                d.cancel()  # fires d: with CancelledError if the transport's canceller does not
-
     async def _drain(self) -> None:
         for _ in range(self.config.workers):
             await self._semaphore.acquire()
@@ -293,7 +197,7 @@ class BatchRun:
         try:
             await self._compute(chunk, out)
         except CancelledError as e:
-            if self._abandoned:
+            if self._attempts.abandoned:
                 self._commit(seq, chunk, {})  # nothing written: --resume sends these lines again
                 raise
             self._fill(chunk, out, e)
@@ -332,9 +236,14 @@ class BatchRun:
             body, members, rejected = self.codec.build(parsed)
             for p, reason in rejected:
                 out[p.item.index] = self._fail(p.item, reason, "input_error", own_tags=p.own_tags)
-            sent = await self._send(body, members)  # empty when stopping before a final answer
-            for p, line in zip(members, sent, strict=False):
-                out[p.item.index] = line
+            outcome = await self._attempts.send(body, members)  # None: stopping before a final answer
+            if isinstance(outcome, RequestFailed):
+                for p in members:
+                    out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
+                                                   own_tags=p.own_tags)
+            elif outcome is not None:
+                for p, record in zip(members, outcome, strict=True):
+                    out[p.item.index] = (p.item, record, None, "")
 
     def _fill(self, chunk: list[Item], out: dict[int, Line], error: BaseException) -> None:
         """An ``internal_error`` line for every line of the unit that has no output line yet."""
@@ -351,87 +260,6 @@ class BatchRun:
         else:
             for line in lines:
                 self._emit(line)
-
-    async def _send(self, body: dict[str, Any], members: list[Parsed]) -> list[Line]:
-        """One output line per member; none when stopped or abandoned before a final answer.
-
-        A transport that raises anything but :class:`RequestFailed` is a bug: it leaves here and
-        :meth:`_work` turns the unit into ``internal_error`` lines.
-        """
-        puid = members[0].item.instance_id
-        clock, stats, deadlines = self._clock, self.stats, self._deadlines
-        failure: RequestFailed | None = None
-        for attempt in range(self._attempts):
-            if attempt:
-                stats.retries += 1
-                assert failure is not None
-                await self._pause(backoff_delay(attempt - 1, failure.retry_after))
-                if self._stop_reason is not None or self._abandoned:
-                    return []  # stopping: a resume sends these lines again
-            sent = clock.seconds()
-            d = self._transport.send(body, puid)
-            deadlines[d] = sent + self._watchdog_after
-            try:
-                response = await d
-            except CancelledError:
-                if self._abandoned or d not in self._expired:
-                    raise  # abandon(): this unit writes nothing
-                failure = RequestFailed(
-                    "timeout", f"no answer after {self._watchdog_after:g} s: the engine's watchdog ended a request "
-                    f"its transport had not ended at --timeout {self.config.timeout:g} s", retryable=True,
-                    info="timeout")
-                if self._stop_reason is not None:
-                    return []
-                continue
-            except RequestFailed as e:
-                stats.observe_latency(clock.seconds() - sent)
-                if self._abandoned:
-                    return []
-                failure = e
-                log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
-                          index=members[0].item.index, reason=e.reason)
-                if not e.retryable:
-                    break
-                if self._stop_reason is not None:
-                    return []  # stopping: leave the lines for a resume rather than record a transient error
-                continue
-            finally:
-                del deadlines[d]
-                if self._expired:
-                    self._expired.discard(d)
-            stats.observe_latency(clock.seconds() - sent)
-            try:
-                records = self.codec.results(response, members)
-            except ResponseMismatch as e:
-                failure = RequestFailed("response_mismatch", str(e), info="response_mismatch")
-                break
-            except BadResponse as e:
-                failure = RequestFailed("bad_response", str(e), info="bad_response")
-                break
-            except Exception as e:  # noqa: BLE001 - an answer the codec could not read is the answer's fault
-                failure = RequestFailed("bad_response", f"the answer could not be read: {describe(e)}",
-                                        info="bad_response")
-                break
-            return [(p.item, record, None, "") for p, record in zip(members, records, strict=True)]
-        assert failure is not None
-        if attempt + 1 > 1 and failure.retryable and self._stop_reason is None:
-            reason = f"{failure.reason} (after {attempt + 1} attempts)"
-        else:
-            reason = failure.reason
-        return [self._fail(p.item, reason, failure.kind, code=failure.code, own_tags=p.own_tags)
-                for p in members]
-
-    async def _pause(self, seconds: float) -> None:
-        """Backoff between attempts; cut short by :meth:`stop`."""
-        d: Deferred[None] = deferLater(self._clock, seconds)
-        self._pauses.add(d)
-        try:
-            await d
-        except CancelledError:
-            if self._abandoned:
-                raise
-        finally:
-            self._pauses.discard(d)
 
     def _fail(self, item: Item, reason: str, kind: str, *, code: int | None = None,
               own_tags: dict[str, Any] | None = None) -> Line:

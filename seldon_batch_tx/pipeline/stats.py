@@ -1,12 +1,21 @@
-"""Counters of one batch, written by the engine and only read by progress, summary and dashboard."""
+"""Counters of one batch, written by the engine and only read by progress, summary and dashboard.
+
+A batch's state changes only through :meth:`BatchStats.begin`, :meth:`~BatchStats.conclude` and
+:meth:`~BatchStats.fail`, and its rate samples are taken only by the engine running it (every
+second, :meth:`~BatchStats.sample`): the progress bar, the dashboard and /metrics all read the
+same samples, so they show the same rate.
+"""
 
 from __future__ import annotations
 
 import bisect
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from .summary import Summary
 
 #: Upper bounds (seconds) of the request latency histogram exported on /metrics.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -40,6 +49,18 @@ class BatchStats:
     def done(self) -> int:
         return self.succeeded + self.failed
 
+    def begin(self, now: float) -> None:
+        """The engine started sending this batch's lines."""
+        self.state, self.started = "running", now
+
+    def conclude(self, summary: Summary) -> None:
+        """The run ended: ``stopped`` when it stopped early (``--resume`` finishes it), else ``done``."""
+        self.state = "stopped" if summary.stopped_early else "done"
+
+    def fail(self, reason: str) -> None:
+        """The batch could not run (or its file could not be settled): ``failed``, saying why."""
+        self.state, self.reason = "failed", reason
+
     def observe_latency(self, seconds: float) -> None:
         self.requests += 1
         self.latency_sum += seconds
@@ -51,6 +72,7 @@ class BatchStats:
         self.latest_errors.append({"batch_index": index, "kind": kind, "reason": reason})
 
     def sample(self, now: float) -> None:
+        """Record (time, lines done) for the rates; the engine calls it while the batch runs."""
         self.samples.append((now, self.done))
 
     def elapsed(self, now: float) -> float:
