@@ -88,7 +88,7 @@ def file_done(dirs: WatchDir, job: Job, summary: Summary) -> None:
 def file_failed(dirs: WatchDir, job: Job, reason: str, summary: Summary | None = None) -> None:
     """To failed/ with its reason (and summary if it ran); a file that cannot move stays where it is."""
     stats = job.entry.stats
-    stats.state, stats.reason = "failed", reason
+    stats.fail(reason)
     record = None if summary is None else summary_record(job, summary, "", "")
     try:
         if not job.settled:
@@ -134,5 +134,5 @@ def file_finished(dirs: WatchDir, job: Job, summary: Summary, *, stopping: bool)
     elif summary.not_processed > 0:
         file_failed(dirs, job, f"{summary.not_processed} line(s) got no output line (see the daemon's log)", summary)
     else:
-        job.entry.stats.state = "done"  # every line written, even if a stop arrived at the very end
+        job.entry.stats.conclude(summary)  # done: every line written, even if a stop arrived at the very end
         file_done(dirs, job, summary)

@@ -320,11 +320,12 @@ class WatchDirService(service.Service):
             log.warn("cannot move {name} to failed/ ({error}); left where it is and not taken again until it "
                      "changes; reason: {reason}", name=shown(name), error=e, reason=reason)
             if entry is not None:
-                entry.stats.state, entry.stats.reason = "failed", reason
+                entry.stats.fail(reason)
             return
         if entry is None:
             entry = self._registry.add(BatchStats(str(uuid.uuid4()), name))
-        entry.stats.state, entry.stats.reason, entry.source = "failed", reason, base
+        entry.stats.fail(reason)
+        entry.source = base
         where = "" if directory == self.dirs.incoming else " from processing/"
         log.warn("{name} moved to failed/{where}: {reason}", name=shown(name), where=where, reason=reason)
 
