@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import txaio
@@ -216,7 +217,48 @@ class OutputFile:
 _dumps = compact_encoder(ensure_ascii=False)
 
 
-class LineWriter:
+class LineBuffer:
+    """Output lines queued in memory and handed out whole, so a flush never writes half a line.
+
+    The flush policy every output shares (:class:`LineWriter`, and a pipe such as ``-o -``): a
+    subclass writes what :meth:`take` returns in its ``flush``, at least when ``max_buffered``
+    bytes are queued.
+    """
+
+    def __init__(self, max_buffered: int = 1 << 16, encode: Callable[[Any], str] = _dumps) -> None:
+        self._encode = encode
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._max_buffered = max_buffered
+        self.closed = False
+        self.lines_written = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue one output line; written out at the next flush (or when the buffer is full)."""
+        data = (self._encode(record) + "\n").encode("utf-8")
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.lines_written += 1
+        if self._buffered >= self._max_buffered:
+            self.flush()
+
+    def flush(self, now: float | None = None) -> None:
+        raise NotImplementedError
+
+    def take(self) -> bytes:
+        """The queued lines, which leave the buffer (b"" when there are none)."""
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        return data
+
+    def put_back(self, data: bytes) -> None:
+        """Lines a failed write could not write: first in line at the next flush."""
+        self._buffer.insert(0, data)
+        self._buffered += len(data)
+
+
+class LineWriter(LineBuffer):
     """Appends JSON lines to an output it holds locked (:class:`OutputFile`) until :meth:`close`.
 
     ``append=False`` empties the file once it is locked; a refused open (:class:`OutputRefused`,
@@ -238,36 +280,19 @@ class LineWriter:
         except BaseException:
             self.output.close()
             raise
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._max_buffered = max_buffered
+        super().__init__(max_buffered)
         self._fsync_interval = fsync_interval
         self._last_fsync = 0.0
-        self.closed = False
-        self.lines_written = 0
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Queue one output line; written out at the next flush (or when the buffer is full)."""
-        data = (_dumps(record) + "\n").encode("utf-8")
-        self._buffer.append(data)
-        self._buffered += len(data)
-        self.lines_written += 1
-        if self._buffered >= self._max_buffered:
-            self.flush()
 
     def flush(self, now: float | None = None) -> None:
         """Write whole buffered lines; fsync when the interval has passed."""
-        if self._buffer:
-            data = memoryview(b"".join(self._buffer))
-            self._buffer.clear()
-            self._buffered = 0
-            try:
-                while data:
-                    data = data[os.write(self.output.fd, data):]
-            finally:
-                if data:  # a failed write (disk full...): keep the rest for the next flush
-                    self._buffer.append(bytes(data))
-                    self._buffered = len(data)
+        data = memoryview(self.take())
+        try:
+            while data:
+                data = data[os.write(self.output.fd, data):]
+        finally:
+            if data:  # a failed write (disk full...): keep the rest for the next flush
+                self.put_back(bytes(data))
         if self._fsync_interval is not None and now is not None \
                 and now - self._last_fsync >= self._fsync_interval:
             self.output.fsync()
