@@ -1,1 +1,9 @@
-"""Reading lines, running units of work through the transport, counting: one batch's pipeline."""
+"""One batch's pipeline, in the order a line passes through it.
+
+``reader`` (input lines -> items) -> ``engine`` (units of work, the one-output-line guarantee,
+writing and counting; ``ordering`` for ``--ordered``) -> ``attempts`` (one request until its final
+answer: retries, backoff, the watchdog) ->
+``summary`` (what a run reports, its exit status). ``stats`` holds the live counters, state and rate
+samples everything else reads; ``batch`` runs one file end to end (lock, resume, engine, close).
+``pacing`` (rate limit, adaptive concurrency) is built and tested but not yet wired into the engine.
+"""

@@ -11,6 +11,10 @@ that has none yet. Lines are written and counted in one place (:meth:`BatchRun._
 never raises: a record that cannot be encoded is replaced by an error line, and an output that
 cannot be written stops the run (exit 3) instead of losing lines silently. Only
 :meth:`BatchRun.abandon` leaves lines without output, on purpose, for ``--resume``.
+
+Sending one request until its final answer (retries, backoff, the watchdog) is
+:mod:`.attempts`; what the run reports is :mod:`.summary`. The engine also takes the batch's rate
+samples (every second), the only sampler of :class:`.BatchStats`.
 """
 
 from __future__ import annotations
