@@ -114,6 +114,13 @@ def optional_positive(value: str) -> float | None:
     return positive(value) if value.strip().lower() not in ("", "0", "none") else None
 
 
+def linger(value: str) -> float | None:
+    """Seconds, or ``forever`` (infinity); ``0``/``none``: no lingering."""
+    if value.strip().lower() in ("forever", "inf", "infinity"):
+        return math.inf
+    return optional_positive(value)
+
+
 def optional_int(value: str) -> int | None:
     return at_least(1)(value) if value.strip().lower() not in ("", "0", "none") else None
 

@@ -85,6 +85,21 @@ class BatchConfig:
     max_response_bytes: int = 64 * MIB
     #: Largest input line accepted; past it the line is skipped to its newline: input_too_large.
     max_line_bytes: int = 64 * MIB
+    #: gRPC channels (connections) a run spreads its calls over; None: chosen from ``workers``.
+    grpc_channels: int | None = None
+    #: A connection is retired (never failing a request) after this many seconds (jittered) / requests.
+    connection_max_age: float | None = 5.0
+    connection_max_requests: int | None = None
+    #: Requests/s for the whole run (None: as fast as ``workers`` allow); AIMD concurrency under ``workers``.
+    max_rate: float | None = None
+    adaptive: bool = False
+    #: fsspec storage options (JSON text) for ``s3://``-style paths, and where remote outputs are staged.
+    storage_options: str | None = attrs.field(default=None, repr=False)
+    staging_dir: str | None = None
+    #: Keep the one-batch dashboard up this many seconds after the batch ends (``inf``: until stopped).
+    dashboard_linger: float | None = None
+    #: Each output line also carries the input line it answers.
+    join_input: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

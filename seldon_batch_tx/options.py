@@ -26,6 +26,7 @@ from .checks import (
     header_pair,
     header_pairs,
     host_port,
+    linger,
     name_segment,
     non_negative,
     option_error,
@@ -165,6 +166,25 @@ OPTIONS: tuple[Option, ...] = (
            "a larger one is that line's error (response_too_large) and its connection is dropped", at_least(1)),
     Option("max-line-bytes", None, 64 * MIB, "Largest input line accepted, in bytes; a longer one is skipped "
            "to its newline without being held in memory and gets an error line (input_too_large)", at_least(1)),
+    Option("grpc-channels", None, None, "gRPC channels (each its own connection) the calls are spread over, so "
+           "every replica behind the address gets work [default: from --workers, up to 32]", optional_int),
+    Option("connection-max-age", None, 5.0, "Retire a connection (REST or gRPC) after this many seconds, with "
+           "jitter, so replicas added by an autoscaler get work; requests are never failed by it ('none': never)",
+           optional_positive),
+    Option("connection-max-requests", None, None, "Also retire a connection after this many requests "
+           "[default: no limit]", optional_int),
+    Option("max-rate", None, None, "At most this many requests per second for the whole run, evenly spaced "
+           "[default: no limit]", optional_positive),
+    Option("adaptive", None, False, "Adapt the requests in flight (at most --workers) to the model: back off on "
+           "429/503/UNAVAILABLE/RESOURCE_EXHAUSTED and timeouts, grow again on success", None),
+    Option("storage-options", None, None, "fsspec storage options as JSON for s3:// (and other fsspec) paths, "
+           "e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}'", text),
+    Option("staging-dir", None, None, "Local directory where an output for object storage is written before "
+           "it is uploaded (and resumed from) [default: $TMPDIR/seldon-batch-staging]", path),
+    Option("dashboard-linger", None, None, "Keep the --dashboard up this many seconds after the batch ends "
+           "('forever': until Ctrl-C)", linger),
+    Option("join-input", None, False, "Each output line also carries the input line it answers (as "
+           "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )
