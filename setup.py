@@ -36,7 +36,9 @@ setup(
         "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "grpcio-tools>=1.60",
                 "pyyaml>=6", "cryptography>=42", "kubernetes-validate>=1.29",
                 "prometheus-client>=0.20", "selenium>=4.20",  # /metrics parser and the browser test
-                "hypothesis>=6.100"],
+                "hypothesis>=6.100",
+                "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5"],  # object storage and its loopback S3
+        "s3": ["fsspec>=2024.2", "s3fs>=2024.2"],
     },
     entry_points={
         "console_scripts": [
