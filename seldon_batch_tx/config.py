@@ -40,7 +40,7 @@ class BatchConfig:
     namespace: str = "default"
     host: str = "istio-ingressgateway.istio-system.svc.cluster.local:80"
     transport: str = "rest"
-    #: REST only: ``fast`` (transport_http) or ``treq`` (transport_rest).
+    #: REST only: ``fast`` (transports/fast.py) or ``treq`` (transports/treq_client.py).
     http_client: str = "fast"
     data_type: str = "data"
     payload_type: str = "ndarray"
