@@ -5,5 +5,5 @@ writing and counting; ``ordering`` for ``--ordered``) -> ``attempts`` (one reque
 answer: retries, backoff, the watchdog) ->
 ``summary`` (what a run reports, its exit status). ``stats`` holds the live counters, state and rate
 samples everything else reads; ``batch`` runs one file end to end (lock, resume, engine, close).
-``pacing`` (rate limit, adaptive concurrency) is built and tested but not yet wired into the engine.
+``pacing`` (``--max-rate``, ``--adaptive``) admits each attempt: the load a shared model bears.
 """

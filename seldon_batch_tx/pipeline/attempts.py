@@ -5,6 +5,9 @@ lines, the failure to write as their error lines, or ``None`` when the run is st
 lines are left for ``--resume``. Retries follow the transport's verdict
 (:attr:`RequestFailed.retryable`) with full-jitter backoff; the watchdog is the engine's own
 bound on a request, so a transport that never ends one cannot hold a worker for ever.
+Each attempt passes :class:`.Pacing` first (``--max-rate``, ``--adaptive``) and reports back how
+it ended; under ``--adaptive`` the server shedding load is not the request's fault, so such an
+attempt does not count against ``--retries`` (up to :data:`OVERLOAD_SPARE` of them per request).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from ..config import BatchConfig
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
 from ..transports.base import RequestFailed, Transport
+from .pacing import Pacing, Permit, outcome_of
 from .stats import BatchStats
 from .summary import describe
 
@@ -30,6 +34,9 @@ Record = dict[str, Any]
 
 #: Seconds between the watchdog's looks at the requests in flight.
 WATCHDOG_INTERVAL = 1.0
+#: Overload answers per request that, under ``--adaptive``, do not count against ``--retries``:
+#: enough to ride out the limit settling, bounded so a model that always refuses still ends.
+OVERLOAD_SPARE = 20
 
 
 def watchdog_seconds(timeout: float) -> float:
@@ -63,8 +70,11 @@ class Attempts:
     """Sends requests for one run: retries, backoff and the watchdog, cut short by a stop."""
 
     def __init__(self, config: BatchConfig, codec: Codec, transport: Transport, stats: BatchStats,
-                 clock: IReactorTime) -> None:
+                 clock: IReactorTime, pacing: Pacing | None = None) -> None:
         self._config = config
+        self._pacing = pacing
+        #: Overload attempts per request not counted against --retries (only with --adaptive).
+        self._spare = OVERLOAD_SPARE if pacing is not None and pacing.concurrency is not None else 0
         self._codec = codec
         self._transport = transport
         self._stats = stats
@@ -88,16 +98,22 @@ class Attempts:
     def close(self) -> None:
         if self._watchdog.running:
             self._watchdog.stop()
+        if self._pacing is not None:
+            self._pacing.stop()  # no timer of the rate limiter outlives the run
 
     def stop(self) -> None:
-        """No more retries: a line waiting between attempts stays unwritten for a resume."""
+        """No more retries: a line waiting between attempts (or for admission) stays for a resume."""
         self.stopping = True
+        if self._pacing is not None:
+            self._pacing.stop()
         for d in list(self._pauses):
             d.cancel()
 
     def abandon(self) -> None:
         """Requests in flight (cancelled by the engine) write nothing; ``--resume`` redoes them."""
         self.abandoned = True
+        if self._pacing is not None:
+            self._pacing.stop()
 
     async def send(self, body: dict[str, Any], members: list[Parsed]) -> list[Record] | RequestFailed | None:
         """The records of ``members``, the final failure, or None when stopped before a final answer.
@@ -107,14 +123,18 @@ class Attempts:
         """
         first = members[0].item
         failure: RequestFailed | None = None
-        for attempt in range(self._tries):
+        budget, spare = self._tries, self._spare
+        for attempt in range(self._tries + spare):  # each pass spends one of budget or spare
             if attempt:
                 self._stats.retries += 1
                 assert failure is not None
                 await self._pause(backoff_delay(attempt - 1, failure.retry_after))
                 if self.stopping or self.abandoned:
                     return None  # stopping: a resume sends these lines again
-            outcome = await self._request(body, first.instance_id, first.index, attempt)
+            admitted, permit = await self._admit()
+            if not admitted:
+                return None  # stopped while waiting for admission: the lines stay for a resume
+            outcome = await self._request(body, first.instance_id, first.index, attempt, permit)
             if isinstance(outcome, RequestFailed):
                 failure = outcome
                 if self.abandoned:
@@ -123,6 +143,12 @@ class Attempts:
                     break
                 if self.stopping:
                     return None  # leave the lines for a resume rather than record a transient error
+                if spare and outcome_of(failure) == "overload":
+                    spare -= 1  # --adaptive: the server shedding load is not this request's fault
+                else:
+                    budget -= 1
+                if budget == 0:
+                    break
                 continue
             answer = read_answer(self._codec, outcome, members)
             if isinstance(answer, RequestFailed):
@@ -135,36 +161,68 @@ class Attempts:
                                  code=failure.code, retryable=True, info=failure.info)
         return failure
 
-    async def _request(self, body: dict[str, Any], puid: str, index: int, attempt: int) -> Any:
+    async def _admit(self) -> tuple[bool, Permit | None]:
+        """Wait for the pacing's admission: ``(False, None)`` when the run stopped first."""
+        if self._pacing is None:
+            return True, None
+        try:
+            return True, await self._pacing.admit()
+        except CancelledError:
+            if self.abandoned:
+                raise  # abandon(): this unit writes nothing
+            return False, None
+
+    async def _request(self, body: dict[str, Any], puid: str, index: int, attempt: int,
+                       permit: Permit | None) -> Any:
         """One attempt: the transport's answer, or the :class:`RequestFailed` that ended it.
 
         A cancel passes through (``abandon``) unless the watchdog made it: that is a timeout.
+        How the attempt ended is reported once, to the pacing and the load counters.
         """
-        clock = self._clock
+        clock, stats = self._clock, self._stats
         sent = clock.seconds()
-        d = self._transport.send(body, puid)
-        self._deadlines[d] = sent + self._watchdog_after
+        error: BaseException | None = None
+        stats.in_flight += 1
+        d: Deferred[Any] | None = None
         try:
-            response = await d
-        except CancelledError:
+            d = self._transport.send(body, puid)
+            self._deadlines[d] = sent + self._watchdog_after
+            return await d
+        except CancelledError as e:
             if self.abandoned or d not in self._expired:
+                error = e
                 raise  # abandon(): this unit writes nothing
-            return RequestFailed(
+            error = RequestFailed(
                 "timeout", f"no answer after {self._watchdog_after:g} s: the engine's watchdog ended a request "
                 f"its transport had not ended at --timeout {self._config.timeout:g} s", retryable=True,
                 info="timeout")
+            return error
         except RequestFailed as e:
-            self._stats.observe_latency(clock.seconds() - sent)
+            error = e
             if not self.abandoned:
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
                           index=index, reason=e.reason)
             return e
+        except BaseException as e:
+            error = e  # a transport bug: the engine makes it internal_error lines
+            raise
         finally:
-            del self._deadlines[d]
-            if self._expired:
-                self._expired.discard(d)
-        self._stats.observe_latency(clock.seconds() - sent)
-        return response
+            self._ended(d, sent, permit, error)
+
+    def _ended(self, d: Deferred[Any] | None, sent: float, permit: Permit | None,
+               error: BaseException | None) -> None:
+        """An attempt ended: forget its deadline, count its latency and outcome, release its permit."""
+        stats = self._stats
+        stats.in_flight -= 1
+        if d is not None:
+            self._deadlines.pop(d, None)
+            self._expired.discard(d)
+        outcome = outcome_of(error)
+        if outcome != "cancelled":
+            stats.observe_latency(self._clock.seconds() - sent)
+            stats.observe_outcome(outcome == "overload")
+        if self._pacing is not None:
+            self._pacing.done(permit, error)
 
     def _sweep(self) -> None:
         """The engine's own bound on a request: one the transport has not ended well past

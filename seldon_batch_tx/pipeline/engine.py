@@ -13,7 +13,8 @@ cannot be written stops the run (exit 3) instead of losing lines silently. Only
 :meth:`BatchRun.abandon` leaves lines without output, on purpose, for ``--resume``.
 
 Sending one request until its final answer (retries, backoff, the watchdog) is
-:mod:`.attempts`; what the run reports is :mod:`.summary`. The engine also takes the batch's rate
+:mod:`.attempts` (admitted by :mod:`.pacing` under ``--max-rate``/``--adaptive``); what the run
+reports is :mod:`.summary`. The engine also takes the batch's rate
 samples (every second), the only sampler of :class:`.BatchStats`.
 """
 
@@ -36,6 +37,7 @@ from ..protocols.base import InputError, Parsed, make_codec
 from ..transports.base import RequestFailed, Transport
 from .attempts import Attempts, Record
 from .ordering import ReorderBuffer
+from .pacing import Pacing
 from .reader import Item, chunked
 from .stats import BatchStats
 from .summary import Summary, describe
@@ -89,8 +91,11 @@ class BatchRun:
         self._semaphore = DeferredSemaphore(config.workers)
         self._in_flight: set[Deferred[None]] = set()
         self._stop_reason: str | None = None
-        #: Each request until its final answer: retries, backoff, the watchdog.
-        self._attempts = Attempts(config, self.codec, transport, stats, clock)
+        #: --max-rate / --adaptive for this run (per daemon batch); None costs nothing.
+        self.pacing = Pacing.from_config(config, clock)
+        stats.pacing = self.pacing  # the dashboard and /metrics read the limits through the stats
+        #: Each request until its final answer: pacing, retries, backoff, the watchdog.
+        self._attempts = Attempts(config, self.codec, transport, stats, clock, self.pacing)
         #: The error that made the output unwritable; once set, nothing more is written.
         self._write_error: OSError | None = None
         #: Internal errors whose traceback is still logged; the others are error lines only.

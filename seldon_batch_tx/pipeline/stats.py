@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
+    from .pacing import Pacing
     from .summary import Summary
 
 #: Upper bounds (seconds) of the request latency histogram exported on /metrics.
@@ -44,6 +45,13 @@ class BatchStats:
     reason: str | None = None
     #: Lines found in the output when a resumed run started; included in succeeded/failed.
     resumed: int = 0
+    #: Load on the model: attempts in flight, attempts ended (cancelled ones aside), and of those
+    #: the overload signals (429/503, UNAVAILABLE/RESOURCE_EXHAUSTED, timeouts).
+    in_flight: int = 0
+    answers: int = 0
+    overloads: int = 0
+    #: The run's :class:`.Pacing` (``--max-rate``/``--adaptive``), set by the engine; None without.
+    pacing: Pacing | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def done(self) -> int:
@@ -65,6 +73,16 @@ class BatchStats:
         self.requests += 1
         self.latency_sum += seconds
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def observe_outcome(self, overload: bool) -> None:
+        """An attempt ended (answered or failed); ``overload``: the server was shedding load."""
+        self.answers += 1
+        self.overloads += overload
+
+    @property
+    def overload_share(self) -> float:
+        """Share of ended attempts that were overload signals (0 before any)."""
+        return self.overloads / self.answers if self.answers else 0.0
 
     def record_error(self, kind: str, index: int, reason: str) -> None:
         self.failed += 1
