@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .history import RunHistory
+
 if TYPE_CHECKING:
     from .pacing import Pacing
     from .summary import Summary
 
-#: Upper bounds (seconds) of the request latency histogram exported on /metrics.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Upper bounds (seconds) of the request latency histogram (/metrics, the dashboard's percentiles):
+#: 100 us to 100 s, neighbours at most 1.5x apart, so an interpolated percentile is within that.
+LATENCY_BUCKETS = tuple(round(m * 10.0 ** e, 6) for e in range(-4, 2) for m in (1, 1.5, 2, 3, 4, 5, 7.5)) + (100.0,)
 
 
 @attrs.define
@@ -42,6 +45,8 @@ class BatchStats:
     latency_sum: float = 0.0
     #: (time, lines done) samples for "rate now" and the throughput chart; bounded.
     samples: deque[tuple[float, int]] = attrs.field(factory=lambda: deque(maxlen=600))
+    #: The whole run's (time, done, failed), thinned to a bounded size, for the dashboard's charts.
+    history: RunHistory = attrs.field(factory=RunHistory)
     reason: str | None = None
     #: Lines found in the output when a resumed run started; included in succeeded/failed.
     resumed: int = 0
@@ -92,6 +97,7 @@ class BatchStats:
     def sample(self, now: float) -> None:
         """Record (time, lines done) for the rates; the engine calls it while the batch runs."""
         self.samples.append((now, self.done))
+        self.history.add(now, self.done, self.failed)
 
     def elapsed(self, now: float) -> float:
         if self.started is None:
