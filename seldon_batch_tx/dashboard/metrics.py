@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ..pipeline.stats import LATENCY_BUCKETS
-from .registry import BatchRegistry, Totals
+from .registry import BatchEntry, BatchRegistry, Totals
 from .security import display_text, public_id, redact
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -68,11 +68,34 @@ def totals(registry: BatchRegistry) -> Totals:
     retired = registry.retired
     total.succeeded, total.failed, total.retries = retired.succeeded, retired.failed, retired.retries
     total.requests, total.latency_sum = retired.requests, retired.latency_sum
+    total.answers, total.overloads = retired.answers, retired.overloads
     total.latency_counts = list(retired.latency_counts)
     total.errors_by_kind = Counter(retired.errors_by_kind)
     for entry in registry.entries():
         total.add(entry.stats)
     return total
+
+
+def load_gauges(out: _Text, entries: list[tuple[BatchEntry, dict[str, str]]]) -> None:
+    """Per batch: requests in flight, the concurrency limit, ``--max-rate``, the overload share."""
+    p = PREFIX
+    out.family(f"{p}_requests_in_flight", "gauge", "Requests of one batch in flight now.")
+    for e, ids in entries:
+        out.sample(f"{p}_requests_in_flight", e.stats.in_flight, ids)
+    out.family(f"{p}_concurrency_limit", "gauge", "Requests one batch may have in flight now (--adaptive's "
+               "limit, else --workers).")
+    for e, ids in entries:
+        limit = e.concurrency_limit
+        if limit is not None:
+            out.sample(f"{p}_concurrency_limit", limit, ids)
+    out.family(f"{p}_rate_limit", "gauge", "--max-rate of one batch in requests per second (batches with one).")
+    for e, ids in entries:
+        rate = e.rate_limit
+        if rate is not None:
+            out.sample(f"{p}_rate_limit", float(rate), ids)
+    out.family(f"{p}_overload_share", "gauge", "Share of one batch's ended requests that were overload signals.")
+    for e, ids in entries:
+        out.sample(f"{p}_overload_share", float(e.stats.overload_share), ids)
 
 
 def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
@@ -93,6 +116,11 @@ def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
     out.sample(f"{p}_requests_total", total.requests)
     out.family(f"{p}_retries_total", "counter", "Requests retried after a retryable failure.")
     out.sample(f"{p}_retries_total", total.retries)
+    out.family(f"{p}_answers_total", "counter", "Requests that ended, answered or failed (cancelled ones aside).")
+    out.sample(f"{p}_answers_total", total.answers)
+    out.family(f"{p}_overload_answers_total", "counter", "Of those, overload signals: HTTP 429/503, gRPC "
+               "UNAVAILABLE/RESOURCE_EXHAUSTED, timeouts.")
+    out.sample(f"{p}_overload_answers_total", total.overloads)
 
     name = f"{p}_request_duration_seconds"
     out.family(name, "histogram", "Time from sending a request to its answer or failure.")
@@ -123,6 +151,8 @@ def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
     out.family(f"{p}_batch_rate_lines_per_second", "gauge", "Recent throughput of one batch.")
     for e, ids in entries:
         out.sample(f"{p}_batch_rate_lines_per_second", float(e.stats.rate_now()), ids)
+
+    load_gauges(out, entries)
 
     out.family(f"{p}_uptime_seconds", "gauge", "Seconds since this process started its registry.")
     out.sample(f"{p}_uptime_seconds", float(now - registry.started))

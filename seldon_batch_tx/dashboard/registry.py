@@ -47,7 +47,31 @@ class BatchEntry:
         data["spark"] = chart_samples(self.stats, 60) if self.stats.state == "running" else []
         data["transport"] = self.config.transport if self.config else None
         data["workers"] = self.config.workers if self.config else None
+        data.update(self.load_json())
         return data
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """Requests allowed in flight now: ``--adaptive``'s limit, else ``--workers``."""
+        pacing = self.stats.pacing
+        if pacing is not None and pacing.concurrency is not None:
+            return pacing.concurrency.limit
+        return self.config.workers if self.config else None
+
+    @property
+    def rate_limit(self) -> float | None:
+        """``--max-rate`` of this batch (requests/s), None without one."""
+        pacing = self.stats.pacing
+        return pacing.rate.rate if pacing is not None and pacing.rate is not None else None
+
+    def load_json(self) -> dict[str, Any]:
+        """The load on the model, so an operator sharing it with online traffic sees what it bears."""
+        stats = self.stats
+        pacing = stats.pacing
+        return {"in_flight": stats.in_flight, "concurrency_limit": self.concurrency_limit,
+                "adaptive": pacing is not None and pacing.concurrency is not None,
+                "rate_limit": self.rate_limit, "answers": stats.answers, "overloads": stats.overloads,
+                "overload_share": round(stats.overload_share, 4)}
 
     def detail_json(self, now: float) -> dict[str, Any]:
         data = self.summary_json(now)
@@ -92,6 +116,8 @@ class Totals:
     failed: int = 0
     retries: int = 0
     requests: int = 0
+    answers: int = 0
+    overloads: int = 0
     latency_sum: float = 0.0
     latency_counts: list[int] = attrs.field(factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     errors_by_kind: Counter[str] = attrs.field(factory=Counter)
@@ -101,6 +127,8 @@ class Totals:
         self.failed += stats.failed
         self.retries += stats.retries
         self.requests += stats.requests
+        self.answers += stats.answers
+        self.overloads += stats.overloads
         self.latency_sum += stats.latency_sum
         for i, count in enumerate(stats.latency_counts):
             self.latency_counts[i] += count
