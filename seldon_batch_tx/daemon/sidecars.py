@@ -35,11 +35,13 @@ SIDECAR_NEVER = frozenset({"input-data-path", "output-data-path", "dashboard", "
 #: Options a sidecar may set without the operator's leave: how lines are encoded and paced, and
 #: how hard this one file is pushed. None of them changes where requests go, what credentials or
 #: headers they carry, or how much memory one answer may take. ``workers`` is capped at the
-#: daemon's own ``--workers``. ``model-version`` is not here: it is part of the model's address
-#: (a path segment on the daemon's host, sent with its credentials).
+#: daemon's own ``--workers``, ``max-rate`` at its ``--max-rate``, and ``adaptive`` cannot turn the
+#: daemon's ``--adaptive`` off: a file may go easier on the model, never harder. ``model-version``
+#: is not here: it is part of the model's address (a path segment on the daemon's host, sent with
+#: its credentials).
 SIDECAR_SAFE = frozenset({"data-type", "payload-type", "method", "batch-size", "batch-id", "batch-interval",
                           "workers", "retries", "timeout", "max-failures", "ordered", "input-name", "benchmark",
-                          "fsync-interval"})
+                          "fsync-interval", "max-rate", "adaptive"})
 #: Keys an operator may add with ``--sidecar-allow``: host, transport, protocol, TLS, headers,
 #: tokens, model and deployment, namespace, gateway, shards, limits and the drain time.
 SIDECAR_ALLOWABLE = frozenset(o.name for o in OPTIONS) - SIDECAR_NEVER - SIDECAR_SAFE
@@ -120,6 +122,19 @@ def _coerce(option: Option, key: Any, value: Any) -> Any:
         raise Rejected(f"sidecar setting {key!r}: {e}") from None
 
 
+def _no_harder_on_the_model(config: BatchConfig, changes: dict[str, Any], label: str) -> None:
+    """A sidecar may lower the daemon's ``--max-rate`` and turn ``--adaptive`` on, never the reverse:
+    the operator's limits protect a model shared with online traffic."""
+    cap = config.max_rate
+    if cap is not None and "max_rate" in changes and (changes["max_rate"] is None or changes["max_rate"] > cap):
+        log.info("sidecar {sidecar}: max-rate {asked} capped at the daemon's {cap}", sidecar=label,
+                 asked=changes["max_rate"], cap=cap)
+        changes["max_rate"] = cap
+    if config.adaptive and changes.get("adaptive") is False:
+        log.info("sidecar {sidecar}: adaptive stays on (the daemon's --adaptive)", sidecar=label)
+        changes["adaptive"] = True
+
+
 def apply_sidecar(config: BatchConfig, path: str, allow: frozenset[str] = frozenset(),
                   max_workers: int | None = None) -> BatchConfig:
     """``config`` with the settings of a sidecar ``NAME.json``, coerced by the option table.
@@ -138,6 +153,7 @@ def apply_sidecar(config: BatchConfig, path: str, allow: frozenset[str] = frozen
         log.info("sidecar {sidecar}: workers {asked} capped at the daemon's {cap}", sidecar=label,
                  asked=changes["workers"], cap=max_workers)
         changes["workers"] = max_workers
+    _no_harder_on_the_model(config, changes, label)
     try:
         return config.replace(**changes)
     except (ValueError, TypeError) as e:
