@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import txaio
@@ -18,9 +18,12 @@ from ..config import BatchConfig
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
+from ..storage.batchio import BatchFiles, open_files
+from ..storage.paths import StorageError, display
+from ..storage.pipes import StdoutLines
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
-from .reader import count_lines, read_items
+from .reader import read_items
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -36,12 +39,18 @@ def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | N
     return lambda index: all(p(index) for p in predicates)
 
 
-def shard_filter(config: BatchConfig, lines: int) -> tuple[list[Callable[[int], bool]], int]:
-    """The ``wanted`` predicates of ``--shard-index/--shard-count`` and how many lines the shard owns."""
+def shard_filter(config: BatchConfig, lines: int | None) -> tuple[list[Callable[[int], bool]], int | None]:
+    """The ``wanted`` predicates of ``--shard-index/--shard-count`` and how many lines the shard owns
+    (None when the input's count is not known)."""
     if config.shard_count <= 1:
         return [], lines
     index, count = config.shard_index, config.shard_count
-    return [lambda i: i % count == index], len(range(index, lines, count))
+    return [lambda i: i % count == index], None if lines is None else len(range(index, lines, count))
+
+
+def writer_path(config: BatchConfig) -> str:
+    """The output as messages name it (a URL without its user part or query)."""
+    return display(config.output_data_path)
 
 
 def output_line_limit(config: BatchConfig) -> int:
@@ -71,18 +80,33 @@ class Batch:
         self._abandon_call: Any = None
 
     async def run(self) -> Summary:
+        """Open the input and the output (a file, ``-`` or a URL), run, close; a remote output's
+        staging file is uploaded when the run ended, also when it stopped early."""
+        try:
+            files = await open_files(self.config, self._reactor)
+        except (StorageError, OSError) as e:
+            self.stats.fail(str(e))
+            raise
+        try:
+            summary = await self._run_files(files)
+        finally:
+            files.close()
+        if files.output.remote:
+            summary = await self._upload(files, summary)
+        log.info("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
+        return summary
+
+    async def _run_files(self, files: BatchFiles) -> Summary:
         config, stats = self.config, self.stats
-        input_lines = count_lines(config.input_data_path)
+        input_lines = files.input_lines()
         # Lines this run skips: other shards' (--shard-index/--shard-count); a resume adds its own.
         wanted, stats.total = shard_filter(config, input_lines)
         try:
-            writer = LineWriter(config.output_data_path, append=config.resume or config.retry_failed,
-                                fsync_interval=config.fsync_interval, mode=self._output_mode,
-                                not_same_as=config.input_data_path)
+            writer = files.writer(config, self._output_mode)
         except (OutputRefused, OSError) as e:
             stats.fail(str(e))
             raise
-        flusher = LoopingCall(self._flush, writer)
+        flusher = LoopingCall(self._flush, writer, files)
         flusher.clock = self._reactor
         close_error: OSError | None = None
         started = False
@@ -91,7 +115,7 @@ class Batch:
             self._transport.start()
             started = True
             flusher.start(min(1.0, self.config.fsync_interval or 1.0), now=False)
-            summary = await self._run_engine(writer, all_of(wanted))
+            summary = await self._run_engine(files, writer, all_of(wanted))
         except BaseException as e:
             stats.fail(str(e))
             raise
@@ -107,19 +131,30 @@ class Batch:
                     self._abandon_call.cancel()
                 if started:
                     await self._transport.stop()
-        config = self.config
         if close_error is not None and self._run is not None and self._run.output_error is None:
             # Lines counted as written are not on disk: the run did not finish, a --resume redoes them.
-            summary = attrs.evolve(summary, stopped_early=f"cannot write the output {config.output_data_path}: "
+            summary = attrs.evolve(summary, stopped_early=f"cannot write the output {writer_path(self.config)}: "
                                                           f"{describe(close_error)}")
-        log.info("batch {batch_id} finished: {summary}", batch_id=config.batch_id, summary=summary.text())
         return summary
 
-    def _resume(self, writer: LineWriter, input_lines: int, wanted: list[Callable[[int], bool]]) -> None:
+    async def _upload(self, files: BatchFiles, summary: Summary) -> Summary:
+        """Upload the staging file; a failed upload is a run that did not finish (exit 3, the
+        staging file stays for ``--resume``)."""
+        try:
+            await files.upload(self._reactor)
+        except StorageError as e:
+            log.error("batch {batch_id}: {error}", batch_id=self.config.batch_id, error=str(e))
+            return attrs.evolve(summary, stopped_early=summary.stopped_early or str(e))
+        return summary
+
+    def _resume(self, writer: LineWriter | StdoutLines, input_lines: int | None,
+                wanted: list[Callable[[int], bool]]) -> None:
         """``--resume``/``--retry-failed``: adopt the output's batch id and counts, and skip its lines."""
         config, stats = self.config, self.stats
         if not (config.resume or config.retry_failed):
             return
+        if input_lines is None or not isinstance(writer, LineWriter):  # refused before the run (preflight)
+            raise StorageError("--resume needs an input and an output that are files or URLs, not - (a pipe)")
         state = prepare_resume(writer.output, config.batch_id if config.batch_id_given else None,
                                total=input_lines, retry_failed=config.retry_failed,
                                max_line_bytes=output_line_limit(config))
@@ -132,21 +167,34 @@ class Batch:
         stats.succeeded, stats.failed = state.succeeded, state.failed
         stats.resumed = state.succeeded + state.failed
 
-    async def _run_engine(self, writer: LineWriter, wanted: Callable[[int], bool] | None) -> Summary:
-        """The engine over the input file (a :meth:`stop` that came first is passed on)."""
+    async def _run_engine(self, files: BatchFiles, writer: LineWriter | StdoutLines,
+                          wanted: Callable[[int], bool] | None) -> Summary:
+        """The engine over the input (a :meth:`stop` that came first is passed on)."""
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
-                 batch_id=config.batch_id, total=self.stats.total, path=config.input_data_path,
+                 batch_id=config.batch_id, total=self.stats.total, path=display(config.input_data_path),
                  model=config.deployment_name, transport=config.transport)
-        with open(config.input_data_path, "rb") as stream:
-            items = read_items(stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
-            self._run = BatchRun(config, items, self._transport, writer, self.stats, self._reactor)
-            if self._stop_reason:
-                self._run.stop(self._stop_reason)
-            return await self._run.run()
+        counted = files.source.total_lines is not None
+        if not counted:  # every index is seen, so the total is exact once the input ends
+            wanted = files.seen.wanted(wanted)
+        items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
+        if not counted:
+            items = files.seen.follow(items, self._read_all)
+        # the engine takes any LineBuffer with a path; StdoutLines has one
+        self._run = BatchRun(config, items, self._transport, cast(LineWriter, writer), self.stats, self._reactor)
+        if self._stop_reason:
+            self._run.stop(self._stop_reason)
+        return await self._run.run()
 
-    def _flush(self, writer: LineWriter) -> None:
-        """The periodic flush; an output that cannot be written stops the run (exit 3), never the timer."""
+    def _read_all(self, lines: int) -> None:
+        """The input ended: its exact line count replaces the estimate before the summary."""
+        self.stats.total = shard_filter(self.config, lines)[1]
+
+    def _flush(self, writer: LineWriter | StdoutLines, files: BatchFiles) -> None:
+        """The periodic flush (and a total not counted re-estimated); an output that cannot be written
+        stops the run (exit 3), never the timer."""
+        if files.source.total_lines is None and self._run is not None and self.stats.state == "running":
+            self.stats.total = shard_filter(self.config, files.input_lines())[1]
         try:
             writer.flush(self._reactor.seconds())
         except OSError as e:

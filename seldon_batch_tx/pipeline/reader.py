@@ -10,6 +10,8 @@ from typing import BinaryIO
 
 import attrs
 
+from ..storage.reading import count_stream_lines
+
 #: ``--max-line-bytes`` default (as ``BatchConfig.max_line_bytes``): longer lines are never held whole.
 DEFAULT_MAX_LINE_BYTES = 64 << 20
 #: The UTF-8 byte order mark some editors put at the start of a file.
@@ -58,14 +60,9 @@ def instance_ids(batch_id: str) -> Callable[[int], str]:
 
 
 def count_lines(path: str, chunk_size: int = 1 << 20) -> int:
-    """Count input lines cheaply (a trailing line without newline counts) for progress."""
-    total = 0
-    last = b"\n"
+    """Count a local file's lines cheaply (a trailing line without newline counts) for progress."""
     with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            total += chunk.count(b"\n")
-            last = chunk[-1:]
-    return total + (0 if last == b"\n" else 1)
+        return count_stream_lines(f, chunk_size)
 
 
 def read_items(

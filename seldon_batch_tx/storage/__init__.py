@@ -4,7 +4,7 @@ Local-only runs import nothing of fsspec: it is loaded on the first URL. ``s3://
 ``[s3]`` extra (s3fs).
 """
 
-from .access import check_access
+from .access import check_access, preflight
 from .merging import LocalMerge, expected_lines, merge_paths
 from .paths import (
     STDIO,
@@ -25,5 +25,5 @@ __all__ = [
     "STDIO", "InputSource", "LocalMerge", "StagedOutput", "StdoutLines", "StorageError", "check_access",
     "count_lines", "count_stream_lines", "default_staging_dir", "display", "expected_lines", "filesystem",
     "is_remote", "is_stdio", "merge_paths", "open_input", "open_output", "parse_storage_options",
-    "prefetching", "redact", "stage_output", "staging_path", "storage_options",
+    "preflight", "prefetching", "redact", "stage_output", "staging_path", "storage_options",
 ]

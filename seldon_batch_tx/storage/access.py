@@ -10,9 +10,22 @@ store's reason, never a key, a secret or a token.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .paths import S3_PROTOCOLS, StorageError, display, filesystem, is_remote, is_stdio, local_path, protocol
+from .paths import (
+    S3_PROTOCOLS,
+    StorageError,
+    display,
+    filesystem,
+    is_remote,
+    is_stdio,
+    local_path,
+    parse_storage_options,
+    protocol,
+)
+
+if TYPE_CHECKING:
+    from ..config import BatchConfig
 
 
 def _reason(error: BaseException) -> str:
@@ -95,3 +108,33 @@ def check_access(url: str, options: dict[str, Any] | None = None, for_write: boo
         return str(e)
     except Exception as e:  # noqa: BLE001 - any backend failure (no credentials found, DNS...) is one line
         return f"{display(url)}: {_reason(e)}"
+
+
+def _pipe_problem(config: BatchConfig) -> str | None:
+    resume = config.resume or config.retry_failed
+    if resume and is_stdio(config.output_data_path):
+        return "--resume: standard output (-o -) cannot be resumed; give an output file or URL"
+    if resume and is_stdio(config.input_data_path):
+        return "--resume: standard input (-i -) cannot be read twice to check the output; give a file or URL"
+    return None
+
+
+def preflight(config: BatchConfig) -> str | None:
+    """The one line (naming the option) saying why a batch cannot start, else None; checked before
+    anything is sent. Blocking for URLs (see :func:`check_access`): call it before the reactor runs."""
+    problem = _pipe_problem(config)
+    if problem is not None:
+        return problem
+    paths = (("input-data-path", config.input_data_path, False), ("output-data-path", config.output_data_path, True))
+    if not any(is_remote(path) for _, path, _ in paths):
+        return None  # local paths were checked with the options
+    try:
+        options = parse_storage_options(config.storage_options)
+    except StorageError as e:
+        return str(e)
+    for name, path, for_write in paths:
+        if is_remote(path):
+            message = check_access(path, options, for_write)
+            if message is not None:
+                return f"--{name} {message}"
+    return None
