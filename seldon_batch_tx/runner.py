@@ -114,16 +114,17 @@ class OneBatchService(service.Service):
     async def _run(self, entry: BatchEntry) -> None:
         from .outputs.resume import ResumeError
         from .outputs.writer import OutputRefused
+        from .storage.paths import StorageError
 
         try:
             summary = await self._batch.run()
-        except (ResumeError, OutputRefused) as e:  # not resumable as asked, or held by another run: nothing sent
+        except (ResumeError, OutputRefused, StorageError) as e:  # not resumable, held, unreadable: nothing sent
             outcome = Outcome(EXIT_USAGE, refusal=" ".join(str(e).splitlines()))
         except Exception:  # noqa: BLE001 - reported, then the process exits non-zero
             log.failure("batch {batch_id} failed", batch_id=self._config.batch_id)
             outcome = Outcome(EXIT_FAILED_LINES)
         else:
-            entry.finish(self._reactor.seconds())
+            entry.finish(self._reactor.seconds(), summary)
             outcome = ran(summary, self._config)
         self._finish(outcome)
 

@@ -80,6 +80,7 @@ def file_done(dirs: WatchDir, job: Job, summary: Summary) -> None:
     record.update(input=base, output=output)
     try:
         write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n", _mode(job))
+        job.entry.summary_file = base + ".summary.json"  # the dashboard's download link serves it
     except OSError as e:
         log.warn("{name}: could not write its summary: {error}", name=shown(final), error=e)
     log.info("{name} done: {summary}", name=shown(final), summary=summary.text())

@@ -392,5 +392,5 @@ class WatchDirService(service.Service):
             log.failure("batch {batch_id} ({name}) failed", batch_id=batch.config.batch_id, name=shown(job.name))
             file_failed(self.dirs, job, f"{type(e).__name__}: {e}")
             return
-        job.entry.finish(self._reactor.seconds())
+        job.entry.finish(self._reactor.seconds(), summary)
         file_finished(self.dirs, job, summary, stopping=self._stopping)

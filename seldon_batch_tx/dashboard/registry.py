@@ -8,19 +8,22 @@ first, but their counts stay in the process-wide totals so /metrics counters nev
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from ..config import BatchConfig
 from ..pipeline.stats import LATENCY_BUCKETS, BatchStats
+from .figures import SPARK_POINTS, chart, latency_percentiles, timing
 from .security import config_secrets, public_id
 
+if TYPE_CHECKING:
+    from ..pipeline.summary import Summary
+
 FINISHED_STATES = frozenset({"done", "failed", "stopped"})
-#: Most samples sent to a browser per batch; older ones are thinned out evenly.
-MAX_CHART_POINTS = 300
 
 
 @attrs.define
@@ -32,8 +35,12 @@ class BatchEntry:
     source: str | None = None
     output: str | None = None
     created: float = 0.0
-    #: Benchmark timing once finished (elapsed, lines/s, workers, batch size).
+    #: Benchmark timing once finished (elapsed, lines/s, workers, batch size, the printed line).
     benchmark: dict[str, Any] | None = None
+    #: The run's summary (counts, exit status, its text), once finished, for the download link.
+    summary: dict[str, Any] | None = None
+    #: The summary file the daemon wrote for this batch (``done/NAME.summary.json``), if any.
+    summary_file: str | None = None
 
     @property
     def batch_id(self) -> str:
@@ -44,7 +51,10 @@ class BatchEntry:
         data["id"] = public_id(self.batch_id)  # raw ids may be neither text nor a path segment
         data["created"] = self.created
         data["benchmark"] = self.benchmark
-        data["spark"] = chart_samples(self.stats, 60) if self.stats.state == "running" else []
+        data["spark"] = chart(self.stats, now, SPARK_POINTS)
+        data["latency_ms"] = latency_percentiles(self.stats)
+        data["timing"] = timing(self.stats, now)
+        data["downloads"] = sorted(self.downloads())
         data["transport"] = self.config.transport if self.config else None
         data["workers"] = self.config.workers if self.config else None
         data.update(self.load_json())
@@ -77,7 +87,7 @@ class BatchEntry:
         data = self.summary_json(now)
         stats = self.stats
         data["latest_errors"] = list(stats.latest_errors)
-        data["samples"] = chart_samples(stats)
+        data["chart"] = chart(stats, now)
         data["source"] = self.source
         data["output"] = self.output
         data["deployment"] = self.config.deployment_name if self.config else None
@@ -85,27 +95,39 @@ class BatchEntry:
         data["latency_counts"] = list(stats.latency_counts)
         return data
 
-    def finish(self, now: float) -> None:
-        """Record the benchmark timing the way ``--benchmark`` prints it."""
+    def finish(self, now: float, summary: Summary | None = None) -> None:
+        """Record the benchmark timing (and its ``--benchmark`` line) and the run's summary, if given."""
+        from ..runner import BENCHMARK  # the runner builds these entries: imported late, not circularly
+
         stats = self.stats
         elapsed = stats.elapsed(now)
+        workers = self.config.workers if self.config else None
+        size = self.config.batch_size if self.config else None
+        rate = summary.rate if summary is not None else stats.rate_overall(now)
+        lines = summary.lines if summary is not None else stats.done
         self.benchmark = {
-            "elapsed": round(elapsed, 3),
-            "lines": stats.done,
-            "lines_per_s": round(stats.done / elapsed, 1) if elapsed > 0 else None,
-            "workers": self.config.workers if self.config else None,
-            "batch_size": self.config.batch_size if self.config else None,
+            "elapsed": round(elapsed, 3), "lines": lines, "lines_per_s": round(rate, 1) if elapsed > 0 else None,
+            "workers": workers, "batch_size": size,
+            "line": BENCHMARK.format(elapsed=elapsed, lines=lines, rate=rate, workers=workers, size=size),
         }
+        if summary is not None:
+            self.summary = {**attrs.asdict(summary), "rate": round(summary.rate, 1),
+                            "exit_code": summary.exit_code, "text": summary.text(),
+                            "benchmark": self.benchmark["line"]}
 
-
-def chart_samples(stats: BatchStats, max_points: int = MAX_CHART_POINTS) -> list[list[float]]:
-    """[[seconds since start, lines done], ...], thinned evenly to ``max_points``, newest kept."""
-    samples = list(stats.samples)
-    if len(samples) > max_points:
-        step = len(samples) / max_points
-        samples = [samples[int(i * step)] for i in range(max_points - 1)] + [samples[-1]]
-    origin = stats.started if stats.started is not None else (samples[0][0] if samples else 0.0)
-    return [[round(t - origin, 3), n] for t, n in samples]
+    def downloads(self) -> dict[str, str | dict[str, Any]]:
+        """What this batch offers for download, by kind: the recorded output file, the summary
+        (the daemon's summary file, else the run's summary). Nothing until the batch is finished."""
+        if self.stats.state not in FINISHED_STATES:
+            return {}
+        found: dict[str, str | dict[str, Any]] = {}
+        if self.output and os.path.isfile(self.output):
+            found["output"] = self.output
+        if self.summary_file and os.path.isfile(self.summary_file):
+            found["summary"] = self.summary_file
+        elif self.summary is not None:
+            found["summary"] = self.summary
+        return found
 
 
 @attrs.define

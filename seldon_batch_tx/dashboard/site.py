@@ -5,10 +5,11 @@ It only reads the :class:`.registry.BatchRegistry`; who may ask and what may lea
 live values with ``textContent`` only, so file names and error reasons (untrusted text) are escaped
 everywhere; a content security policy forbids inline scripts as a second line of defence.
 
-Routes: ``/``, ``/batches/{id}``, ``/api/batches``, ``/api/batches/{id}``, ``/metrics``,
-``/health``, ``/static/*``. When a token is set every route but ``/health`` and
-``/static/*`` (no secrets there) needs it, as ``Authorization: Bearer T``,
-``X-Dashboard-Token: T`` or ``?token=T``; the page script passes the query token on.
+Routes: ``/``, ``/batches/{id}``, ``/api/batches``, ``/api/batches/{id}``,
+``/download/{output|summary}/{id}`` (:mod:`.downloads`), ``/metrics``, ``/health``, ``/static/*``.
+When a token is set every route but ``/health`` and ``/static/*`` (no secrets there) needs it,
+as ``Authorization: Bearer T``, ``X-Dashboard-Token: T`` or ``?token=T``; the page script passes
+the query token on (to its links too).
 
 Templates and static files are the top-level ``web/`` directory, installed as the package data
 ``seldon_batch_tx/web`` (a symbolic link in the checkout): jinja2's ``PackageLoader`` and
@@ -32,6 +33,7 @@ from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from .downloads import KINDS, Download
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .registry import BatchRegistry
@@ -187,6 +189,17 @@ class ApiBatches(View):
                                          "batches": [e.summary_json(now) for e in registry.entries()]})
 
 
+class DownloadRoutes(View):
+    """``/download/{kind}/{id}``: the kind first, so a batch id may hold a ``/``."""
+
+    def getChild(self, path: bytes, request: Request) -> IResource:  # noqa: N802 - Twisted's name
+        rest = request.postpath or []
+        if path not in KINDS or not rest or not rest[0]:
+            return pages.notFound()
+        first, request.postpath = rest[0], rest[1:]
+        return Download(self.views, path, _segment(first, request))
+
+
 class Metrics(View):
     isLeaf = True
 
@@ -265,6 +278,7 @@ class DashboardRoot(Resource):
         api = Resource()
         api.putChild(b"batches", ApiBatches(views))
         self.putChild(b"api", api)
+        self.putChild(b"download", DownloadRoutes(views))
         self.putChild(b"metrics", Metrics(views))
         self.putChild(b"health", Health(views))
         self.putChild(b"static", StaticFiles(static_directory()))

@@ -1,0 +1,84 @@
+"""A finished batch's output and summary, for download from the dashboard.
+
+``/download/output/{id}`` and ``/download/summary/{id}`` serve only what the registry recorded
+for that batch (:meth:`.BatchEntry.downloads`: its output file, the daemon's summary file or the
+run's summary) and only once it is finished; nothing in the request names a path. A file is
+opened without following a symbolic link, checked to be a regular file, and streamed by a
+producer (an output may be gigabytes); its name is sent as a safe ``Content-Disposition``. The
+token rule and the Host rule of :class:`.site.DashboardRoot` apply as on every other route.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from twisted.web import static
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from .security import display_text
+
+if TYPE_CHECKING:
+    from .site import Views
+
+KINDS = {b"output": b"application/x-ndjson; charset=utf-8", b"summary": b"application/json; charset=utf-8"}
+#: Longest file name offered to the browser.
+MAX_NAME = 120
+
+
+def disposition(name: str) -> bytes:
+    """``attachment`` with an ASCII fallback name (no quotes, slashes or controls) and the UTF-8 name."""
+    shown = display_text(os.path.basename(name), limit=MAX_NAME)
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", shown).lstrip(".") or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(shown, safe='')}".encode("ascii")
+
+
+def open_regular(path: str) -> Any:
+    """``path`` opened for reading without following a link; OSError unless it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class Download(Resource):
+    """One kind of download for one batch (the batch named by the rest of the URL)."""
+
+    isLeaf = True
+
+    def __init__(self, views: Views, kind: bytes, batch_id: str) -> None:
+        super().__init__()
+        self.views, self.kind, self.batch_id = views, kind, batch_id
+
+    def render_GET(self, request: Request) -> bytes | int:
+        entry = self.views.registry.find(self.batch_id)
+        if entry is None:
+            return self.views.json(request, {"error": f"no such batch: {self.batch_id}"}, 404)
+        if entry.stats.state not in ("done", "failed", "stopped"):
+            return self.views.json(request, {"error": f"batch {self.batch_id} is {entry.stats.state}: "
+                                                      "its files can be downloaded once it is finished"}, 409)
+        kind = self.kind.decode()
+        found = entry.downloads().get(kind)
+        if isinstance(found, dict):  # the run's summary, kept in memory
+            request.setHeader(b"content-disposition", disposition(f"{entry.stats.name}.summary.json"))
+            return self.views.json(request, found)
+        try:
+            handle = open_regular(found) if found else None
+        except OSError:
+            handle = None
+        if handle is None or found is None:
+            return self.views.json(request, {"error": f"batch {self.batch_id} has no {kind} file here"}, 404)
+        request.setHeader(b"content-type", KINDS[self.kind])
+        request.setHeader(b"content-disposition", disposition(found))
+        request.setHeader(b"content-length", str(os.fstat(handle.fileno()).st_size).encode("ascii"))
+        static.NoRangeStaticProducer(request, handle).start()  # closes the file when done or cut off
+        return NOT_DONE_YET
