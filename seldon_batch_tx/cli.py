@@ -3,7 +3,7 @@
 It builds the same service tree as ``twistd seldon-batch`` (:mod:`.runner`: the registry, the
 dashboard when asked, the stderr progress bar and the one-batch service), starts it under
 ``task.react`` and stops it as twistd would on a signal; then it prints the run's outcome
-(summary, benchmark line) on stdout and leaves with its exit status.
+(summary, benchmark line) on stdout (stderr with ``-o -``) and leaves with its exit status.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def usage_exit(message: str) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(argv)
     config = options.config()
+    from .storage.access import preflight
+
+    problem = preflight(config)  # URLs and pipes: credentials, buckets, resume; before anything is sent
+    if problem is not None:
+        usage_exit(problem)
 
     from twisted.internet import task
 
@@ -103,8 +108,9 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
             await top.stopService()  # the last progress bar and the dashboard's port, before the summary
         if outcome.refusal is not None:
             usage_exit(outcome.refusal)
+        out = sys.stderr if config.output_data_path == "-" else sys.stdout  # -o -: stdout holds the lines
         for line in outcome.lines():
-            print(line, flush=True)
+            print(line, file=out, flush=True)
         raise SystemExit(outcome.code)
 
     return Deferred.fromCoroutine(run())

@@ -166,6 +166,13 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
     except (ValueError, TypeError) as e:  # settings that do not fit together: nothing has started
         print(f"{command_name()}: error: {' '.join(str(e).splitlines())}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE) from None
+    if not options["watch-dir"]:
+        from .storage.access import preflight
+
+        problem = preflight(config)  # URLs and pipes: credentials, buckets, resume; before anything is sent
+        if problem is not None:
+            print(f"{command_name()}: error: {problem}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE)
     txaio.set_global_log_level(options["log-level"])
     tune_gc()
     registry = BatchRegistry(reactor)
