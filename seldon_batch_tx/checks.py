@@ -254,6 +254,8 @@ def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -
         fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise error(f"cannot be read ({e.strerror or e})") from None
+    except ValueError:  # a NUL, or a lone surrogate no file name can hold
+        raise error("is not a usable file name") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise error("is not a regular file")

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 from twisted.python import usage
 
 from .checks import (
-    FALSE_WORDS,
-    TRUE_WORDS,
     at_least,
-    boolean,
     ca_file_problem,
     choice,
     header_pair,
@@ -52,43 +49,14 @@ from .config import (
     V2_DATATYPES,
     BatchConfig,
 )
+from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
+from .storage.paths import STDIO, is_remote, is_stdio
 
-#: Options whose values are secrets: never shown in an error, a log line or a summary.
-SECRET_OPTIONS = frozenset({"call-credentials-token", "dashboard-token"})
+__all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_output_path", "normalise_flags",
+           "parameter_rows"]
+
 #: Upper bound of --workers: the engine and the gRPC thread pool size themselves by it.
 MAX_WORKERS = 100_000
-
-
-@attrs.frozen
-class Option:
-    """One option: ``coerce`` None means a flag (``--x``/``--no-x``, or ``--x true|false``)."""
-
-    name: str
-    short: str | None
-    default: Any
-    help: str
-    coerce: Callable[[str], Any] | None = str
-    #: Other environment variables read when ``SELDON_BATCH_*`` is unset (first set wins).
-    fallback_env: tuple[str, ...] = ()
-
-    @property
-    def field(self) -> str:
-        return self.name.replace("-", "_")
-
-    @property
-    def env(self) -> str:
-        return "SELDON_BATCH_" + self.field.upper()
-
-    @property
-    def secret(self) -> bool:
-        return self.name in SECRET_OPTIONS
-
-    def parse(self, raw: str, label: str | None = None, origin: str | None = None) -> Any:
-        """``raw`` coerced, or the one-line usage error naming the option and the value (never a secret's)."""
-        try:
-            return boolean(raw) if self.coerce is None else self.coerce(raw)
-        except ValueError as e:
-            raise option_error(label or f"--{self.name}", raw, str(e), secret=self.secret, origin=origin) from None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -122,10 +90,11 @@ OPTIONS: tuple[Option, ...] = (
            at_least(1, MAX_WORKERS)),
     Option("retries", "r", 3, "How many times a failed request is retried (connection errors, timeouts, 429, "
            "5xx) before its lines are written as errors", at_least(0)),
-    Option("input-data-path", "i", "/assets/input-data.txt", "The local path of the input file, one JSON "
-           "value per line", path),
-    Option("output-data-path", "o", None, "The local path of the output file [default: INPUT with .out "
-           "before its extension]", path),
+    Option("input-data-path", "i", "/assets/input-data.txt", "The input, one JSON value per line: a local "
+           "path, an s3:// (or other fsspec) URL, or - for standard input", path),
+    Option("output-data-path", "o", None, "The output: a local path, an s3:// (or other fsspec) URL (staged "
+           "locally, uploaded at the end), or - for standard output [default: INPUT with .out before its "
+           "extension; - for -i -]", path),
     Option("method", "m", "predict", "The method of the SeldonDeployment to send the request to",
            choice(*METHODS)),
     Option("log-level", "l", "info", "The log level for the batch processor", choice(*LOG_LEVELS)),
@@ -193,79 +162,6 @@ FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
 SECRET_FILES: tuple[tuple[str, str], ...] = (("call-credentials-token-file", "call-credentials-token"),)
 
 
-def normalise_flags(argv: Sequence[str], flags: frozenset[str] = FLAG_NAMES) -> list[str]:
-    """Accept ``--use-ssl``, ``--use-ssl=true``, ``--use-ssl false`` and ``--no-use-ssl`` alike.
-
-    The original processor only took ``--use-ssl true``; flags are friendlier, and scripts
-    written for the original keep working. ``--use-ssl=maybe`` is a usage error.
-    """
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg == "--":  # everything after is an argument, as for getopt
-            out += args[i - 1:]
-            break
-        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        negated = name.startswith("no-") and name[3:] in flags
-        if name not in flags and not negated:
-            out.append(arg)
-            continue
-        if negated:
-            name = name[3:]
-        if not eq and i < len(args) and args[i].lower() in TRUE_WORDS | FALSE_WORDS:
-            value, eq = args[i], "="
-            i += 1
-        try:
-            on = boolean(value) if eq else True
-        except ValueError as e:
-            raise option_error(f"--{'no-' if negated else ''}{name}", value, str(e)) from None
-        out.append(f"--{name}" if on != negated else f"--no-{name}")
-    return out
-
-
-#: Options given any number of times (an ``opt_<name>`` method of ProcessorOptions collects them).
-REPEATABLE = frozenset({"header"})
-
-
-def parameter_rows(table: Sequence[Option]) -> list[list[Any]]:
-    """Twisted ``optParameters`` rows of the options of ``table`` that take a value."""
-    return [[o.name, o.short, o.default, o.help, o.coerce] for o in table
-            if o.coerce is not None and o.name not in REPEATABLE]
-
-
-def flag_rows(table: Sequence[Option]) -> list[list[Any]]:
-    """Twisted ``optFlags`` rows: each flag and its ``no-`` form."""
-    rows: list[list[Any]] = []
-    for o in table:
-        if o.coerce is None:
-            rows.append([o.name, o.short, o.help])
-            rows.append(["no-" + o.name, None, f"Turn --{o.name} off"])
-    return rows
-
-
-class _Parameter(usage.CoerceParameter):
-    """Twisted's handler of an option with a value, with one-line errors naming the option and value.
-
-    Twisted's own says only "Parameter type enforcement failed: ..." and names neither.
-    """
-
-    def dispatch(self, parameterName: str, value: str | None) -> None:  # noqa: N803 - Twisted's signature
-        label = f"--{parameterName}"
-        if value is None:
-            raise option_error(label, None, "needs a value")
-        try:
-            coerced = self.coerce(value)
-        except ValueError as e:
-            raise option_error(label, value, str(e), secret=parameterName in SECRET_OPTIONS) from None
-        self.options.opts[parameterName] = coerced
-        given = getattr(self.options, "given", None)
-        if isinstance(given, set):
-            given.add(parameterName)
-
-
 class ProcessorOptions(usage.Options):
     """Options of one batch run; subclasses add their own (the daemon adds ``--watch-dir``)."""
 
@@ -285,7 +181,7 @@ class ProcessorOptions(usage.Options):
         super().__init__()
         for name, handler in list(self._dispatch.items()):
             if type(handler) is usage.CoerceParameter:
-                self._dispatch[name] = _Parameter(self, handler.coerce)
+                self._dispatch[name] = Parameter(self, handler.coerce, self.label(name))
         #: Options given on the command line (they win over the environment, even a bad one).
         self.given: set[str] = set()
         #: Option -> the environment variable its value came from (named in errors).
@@ -293,8 +189,7 @@ class ProcessorOptions(usage.Options):
         self._environment_errors: dict[str, usage.UsageError] = {}
         env = os.environ if environ is None else environ
         for o in self.table:
-            if o.coerce is None or o.name in REPEATABLE:
-                self[o.name] = o.default
+            self[o.name] = o.default  # also for rows whose help tells the default (Twisted's is None there)
             variable = next((n for n in (o.env, *o.fallback_env) if env.get(n)), None)
             if variable is None:  # unset or empty: the default
                 continue
@@ -306,7 +201,18 @@ class ProcessorOptions(usage.Options):
                 self.origins[o.name] = variable
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
-        super().parseOptions(normalise_flags(options if options is not None else sys.argv[1:]))
+        flags = frozenset(o.name for o in self.table if o.coerce is None)
+        labels = {o.name: o.label for o in self.table}
+        super().parseOptions(normalise_flags(options if options is not None else sys.argv[1:], flags, labels))
+
+    def label(self, name: str) -> str:
+        """``-g/--gateway-type``: the option as errors name it."""
+        return next((o.label for o in self.table if o.name == name), f"--{name}")
+
+    def opt_version(self) -> None:
+        """Print this tool's, Twisted's and gRPC's versions and exit"""
+        print(versions(), flush=True)
+        raise SystemExit(0)
 
     def parseArgs(self, *args: str) -> None:  # noqa: N802
         if args:
@@ -332,7 +238,7 @@ class ProcessorOptions(usage.Options):
                 self[o.name] = False
         self._read_secret_files()
         if not self["deployment-name"]:
-            raise usage.UsageError("--deployment-name/-d: is required (or $SELDON_BATCH_DEPLOYMENT_NAME)")
+            raise usage.UsageError("-d/--deployment-name: is required (or $SELDON_BATCH_DEPLOYMENT_NAME)")
         if not 0 <= self["shard-index"] < self["shard-count"]:
             # Two options that do not fit together: the message names both (and has kept its wording).
             origin = None if "shard-index" in self.given else self.origins.get("shard-index")
@@ -348,7 +254,7 @@ class ProcessorOptions(usage.Options):
 
     def error(self, name: str, value: str | None, why: str) -> usage.UsageError:
         """The one-line error for option ``name`` as it was given (flag or environment variable)."""
-        return option_error(f"--{name}", value, why, secret=name in SECRET_OPTIONS,
+        return option_error(self.label(name), value, why, secret=name in SECRET_OPTIONS,
                             origin=None if name in self.given else self.origins.get(name))
 
     def _read_secret_files(self) -> None:
@@ -358,7 +264,7 @@ class ProcessorOptions(usage.Options):
                 continue
             if self.get(target):
                 raise self.error(file_option, file_path, f"cannot be used with --{target}: give the token one way")
-            label = f"--{file_option}"
+            label = self.label(file_option)
             origin = None if file_option in self.given else self.origins.get(file_option)
             self[target] = read_secret_file(label, file_path, origin=origin)
 
@@ -374,16 +280,20 @@ class ProcessorOptions(usage.Options):
                                  "V2 request)")
 
     def _check_paths(self) -> None:
+        """Local paths here; URLs (checked over the network) and ``-`` in :func:`.storage.preflight`."""
         path = self["input-data-path"]
-        if not os.path.isfile(path):
+        local = not (is_remote(path) or is_stdio(path))
+        if local and not os.path.isfile(path):
             raise self.error("input-data-path", path, "the input file does not exist or is not a file")
-        if not os.access(path, os.R_OK):
+        if local and not os.access(path, os.R_OK):
             raise self.error("input-data-path", path, "the input file is not readable")
-        out = self["output-data-path"] or default_output_path(path, self["shard-index"], self["shard-count"])
-        if os.path.abspath(out) == os.path.abspath(path):
+        out = self["output-data-path"] or (STDIO if is_stdio(path) else
+                                           default_output_path(path, self["shard-index"], self["shard-count"]))
+        if out == path or (local and os.path.abspath(out) == os.path.abspath(path)):
             raise self.error("output-data-path", out, "the output path must differ from the input path")
         directory = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        local_out = not (is_remote(out) or is_stdio(out))
+        if local_out and (not os.path.isdir(directory) or not os.access(directory, os.W_OK)):
             raise self.error("output-data-path", out, f"the output directory {shown(directory)} does not exist or "
                              "is not writable")
         problem = ca_file_problem(self["ca-cert"]) if self["ca-cert"] else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from seldon_batch_tx.options import ProcessorOptions, default_output_path, normalise_flags
+from seldon_batch_tx.options import FLAG_NAMES, ProcessorOptions, default_output_path, normalise_flags
 
 
 @pytest.fixture
@@ -85,11 +85,11 @@ def test_usage_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
                            "-d", "x", "-i", str(tmp_path / "missing.txt")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [f"seldon-batch-processor: error: --input-data-path {tmp_path}/missing.txt: "
+    assert proc.stderr.splitlines() == [f"seldon-batch-processor: error: -i/--input-data-path {tmp_path}/missing.txt: "
                                         "the input file does not exist or is not a file"]
     assert proc.stdout == ""
 
 
 def test_flag_normalisation_leaves_other_args_alone() -> None:
-    assert normalise_flags(["-w", "true", "--benchmark", "no", "--host", "h"]) == \
+    assert normalise_flags(["-w", "true", "--benchmark", "no", "--host", "h"], FLAG_NAMES) == \
         ["-w", "true", "--no-benchmark", "--host", "h"]

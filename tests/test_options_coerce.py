@@ -30,7 +30,7 @@ from seldon_batch_tx.checks import (
     secret_token,
     shown,
 )
-from seldon_batch_tx.options import OPTIONS, ProcessorOptions, normalise_flags
+from seldon_batch_tx.options import FLAG_NAMES, OPTIONS, ProcessorOptions, normalise_flags
 from seldon_batch_tx.tap import DAEMON_TABLE
 from seldon_batch_tx.tap import Options as DaemonOptions
 
@@ -143,7 +143,7 @@ def test_boolean_words() -> None:
     with pytest.raises(ValueError, match="not a boolean"):
         boolean("maybe")
     with pytest.raises(usage.UsageError, match="^--use-ssl maybe: not a boolean"):
-        normalise_flags(["--use-ssl=maybe"])
+        normalise_flags(["--use-ssl=maybe"], FLAG_NAMES)
 
 
 # -- messages --------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_config_repr_hides_secrets(infile: Path) -> None:
 def test_flag_wins_over_a_bad_environment_variable(infile: Path) -> None:
     env = {"SELDON_BATCH_WORKERS": "0", "SELDON_BATCH_HOST": "x:abc"}
     options = ProcessorOptions(environ=env)
-    with pytest.raises(usage.UsageError, match=r"^--workers 0 \(from \$SELDON_BATCH_WORKERS\): must be at least 1$"):
+    with pytest.raises(usage.UsageError, match=r"^-w/--workers 0 \(from \$SELDON_BATCH_WORKERS\): must be at least 1$"):
         options.parseOptions(["-d", "m", "-i", str(infile), "--host", "127.0.0.1:9"])
     options = ProcessorOptions(environ=env)
     options.parseOptions(["-d", "m", "-i", str(infile), "-w", "4", "--host", "127.0.0.1:9"])
@@ -273,7 +273,7 @@ def test_any_value_of_any_option_is_accepted_or_a_value_error(option: object, va
         option.parse(value)  # type: ignore[attr-defined]
     except usage.UsageError as e:
         message = str(e)
-        assert one_line(message) and message.startswith(f"--{option.name}")  # type: ignore[attr-defined]
+        assert one_line(message) and message.startswith(option.label)  # type: ignore[attr-defined]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
