@@ -18,12 +18,14 @@ import sys
 import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 
 from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
 from ..pipeline.reader import count_lines
+from ..storage import StorageError, check_access, display, expected_lines, merge_paths
+from ..storage.tools import add_storage_argument, tool_storage_options
 from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, outside_ranges, ranges, read_info, read_lines
 
 PROG = "seldon-batch merge"
@@ -119,8 +121,9 @@ class ShardIndex:
 
 
 def merge(paths: Sequence[str], output: str, expected: int | None = None,
-          expected_source: str = "--expected") -> ShardIndex:
-    """Merge ``paths`` into ``output`` or raise :class:`MergeError` (and write nothing)."""
+          expected_source: str = "--expected", names: Sequence[str] | None = None) -> ShardIndex:
+    """Merge ``paths`` into ``output`` or raise :class:`MergeError` (and write nothing); messages
+    call the shards ``names`` (their URLs, when ``paths`` are local copies)."""
     if len(paths) > 0xFFFF:
         raise MergeError(f"at most {0xFFFF} shard outputs can be merged at once")
     if any(_same_path(p, output) for p in paths):
@@ -134,7 +137,7 @@ def merge(paths: Sequence[str], output: str, expected: int | None = None,
         if expected > held + MAX_EXCESS:
             raise MergeError(f"{expected_source} says {expected} lines but the shards hold only {held}")
         total, source = expected, expected_source
-    index = ShardIndex(list(paths), total)
+    index = ShardIndex(list(names or paths), total)
     for number, path in enumerate(paths):
         with open(path, "rb") as stream:
             index.scan(number, stream)
@@ -185,11 +188,14 @@ def _parser() -> argparse.ArgumentParser:
                     "batch_index order. Fails, writing nothing, when a line is missing or duplicated. "
                     "Give the input's line count (--expected or --input) to also catch missing last lines; "
                     "without it the total is taken to be the number of lines the shards hold.")
-    parser.add_argument("-o", "--output", required=True, help="the merged output file (written atomically)")
+    parser.add_argument("-o", "--output", required=True, help="the merged output file (written atomically) or "
+                        "s3:// / fsspec URL (uploaded once merged)")
     total = parser.add_mutually_exclusive_group()
     total.add_argument("--expected", type=int, metavar="N", help="the input had N lines (batch_index 0..N-1)")
-    total.add_argument("--input", metavar="INPUT", help="the input file the shards processed (its lines are counted)")
-    parser.add_argument("shards", nargs="+", metavar="SHARD_OUTPUT", help="the output files of the shards")
+    total.add_argument("--input", metavar="INPUT", help="the input file or URL the shards processed (its lines "
+                       "are counted)")
+    parser.add_argument("shards", nargs="+", metavar="SHARD_OUTPUT", help="the output files (or URLs) of the shards")
+    add_storage_argument(parser)
     return parser
 
 
@@ -199,18 +205,23 @@ def main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
-    for path in [*args.shards, *([args.input] if args.input else [])]:
-        if not os.path.isfile(path):
-            print(f"{PROG}: error: {path!r} does not exist or is not a file", file=sys.stderr)
-            return EXIT_USAGE
     if args.expected is not None and args.expected < 0:
         print(f"{PROG}: error: --expected must not be negative", file=sys.stderr)
         return EXIT_USAGE
-    expected, source = args.expected, "--expected"
-    if args.input:
-        expected, source = count_lines(args.input), f"the {args.input!r} line count"
     try:
-        index = merge(args.shards, args.output, expected, source)
+        storage = tool_storage_options(args.storage_options)
+        for path, for_write in [*((s, False) for s in [*args.shards, *([args.input] if args.input else [])]),
+                                (args.output, True)]:
+            problem = check_access(path, storage, for_write)
+            if problem is not None:
+                raise StorageError(problem)
+        expected, source = args.expected, "--expected"
+        if args.input:
+            expected, source = expected_lines(args.input, storage), f"the {display(args.input)!r} line count"
+        index = _merge_anywhere(args.shards, args.output, expected, source, storage)
+    except StorageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except MergeError as e:
         print(f"{PROG}: error: {e}; nothing written", file=sys.stderr)
         return EXIT_INVALID
@@ -218,5 +229,15 @@ def main(argv: Sequence[str]) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_INVALID
     print(f"merged {index.total} lines ({index.total - index.failures} succeeded, {index.failures} failed) "
-          f"from {len(args.shards)} shard outputs into {args.output}", file=sys.stderr)
+          f"from {len(args.shards)} shard outputs into {display(args.output)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _merge_anywhere(shards: Sequence[str], output: str, expected: int | None, source: str,
+                    storage: dict[str, Any]) -> ShardIndex:
+    """:func:`merge` on files or URLs: remote shards are copied locally, a remote output is uploaded
+    once merged (only when the merge succeeded: the object appears whole or not at all)."""
+    if output in shards:
+        raise MergeError(f"the output {display(output)!r} is also a shard output")
+    with merge_paths(shards, output, storage) as local:
+        return merge(local.shards, local.output, expected, source, names=[display(s) for s in shards])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
@@ -24,7 +23,8 @@ from typing import Any, TextIO
 import attrs
 
 from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
-from ..pipeline.reader import count_lines
+from ..storage import StorageError, check_access, expected_lines, open_input
+from ..storage.tools import add_storage_argument, tool_storage_options
 from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, outside_ranges, ranges, read_info, read_lines
 
 __all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE", "Report", "main", "ranges",
@@ -123,13 +123,15 @@ class Report:
 
 
 def verify(input_path: str, output_path: str, shard_index: int = 0, shard_count: int = 1, *,
-           max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Report:
+           max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, storage: dict[str, Any] | None = None) -> Report:
     """Compare ``output_path`` with the lines of ``input_path`` this shard owns; never raises on
-    what the output holds (every line is readable or counted as unreadable with its number)."""
-    report = Report(count_lines(input_path), shard_index, shard_count)
+    what the output holds (every line is readable or counted as unreadable with its number).
+
+    Either may be a URL (``storage``: its fsspec options): both are streamed once, in order."""
+    report = Report(expected_lines(input_path, storage), shard_index, shard_count)
     total = report.total
-    with open(output_path, "rb") as f:
-        for line in read_lines(f, max_line_bytes):
+    with open_input(output_path, storage) as source:
+        for line in read_lines(source.stream, max_line_bytes):
             report.lines += 1
             try:
                 info = read_info(line, max_line_bytes)
@@ -179,12 +181,13 @@ def main(argv: Sequence[str]) -> int:
                                      epilog="Exit status: 0 complete, 1 missing/duplicated/unexpected/unreadable "
                                             "lines or error lines (with --allow-failed: only the former), "
                                             "2 usage error.")
-    parser.add_argument("input", help="the input file, one JSON value per line")
-    parser.add_argument("output", help="the output file written by seldon-batch-processor")
+    parser.add_argument("input", help="the input file (or s3:// / fsspec URL), one JSON value per line")
+    parser.add_argument("output", help="the output file (or URL) written by seldon-batch-processor")
     parser.add_argument("--shard-index", type=int, default=0, help="the output is of this shard only")
     parser.add_argument("--shard-count", type=int, default=1)
     parser.add_argument("--allow-failed", action="store_true", help="exit 0 when complete despite error lines")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_storage_argument(parser)
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as e:
@@ -192,11 +195,16 @@ def main(argv: Sequence[str]) -> int:
     if not 0 <= args.shard_index < args.shard_count:
         print("seldon-batch verify: --shard-index must be in 0..SHARD_COUNT-1", file=sys.stderr)
         return EXIT_USAGE
-    for path in (args.input, args.output):
-        if not os.path.isfile(path):
-            print(f"seldon-batch verify: {path!r} is not a file", file=sys.stderr)
-            return EXIT_USAGE
-    report = verify(args.input, args.output, args.shard_index, args.shard_count)
+    try:
+        storage = tool_storage_options(args.storage_options)
+        for path in (args.input, args.output):
+            problem = check_access(path, storage)
+            if problem is not None:
+                raise StorageError(problem)
+        report = verify(args.input, args.output, args.shard_index, args.shard_count, storage=storage)
+    except StorageError as e:
+        print(f"seldon-batch verify: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
