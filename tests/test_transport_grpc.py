@@ -304,19 +304,22 @@ async def test_feedback_metadata(loopback: LoopbackServer) -> None:
     assert loopback.recorder.metadata[0]["seldon"] == "mymodel"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "channels", "expected"), [(m, None, 16) for m in MODES] + [("aio", 3, 3)])
 @pytest_twisted.ensureDeferred
-async def test_one_connection_for_all_calls(loopback: LoopbackServer, mode: str) -> None:
-    """All calls of a run share one channel: the server sees a single client peer."""
-    transport = GrpcTransport(make_config(loopback.host, workers=8), the_reactor(), mode=mode)
+async def test_calls_spread_over_the_channels(loopback: LoopbackServer, mode: str, channels: int | None,
+                                              expected: int) -> None:
+    """Calls go over ``--grpc-channels`` connections (default: twice the workers, at least 8), each
+    its own: the server sees that many client peers (grpcio's global subchannel pool would merge them)."""
+    config = make_config(loopback.host, workers=8, grpc_channels=channels, connection_max_age=None)
+    transport = GrpcTransport(config, the_reactor(), mode=mode)
     transport.start()
     try:
-        ds = [transport.send({"strData": f"n{i}"}, f"p{i}") for i in range(30)]
+        ds = [transport.send({"strData": f"n{i}"}, f"p{i}") for i in range(60)]
         for d in ds:
             await d
     finally:
         await transport.stop()
-    assert len(loopback.recorder.peers) == 1
+    assert len(loopback.recorder.peers) == expected
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -11,7 +11,9 @@ Behaviour shared with :class:`~seldon_batch_tx.transports.treq_client.RestTransp
 encoding, status classification (``classify``, with ``Retry-After``) and error kinds. This module
 is the pool; one connection's protocol is :mod:`.fast_connection`. At most ``config.workers``
 connections are open; idle ones are reused last-in first-out so a few hot connections serve a
-light load.
+light load. A connection past its lifetime (:mod:`.lifetime`: ``--connection-max-age``,
+``--connection-max-requests``) is closed when its answer is complete or when it leaves the idle
+stack, never under a request: a new one (its host name resolved again) takes its place.
 
 Whatever the server sends, every call ends within ``config.timeout``: its timer is cancelled only
 in the same step that fires its Deferred, and any exception met while handling an answer fails
@@ -42,6 +44,7 @@ from ..protocols.base import Target
 from .base import JSONDict, RequestFailed, internal_failure, target_for
 from .fast_connection import Call, Connection, ConnectionFactory, request_head
 from .http import connection_failure, encode_body, model_url, tls_policy
+from .lifetime import Lifetime
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
@@ -72,6 +75,8 @@ class FastHttpTransport:
         self._connections: set[Connection] = set()
         self._connecting: set[Deferred[Any]] = set()
         self._stopping = False
+        #: When a connection retires (:mod:`.lifetime`): checked as it comes back and as it leaves the idle stack.
+        self.lifetime = Lifetime.from_config(config, reactor.seconds)
         #: Connections opened over the transport's life (tests and benchmarks read it).
         self.connections_made = 0
 
@@ -146,8 +151,8 @@ class FastHttpTransport:
         """Give ``call`` an idle connection, a new one, or a place in the queue."""
         if self._stopping:
             call.fail(RequestFailed("connection", "the transport was stopped", info="connection"))
-        elif self._idle and not fresh:
-            self._idle.pop().start(call)
+        elif not fresh and (conn := self._idle_connection()) is not None:
+            conn.start(call)
         elif self._open < self._max:
             self._connect(call)
         elif fresh and self._idle:
@@ -207,7 +212,7 @@ class FastHttpTransport:
 
     def release(self, conn: Connection, keep_alive: bool) -> None:
         """A connection finished a response: next waiter, the idle stack, or closed."""
-        if not keep_alive or self._stopping or conn.lost:
+        if not keep_alive or self._stopping or conn.lost or self.lifetime.expired(conn.lease):
             self.detach(conn)
             if not conn.lost:
                 conn.out.loseConnection()
@@ -216,6 +221,16 @@ class FastHttpTransport:
             conn.start(self._waiting.popleft())
         else:
             self._idle.append(conn)
+
+    def _idle_connection(self) -> Connection | None:
+        """The most recently used idle connection still within its lifetime; the retired ones are closed."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not self.lifetime.expired(conn.lease):
+                return conn
+            self.detach(conn)
+            conn.out.loseConnection()
+        return None
 
     def detach(self, conn: Connection) -> None:
         """Stop counting ``conn`` against the limit; it is closing and will never be reused."""

@@ -120,6 +120,7 @@ class Connection(Protocol):
         self.lost = False
         self.closed: Deferred[None] | None = None
         self.out: Any = None  # the transport, typed loosely (zope interfaces confuse mypy)
+        self.lease = pool.lifetime.lease()  # retired once it runs out (checked by the pool)
         self._reset()
 
     def _reset(self) -> None:
@@ -140,6 +141,7 @@ class Connection(Protocol):
     def start(self, call: Call) -> None:
         self.call = call
         call.conn = self
+        self.lease.take()
         self.out.write(call.data)
 
     def abort(self) -> None:

@@ -1,4 +1,4 @@
-"""The gRPC transport: one channel per run, calls kept off the reactor thread.
+"""The gRPC transport: several channels per run (:mod:`.grpc_pool`), calls kept off the reactor thread.
 
 Requests arrive as REST-shaped dicts (built by the engine) and leave as the model's response
 in the same shape, so nothing downstream knows which transport ran. Which RPC, and the
@@ -11,10 +11,12 @@ Three ways of keeping gRPC off the reactor thread are implemented (``mode=``):
 * ``"aio"`` (default): ``grpc.aio`` on a private asyncio loop in one dedicated thread
   (:mod:`seldon_batch_tx.transports.grpc_loop`), calls and answers handed over in batches, one wake-up
   per burst rather than per call. Cancellable; closing the channel fails calls in flight.
-* ``"futures"``: ``stub.Predict.future(...)``; gRPC's completion thread hands each result back
-  with ``reactor.callFromThread``.
-* ``"threads"``: blocking ``stub.Predict(...)`` in a dedicated ``ThreadPool`` sized to
-  ``config.workers`` via ``deferToThreadPool`` (never the reactor's shared pool, which DNS uses).
+* ``"futures"`` and ``"threads"`` (:mod:`.grpc_sync`): grpcio's sync API, ``stub.Predict.future``
+  answered through ``reactor.callFromThread``, or blocking calls in a dedicated thread pool.
+
+Every mode spreads its calls over :func:`.grpc_channel.channel_count` channels (each its own
+connection, so a Service's replicas all get work) and replaces each after its lifetime
+(``--connection-max-age``/``--connection-max-requests``, :mod:`.lifetime`) without failing a call.
 
 Why ``aio``: measured with the whole command (10,000 lines, 50 workers, the gRPC echo server
 of bench/grpc_echo.py, a 2-core box shared with other work), ``futures`` spent 0.57 ms of
@@ -48,20 +50,28 @@ guard timer a little past ``config.timeout`` fails a call whose gRPC deadline so
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import grpc
 import txaio
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from ..config import BatchConfig
 from ..protocols.base import Target
 from .base import JSONDict, RequestFailed, ca_certificates, internal_failure, target_for
-from .grpc_channel import certificate_name_for, channel_options, fetch_server_certificate, rpc_failure, split_host_port
+from .grpc_channel import (
+    certificate_name_for,
+    channel_count,
+    channel_options,
+    fetch_server_certificate,
+    rpc_failure,
+    split_host_port,
+)
 from .grpc_loop import AioCaller
+from .grpc_sync import SyncCaller
+from .lifetime import Lifetime
 
 txaio.use_twisted()
 
@@ -71,7 +81,7 @@ SERVICES = ("Seldon", "Model")
 GUARD_SLACK = 1.0
 
 class GrpcTransport:
-    """Sends Seldon v1 predict/feedback calls over one shared gRPC channel."""
+    """Sends Seldon v1 predict/feedback calls over a pool of gRPC channels."""
 
     log = txaio.make_logger()  # type: ignore[attr-defined]
 
@@ -92,11 +102,7 @@ class GrpcTransport:
         self._reactor = reactor
         self._mode = mode
         self._service = service
-        self._channel: grpc.Channel | None = None
-        self._call: Any = None  # the stub's multi-callable for the configured method
-        self._aio: AioCaller | None = None  # mode "aio": the loop thread that owns the channel
-        self._pool: ThreadPool | None = None
-        self._shutdown_trigger: Any = None
+        self._call: AioCaller | SyncCaller | None = None  # set once calls can go
         self._running = False
         # ssl_verify=False without ca_cert: the channel opens once the certificate is fetched
         self._trust_on_first_use = config.use_ssl and not config.ssl_verify and not config.ca_cert
@@ -119,17 +125,8 @@ class GrpcTransport:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the channel (and the thread pool in ``threads`` mode)."""
+        """Open the channels (and the thread pool in ``threads`` mode)."""
         config = self._config
-        if self._mode == "threads":
-            self._pool = ThreadPool(
-                minthreads=config.workers, maxthreads=config.workers, name="grpc-transport"
-            )
-            self._pool.start()
-            # Pool threads are not daemons: stop them even if nobody calls stop().
-            self._shutdown_trigger = self._reactor.addSystemEventTrigger(
-                "during", "shutdown", self._pool.stop
-            )
         self._running = True
         if self._trust_on_first_use:
             self._begin_certificate_fetch()
@@ -147,24 +144,25 @@ class GrpcTransport:
             if name_override:
                 options.append(("grpc.ssl_target_name_override", name_override))
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-        if self._mode == "aio":
-            self._aio = AioCaller(self._reactor)
+        count = channel_count(config)
+        grpc_api: Any = grpc.aio if self._mode == "aio" else grpc
 
-            def open_channel() -> grpc.aio.Channel:  # on the loop thread
-                if credentials is None:
-                    return grpc.aio.insecure_channel(config.host, options=options)
-                return grpc.aio.secure_channel(config.host, credentials, options=options)
-
-            self._aio.start(open_channel, self._multi_callable)
-            self._call = self._aio
-        else:
+        def open_channel() -> Any:  # aio: on the loop thread
             if credentials is None:
-                self._channel = grpc.insecure_channel(config.host, options=options)
-            else:
-                self._channel = grpc.secure_channel(config.host, credentials, options=options)
-            self._call = self._multi_callable(self._channel)
+                return grpc_api.insecure_channel(config.host, options=options)
+            return grpc_api.secure_channel(config.host, credentials, options=options)
+
+        if self._mode == "aio":
+            aio = AioCaller(self._reactor)
+            aio.start(open_channel, self._multi_callable, count, Lifetime.from_config(config, time.monotonic))
+            self._call = aio
+        else:
+            sync = SyncCaller(self._reactor, self._mode, config.workers)
+            sync.start(open_channel, self._multi_callable, count, Lifetime.from_config(config, self._reactor.seconds))
+            self._call = sync
         self.log.info(
-            "gRPC channel to {host} open (tls={tls}, service={service}, method={method}, mode={mode})",
+            "gRPC channels to {host} open ({count}, tls={tls}, service={service}, method={method}, mode={mode})",
+            count=count,
             host=config.host,
             tls=config.use_ssl,
             service=self._service,
@@ -224,28 +222,10 @@ class GrpcTransport:
             )
 
     def stop(self) -> Deferred[None]:
-        """Close the channel (in-flight calls fail with CANCELLED) and join the pool's threads."""
+        """Close the channels (in-flight calls fail with CANCELLED) and join the pool's threads."""
         self._running = False
-        channel, self._channel, self._call = self._channel, None, None
-        if channel is not None:
-            channel.close()
-        aio, self._aio = self._aio, None
-        if aio is not None:
-            return aio.stop()
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return succeed(None)
-        if self._shutdown_trigger is not None:
-            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
-        done: Deferred[None] = Deferred()
-
-        def join() -> None:
-            pool.stop()
-            self._reactor.callFromThread(done.callback, None)
-
-        threading.Thread(target=join, name="grpc-transport-stop", daemon=True).start()
-        return done
+        call, self._call = self._call, None
+        return succeed(None) if call is None else call.stop()
 
     # --- requests ------------------------------------------------------------------------
 
@@ -311,12 +291,7 @@ class GrpcTransport:
             return fail(RequestFailed("input_error", f"cannot encode the request for gRPC: {reason}",
                                       info="input_error"))
         metadata = (*self._metadata, ("seldon-puid", puid))
-        if self._aio is not None:
-            return self._aio.call(request, self._config.timeout, metadata).addCallback(self._aio_outcome)
-        if self._mode == "threads":
-            assert self._pool is not None
-            return deferToThreadPool(self._reactor, self._pool, self._blocking_call, request, metadata)
-        return self._future_call(request, metadata)
+        return self._call.call(request, self._config.timeout, metadata).addCallback(self._outcome)
 
     def _failure(self, error: grpc.RpcError) -> RequestFailed:
         return rpc_failure(error, self._config.max_response_bytes)
@@ -330,7 +305,7 @@ class GrpcTransport:
         except Exception as e:  # noqa: BLE001
             raise internal_failure(e) from None
 
-    def _aio_outcome(self, outcome: tuple[bool, Any]) -> JSONDict:
+    def _outcome(self, outcome: tuple[bool, Any]) -> JSONDict:
         """On the reactor thread: the converted response, or the call's failure raised."""
         ok, value = outcome
         if ok:
@@ -339,52 +314,6 @@ class GrpcTransport:
             raise self._failure(value)
         if isinstance(value, CancelledError):
             raise value
+        if isinstance(value, ValueError):  # a sync channel closed meanwhile
+            raise RequestFailed("connection", f"gRPC channel unusable: {value}", info="connection")
         raise RequestFailed("bad_response", f"gRPC call failed: {value!r}", info="bad_response")
-
-    def _blocking_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> JSONDict:
-        """Runs in the dedicated pool."""
-        try:
-            response = self._call(request, timeout=self._config.timeout, metadata=metadata)
-        except grpc.RpcError as error:
-            raise self._failure(error) from None
-        except ValueError as error:  # the channel was closed meanwhile
-            raise RequestFailed("connection", f"gRPC channel unusable: {error}", info="connection") from None
-        except Exception as e:  # noqa: BLE001
-            raise internal_failure(e) from None
-        return self._converted(response)
-
-    def _future_call(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> Deferred[JSONDict]:
-        try:
-            future = self._call.future(request, timeout=self._config.timeout, metadata=metadata)
-        except grpc.RpcError as error:
-            return fail(self._failure(error))
-        except ValueError as error:  # e.g. the channel was closed meanwhile
-            return fail(RequestFailed("connection", f"gRPC channel unusable: {error}", info="connection"))
-        d: Deferred[JSONDict] = Deferred(lambda _: future.cancel())
-        future.add_done_callback(
-            lambda f: self._reactor.callFromThread(self._deliver, d, f)
-        )
-        return d
-
-    def _deliver(self, d: Deferred[JSONDict], future: Any) -> None:
-        """On the reactor thread: fire ``d`` from the finished gRPC future."""
-        if d.called:  # cancelled by the caller meanwhile
-            return
-        try:
-            if future.cancelled():
-                d.errback(CancelledError("gRPC call cancelled"))
-                return
-            error = future.exception()
-            if error is not None:
-                if isinstance(error, grpc.RpcError):
-                    d.errback(self._failure(error))
-                else:  # e.g. an undecodable response: still one failed request, not a crash
-                    d.errback(RequestFailed("bad_response", f"gRPC call failed: {error!r}", info="bad_response"))
-                return
-            result = self._converted(future.result())
-        except RequestFailed as e:
-            d.errback(e)
-        except Exception as e:  # noqa: BLE001 - a bug: still this call's answer
-            d.errback(internal_failure(e))
-        else:
-            d.callback(result)

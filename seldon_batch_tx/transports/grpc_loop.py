@@ -6,8 +6,9 @@ flight, a lock shared with it, one reactor wake-up per answer), which made the g
 slower than its REST one.  ``grpc.aio`` drives calls from an event loop with far less work per
 call, but needs an asyncio loop, and the reactor is not one (and must not block).  So:
 
-* one daemon thread runs a private asyncio loop that owns the ``grpc.aio`` channel; nothing
-  else ever touches the channel or its calls;
+* one daemon thread runs a private asyncio loop that owns the ``grpc.aio`` channels (a
+  :class:`~.grpc_pool.ChannelPool`: several connections, each retired by its lifetime); nothing
+  else ever touches the channels or their calls;
 * calls go in through a deque, answers come out through another; each side wakes the other
   only when its queue was empty (one ``call_soon_threadsafe`` / ``callFromThread`` per burst,
   not per call), so with 50 calls in flight most hand-offs cost no system call at all;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,9 @@ from typing import Any
 import grpc
 import txaio
 from twisted.internet.defer import CancelledError, Deferred
+
+from .grpc_pool import ChannelPool
+from .lifetime import Lifetime
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -58,8 +63,8 @@ class AioCaller:
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self._call: Any = None
+        self._pool: ChannelPool | None = None  # opened on the loop thread
+        self._closing: set[asyncio.Task[None]] = set()  # retired channels being closed
         self._inbox: deque[_Pending] = deque()  # reactor -> loop
         self._inbox_woken = False
         self._outbox: deque[tuple[_Pending, Outcome]] = deque()  # loop -> reactor
@@ -69,17 +74,25 @@ class AioCaller:
 
     # --- lifecycle (reactor thread) ------------------------------------------------------
 
-    def start(self, open_channel: Callable[[], grpc.aio.Channel], make_call: CallFactory) -> None:
-        """Start the loop thread; it opens the channel first, then takes calls (queued meanwhile)."""
+    def start(self, open_channel: Callable[[], grpc.aio.Channel], make_call: CallFactory, channels: int = 1,
+              lifetime: Lifetime | None = None) -> None:
+        """Start the loop thread; it opens ``channels`` channels first, then takes calls (queued meanwhile).
+
+        ``lifetime`` (on the loop thread's ``time.monotonic``) retires channels; by default never.
+        """
         loop = asyncio.new_event_loop()
         self._loop = loop
         ready = self._wake_loop
+        lifetime = lifetime or Lifetime(None, None, time.monotonic)
+
+        def open_slot() -> tuple[grpc.aio.Channel, Any]:
+            channel = open_channel()
+            return channel, make_call(channel)
 
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                self._channel = open_channel()
-                self._call = make_call(self._channel)
+                self._pool = ChannelPool(channels, open_slot, self._close_later, lifetime)
                 loop.call_soon(ready)
                 loop.run_forever()
             except Exception:  # noqa: BLE001 - reported, and the calls waiting are failed below
@@ -110,10 +123,13 @@ class AioCaller:
         return done
 
     async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the channel, then let every call's task post its outcome before the loop ends."""
+        """Close the channels, then let every call's task post its outcome before the loop ends."""
         try:
-            if self._channel is not None:
-                await self._channel.close(grace=None)
+            if self._pool is not None:
+                for channel in self._pool.close():
+                    await channel.close(grace=None)
+            if self._closing:
+                await asyncio.wait(list(self._closing), timeout=5.0)
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
@@ -156,7 +172,7 @@ class AioCaller:
     # --- loop thread ---------------------------------------------------------------------
 
     def _wake_loop(self) -> None:
-        if self._call is None:  # channel not open yet: start() wakes us again
+        if self._pool is None:  # channels not open yet: start() wakes us again
             return
         self._inbox_woken = False  # cleared before draining: a later append wakes us again
         loop = asyncio.get_running_loop()
@@ -173,10 +189,20 @@ class AioCaller:
         if pending.task is not None:
             pending.task.cancel()
 
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        """Close a retired channel (it carries no call any more) without waiting for it here."""
+        task = asyncio.get_running_loop().create_task(channel.close(grace=None))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _run(self, pending: _Pending) -> None:
         request, timeout, metadata = pending.args
+        pool = self._pool
+        assert pool is not None
+        slot = None
         try:
-            response = await self._call(request, timeout=timeout, metadata=metadata)
+            slot = pool.pick()
+            response = await slot.call(request, timeout=timeout, metadata=metadata)
         except asyncio.CancelledError:
             outcome: Outcome = (False, CancelledError("gRPC call cancelled") if pending.cancelled
                                 else ChannelClosed())
@@ -184,6 +210,9 @@ class AioCaller:
             outcome = (False, error)
         else:
             outcome = (True, response)
+        finally:
+            if slot is not None:
+                pool.done(slot)
         self._post(pending, outcome)
 
     def _post(self, pending: _Pending, outcome: Outcome) -> None:

@@ -8,7 +8,8 @@ Answers are bounded like the fast client's: treq's own buffering is off (it woul
 body whole), the body is collected here up to ``config.max_response_bytes`` (past it, or with a
 larger Content-Length, the connection is aborted: ``response_too_large``), the status line and
 headers are cut at ``MAX_HEADER_BYTES`` (:mod:`.twisted_internals`), and one deadline of
-``config.timeout`` covers the headers and the body.
+``config.timeout`` covers the headers and the body. Connections retire by :mod:`.lifetime`
+(``--connection-max-age``, ``--connection-max-requests``) through the pool of :mod:`.twisted_internals`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..config import BatchConfig
 from ..protocols.base import Target
 from .base import JSONDict, RequestFailed, internal_failure, target_for, too_large
 from .http import classify, connection_failure, encode_body, model_url, tls_policy
+from .lifetime import Lifetime
 from .twisted_internals import abort_response, abort_transport, bounded_pool
 
 
@@ -86,11 +88,14 @@ class RestTransport:
         for name, value in config.headers:  # --header: gateway routing (seldon-model, Host), auth...
             headers.setdefault(name, []).append(value)
         self._headers = headers
+        #: When a connection retires (:mod:`.lifetime`), read when the pool is made.
+        self.lifetime = Lifetime.from_config(config, reactor.seconds)
 
     def start(self) -> None:
         if self._client is not None:
             return
-        self._pool = bounded_pool(self._reactor, max(self._config.workers, 2))
+        lifetime = None if self.lifetime.unlimited else self.lifetime
+        self._pool = bounded_pool(self._reactor, max(self._config.workers, 2), lifetime)
         agent = Agent(self._reactor, contextFactory=tls_policy(self._config), pool=self._pool)
         self._client = treq.client.HTTPClient(agent)
 

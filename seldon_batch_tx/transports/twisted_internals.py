@@ -8,7 +8,12 @@ Twisted's public HTTP client has no hook for two bounds every answer must keep:
   one building :class:`BoundedClientProtocol`, which counts bytes while the parser
   (``_parser.state``) is in ``STATUS``/``HEADER`` and ends the answer through ``_giveUp``;
 * aborting the connection under an answer being refused mid-body (too large, timed out): the
-  response's ``_transport`` proxy and the connection behind it (``_producer``).
+  response's ``_transport`` proxy and the connection behind it (``_producer``);
+* retiring a connection (:mod:`.lifetime`): the protocol is handed the pool's quiescent callback
+  (``_HTTP11ClientFactory._quiescentCallback``); a retired connection is closed instead of being
+  given back, and a request on a connection that aged while idle in the pool is its last one
+  (``Request.persistent`` False: it says ``Connection: close`` and the connection closes after
+  the answer), so retiring never fails a request.
 
 ``tests/test_twisted_internals.py`` checks each of these names, so a Twisted release that changes
 one fails that test by name rather than weakening a bound silently.
@@ -16,6 +21,7 @@ one fails that test by name rather than weakening a bound silently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.python.failure import Failure
@@ -24,6 +30,7 @@ from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 
 from .base import MAX_HEADER_BYTES
 from .http import HeadersTooLarge
+from .lifetime import Lifetime
 
 
 class BoundedClientProtocol(HTTP11ClientProtocol):
@@ -31,9 +38,27 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
 
     _head = 0
 
+    def __init__(self, quiescentCallback: Callable[[Any], None], lifetime: Lifetime | None = None) -> None:  # noqa: N803
+        self._lifetime = lifetime
+        self._lease = None if lifetime is None else lifetime.lease()
+        self._give_back = quiescentCallback
+        super().__init__(quiescentCallback if lifetime is None else self._quiescent)
+
     def request(self, request: Any) -> Any:
         self._head = 0
+        if self._lease is not None and self._lifetime is not None:
+            if self._lifetime.expired(self._lease):
+                request.persistent = False  # aged while idle in the pool: its last request
+            self._lease.take()
         return super().request(request)
+
+    def _quiescent(self, protocol: Any) -> None:
+        """An answer is complete: back to the pool, or closed if the connection has retired."""
+        if self._lease is not None and self._lifetime is not None and self._lifetime.expired(self._lease):
+            transport: Any = self.transport
+            transport.loseConnection()
+        else:
+            self._give_back(protocol)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         parser = self._parser
@@ -47,17 +72,26 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
 
 class _QuietFactory(_HTTP11ClientFactory):
     noisy = False  # one "Starting factory" log line per connection is noise at info level
+    lifetime: Lifetime | None = None
 
     def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:  # noqa: N802 - Twisted's name
-        return BoundedClientProtocol(self._quiescentCallback)
+        return BoundedClientProtocol(self._quiescentCallback, self.lifetime)
 
 
-def bounded_pool(reactor: Any, per_host: int) -> HTTPConnectionPool:
-    """A persistent pool of at most ``per_host`` idle connections whose answers' headers are bounded."""
+def bounded_pool(reactor: Any, per_host: int, lifetime: Lifetime | None = None) -> HTTPConnectionPool:
+    """A persistent pool of at most ``per_host`` idle connections whose answers' headers are bounded
+    and whose connections retire by ``lifetime``."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = per_host
     pool.retryAutomatically = False
-    pool._factory = _QuietFactory
+    if lifetime is None:
+        pool._factory = _QuietFactory
+    else:
+        class _RetiringFactory(_QuietFactory):
+            pass
+
+        _RetiringFactory.lifetime = lifetime
+        pool._factory = _RetiringFactory
     return pool
 
 
