@@ -82,17 +82,18 @@ def test_api_lists_batches_with_progress_and_counts(site: tuple[StubTreq, BatchR
     assert first["benchmark"] is None and first["eta"] is not None and len(first["spark"]) == 5
     assert second["name"] == HOSTILE_NAME
     assert second["benchmark"] == {"elapsed": 2.0, "lines": 10, "lines_per_s": 5.0, "workers": None,
-                                   "batch_size": None}
+                                   "batch_size": None, "line": "Benchmark: elapsed time 2.000 s for 10 lines, "
+                                   "5.0 lines/s, None workers, batch size None"}
 
 
 def test_api_batch_detail_has_errors_and_chart_samples(site: tuple[StubTreq, BatchRegistry]) -> None:
-    """GET /api/batches/{id} adds the latest error reasons, throughput samples and latency buckets."""
+    """GET /api/batches/{id} adds the latest error reasons, the whole-run chart and latency buckets."""
     stub, _ = site
     code, _, body = get(stub, "/api/batches/batch-1")
     assert code == 200
     data = json.loads(body)
     assert data["latest_errors"] == [{"batch_index": 7, "kind": "http_500", "reason": HOSTILE_REASON}]
-    assert data["samples"] == [[0.0, 40], [1.0, 40], [2.0, 40], [3.0, 40], [4.0, 40]]
+    assert data["chart"] == [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [3.0, 0.0, 0.0], [4.0, 0.0, 0.0], [5.0, 1.0, 1.0]]
     assert data["deployment"] == "echo" and data["output"] == "/in/a.out.txt"
     assert len(data["latency_counts"]) == len(LATENCY_BUCKETS) + 1
     code, _, body = get(stub, "/api/batches/nope")

@@ -16,7 +16,7 @@ import stat
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from twisted.web import static
+from twisted.protocols.basic import FileSender
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -50,6 +50,25 @@ def open_regular(path: str) -> Any:
         raise
 
 
+def stream(request: Request, handle: Any) -> None:
+    """Send ``handle`` as the body through a producer (a chunk at a time, as the client reads), then
+    finish; a client that goes away stops it. The file is closed either way."""
+    sender = FileSender()
+    gone: list[bool] = []
+
+    def stop(_: Any) -> None:
+        gone.append(True)
+        sender.stopProducing()
+
+    def ended(_: Any) -> None:
+        handle.close()
+        if not gone:
+            request.finish()
+
+    request.notifyFinish().addErrback(stop)
+    sender.beginFileTransfer(handle, request).addBoth(ended)
+
+
 class Download(Resource):
     """One kind of download for one batch (the batch named by the rest of the URL)."""
 
@@ -80,5 +99,5 @@ class Download(Resource):
         request.setHeader(b"content-type", KINDS[self.kind])
         request.setHeader(b"content-disposition", disposition(found))
         request.setHeader(b"content-length", str(os.fstat(handle.fileno()).st_size).encode("ascii"))
-        static.NoRangeStaticProducer(request, handle).start()  # closes the file when done or cut off
+        stream(request, handle)
         return NOT_DONE_YET

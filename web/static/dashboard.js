@@ -43,57 +43,70 @@
     fill.style.width = Math.max(0, Math.min(100, percent || 0)) + "%";
   }
 
-  // Rates between successive samples: [[t, lines/s], ...]
-  function rates(samples) {
-    var out = [];
-    for (var i = 1; i < samples.length; i++) {
-      var dt = samples[i][0] - samples[i - 1][0];
-      if (dt > 0) { out.push([samples[i][0], (samples[i][1] - samples[i - 1][1]) / dt]); }
-    }
-    return out;
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attributes, text) {
+    var node = document.createElementNS(SVG_NS, tag);
+    Object.keys(attributes).forEach(function (name) { node.setAttribute(name, attributes[name]); });
+    if (text !== undefined) { node.textContent = text; }
+    return node;
   }
 
-  function drawChart(canvas, samples, axes) {
-    var ctx = canvas.getContext("2d");
-    var w = canvas.width, h = canvas.height;
-    var pad = axes ? 36 : 2;
-    ctx.clearRect(0, 0, w, h);
-    var points = rates(samples);
-    ctx.strokeStyle = "#c8cdd3";
-    ctx.lineWidth = 1;
-    ctx.strokeRect(pad + 0.5, 0.5, w - pad - 1, h - (axes ? 18 : 0) - 1);
+  // A step chart of one column of [[seconds since start, lines/s, errors/s], ...] (each value holds
+  // from the previous point's time to its own), as inline SVG: the whole run, no external library.
+  function drawChart(holder, points, column, small) {
+    var w = small ? 120 : 760, h = small ? 28 : 180, left = small ? 1 : 52, bottom = small ? 1 : 18;
+    var chart = svg("svg", {viewBox: "0 0 " + w + " " + h, width: w, height: h, "class": "chart-svg",
+                            "data-points": points.length, role: "img"});
+    chart.appendChild(svg("rect", {x: left + 0.5, y: 0.5, width: w - left - 1, height: h - bottom - 1,
+                                   "class": "frame"}));
+    var plotH = h - bottom - 4, t1 = points.length ? points[points.length - 1][0] : 0, top = 0;
     if (points.length < 1) {
-      if (axes) { ctx.fillStyle = "#6b7280"; ctx.font = "12px sans-serif"; ctx.fillText("waiting for data\u2026", pad + 8, 20); }
+      if (!small) { chart.appendChild(svg("text", {x: left + 8, y: 20, "class": "label"}, "waiting for data\u2026")); }
+      holder.replaceChildren(chart);
       return;
     }
-    var t0 = samples[0][0], t1 = samples[samples.length - 1][0];
-    var maxRate = 0;
-    points.forEach(function (p) { maxRate = Math.max(maxRate, p[1]); });
-    maxRate = maxRate > 0 ? maxRate * 1.1 : 1;
-    var plotH = h - (axes ? 18 : 0) - 4;
-    function x(t) { return pad + (t1 > t0 ? (t - t0) / (t1 - t0) : 1) * (w - pad - 4); }
-    function y(r) { return 2 + plotH - (r / maxRate) * plotH; }
-    ctx.beginPath();
-    ctx.moveTo(x(points[0][0]), y(0));
-    points.forEach(function (p) { ctx.lineTo(x(p[0]), y(p[1])); });
-    ctx.lineTo(x(points[points.length - 1][0]), y(0));
-    ctx.closePath();
-    ctx.fillStyle = "rgba(37, 99, 235, 0.15)";
-    ctx.fill();
-    ctx.beginPath();
-    points.forEach(function (p, i) { if (i === 0) { ctx.moveTo(x(p[0]), y(p[1])); } else { ctx.lineTo(x(p[0]), y(p[1])); } });
-    ctx.strokeStyle = "#2563eb";
-    ctx.lineWidth = axes ? 2 : 1.5;
-    ctx.stroke();
-    if (axes) {
-      ctx.fillStyle = "#374151";
-      ctx.font = "11px sans-serif";
-      ctx.fillText(Math.round(maxRate) + "/s", 2, 12);
-      ctx.fillText("0", 2, plotH);
-      ctx.fillText(fmtSeconds(t0), pad, h - 4);
-      var end = fmtSeconds(t1);
-      ctx.fillText(end, w - ctx.measureText(end).width - 4, h - 4);
+    points.forEach(function (p) { top = Math.max(top, p[column]); });
+    var scale = top > 0 ? top * 1.1 : 1;
+    function x(t) { return (left + (t1 > 0 ? t / t1 : 1) * (w - left - 4)).toFixed(1); }
+    function y(v) { return (2 + plotH - (v / scale) * plotH).toFixed(1); }
+    var line = "", previous = 0;
+    points.forEach(function (p) {
+      line += (line ? " L" : "M") + x(previous) + " " + y(p[column]) + " L" + x(p[0]) + " " + y(p[column]);
+      previous = p[0];
+    });
+    var area = "M" + x(0) + " " + y(0) + " L" + line.slice(1) + " L" + x(t1) + " " + y(0) + " Z";
+    chart.appendChild(svg("path", {d: area, "class": "area"}));
+    chart.appendChild(svg("path", {d: line, "class": "line"}));
+    if (!small) {
+      var unit = holder.getAttribute("data-unit") || "";
+      chart.appendChild(svg("text", {x: 2, y: 12, "class": "label top"}, fmtRate(top) + " " + unit));
+      chart.appendChild(svg("text", {x: 2, y: plotH, "class": "label"}, "0"));
+      chart.appendChild(svg("text", {x: left, y: h - 4, "class": "label"}, "0 s"));
+      chart.appendChild(svg("text", {x: w - 4, y: h - 4, "class": "label end"}, fmtSeconds(t1)));
     }
+    holder.replaceChildren(chart);
+  }
+
+  function downloadLinks(holder, b, base) {
+    var links = document.createDocumentFragment();
+    (b.downloads || []).forEach(function (kind) {
+      var link = el("a", null, holder.id === "downloads" ? "Download " + kind : kind);
+      link.setAttribute("data-download", kind);
+      link.href = withToken(base + "download/" + kind + "/" + encodeURIComponent(b.id));
+      links.appendChild(link);
+      links.appendChild(document.createTextNode(" "));
+    });
+    holder.replaceChildren(links);
+  }
+
+  function fmtMs(v) { return (v === null || v === undefined) ? "\u2013" : String(v); }
+
+  // While running: elapsed, rate and the projected total; once finished: the --benchmark line.
+  function fmtTiming(b) {
+    if (b.benchmark) { return b.benchmark.line; }
+    var t = b.timing;
+    return fmtSeconds(t.elapsed) + " of ~" + fmtSeconds(t.projected_total) + ", " + fmtRate(t.lines_per_s) + " lines/s";
   }
 
   function get(url, onData) {
@@ -148,15 +161,14 @@
     tr.appendChild(el("td", "num", fmtRate(b.rate_now) + " \u00b7 " + fmtRate(b.rate_overall)));
     tr.appendChild(el("td", "num", fmtSeconds(b.elapsed)));
     tr.appendChild(el("td", "num", fmtSeconds(b.eta)));
-    var spark = el("td");
-    if (b.spark && b.spark.length > 1) {
-      var canvas = el("canvas", "spark");
-      canvas.width = 120; canvas.height = 28;
-      spark.appendChild(canvas);
-      drawChart(canvas, b.spark, false);
-    }
+    tr.appendChild(el("td", "num", fmtMs(b.latency_ms.p50) + " \u00b7 " + fmtMs(b.latency_ms.p99) + " ms"));
+    var spark = el("td", "spark");
+    if (b.spark && b.spark.length > 0) { drawChart(spark, b.spark, 1, true); }
     tr.appendChild(spark);
-    tr.appendChild(el("td", null, b.benchmark ? fmtBenchmark(b.benchmark) : ""));
+    tr.appendChild(el("td", null, b.benchmark ? fmtBenchmark(b.benchmark) : (b.state === "running" ? fmtTiming(b) : "")));
+    var files = el("td", "files");
+    downloadLinks(files, b, "");
+    tr.appendChild(files);
     return tr;
   }
 
@@ -169,7 +181,7 @@
     var rows = document.createDocumentFragment();
     if (data.batches.length === 0) {
       var empty = el("tr", "empty"), cell = el("td", null, "No batches yet.");
-      cell.colSpan = 12; empty.appendChild(cell); rows.appendChild(empty);
+      cell.colSpan = 14; empty.appendChild(cell); rows.appendChild(empty);
     }
     data.batches.slice().reverse().forEach(function (b) { rows.appendChild(batchRow(b)); });
     tbody.replaceChildren(rows);
@@ -195,7 +207,12 @@
     setField("mean_latency_ms", b.mean_latency_ms === null ? "\u2013" : b.mean_latency_ms + " ms");
     setField("elapsed", fmtSeconds(b.elapsed));
     setField("eta", fmtSeconds(b.eta));
-    setField("benchmark", fmtBenchmark(b.benchmark));
+    setField("p50", fmtMs(b.latency_ms.p50));
+    setField("p95", fmtMs(b.latency_ms.p95));
+    setField("p99", fmtMs(b.latency_ms.p99));
+    setField("projected_total", fmtSeconds(b.timing.projected_total));
+    setField("benchmark", fmtTiming(b));
+    downloadLinks(document.getElementById("downloads"), b, base);
     setField("source", b.source || "\u2013");
     setField("output", b.output || "\u2013");
     setField("reason", b.reason || "");
@@ -225,15 +242,15 @@
       rows.appendChild(tr);
     });
     document.getElementById("latest-errors").replaceChildren(rows);
-    var canvas = document.getElementById("chart");
-    if (canvas) { drawChart(canvas, b.samples, true); }
+    drawChart(document.getElementById("chart-throughput"), b.chart, 1, false);
+    drawChart(document.getElementById("chart-errors"), b.chart, 2, false);
   }
 
   function poll() {
     var page = body.getAttribute("data-page");
     if (page === "index") {
       get("api/batches", updateIndex);
-    } else if (page === "batch" && document.getElementById("chart")) {
+    } else if (page === "batch" && document.getElementById("chart-throughput")) {
       get(base + "api/batches/" + encodeURIComponent(body.getAttribute("data-batch-id")), updateBatch);
     }
   }
