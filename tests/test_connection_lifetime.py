@@ -21,7 +21,7 @@ from seldon_batch_tx.transports.grpc_pool import ChannelPool
 from seldon_batch_tx.transports.lifetime import Lifetime
 from seldon_batch_tx.transports.treq_client import RestTransport
 from tests.test_transport_grpc import LoopbackServer, deferLater, make_config, the_reactor
-from tests.test_transport_http import CLIENTS, REQUEST, WebServer, config_for, make, reactor, wait_for, web  # noqa: F401
+from tests.test_transport_http import CLIENTS, REQUEST, WebServer, config_for, reactor, wait_for, web  # noqa: F401
 
 # -- the rule ----------------------------------------------------------------------------------
 
@@ -108,9 +108,14 @@ def test_channel_pool_by_requests_and_least_busy() -> None:
 # -- REST clients ------------------------------------------------------------------------------
 
 
+def rest_client(client: str, server: WebServer, behaviour: str = "ok") -> FastHttpTransport | RestTransport:
+    config = config_for(server.port, behaviour, workers=1)
+    return FastHttpTransport(config, reactor) if client == "fast" else RestTransport(config, reactor)
+
+
 def clocked(client: str, server: WebServer, clock: task.Clock, **lifetime: Any) -> FastHttpTransport | RestTransport:
     """A client whose connections' lifetime runs on ``clock``."""
-    transport = make(client, config_for(server.port, "ok", workers=1))
+    transport = rest_client(client, server)
     transport.lifetime = Lifetime(lifetime.get("age"), lifetime.get("requests"), clock.seconds, jitter=0)
     transport.start()
     return transport
@@ -153,7 +158,7 @@ async def test_rest_connection_retires_by_requests(client: str, web: WebServer) 
 async def test_rest_retiring_never_fails_the_request_it_carries(client: str, web: WebServer) -> None:  # noqa: F811
     """A connection that ages while its request is held answers it, then closes."""
     clock = task.Clock()
-    transport = make(client, config_for(web.port, "hold", workers=1))
+    transport = rest_client(client, web, "hold")
     transport.lifetime = Lifetime(5.0, None, clock.seconds, jitter=0)
     transport.start()
     try:
