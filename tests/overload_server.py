@@ -8,7 +8,9 @@ is refused at once with the next status of ``--status`` (a Seldon error body). `
 returns the counts as JSON: ``answers``, ``overloads``, ``max_in_flight`` (admitted requests at
 once: never above T), ``max_arriving`` (requests at once, refused ones included) and
 ``mean_in_flight`` (admitted requests in flight, averaged over time since the first request).
-``POST /reset`` zeroes them. :class:`OverloadServer` runs it for tests.
+``GET /arrivals`` lists when each request arrived (monotonic seconds, refused ones included; at most
+:data:`MAX_ARRIVALS`), to measure a client's request rate. ``POST /reset`` zeroes them.
+:class:`OverloadServer` runs it for tests.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tests.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+#: Arrival times kept for ``GET /arrivals`` (a test's run, not a server's life).
+MAX_ARRIVALS = 200_000
 _REASONS = {429: "MICROSERVICE_OVERLOADED", 503: "MICROSERVICE_UNAVAILABLE"}
 
 
@@ -52,6 +56,11 @@ class Counters:
         self.first: float | None = None
         self.last = 0.0
         self.area = 0.0  # integral of in_flight over time
+        self.arrivals: list[float] = []
+
+    def arrived(self) -> None:
+        if len(self.arrivals) < MAX_ARRIVALS:
+            self.arrivals.append(time.monotonic())
 
     def _advance(self) -> None:
         now = time.monotonic()
@@ -87,6 +96,8 @@ def make_site(threshold: int, delay: float, statuses: list[int]) -> Any:
 
         def render_GET(self, request: Any) -> bytes:
             request.setHeader(b"content-type", b"application/json")
+            if request.path == b"/arrivals":
+                return json.dumps(counters.arrivals).encode()
             return json.dumps(counters.as_dict()).encode()
 
         def render_POST(self, request: Any) -> Any:
@@ -94,6 +105,7 @@ def make_site(threshold: int, delay: float, statuses: list[int]) -> Any:
             if request.path == b"/reset":
                 counters.reset()
                 return b"{}"
+            counters.arrived()
             counters.max_arriving = max(counters.max_arriving, counters.in_flight + 1)
             if counters.in_flight >= threshold:
                 counters.overloads += 1
@@ -177,13 +189,22 @@ class OverloadServer(ManagedProcess):
         self.wait_ready_or_stop()
         return self
 
-    def stats(self) -> dict[str, Any]:
-        """The server's counters (a blocking loopback GET, for use outside the reactor)."""
+    def _get(self, path: str) -> Any:
+        """A blocking loopback GET of this server's JSON, for use outside the reactor."""
         import urllib.request
 
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}/stats", timeout=10) as response:
-            result: dict[str, Any] = json.loads(response.read())
-            return result
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters."""
+        result: dict[str, Any] = self._get("/stats")
+        return result
+
+    def arrivals(self) -> list[float]:
+        """When each request arrived (monotonic seconds on this host), in order."""
+        result: list[float] = self._get("/arrivals")
+        return result
 
 
 if __name__ == "__main__":
