@@ -38,3 +38,15 @@ def test_response_keeps_its_transport_and_producer() -> None:
     """A Response keeps the transport proxy as ``_transport``, and the proxy the connection as ``_producer``."""
     assert "self._transport" in inspect.getsource(_newclient.Response.__init__)
     assert "_producer" in inspect.getsource(_newclient.TransportProxyProducer.__init__)
+
+
+def test_request_persistence_and_quiescent_callback() -> None:
+    """Retiring a treq connection relies on ``Request.persistent`` (False: ``Connection: close`` and no
+    return to the pool) and on the protocol's quiescent callback being what gives it back to the pool."""
+    assert "self.persistent" in inspect.getsource(_newclient.Request._writeHeaders)
+    assert "persistent" in inspect.getsource(_newclient.HTTP11ClientProtocol._finishResponse_WAITING)
+    assert "_quiescentCallback(self)" in inspect.getsource(_newclient.HTTP11ClientProtocol._finishResponse_WAITING)
+    lifetime = twisted_internals.Lifetime(5.0, 2, lambda: 0.0)
+    pool = twisted_internals.bounded_pool(None, 3, lifetime)
+    protocol = pool._factory(lambda p: None, "m").buildProtocol(None)
+    assert isinstance(protocol, twisted_internals.BoundedClientProtocol) and protocol._lifetime is lifetime
