@@ -289,7 +289,7 @@ class ProcessorOptions(usage.Options):
             raise self.error("input-data-path", path, "the input file is not readable")
         out = self["output-data-path"] or (STDIO if is_stdio(path) else
                                            default_output_path(path, self["shard-index"], self["shard-count"]))
-        if out == path or (local and os.path.abspath(out) == os.path.abspath(path)):
+        if (out == path and not is_stdio(out)) or (local and os.path.abspath(out) == os.path.abspath(path)):
             raise self.error("output-data-path", out, "the output path must differ from the input path")
         directory = os.path.dirname(os.path.abspath(out))
         local_out = not (is_remote(out) or is_stdio(out))
