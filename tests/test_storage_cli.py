@@ -147,7 +147,7 @@ def test_three_shards_and_merge_on_s3(s3: S3Server, seldon_server: SeldonServer,
     finally:
         for child in children:
             child.kill()
-    for i, ((out, err), code) in enumerate(results):
+    for i, ((_, err), code) in enumerate(results):
         assert code == 0, err[-2000:]
         assert indexes(get(s3, outputs[i])) == list(range(i, total, 3))
     merged = f"s3://{BUCKET}/shards/merged.txt"
