@@ -15,6 +15,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from seldon_batch_tx.options import default_output_path
 from tests.servers import REPO_ROOT, SeldonServer
 from tests.test_daemon_real import Daemon, wait_for, write_lines
 
@@ -63,10 +64,38 @@ def row_text(driver: webdriver.Chrome, name: str) -> dict[str, Any]:
     return next((r for r in rows if r["name"] == name), {})
 
 
+def page_figures(driver: webdriver.Chrome) -> dict[str, Any]:
+    """What the batch page shows of percentiles, charts, timing and downloads."""
+    return driver.execute_script("""
+        function text(selector) { var n = document.querySelector(selector); return n ? n.textContent : null; }
+        var chart = document.querySelector('#chart-throughput svg');
+        return {p50: text('[data-field=p50]'), p95: text('[data-field=p95]'), p99: text('[data-field=p99]'),
+                points: chart ? Number(chart.getAttribute('data-points')) : 0,
+                top: text('#chart-throughput svg text.top'),
+                error_chart: document.querySelector('#chart-errors svg path.line') !== null,
+                projected: text('[data-field=projected_total]'), running: text('[data-field=benchmark]'),
+                links: Array.from(document.querySelectorAll('#downloads a')).map(function (a) { return a.href; })};""")
+
+
+def download_from_page(driver: webdriver.Chrome, kind: str) -> dict[str, Any] | None:
+    """Follow the page's download link of ``kind`` from the page itself (None while there is none)."""
+    return driver.execute_async_script("""
+        var done = arguments[arguments.length - 1], link = document.querySelector('#downloads a[data-download="'
+            + arguments[0] + '"]');
+        if (!link) { done(null); return; }
+        fetch(link.href).then(function (r) {
+          return r.text().then(function (body) {
+            done({href: link.href, body: body, disposition: r.headers.get('content-disposition')});
+          });
+        }, function () { done(null); });""", kind)
+
+
 def test_dashboard_updates_live_in_chromium(tmp_path: Path, seldon_server: SeldonServer,
                                             daemons: list[Daemon], browser: webdriver.Chrome) -> None:
     """While a slow batch runs, the list's progress changes without a reload (the token from ?token= is
-    passed on to the API), the batch page draws the throughput chart, and a hostile file name shows as text."""
+    passed on to the API), the batch page shows latency percentiles, the whole-run throughput and error charts
+    and the projected total while it runs, then the benchmark line and download links (the output downloads
+    from the page); a hostile file name shows as text."""
     watch = tmp_path / "watch"
     daemon = Daemon(tmp_path, seldon_server, ["--watch-dir", str(watch), "--poll-interval", "0.2", "-w", "1",
                                               "--batch-interval", "0.03", "--dashboard-token", "t0k3n"])
@@ -102,14 +131,24 @@ def test_dashboard_updates_live_in_chromium(tmp_path: Path, seldon_server: Seldo
     done_before = browser.find_element(By.CSS_SELECTOR, "[data-field=done]").text
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "[data-field=done]").text != done_before, 10,
              "the batch page's count to change")
-    painted = wait_for(lambda: browser.execute_script("""
-        var c = document.getElementById('chart'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        var blue = 0;
-        for (var i = 0; i < d.length; i += 4) { if (d[i + 2] > 200 && d[i] < 80 && d[i + 3] > 0) { blue++; } }
-        return blue;"""), 10, "the throughput chart to be drawn")
-    assert painted > 50
+    figures = wait_for(lambda: (f := page_figures(browser)) and f["p99"] != "\u2013" and f["points"] >= 2
+                       and f["projected"] != "\u2013" and f, 10, "percentiles, the charts and the projected total")
+    p50, p95, p99 = (float(figures[k]) for k in ("p50", "p95", "p99"))
+    assert 0 < p50 <= p95 <= p99 < 1000  # ms, against a loopback model
+    assert figures["error_chart"] and figures["top"].endswith("lines/s") and float(figures["top"].split()[1]) > 0
+    assert figures["running"].startswith(tuple("0123456789")) and " of ~" in figures["running"]
+    assert figures["links"] == []  # nothing to download while it runs
     browser.save_screenshot(str(ARTIFACTS / "dashboard-batch.png"))
     assert (ARTIFACTS / "dashboard-index.png").stat().st_size > 10_000
+
+    downloaded = wait_for(lambda: download_from_page(browser, "output"), 40, "the output's download link")
+    output = watch / "done" / os.path.basename(default_output_path("slow.txt"))
+    assert downloaded["body"] == output.read_text() and downloaded["body"].count("\n") == 300
+    assert downloaded["disposition"] == f"attachment; filename=\"{output.name}\"; filename*=UTF-8''{output.name}"
+    assert "token=t0k3n" in downloaded["href"]
+    summary = json.loads(download_from_page(browser, "summary")["body"])
+    assert summary["lines"] == 300 and summary["output"] == str(output)
+    assert browser.find_element(By.CSS_SELECTOR, "[data-field=benchmark]").text.startswith("Benchmark: elapsed time")
 
     code, body = daemon.get("/api/batches?token=t0k3n")
     assert code == 200 and any(b["name"] == "slow.txt" for b in json.loads(body)["batches"])

@@ -47,7 +47,7 @@ def latency_percentiles(stats: BatchStats) -> dict[str, float | None]:
     found = {}
     for key, q in PERCENTILES:
         value = quantile(stats.latency_counts, LATENCY_BUCKETS, q)
-        found[key] = None if value is None else round(1000 * value, 3)
+        found[key] = None if value is None else round(1000 * value, 2)
     return found
 
 

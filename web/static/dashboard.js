@@ -80,7 +80,7 @@
     chart.appendChild(svg("path", {d: line, "class": "line"}));
     if (!small) {
       var unit = holder.getAttribute("data-unit") || "";
-      chart.appendChild(svg("text", {x: 2, y: 12, "class": "label top"}, fmtRate(top) + " " + unit));
+      chart.appendChild(svg("text", {x: 2, y: 12, "class": "label top"}, "peak " + fmtRate(top) + " " + unit));
       chart.appendChild(svg("text", {x: 2, y: plotH, "class": "label"}, "0"));
       chart.appendChild(svg("text", {x: left, y: h - 4, "class": "label"}, "0 s"));
       chart.appendChild(svg("text", {x: w - 4, y: h - 4, "class": "label end"}, fmtSeconds(t1)));
