@@ -136,7 +136,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-line-bytes", None, 64 * MIB, "Largest input line accepted, in bytes; a longer one is skipped "
            "to its newline without being held in memory and gets an error line (input_too_large)", at_least(1)),
     Option("grpc-channels", None, None, "gRPC channels (each its own connection) the calls are spread over, so "
-           "every replica behind the address gets work [default: from --workers, up to 32]", optional_int),
+           "every replica behind the address gets work [default: twice --workers, 8 to 64]", optional_int),
     Option("connection-max-age", None, 5.0, "Retire a connection (REST or gRPC) after this many seconds, with "
            "jitter, so replicas added by an autoscaler get work; requests are never failed by it ('none': never)",
            optional_positive),
