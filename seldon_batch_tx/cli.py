@@ -8,6 +8,7 @@ dashboard when asked, the stderr progress bar and the one-batch service), starts
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -93,24 +94,91 @@ def _tree(reactor: Any, config: BatchConfig) -> tuple[service.MultiService, OneB
         top.privilegedStartService()
     except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was opened or sent
         usage_exit(f"--dashboard {shown(config.dashboard or '')}: {e}")
+    if dashboard is not None and dashboard.port is not None:  # the bound port, also for tcp:0
+        print(f"{PROG}: dashboard on {dashboard.where}", file=sys.stderr, flush=True)
     return top, work
 
 
 def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
     top, work = _tree(reactor, config)
-    # As twistd: a signal stops the tree (the batch drains and closes its output), then the reactor.
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: top.stopService() if top.running else None)
+    signal = Signal()
+    ended: Deferred[None] = Deferred()
+
+    def on_shutdown() -> Deferred[None]:
+        # As twistd: a signal stops the batch (it drains and closes its output) or ends the linger; the
+        # reactor waits until the outcome is reported, so the exit status is the batch's.
+        signal.fire()
+        Deferred.fromCoroutine(_stop_batch(top))
+        return ended
+
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
     top.startService()
 
     async def run() -> None:
-        outcome = await work.when_finished()
-        if top.running:
-            await top.stopService()  # the last progress bar and the dashboard's port, before the summary
-        if outcome.refusal is not None:
-            usage_exit(outcome.refusal)
-        out = sys.stderr if config.output_data_path == "-" else sys.stdout  # -o -: stdout holds the lines
-        for line in outcome.lines():
-            print(line, file=out, flush=True)
-        raise SystemExit(outcome.code)
+        try:
+            outcome = await work.when_finished()
+            await _stop_batch(top)  # the last progress bar, before the summary
+            if outcome.refusal is not None:
+                usage_exit(outcome.refusal)
+            out = sys.stderr if config.output_data_path == "-" else sys.stdout  # -o -: stdout holds the lines
+            for line in outcome.lines():
+                print(line, file=out, flush=True)
+            await _linger(reactor, top, config.dashboard_linger, signal)
+            raise SystemExit(outcome.code)
+        finally:
+            if top.running:
+                await top.stopService()  # the dashboard's port
+            ended.callback(None)
 
     return Deferred.fromCoroutine(run())
+
+
+class Signal:
+    """Fired once when the reactor is asked to stop (Ctrl-C, SIGTERM); any number may wait for it."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._waiting: list[Deferred[None]] = []
+
+    def fire(self) -> None:
+        self.fired = True
+        waiting, self._waiting = self._waiting, []
+        for each in waiting:
+            if not each.called:  # a linger's timeout may have ended the wait already
+                each.callback(None)
+
+    def wait(self) -> Deferred[None]:
+        waiting: Deferred[None] = Deferred()
+        if self.fired:
+            waiting.callback(None)
+        else:
+            self._waiting.append(waiting)
+        return waiting
+
+
+async def _stop_batch(top: service.MultiService) -> None:
+    """Stop the work, then the progress bar (its last line shows the end); the dashboard may linger."""
+    from .dashboard.listener import DashboardService
+
+    for child in reversed(list(top)):
+        if child.running and not isinstance(child, DashboardService):
+            stopping = child.stopService()
+            if stopping is not None:
+                await stopping
+
+
+async def _linger(reactor: Any, top: service.MultiService, seconds: float | None, signal: Signal) -> None:
+    """``--dashboard-linger``: keep the dashboard up after the batch, so its page can still be read,
+    until ``seconds`` pass (``inf``: forever) or a signal comes."""
+    from .dashboard.listener import DashboardService
+
+    dashboard = next((s for s in top if isinstance(s, DashboardService) and s.port is not None), None)
+    if dashboard is None or not seconds or signal.fired:
+        return
+    until = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C ends it sooner)"
+    print(f"{PROG}: the batch is done; the dashboard stays on {dashboard.where} {until}", file=sys.stderr,
+          flush=True)
+    waiting = signal.wait()
+    if not math.isinf(seconds):
+        waiting.addTimeout(seconds, reactor, onTimeoutCancel=lambda result, timeout: None)
+    await waiting

@@ -80,12 +80,20 @@ class DashboardService(service.MultiService):
         self._add_listener()
         super().startService()
 
+    @property
+    def where(self) -> str:
+        """The page's URL with the port really bound (``tcp:0`` included), or the address (a UNIX socket)."""
+        if self.port is None:
+            return "(not listening)"
+        address = self.port.getHost()
+        host, port = getattr(address, "host", None), getattr(address, "port", None)
+        if host is None or port is None:
+            return str(address)
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
-        address = port.getHost()
-        where = f"http://{getattr(address, 'host', '')}:{getattr(address, 'port', '')}/" \
-            if hasattr(address, "port") else str(address)
-        log.info("dashboard listening on {where}", where=where)
+        log.info("dashboard listening on {where}", where=self.where)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
         self.port = None
