@@ -106,7 +106,7 @@ def test_package_is_installed_from_the_repo_and_no_toolchain_ships(dockerfile: l
     """The build stage pip-installs the checked-out package; the runtime stage installs nothing
     (no apt-get, no compilers, no pip), it only copies the finished venv."""
     build = " ".join(args_of(dockerfile[0], "RUN"))
-    assert re.search(r"pip install (--[\w-]+ )*\.( |$)", build), build
+    assert re.search(r"pip install (--[\w-]+ )*\"\.\[s3\]\"( |$)", build), build  # with object storage
     assert "twisted.plugin" in build, "the twistd plugin cache is built while site-packages is writable"
     runtime = " ".join(args_of(dockerfile[-1], "RUN"))
     for banned in ("apt-get", "apk ", "gcc", "build-essential", "pip install", "curl", "wget"):
@@ -413,8 +413,9 @@ def test_argo_workflow_structure(workflow: dict[str, Any]) -> None:
     assert len(templates) == len(spec["templates"]), "template names are unique"
     assert spec["entrypoint"] in templates and spec["onExit"] in templates
     params = {p["name"] for p in spec["arguments"]["parameters"]}
-    volumes = {v["metadata"]["name"] for v in spec.get("volumeClaimTemplates", [])}
+    claims = {v["metadata"]["name"] for v in spec.get("volumeClaimTemplates", [])}
     for name, template in templates.items():
+        volumes = claims | {v["name"] for v in template.get("volumes", [])}
         kinds = [k for k in ("steps", "dag", "container", "resource", "script") if k in template]
         assert len(kinds) == 1, f"{name}: {kinds}"
         text = yaml.safe_dump(template)
@@ -434,16 +435,15 @@ def test_argo_workflow_structure(workflow: dict[str, Any]) -> None:
 
 
 def test_argo_workflow_follows_the_seed_workflow(workflow: dict[str, Any]) -> None:
-    """download + create model, then K shards in parallel, merge, upload; the model is deleted on exit."""
+    """create model, then K shards in parallel reading and writing the store, merge; the model is
+    deleted on exit. No download or upload step: the processor and merge use s3:// themselves."""
     spec = workflow["spec"]
     templates = {t["name"]: t for t in spec["templates"]}
     groups = [[step["template"] for step in group] for group in templates[spec["entrypoint"]]["steps"]]
-    assert groups == [["download-input", "create-seldon-deployment"], ["process-shard"], ["merge"],
-                      ["upload-output"]]
+    assert groups == [["create-seldon-deployment"], ["process-shard"], ["merge"]]
+    assert "volumeClaimTemplates" not in spec, "no shared volume: the data stays in the store"
     shard_step = templates[spec["entrypoint"]]["steps"][1][0]
     assert shard_step["withSequence"]["count"] == "{{workflow.parameters.shards}}"
-    assert templates["download-input"]["inputs"]["artifacts"][0]["s3"]["key"]
-    assert templates["upload-output"]["outputs"]["artifacts"][0]["s3"]["key"]
     create, delete = templates["create-seldon-deployment"]["resource"], templates[spec["onExit"]]["resource"]
     assert create["action"] == "create" and "status.state == Available" in create["successCondition"]
     assert delete["action"] == "delete"
@@ -454,33 +454,42 @@ def test_argo_workflow_follows_the_seed_workflow(workflow: dict[str, Any]) -> No
     assert created["kind"] == deleted["kind"] == "SeldonDeployment"
     assert created["metadata"]["name"] == deleted["metadata"]["name"]
     assert created["spec"]["predictors"][0]["replicas"] == int(values["workflow.parameters.replicas"])
-    for secret in ("accessKeySecret", "secretKeySecret"):
-        assert set(templates["download-input"]["inputs"]["artifacts"][0]["s3"][secret]) == {"name", "key"}
+    for step in ("process-shard", "merge"):
+        env = {e["name"]: e for e in templates[step]["container"]["env"]}
+        assert env["AWS_ENDPOINT_URL"]["value"] == "{{workflow.parameters.store-endpoint}}"
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert set(env[variable]["valueFrom"]["secretKeyRef"]) == {"name", "key"}, "credentials from a Secret"
 
 
 def test_argo_shard_arguments_parse_for_every_shard(workflow: dict[str, Any]) -> None:
     """Each shard's args, parameters filled in, parse with the real option table; all shards share
-    one batch id and write distinct files that the merge step's glob picks up."""
+    one batch id, read the input object and write distinct objects, which the merge step's shell
+    command (run here with echo) names exactly, with --input."""
     spec = workflow["spec"]
     templates = {t["name"]: t for t in spec["templates"]}
     values = {f"workflow.parameters.{p['name']}": p["value"] for p in spec["arguments"]["parameters"]}
     values.update({"workflow.uid": "uid-1", "workflow.namespace": "seldon"})
     k = int(values["workflow.parameters.shards"])
+    bucket = values["workflow.parameters.bucket"]
     outputs, ids = set(), set()
     for index in range(k):
         args = [substitute(a, {**values, "inputs.parameters.shard-index": str(index)})
                 for a in templates["process-shard"]["container"]["args"]]
         config = parse_processor(args).config()
-        assert (config.shard_index, config.shard_count) == (index, k)
+        assert (config.shard_index, config.shard_count) == (index, k) and config.resume
         assert config.deployment_name == values["workflow.parameters.deployment-name"]
         assert config.host.startswith(f"{config.deployment_name}-default.seldon.svc")
+        assert config.input_data_path == f"s3://{bucket}/{values['workflow.parameters.input-key']}"
         outputs.add(config.output_data_path)
         ids.add(config.batch_id)
-    assert len(outputs) == k and ids == {"uid-1"}
-    merge = " ".join(substitute(a, values) for a in templates["merge"]["container"]["args"])
-    pattern = re.search(r"(/data/\S*shard-\*\S*)", merge)
-    assert pattern and all(fnmatch.fnmatchcase(o, pattern.group(1)) for o in outputs)
-    assert "--input /data/input-data.txt" in merge
+    assert len(outputs) == k and ids == {"uid-1"} and all(o.startswith(f"s3://{bucket}/") for o in outputs)
+    script, *positional = (substitute(a, values) for a in templates["merge"]["container"]["args"])
+    assert script.startswith("exec seldon-batch merge ")
+    shown = subprocess.run(["sh", "-c", script.replace("exec seldon-batch", "echo seldon-batch", 1), *positional],
+                           capture_output=True, text=True, timeout=10, check=True).stdout.split()
+    assert shown[:6] == ["seldon-batch", "merge", "-o", f"s3://{bucket}/{values['workflow.parameters.output-key']}",
+                         "--input", f"s3://{bucket}/{values['workflow.parameters.input-key']}"]
+    assert set(shown[6:]) == outputs and len(shown[6:]) == k
 
 
 # -- Kubeflow ----------------------------------------------------------------------------------
