@@ -141,6 +141,28 @@ def tags_for(batch_id: str, item: Item) -> JSONDict:
     return {"batch_id": batch_id, "batch_instance_id": item.instance_id, "batch_index": item.index}
 
 
+def joined(lines: list[JSONDict], items: Sequence[Item], join: bool) -> list[JSONDict]:
+    """``--join-input``: each output line also carries, as ``"input"``, the input line it answers.
+
+    The line's JSON value (the raw text when it is not JSON; null for a line too long to have been
+    held), so a scored file needs no matching back by ``batch_index``. It costs about the input's
+    size again in the output, and decoding each line once more.
+    """
+    if join:
+        for line, item in zip(lines, items, strict=True):
+            line["input"] = input_value(item)
+    return lines
+
+
+def input_value(item: Item) -> Any:
+    if item.oversize:
+        return None
+    try:
+        return strict_json.decode(item.line)
+    except ValueError:  # not JSON (or nested too deeply): the text as it was
+        return item.line.decode("utf-8", errors="replace")
+
+
 def load_json_line(line: bytes) -> Any:
     """The JSON value of one input line, or InputError saying why not: not JSON, not UTF-8,
     nested deeper than :data:`MAX_JSON_DEPTH` (a line nested 100,000 deep is one of those), or

@@ -28,6 +28,7 @@ from .base import (
     answer_object,
     flatten,
     gateway_prefix,
+    joined,
     json_type,
     load_json_line,
     parse_str,
@@ -90,6 +91,7 @@ class SeldonCodec:
 
     def __init__(self, config: BatchConfig) -> None:
         self.batch_id = config.batch_id
+        self.join_input = config.join_input
         self.data_type = config.data_type
         self.payload_type = config.payload_type
         self.method = config.method
@@ -230,6 +232,9 @@ class SeldonCodec:
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, each with its own tags; ResponseMismatch if rows don't add up."""
+        return joined(self._results(response, members), [p.item for p in members], self.join_input)
+
+    def _results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         response = answer_object(response, "a SeldonMessage")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
@@ -333,7 +338,8 @@ class SeldonCodec:
         own_tags: JSONDict | None = None,
     ) -> JSONDict:
         """An error line: the line's tags nested in ``meta.tags`` and a readable ``status``."""
-        return {
+        line = {
             "status": {"code": code, "info": info, "reason": reason, "status": "FAILURE"},
             "meta": {"tags": {**(own_tags or {}), **tags_for(self.batch_id, item)}},
         }
+        return joined([line], [item], self.join_input)[0]

@@ -114,6 +114,7 @@ class V2Codec:
 
     def __init__(self, config: BatchConfig) -> None:
         self.batch_id = config.batch_id
+        self.join_input = config.join_input
         self.data_type = config.data_type
         self.datatype = config.payload_type if config.payload_type in V2_DATATYPES else None
         self.input_name = config.input_name
@@ -237,6 +238,9 @@ class V2Codec:
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member, tagged; ResponseMismatch when the outputs' rows don't add up."""
+        return base.joined(self._results(response, members), [p.item for p in members], self.join_input)
+
+    def _results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         response = base.answer_object(response, "a V2 InferenceResponse")
         if len(members) == 1:
             return [self._tagged(response, members[0])]
@@ -292,5 +296,5 @@ class V2Codec:
         line["status"] = {"code": code, "info": info, "reason": reason, "status": "FAILURE"}
         line["parameters"] = tags
         line["meta"] = {"tags": tags}
-        return line
+        return base.joined([line], [item], self.join_input)[0]
 
