@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
@@ -16,7 +17,7 @@ from seldon_batch_tx.pipeline.attempts import OVERLOAD_SPARE
 from seldon_batch_tx.pipeline.summary import Summary
 from tests.test_engine import Echo, finish, make_run, output
 
-BUSY = [(503, {}, b"busy"), (429, {}, b"slow down")]
+BUSY: list[tuple[int, dict[str, str], bytes]] = [(503, {}, b"busy"), (429, {}, b"slow down")]
 
 
 def test_under_adaptive_an_overload_answer_costs_no_retry(tmp_path: Path) -> None:
@@ -54,9 +55,9 @@ def test_spare_attempts_are_bounded_and_other_errors_still_count(tmp_path: Path)
     assert sum(1 for b in echo.seen if b["meta"]["tags"]["batch_index"] == 0) == 2 + OVERLOAD_SPARE
 
 
-def run_until(run_d: Deferred[Summary], clock: Clock, stub: object, seconds: float) -> None:
+def run_until(run_d: Deferred[Summary], clock: Clock, stub: StubTreq, seconds: float) -> None:
     for _ in range(int(seconds * 10)):
-        stub.flush()  # type: ignore[attr-defined]
+        stub.flush()
         clock.advance(0.1)
         if run_d.called:
             return
