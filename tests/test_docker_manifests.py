@@ -509,8 +509,8 @@ def kfp_python() -> Path:
 
 
 def test_kubeflow_pipeline_compiles_with_the_kfp_v2_sdk(kfp_python: Path, tmp_path: Path) -> None:
-    """The real compiler turns the pipeline into a package with K parallel shards, a fan-in
-    merge, an exit handler that deletes the model, and the shared volume on every data step."""
+    """The real compiler turns the pipeline into a package with K parallel shards reading and
+    writing the store, a fan-in merge, an exit handler that deletes the model; no volume."""
     package = tmp_path / "pipeline.yaml"
     run = subprocess.run([str(kfp_python), str(K8S / "kubeflow_pipeline.py"), str(package), "--shards", "3"],
                          capture_output=True, text=True, timeout=300)
@@ -518,14 +518,17 @@ def test_kubeflow_pipeline_compiles_with_the_kfp_v2_sdk(kfp_python: Path, tmp_pa
     pipeline_spec, platform_spec = list(yaml.safe_load_all(package.read_text()))
     assert pipeline_spec["pipelineInfo"]["name"] == "seldon-batch"
     executors = pipeline_spec["deploymentSpec"]["executors"]
-    for name in ("download-input", "create-seldon-deployment", "process-shard", "merge-shards", "upload-output",
-                 "delete-seldon-deployment"):
+    for name in ("create-seldon-deployment", "process-shard", "merge-shards", "delete-seldon-deployment"):
         assert f"exec-{name}" in executors, name
+    assert "exec-download-input" not in executors and "exec-upload-output" not in executors
     shard = executors["exec-process-shard"]["container"]
     assert shard["image"] == "seldon-batch-tx:0.1.0"
-    assert "--shard-count" in shard["args"] and "--batch-id" in shard["args"]
+    assert "--shard-count" in shard["args"] and "--batch-id" in shard["args"] and "--resume" in shard["args"]
     text = package.read_text()
     assert "exit-handler-1" in text and "parallelismLimit: 3" in text and "raw: '[0, 1, 2]'" in text
-    assert "seldon-batch merge -o /data/output-data.txt" in text
-    mounts = json.dumps(platform_spec)
-    assert mounts.count('"mountPath": "/data"') >= 4
+    assert 'seldon-batch merge -o \\"s3://' in text or 'seldon-batch merge -o "s3://' in text
+    for name in ("exec-process-shard", "exec-merge-shards"):
+        env = {e["name"]: e["value"] for e in executors[name]["container"]["env"]}
+        assert env["AWS_ENDPOINT_URL"].startswith("http://minio.")
+    secrets = json.dumps(platform_spec)
+    assert secrets.count('"AWS_SECRET_ACCESS_KEY"') == 2 and '"mountPath"' not in secrets

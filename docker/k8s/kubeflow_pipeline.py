@@ -1,8 +1,10 @@
 """The seed's batch workflow as a Kubeflow Pipelines (v2 SDK) pipeline, with K shards in parallel.
 
-download the input + create the SeldonDeployment -> K shard processors (ParallelFor) -> merge ->
-upload; the SeldonDeployment is deleted by an exit handler, also when a step failed. All steps
-share one ReadWriteMany volume (kfp-kubernetes), like the Argo workflow in argo-workflow.yaml.
+create the SeldonDeployment -> K shard processors (ParallelFor), each streaming the input object and
+uploading its own shard object -> merge the shard objects into the output object; the
+SeldonDeployment is deleted by an exit handler, also when a step failed. No download or upload
+step and no shared volume: the processor and merge read and write the store (MinIO here, through
+AWS_ENDPOINT_URL), like the Argo workflow in argo-workflow.yaml.
 
     pip install 'kfp==2.17.3' 'kfp-kubernetes==2.17.3'
     python docker/k8s/kubeflow_pipeline.py seldon-batch-pipeline.yaml --shards 8
@@ -18,11 +20,9 @@ import argparse
 from kfp import compiler, dsl, kubernetes
 
 IMAGE = "seldon-batch-tx:0.1.0"
-MC_IMAGE = "minio/mc:RELEASE.2024-11-21T17-21-54Z"
 KUBECTL_IMAGE = "bitnami/kubectl:1.29.10"
 ENDPOINT = "http://minio.minio.svc.cluster.local:9000"
-MINIO_ENV = {"accesskey": "MC_ACCESS_KEY", "secretkey": "MC_SECRET_KEY"}
-DATA = "/data"
+STORE_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 
 #: The model, as kubectl reads it: $0 is the name and $1 the replicas of the create step's script.
 SELDON_DEPLOYMENT = """apiVersion: machinelearning.seldon.io/v1
@@ -42,15 +42,6 @@ spec:
 
 
 @dsl.container_component
-def download_input(bucket: str, key: str) -> dsl.ContainerSpec:
-    """Copy the input from the object store onto the shared volume."""
-    return dsl.ContainerSpec(
-        image=MC_IMAGE, command=["sh", "-c"],
-        args=[f'mc alias set store {ENDPOINT} "$MC_ACCESS_KEY" "$MC_SECRET_KEY" && '
-              f'mc cp "store/$0/$1" {DATA}/input-data.txt', bucket, key])
-
-
-@dsl.container_component
 def create_seldon_deployment(name: str, replicas: int) -> dsl.ContainerSpec:
     """Create the model and wait until Seldon reports it Available."""
     return dsl.ContainerSpec(
@@ -66,43 +57,48 @@ def delete_seldon_deployment(name: str) -> dsl.ContainerSpec:
 
 
 @dsl.container_component
-def process_shard(deployment: str, host: str, workers: int, batch_id: str, shard_index: int, shard_count: int,
-                  shard_file: dsl.OutputPath(str)) -> dsl.ContainerSpec:  # type: ignore[valid-type]
-    """One shard: the lines with batch_index % shard_count == shard_index, into its own file."""
+def process_shard(deployment: str, host: str, workers: int, batch_id: str, bucket: str, input_key: str,
+                  output_key: str, shard_index: int, shard_count: int,
+                  shard_object: dsl.OutputPath(str)) -> dsl.ContainerSpec:  # type: ignore[valid-type]
+    """One shard: the lines with batch_index % shard_count == shard_index, streamed from the input
+    object and uploaded as its own object (--resume: a retried shard keeps what that object holds)."""
     return dsl.ContainerSpec(
         image=IMAGE, command=["sh", "-c"],
-        args=['out="$0"; record="$1"; shift; seldon-batch-processor "$@" && printf %s "$out" > "$record"',
-              f"{DATA}/input-data.out.shard-{shard_index}-of-{shard_count}.txt", shard_file,
+        args=['out="s3://$0/$1.shard-$2-of-$3"; in="s3://$0/$4"; record="$5"; shift 6; '
+              'seldon-batch-processor "$@" -i "$in" -o "$out" && printf %s "$out" > "$record"',
+              bucket, output_key, shard_index, shard_count, input_key, shard_object,
               "--deployment-name", deployment, "--gateway-type", "seldon", "--host", host,
-              "--workers", workers, "--input-data-path", f"{DATA}/input-data.txt", "--batch-id", batch_id,
-              "--shard-index", shard_index, "--shard-count", shard_count])
+              "--workers", workers, "--batch-id", batch_id, "--shard-index", shard_index,
+              "--shard-count", shard_count, "--resume"])
 
 
 @dsl.container_component
-def merge_shards(shard_files: list, shard_count: int) -> dsl.ContainerSpec:  # type: ignore[type-arg]
-    """Combine the shard outputs in batch_index order; fails on a missing or duplicated line.
+def merge_shards(shard_objects: list, bucket: str, input_key: str,  # type: ignore[type-arg]
+                 output_key: str) -> dsl.ContainerSpec:
+    """Combine the shard objects in batch_index order into the output object; fails on a missing
+    or duplicated line, and then uploads nothing.
 
-    ``shard_files`` (collected from every shard) makes this step wait for all of them; --input
-    makes the merge check the total, so a short or missing shard fails it.
+    ``shard_objects`` (collected from every shard: their URLs, as JSON) makes this step wait for
+    all of them; --input makes the merge check the total, so a short or missing shard fails it.
     """
     return dsl.ContainerSpec(
         image=IMAGE, command=["sh", "-c"],
-        args=[f'echo "merging $0" && exec seldon-batch merge -o {DATA}/output-data.txt '
-              f'--input {DATA}/input-data.txt {DATA}/input-data.out.shard-*-of-"$1".txt', shard_files, shard_count])
+        args=['exec seldon-batch merge -o "s3://$1/$3" --input "s3://$1/$2" '
+              '$(python -c "import json, sys; print(\' \'.join(json.loads(sys.argv[1])))" "$0")',
+              shard_objects, bucket, input_key, output_key])
 
 
-@dsl.container_component
-def upload_output(bucket: str, key: str) -> dsl.ContainerSpec:
-    return dsl.ContainerSpec(
-        image=MC_IMAGE, command=["sh", "-c"],
-        args=[f'mc alias set store {ENDPOINT} "$MC_ACCESS_KEY" "$MC_SECRET_KEY" && '
-              f'mc cp {DATA}/output-data.txt "store/$0/$1"', bucket, key])
+def store_access(task: dsl.PipelineTask) -> None:
+    """The object store's endpoint and credentials (the Secret minio-credentials) as AWS_* variables."""
+    task.set_env_variable("AWS_ENDPOINT_URL", ENDPOINT)
+    kubernetes.use_secret_as_env(task, secret_name="minio-credentials", secret_key_to_env=STORE_ENV)
+    task.set_caching_options(False)
 
 
 def build_pipeline(shards: int) -> dsl.graph_component.GraphComponent:
     """A pipeline with ``shards`` parallel processors (a compile-time fan-out, as K is)."""
 
-    @dsl.pipeline(name="seldon-batch", description="Score a file through a SeldonDeployment with "
+    @dsl.pipeline(name="seldon-batch", description="Score an object through a SeldonDeployment with "
                                                    f"{shards} sharded batch processors")
     def pipeline(deployment_name: str = "sklearn", replicas: int = 4,
                  host: str = "sklearn-default.kubeflow-user.svc.cluster.local:8000", workers: int = 50,
@@ -111,27 +107,17 @@ def build_pipeline(shards: int) -> dsl.graph_component.GraphComponent:
         cleanup = delete_seldon_deployment(name=deployment_name)
         cleanup.set_caching_options(False)
         with dsl.ExitHandler(cleanup):
-            volume = kubernetes.CreatePVC(pvc_name_suffix="-seldon-batch", access_modes=["ReadWriteMany"],
-                                          size="10Gi")
-            pvc = volume.outputs["name"]
-            download = download_input(bucket=bucket, key=input_key)
-            kubernetes.use_secret_as_env(download, secret_name="minio-credentials", secret_key_to_env=MINIO_ENV)
             model = create_seldon_deployment(name=deployment_name, replicas=replicas)
+            model.set_caching_options(False)
             with dsl.ParallelFor(items=list(range(shards)), parallelism=shards) as shard_index:
                 shard = process_shard(deployment=deployment_name, host=host, workers=workers,
-                                      batch_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, shard_index=shard_index,
-                                      shard_count=shards)
-                shard.after(download, model)
-                shard.set_caching_options(False)
-                kubernetes.mount_pvc(shard, pvc_name=pvc, mount_path=DATA)
-            merged = merge_shards(shard_files=dsl.Collected(shard.outputs["shard_file"]), shard_count=shards)
-            upload = upload_output(bucket=bucket, key=output_key).after(merged)
-            kubernetes.use_secret_as_env(upload, secret_name="minio-credentials", secret_key_to_env=MINIO_ENV)
-            for task in (download, model, merged, upload):
-                task.set_caching_options(False)
-            for task in (download, merged, upload):
-                kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=DATA)
-            kubernetes.DeletePVC(pvc_name=pvc).after(upload)
+                                      batch_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, bucket=bucket, input_key=input_key,
+                                      output_key=output_key, shard_index=shard_index, shard_count=shards)
+                shard.after(model)
+                store_access(shard)
+            merged = merge_shards(shard_objects=dsl.Collected(shard.outputs["shard_object"]), bucket=bucket,
+                                  input_key=input_key, output_key=output_key)
+            store_access(merged)
 
     return pipeline
 
