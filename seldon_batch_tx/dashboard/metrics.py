@@ -76,9 +76,15 @@ def totals(registry: BatchRegistry) -> Totals:
     return total
 
 
-def load_gauges(out: _Text, entries: list[tuple[BatchEntry, dict[str, str]]]) -> None:
-    """Per batch: requests in flight, the concurrency limit, ``--max-rate``, the overload share."""
+def load_series(out: _Text, total: Totals, entries: list[tuple[BatchEntry, dict[str, str]]]) -> None:
+    """The load on the model: answers and overload signals (process-wide counters), and per batch the
+    requests in flight, the concurrency limit, ``--max-rate`` and the overload share."""
     p = PREFIX
+    out.family(f"{p}_answers_total", "counter", "Requests that ended, answered or failed (cancelled ones aside).")
+    out.sample(f"{p}_answers_total", total.answers)
+    out.family(f"{p}_overload_answers_total", "counter", "Of those, overload signals: HTTP 429/503, gRPC "
+               "UNAVAILABLE/RESOURCE_EXHAUSTED, timeouts.")
+    out.sample(f"{p}_overload_answers_total", total.overloads)
     out.family(f"{p}_requests_in_flight", "gauge", "Requests of one batch in flight now.")
     for e, ids in entries:
         out.sample(f"{p}_requests_in_flight", e.stats.in_flight, ids)
@@ -116,11 +122,6 @@ def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
     out.sample(f"{p}_requests_total", total.requests)
     out.family(f"{p}_retries_total", "counter", "Requests retried after a retryable failure.")
     out.sample(f"{p}_retries_total", total.retries)
-    out.family(f"{p}_answers_total", "counter", "Requests that ended, answered or failed (cancelled ones aside).")
-    out.sample(f"{p}_answers_total", total.answers)
-    out.family(f"{p}_overload_answers_total", "counter", "Of those, overload signals: HTTP 429/503, gRPC "
-               "UNAVAILABLE/RESOURCE_EXHAUSTED, timeouts.")
-    out.sample(f"{p}_overload_answers_total", total.overloads)
 
     name = f"{p}_request_duration_seconds"
     out.family(name, "histogram", "Time from sending a request to its answer or failure.")
@@ -152,7 +153,7 @@ def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
     for e, ids in entries:
         out.sample(f"{p}_batch_rate_lines_per_second", float(e.stats.rate_now()), ids)
 
-    load_gauges(out, entries)
+    load_series(out, total, entries)
 
     out.family(f"{p}_uptime_seconds", "gauge", "Seconds since this process started its registry.")
     out.sample(f"{p}_uptime_seconds", float(now - registry.started))
