@@ -212,6 +212,10 @@
     setField("p99", fmtMs(b.latency_ms.p99));
     setField("projected_total", fmtSeconds(b.timing.projected_total));
     setField("benchmark", fmtTiming(b));
+    setField("concurrency", b.in_flight + " / " + (b.concurrency_limit === null || b.concurrency_limit === undefined
+      ? "\u2013" : b.concurrency_limit) + (b.adaptive ? " (adaptive)" : ""));
+    setField("rate_limit", b.rate_limit ? b.rate_limit + " requests/s" : "none");
+    setField("overload_share", (100 * (b.overload_share || 0)).toFixed(1) + "%");
     downloadLinks(document.getElementById("downloads"), b, base);
     setField("source", b.source || "\u2013");
     setField("output", b.output || "\u2013");
