@@ -31,6 +31,7 @@ setup(
         "protobuf>=7.35.1,<8",
         "attrs>=23.1",
         "httptools>=0.6",
+        "tqdm>=4.66",  # the progress bar on a terminal
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "grpcio-tools>=1.60",

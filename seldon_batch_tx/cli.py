@@ -56,7 +56,11 @@ def usage_exit(message: str) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse(argv)
+    try:
+        options = parse(argv)
+    except BrokenPipeError:  # `--help | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
     config = options.config()
     from .storage.access import preflight
 

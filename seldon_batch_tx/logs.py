@@ -11,6 +11,7 @@ import sys
 from typing import TextIO
 
 import txaio
+from tqdm import tqdm
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -22,10 +23,25 @@ from twisted.logger import (
 txaio.use_twisted()
 
 
+class _AroundBars:
+    """A stream that lifts a terminal's progress bar out of the way of each log line, then redraws it."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        with tqdm.external_write_mode(file=self._out):
+            return self._out.write(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
 def start_logging(level: str, out: TextIO | None = None) -> None:
     """Send structured log events at ``level`` and above to ``out`` (stderr by default)."""
     level = "warn" if level == "warning" else level  # txaio and twisted.logger spell it "warn"
     txaio.set_global_log_level(level)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    observer = FilteringLogObserver(textFileLogObserver(out or sys.stderr), [predicate])
+    stream = _AroundBars(out or sys.stderr)
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])  # type: ignore[arg-type]
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
