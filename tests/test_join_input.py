@@ -86,3 +86,15 @@ def test_real_run_pairs_every_answer_with_its_input(tmp_path: Path) -> None:
         assert by_index[i]["input"] == json.loads(lines[i])
         assert by_index[i]["data"]["ndarray"] == json.loads(lines[i])  # the echo model's answer: its own row
     assert by_index[9]["input"] == "oops" and by_index[9]["status"]["info"] == "input_error"
+
+
+@pytest.mark.parametrize("raw", [b"[[1e999]]", b'"\\ud800"', b"NaN", b"\xff\xfe", b"[" * 5000 + b"]" * 5000])
+def test_joined_input_is_always_writable(raw: bytes) -> None:
+    """A line the output cannot carry as JSON (1e999, a lone surrogate, NaN, not UTF-8, too deep) is joined as its
+    text, so its error line is written like any other and never stops the run."""
+    from seldon_batch_tx.protocols.base import input_value
+    from seldon_batch_tx.strict_json import compact_encoder
+
+    value = input_value(Item(0, instance_id("B", 0), raw))
+    assert isinstance(value, str)
+    compact_encoder(ensure_ascii=False)({"input": value}).encode("utf-8")

@@ -154,12 +154,18 @@ def joined(lines: list[JSONDict], items: Sequence[Item], join: bool) -> list[JSO
     return lines
 
 
+_encode = strict_json.compact_encoder(ensure_ascii=False)
+
+
 def input_value(item: Item) -> Any:
+    """The line's value as the output can carry it: strict JSON in valid UTF-8, else the line's text."""
     if item.oversize:
         return None
     try:
-        return strict_json.decode(item.line)
-    except ValueError:  # not JSON (or nested too deeply): the text as it was
+        value = load_json_line(item.line)
+        _encode(value).encode("utf-8")  # what the writer will do: no 1e999, no lone surrogate
+        return value
+    except (ValueError, UnicodeError):  # not JSON, too deep, not finite, not UTF-8: the text as it was
         return item.line.decode("utf-8", errors="replace")
 
 
