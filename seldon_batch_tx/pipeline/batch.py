@@ -7,7 +7,7 @@ is always read, written and summarised the same way.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import attrs
@@ -18,12 +18,13 @@ from ..config import BatchConfig
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
+from ..protocols.base import make_codec
 from ..storage.batchio import BatchFiles, open_files
-from ..storage.paths import StorageError, display
+from ..storage.paths import StorageError, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
-from .reader import read_items
+from .reader import Item, OffThreadItems, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -180,8 +181,11 @@ class Batch:
         items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
         if not counted:
             items = files.seen.follow(items, self._read_all)
+        units: Iterator[Item] | OffThreadItems = items
+        if is_stdio(config.input_data_path) or is_remote(config.input_data_path):  # reads that may stall
+            units = OffThreadItems(items, self._reactor, make_codec(config).batch_size)
         # the engine takes any LineBuffer with a path; StdoutLines has one
-        self._run = BatchRun(config, items, self._transport, cast(LineWriter, writer), self.stats, self._reactor)
+        self._run = BatchRun(config, units, self._transport, cast(LineWriter, writer), self.stats, self._reactor)
         if self._stop_reason:
             self._run.stop(self._stop_reason)
         return await self._run.run()

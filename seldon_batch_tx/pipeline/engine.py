@@ -21,7 +21,7 @@ samples (every second), the only sampler of :class:`.BatchStats`.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import txaio
@@ -38,7 +38,7 @@ from ..transports.base import RequestFailed, Transport
 from .attempts import Attempts, Record
 from .ordering import ReorderBuffer
 from .pacing import Pacing
-from .reader import Item, chunked
+from .reader import Item, OffThreadItems, chunked
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -79,7 +79,7 @@ def reorder_window(workers: int) -> int:
 class BatchRun:
     """One pass over an input stream with a transport and a writer it does not own."""
 
-    def __init__(self, config: BatchConfig, items: Iterator[Item], transport: Transport,
+    def __init__(self, config: BatchConfig, items: Iterator[Item] | OffThreadItems, transport: Transport,
                  writer: LineWriter, stats: BatchStats, clock: IReactorTime) -> None:
         self.config = config
         self.codec = make_codec(config)
@@ -123,6 +123,8 @@ class BatchRun:
             self._stop_reason = reason
             log.info("stopping batch {batch_id}: {reason}", batch_id=self.config.batch_id, reason=reason)
             self._attempts.stop()  # no more retries: a line between attempts stays unwritten for a resume
+            if isinstance(self._items, OffThreadItems):
+                self._items.cancel()  # a read waiting on a quiet pipe does not hold the stop
             if self._reorder is not None:
                 self._reorder.release()
 
@@ -161,9 +163,22 @@ class BatchRun:
         stats.sample(stats.finished)
         return summary
 
+    async def _units(self) -> AsyncIterator[list[Item]]:
+        """The input's units of work (``--batch-size`` lines); a stalling input is read off the reactor thread."""
+        size = self.codec.batch_size
+        if isinstance(self._items, OffThreadItems):
+            async for block in self._items.blocks():
+                for chunk in chunked(iter(block), size):
+                    yield chunk
+        else:
+            for chunk in chunked(self._items, size):
+                yield chunk
+
     async def _feed(self) -> None:
         """Read units and start each as soon as a worker is free, until the input ends or a stop."""
-        for seq, chunk in enumerate(chunked(self._items, self.codec.batch_size)):
+        seq = -1
+        async for chunk in self._units():
+            seq += 1
             if self._stop_reason is not None:
                 break
             if self._reorder is not None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 
 from ..storage.reading import count_stream_lines
 
@@ -120,3 +125,83 @@ def chunked(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+class OffThreadItems:
+    """Items read on a thread, for inputs that may stall (a pipe, an object store).
+
+    The engine iterates a local file on the reactor thread (a read never waits long); a pipe can go
+    quiet for minutes, and a read waiting there would freeze the reactor: no answers written, no
+    dashboard, no signal handled. Here a daemon thread reads items into a bounded buffer and the
+    engine takes whatever whole units are there, waiting (without blocking) when there are none;
+    :meth:`cancel` (a stop) ends the wait and leaves a blocked read behind.
+    """
+
+    def __init__(self, items: Iterator[Item], reactor: Any, unit: int, lines: int = 512) -> None:
+        self._items = items
+        self._reactor = reactor
+        self._unit = unit
+        self._block = unit * max(1, lines // unit)
+        self._ready = threading.Condition()
+        self._buffer: deque[Item] = deque()
+        self._ended: Failure | bool = False  # True at the input's end, a Failure when reading failed
+        self._cancelled = False
+        self._waiting: Deferred[None] | None = None
+
+    async def blocks(self) -> AsyncIterator[list[Item]]:
+        """The input's items in whole units, as they arrive, until it ends or :meth:`cancel`."""
+        threading.Thread(target=self._read, name="seldon-batch-input", daemon=True).start()
+        while not self._cancelled:
+            with self._ready:
+                whole = len(self._buffer) if self._ended else len(self._buffer) // self._unit * self._unit
+                block = [self._buffer.popleft() for _ in range(min(whole, self._block))]
+                ended = self._ended
+                waiting: Deferred[None] | None = None
+                if not block and not ended:
+                    waiting = self._waiting = Deferred()
+                self._ready.notify()
+            if block:
+                yield block
+            elif isinstance(ended, Failure):
+                ended.raiseException()
+            elif ended:
+                return
+            elif waiting is not None:
+                with contextlib.suppress(CancelledError):
+                    await waiting
+
+    def cancel(self) -> None:
+        with self._ready:
+            self._cancelled = True
+            waiting, self._waiting = self._waiting, None
+            self._ready.notify()
+        if waiting is not None and not waiting.called:
+            waiting.cancel()
+
+    def _read(self) -> None:
+        try:
+            for item in self._items:
+                with self._ready:
+                    while len(self._buffer) >= 2 * self._block and not self._cancelled:
+                        self._ready.wait(0.5)  # bounded: the engine takes a block at a time
+                    if self._cancelled:
+                        return
+                    self._buffer.append(item)
+                    self._wake()
+            ended: Failure | bool = True
+        except Exception:  # noqa: BLE001 - handed to the engine, which stops the run with it
+            ended = Failure()
+        with self._ready:
+            self._ended = ended
+            self._wake()
+
+    def _wake(self) -> None:
+        """(Under the lock.) Tell the engine there is something to take, if it is waiting."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self._reactor.callFromThread(_fire, waiting)
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:  # a stop may have cancelled it meanwhile
+        d.callback(None)

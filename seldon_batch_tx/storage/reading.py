@@ -21,6 +21,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, BinaryIO
 
 import attrs
@@ -94,10 +95,10 @@ class ChunkQueueRaw(io.RawIOBase):
         if not self._current:
             if self._eof:
                 return 0
-            try:
-                item = self._queue.get(timeout=self._timeout)
-            except queue.Empty:
-                raise StorageError(f"{self._name}: no data from the store for {self._timeout:.0f} s") from None
+            item = self._next_chunk()
+            if item is None:  # closed while waiting: the reader ends
+                self._eof = True
+                return 0
             if isinstance(item, BaseException):
                 self._eof = True
                 raise StorageError(f"{self._name}: read failed: {type(item).__name__}: "
@@ -111,6 +112,19 @@ class ChunkQueueRaw(io.RawIOBase):
         self._current = self._current[n:]
         self.bytes_read += n
         return n
+
+    def _next_chunk(self) -> bytes | BaseException | None:
+        """The producer's next chunk; None once closed (checked every poll, so a close from another
+        thread ends a read that waits on a quiet pipe); StorageError past the timeout."""
+        waited = 0.0
+        while not self._stop.is_set():
+            try:
+                return self._queue.get(timeout=_STOP_POLL)
+            except queue.Empty:
+                waited += _STOP_POLL
+                if waited >= self._timeout:
+                    raise StorageError(f"{self._name}: no data from the store for {self._timeout:.0f} s") from None
+        return None
 
     def close(self) -> None:
         """Stop the producer (within its poll interval plus one chunk's read) and free the queue."""
@@ -166,6 +180,9 @@ class InputSource:
         return max(lines_read, round(lines_read * self.size / done))
 
     def close(self) -> None:
+        raw = getattr(self.stream, "raw", None)
+        if isinstance(raw, ChunkQueueRaw):
+            raw.close()  # first: a reader thread waiting inside the buffered stream holds its lock
         self.stream.close()
 
     def __enter__(self) -> InputSource:
@@ -218,9 +235,11 @@ def open_input(path: str, options: dict[str, Any] | None = None, *, count: bool 
         if count:
             raise StorageError("the line count of standard input (-i -) is not known in advance; "
                                "--resume and --input need a file or a URL")
-        source = stdin if stdin is not None else sys.stdin.buffer
-        # read1: what the pipe holds now, so lines trickling in are not held back for a whole chunk
-        read = getattr(source, "read1", source.read)
+        if stdin is not None:  # read1: what the pipe holds now, so trickling lines are not held back
+            read = getattr(stdin, "read1", stdin.read)
+        else:  # the descriptor itself: a read blocked in the thread holds no lock of sys.stdin's, which
+            fd = sys.stdin.fileno()  # the interpreter would wait for at exit (after a SIGTERM)
+            read = partial(os.read, fd)
         prefetch.setdefault("timeout", STDIN_TIMEOUT)
         return InputSource(path, prefetching(read, name="standard input", **prefetch), None)
     if not is_remote(path):
