@@ -16,6 +16,7 @@ from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     globalLogBeginner,
     textFileLogObserver,
 )
@@ -37,11 +38,19 @@ class _AroundBars:
         self._out.flush()
 
 
+def _not_reactor_chatter(event: dict[str, object]) -> PredicateResult:
+    """Drop the reactor's own info lines ("Main loop terminated."): after a one-line usage error
+    they would be a second line, and in a run they say nothing the summary does not."""
+    if event.get("log_namespace") == "twisted.internet.base" and event.get("log_level") == LogLevel.info:
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
 def start_logging(level: str, out: TextIO | None = None) -> None:
     """Send structured log events at ``level`` and above to ``out`` (stderr by default)."""
     level = "warn" if level == "warning" else level  # txaio and twisted.logger spell it "warn"
     txaio.set_global_log_level(level)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     stream = _AroundBars(out or sys.stderr)
-    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])  # type: ignore[arg-type]
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate, _not_reactor_chatter])  # type: ignore[arg-type,list-item]
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -142,3 +142,15 @@ def test_retry_failed_rewrites_without_error_lines(tmp_path: Path) -> None:
     assert [i for i in range(4) if state.pending(i)] == [1, 3]
     assert path.read_text() == ok(0) + "\n" + ok(2) + "\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]  # no temp file left
+
+
+def test_a_foreign_json_file_without_a_newline_is_refused_unchanged(tmp_path: Path) -> None:
+    """``json.dump`` writes one value and no newline: that is someone's file, not a torn line of ours,
+    so --resume refuses it and changes nothing (it used to cut it as a torn tail and overwrite it)."""
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"model": "prod", "threshold": 0.7}))
+    scan = scan_output(str(settings), 10)
+    assert scan.torn is None and scan.bad_count == 1
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"data": {"ndarray": [[1]]}, "meta": {"tags": {"batch_index": 0, "batch_id": "b"')
+    assert scan_output(str(torn), 10).torn is not None  # cut short: an interrupted write of ours

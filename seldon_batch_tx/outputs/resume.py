@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import stat
 import tempfile
@@ -77,10 +78,10 @@ def scan_stream(stream: BinaryIO, total: int, *, max_line_bytes: int = DEFAULT_M
     scan = OutputScan(total)
     for line in read_lines(stream, max_line_bytes):
         if not line.terminated:
-            if line.head.startswith(b"{"):
+            if _torn(line, max_line_bytes):
                 scan.torn = line
             else:
-                scan.bad(line.number, "no newline at the end and not the start of an output line")
+                scan.bad(line.number, "no newline at the end and not an interrupted output line")
             break
         scan.lines += 1
         try:
@@ -107,6 +108,25 @@ def scan_stream(stream: BinaryIO, total: int, *, max_line_bytes: int = DEFAULT_M
         elif info.failed:
             scan.failed.add(info.index)
     return scan
+
+
+def _torn(line: Line, max_line_bytes: int) -> bool:
+    """Whether an unterminated last line is an interrupted write of ours: it starts like an output
+    line and is either cut short (not JSON) or one of our lines whose newline was not written. A
+    whole JSON value that is not an output line (``json.dump`` writes no newline) is someone else's."""
+    if not line.head.startswith(b"{"):
+        return False
+    if line.data is None:
+        return True  # too long to hold: cut short by the limit, not a value to judge
+    try:
+        json.loads(line.data)
+    except (ValueError, RecursionError):
+        return True
+    try:
+        read_info(line, max_line_bytes)
+    except ValueError:
+        return False
+    return True
 
 
 def scan_output(path: str, total: int, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> OutputScan:

@@ -111,11 +111,13 @@ def check_access(url: str, options: dict[str, Any] | None = None, for_write: boo
 
 
 def _pipe_problem(config: BatchConfig) -> str | None:
-    resume = config.resume or config.retry_failed
-    if resume and is_stdio(config.output_data_path):
-        return "--resume: standard output (-o -) cannot be resumed; give an output file or URL"
-    if resume and is_stdio(config.input_data_path):
-        return "--resume: standard input (-i -) cannot be read twice to check the output; give a file or URL"
+    flag = "--retry-failed" if config.retry_failed else "--resume"
+    if not (config.resume or config.retry_failed):
+        return None
+    if is_stdio(config.output_data_path):
+        return f"{flag}: standard output (-o -) cannot be resumed; give an output file or URL"
+    if is_stdio(config.input_data_path):
+        return f"{flag}: standard input (-i -) cannot be read twice to check the output; give a file or URL"
     return None
 
 
