@@ -1,4 +1,4 @@
-"""Every option's bad values through a flag, its environment variable and twistd: ONE line naming it, exit 2.
+"""Every option's bad values through a flag, its environment variable, twistd and a sidecar: ONE line naming it.
 
 The table below must hold a bad value for every option of the command and the daemon (a new option
 without a row fails the test). Flags and variables go through the command's parser (``cli.parse``,
@@ -8,6 +8,7 @@ which leaves with status 2); twistd through its real ``ServerOptions`` with the 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,9 @@ import pytest
 from twisted.scripts.twistd import ServerOptions
 
 from seldon_batch_tx import __version__, cli
+from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.daemon.files import Rejected
+from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_SAFE, apply_sidecar
 from seldon_batch_tx.options import Option
 from seldon_batch_tx.tap import DAEMON_TABLE
 from tests.servers import loopback_env
@@ -108,3 +112,22 @@ def test_help_has_one_usage_line_and_one_default_each(command: list[str]) -> Non
     joined = " ".join(proc.stdout.split())
     for chunk in joined.split("--")[1:]:
         assert chunk.count("[default:") <= 1, chunk
+
+
+SIDECAR_KEYS = sorted(
+    o.name for o in DAEMON_TABLE
+    if o.name in SIDECAR_SAFE | SIDECAR_ALLOWABLE and o.coerce is not None and o.name in BAD and BAD[o.name]
+)
+
+
+@pytest.mark.parametrize("key", SIDECAR_KEYS)
+def test_sidecar_key(key: str, tmp_path: Path) -> None:
+    """A sidecar's bad value (the operator allowing every key) is one line naming the key and its value."""
+    sidecar = tmp_path / "in.txt.json"
+    sidecar.write_text(json.dumps({key: BAD[key]}))
+    config = BatchConfig(deployment_name="d", input_data_path=str(tmp_path / "in.txt"),
+                         output_data_path=str(tmp_path / "out.txt"), workers=8)
+    with pytest.raises(Rejected) as refused:
+        apply_sidecar(config, str(sidecar), allow=SIDECAR_ALLOWABLE, max_workers=8)
+    message = str(refused.value)
+    assert "\n" not in message and f"sidecar setting {key!r}" in message
