@@ -16,7 +16,6 @@ would exceed it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -32,8 +31,6 @@ RSS_BOUND_KB = 150 * 1024
 TIMEOUT = 180.0
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed")
 
 
 def vm_hwm_kb(pid: int) -> int:
