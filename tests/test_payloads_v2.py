@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.python import usage
 
 from seldon_batch_tx.config import BatchConfig
@@ -336,7 +337,7 @@ def test_v2_endpoint_url(kw: dict[str, Any], url: str) -> None:
 def test_headers_reach_both_rest_clients() -> None:
     """--header goes into the treq transport's headers and the fast client's request head (Host replaced)."""
     c = config(gateway_type="seldon", host="127.0.0.1:9", headers=(("seldon-model", "m"), ("Host", "k.example")))
-    assert RestTransport(c, reactor=None)._headers["seldon-model"] == ["m"]  # type: ignore[arg-type]
+    assert RestTransport(c, reactor=Clock())._headers["seldon-model"] == ["m"]
     head = request_head("POST", endpoint_url(c, "predictions"), None, c.headers)[0].decode()
     assert "\r\nHost: k.example\r\n" in head and "\r\nseldon-model: m\r\n" in head and "127.0.0.1:9" not in head
     with pytest.raises(ValueError, match="line breaks"):
