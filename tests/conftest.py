@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.servers import SeldonServer, ensure_seldon_venv
+
+if TYPE_CHECKING:
+    from tests.test_daemon_real import Daemon
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,14 @@ def mlserver_server() -> Iterator[MLServerServer]:
     ensure_mlserver_venv()
     with MLServerServer() as server:
         yield server
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Real ``twistd`` daemons a test starts (append them); any still running at the end is killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)

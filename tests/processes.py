@@ -20,8 +20,9 @@ from types import TracebackType
 from typing import IO, Any
 
 
-def group_alive(pgid: int) -> bool:
-    """True while a process of group `pgid` is alive (zombies don't count)."""
+def group_pids(pgid: int) -> list[int]:
+    """Live (non-zombie) pids of process group `pgid`."""
+    pids: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -32,8 +33,13 @@ def group_alive(pgid: int) -> bool:
         # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` is alive (zombies don't count)."""
+    return bool(group_pids(pgid))
 
 
 def signal_group(pgid: int, sig: int) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.processes import stop_group
+from tests.processes import group_pids, stop_group
 from tests.servers import LOOPBACK, REPO_ROOT, SELDON_BATCH_PROCESSOR, SeldonServer, http_request, loopback_env
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -58,22 +58,6 @@ def _listening_inodes(port: int) -> set[str]:
             if fields[3] == "0A" and int(hex_port, 16) == port and host in loopback:
                 inodes.add(fields[9])
     return inodes
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) pids of process group `pgid`."""
-    pids: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            pids.append(int(entry))
-    return sorted(pids)
 
 
 def listening_pids(port: int, pgids: list[int]) -> set[int]:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seldon_batch_tx.storage.paths import filesystem
 from tests.processes import ManagedProcess
 from tests.servers import free_port, loopback_env
 
@@ -115,3 +116,18 @@ class S3Server(ManagedProcess):
         """fsspec storage options for this server (as ``--storage-options`` would give them)."""
         return {"endpoint_url": self.endpoint, "key": self.access_key, "secret": self.secret_key,
                 "client_kwargs": {"region_name": REGION}, **extra}
+
+    def put(self, url: str, data: bytes) -> str:
+        """Store ``data`` at ``url`` (``s3://bucket/key``) through fsspec, as a user's upload would."""
+        fs, rpath = filesystem(url, self.options())
+        fs.pipe_file(rpath, data)
+        return url
+
+    def get(self, url: str) -> bytes:
+        fs, rpath = filesystem(url, self.options())
+        data: bytes = fs.cat_file(rpath)
+        return data
+
+    def exists(self, url: str) -> bool:
+        fs, rpath = filesystem(url, self.options())
+        return bool(fs.exists(rpath))

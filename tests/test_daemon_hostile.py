@@ -26,16 +26,6 @@ def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileServer
         yield server
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
-
-
 def test_hostile_files_dropped_together_then_a_good_file_runs(tmp_path: Path, recorder: HostileServer,
                                                               daemons: list[Daemon]) -> None:
     """A FIFO, a symlink to a file only the daemon may read, sidecars pointing the data elsewhere or set to

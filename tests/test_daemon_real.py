@@ -8,31 +8,37 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pytest
+from typing import Any, Protocol
 
 from tests.servers import SeldonServer, free_port, http_request, loopback_env
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1,
+             details: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{details()}" if details else ""))
+
+
+class Model(Protocol):
+    """A loopback model server (the real microservice, tests/hostile_server.py...)."""
+
+    @property
+    def rest_host(self) -> str: ...
 
 
 class Daemon:
     """A `twistd -n seldon-batch` child process; stopped by its pid."""
 
-    def __init__(self, tmp: Path, server: SeldonServer, args: list[str], name: str = "daemon") -> None:
+    def __init__(self, tmp: Path, server: Model, args: list[str], name: str = "daemon") -> None:
         self.port = free_port()
         self.log_path = tmp / f"{name}.log"
         self.command = [TWISTD, "-n", "--pidfile=", "seldon-batch", "-d", "echo", "-g", "seldon",
@@ -46,13 +52,16 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        return http_request("GET", f"127.0.0.1:{self.port}", path, timeout=5)
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        return http_request("GET", f"127.0.0.1:{self.port}", path, timeout=timeout)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def healthy() -> bool:
             if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             try:
                 return self.get("/health")[0] == 200
             except OSError:
@@ -67,18 +76,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-                raise AssertionError(f"daemon did not exit within {timeout} s of SIGTERM:\n{self.log()}") from None
+                raise AssertionError(f"daemon did not exit within {timeout} s of SIGTERM:\n{self.log()[-3000:]}") \
+                    from None
         return self.process.returncode
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
 
 
 def write_lines(path: Path, count: int, start: int = 0) -> None:

@@ -26,16 +26,6 @@ HOSTILE = '<img src=x onerror="window.__pwned=1">.txt'
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
-
-
-@pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()

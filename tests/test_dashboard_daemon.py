@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import SeldonServer, http_request
@@ -26,16 +24,6 @@ from tests.test_daemon_real import Daemon, wait_for, write_lines
 NOT_UTF8 = b"bad-\xff\xfe.txt"
 MARKUP = 'new\nline "q" back\\slash <img src=x onerror=alert(1)>.txt'
 SIDECAR_ID = 'id "q" \\ a/b <b>x</b> ü'
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
 
 
 def drop(incoming: Path, name: bytes, lines: int, sidecar: dict[str, Any] | None = None) -> None:

@@ -19,35 +19,22 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.hostile_server import HostileServer
-from tests.servers import free_port, http_request, loopback_env
+from tests.servers import http_request
+from tests.test_daemon_real import Daemon, wait_for
 
-TWISTD = str(Path(sys.executable).parent / "twistd")
 SECRET = "TOPSECRET-7f3a9c"
 TOKEN = "daemon-token-5b2e"
 LOG_GROWTH_LIMIT = 200 * 1024
 GOOD_LINES = 12
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1,
-             details: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{details()}" if details else ""))
 
 
 def state(watch: Path, daemon: Daemon) -> str:
@@ -56,54 +43,13 @@ def state(watch: Path, daemon: Daemon) -> str:
     return f"{listing}\nlog tail:\n{daemon.log()[-4000:]}"
 
 
-class Daemon:
-    """A ``twistd -n seldon-batch --watch-dir`` child process with its dashboard on a free port."""
-
-    def __init__(self, tmp: Path, server: HostileServer, watch: Path, name: str) -> None:
-        self.port = free_port()
-        self.log_path = tmp / f"{name}.log"
-        command = [TWISTD, "-n", "--pidfile=", "seldon-batch", "-d", "echo", "-g", "istio", "-n", "ns",
-                   "-h", server.rest_host, "--call-credentials-token", TOKEN, "--watch-dir", str(watch),
-                   "--poll-interval", "0.2", "-w", "2", "-r", "0", "--timeout", "2",
-                   # values that cannot apply must be caught too, not only keys that are not allowed
-                   "--sidecar-allow", "shard-index,shard-count",
-                   "--dashboard", f"tcp:{self.port}:interface=127.0.0.1"]
-        env = loopback_env()
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        return http_request("GET", f"127.0.0.1:{self.port}", path, timeout=timeout)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def healthy() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                return self.get("/health")[0] == 200
-            except OSError:
-                return False
-        wait_for(healthy, timeout, "the daemon's /health")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-                raise AssertionError(f"daemon did not exit within {timeout} s of SIGTERM:\n{self.log()[-3000:]}") \
-                    from None
-        return self.process.returncode
+def hostile_daemon(tmp: Path, server: HostileServer, watch: Path, name: str) -> Daemon:
+    """The daemon under test, with its credential token, fast polls and short timeouts."""
+    return Daemon(tmp, server, ["-g", "istio", "-n", "ns", "--call-credentials-token", TOKEN,
+                                "--watch-dir", str(watch), "--poll-interval", "0.2", "-w", "2", "-r", "0",
+                                "--timeout", "2",
+                                # values that cannot apply must be caught too, not only keys that are not allowed
+                                "--sidecar-allow", "shard-index,shard-count"], name)
 
 
 class Watcher(threading.Thread):
@@ -222,9 +168,9 @@ def test_hostile_files_never_stop_spin_or_leak(tmp_path: Path, servers: tuple[Ho
     victim.write_text("do not overwrite\n")
     os.mkfifo(watch / "processing" / "planted-fifo.txt")  # left in processing/ before the start
 
-    daemon = Daemon(tmp_path, model, watch, "daemon")
+    daemon = hostile_daemon(tmp_path, model, watch, "daemon")
     try:
-        daemon.wait_ready()
+        daemon.wait_ready(30)
         watcher = Watcher(daemon)
         watcher.start()
 
@@ -342,9 +288,9 @@ def test_hostile_files_never_stop_spin_or_leak(tmp_path: Path, servers: tuple[Ho
     assert stopped in (0, -signal.SIGTERM), daemon.log()[-3000:]
 
     # -- a restart takes nothing failing up again and stays quiet -------------------------------------
-    again = Daemon(tmp_path, model, watch, "again")
+    again = hostile_daemon(tmp_path, model, watch, "again")
     try:
-        again.wait_ready()
+        again.wait_ready(30)
         watcher = Watcher(again)
         watcher.start()
         wait_for(lambda: watcher.rounds >= 3, 20, "the restarted daemon's dashboard")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx.storage import filesystem, staging_path
+from seldon_batch_tx.storage import staging_path
 from tests.s3_server import S3Server
 from tests.servers import SeldonServer, loopback_env
 
@@ -38,22 +38,7 @@ def lines_of(count: int) -> bytes:
     return b"".join(b"[[%d, %d.5, %d]]\n" % (i, i, -i) for i in range(count))
 
 
-def put(s3: S3Server, key: str, data: bytes) -> str:
-    url = f"s3://{BUCKET}/{key}"
-    fs, rpath = filesystem(url, s3.options())
-    fs.pipe_file(rpath, data)
-    return url
 
-
-def get(s3: S3Server, url: str) -> bytes:
-    fs, rpath = filesystem(url, s3.options())
-    data: bytes = fs.cat_file(rpath)
-    return data
-
-
-def exists(s3: S3Server, url: str) -> bool:
-    fs, rpath = filesystem(url, s3.options())
-    return bool(fs.exists(rpath))
 
 
 def indexes(data: bytes) -> list[int]:
@@ -71,12 +56,12 @@ def run(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Co
 
 
 def test_round_trip_s3_to_s3_then_verify(s3: S3Server, seldon_server: SeldonServer, tmp_path: Path) -> None:
-    source = put(s3, "round/in.txt", lines_of(500))
+    source = s3.put(f"s3://{BUCKET}/round/in.txt", lines_of(500))
     target = f"s3://{BUCKET}/round/out.txt"
     done = run(processor(seldon_server, "-i", source, "-o", target, "--staging-dir", str(tmp_path)), s3.env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("500 lines: 500 succeeded, 0 failed"), done.stdout
-    assert indexes(get(s3, target)) == list(range(500))
+    assert indexes(s3.get(target)) == list(range(500))
     assert os.listdir(tmp_path) == []  # the staging file went once the object was there whole
     check = run([TOOLS, "verify", source, target], s3.env())
     assert check.returncode == 0 and check.stdout.startswith("complete: 500 output lines"), check
@@ -97,7 +82,7 @@ def test_sigkill_sigterm_then_resume_elsewhere_every_line_once(s3: S3Server, sel
     same machine continues from the staging file. SIGTERM: the run drains and uploads what it has
     (exit 3); ``--resume`` on another machine (no staging file) continues from the object."""
     total = 1200
-    source = put(s3, "kill/in.txt", lines_of(total))
+    source = s3.put(f"s3://{BUCKET}/kill/in.txt", lines_of(total))
     target = f"s3://{BUCKET}/kill/out.txt"
     staging = tmp_path / "node-a"
     slow = ("-w", "2", "--batch-interval", "0.02", "-u", "kill-test")
@@ -111,7 +96,7 @@ def test_sigkill_sigterm_then_resume_elsewhere_every_line_once(s3: S3Server, sel
     finally:
         first.kill()
         first.communicate(timeout=30)
-    assert not exists(s3, target)
+    assert not s3.exists(target)
     second = subprocess.Popen(processor(seldon_server, "-i", source, "-o", target, "--staging-dir", str(staging),
                                         "--resume", *slow), env=s3.env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
@@ -122,20 +107,20 @@ def test_sigkill_sigterm_then_resume_elsewhere_every_line_once(s3: S3Server, sel
     finally:
         second.kill()
     assert second.returncode == 3, err.decode()[-2000:]
-    partial = get(s3, target)
+    partial = s3.get(target)
     assert 400 <= partial.count(b"\n") < total and len(set(indexes(partial))) == partial.count(b"\n")
     third = run(processor(seldon_server, "-i", source, "-o", target, "--staging-dir", str(tmp_path / "node-b"),
                           "--resume"), s3.env())
     assert third.returncode == 0, third.stderr[-2000:]
     assert f"{total} lines (" in third.stdout and "from an earlier run" in third.stdout, third.stdout
-    assert indexes(get(s3, target)) == list(range(total))  # every line exactly once
+    assert indexes(s3.get(target)) == list(range(total))  # every line exactly once
     check = run([TOOLS, "verify", source, target], s3.env())
     assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_three_shards_and_merge_on_s3(s3: S3Server, seldon_server: SeldonServer, tmp_path: Path) -> None:
     total = 300
-    source = put(s3, "shards/in.txt", lines_of(total))
+    source = s3.put(f"s3://{BUCKET}/shards/in.txt", lines_of(total))
     outputs = [f"s3://{BUCKET}/shards/out.{i}-of-3.txt" for i in range(3)]
     children = [subprocess.Popen(processor(seldon_server, "-i", source, "-o", outputs[i], "-u", "shards",
                                            "--shard-index", str(i), "--shard-count", "3",
@@ -149,18 +134,18 @@ def test_three_shards_and_merge_on_s3(s3: S3Server, seldon_server: SeldonServer,
             child.kill()
     for i, ((_, err), code) in enumerate(results):
         assert code == 0, err[-2000:]
-        assert indexes(get(s3, outputs[i])) == list(range(i, total, 3))
+        assert indexes(s3.get(outputs[i])) == list(range(i, total, 3))
     merged = f"s3://{BUCKET}/shards/merged.txt"
     merge = run([TOOLS, "merge", "-o", merged, "--input", source, *outputs], s3.env())
     assert merge.returncode == 0, merge.stderr
     assert f"merged {total} lines ({total} succeeded, 0 failed) from 3 shard outputs into {merged}" in merge.stderr
-    data = get(s3, merged)
+    data = s3.get(merged)
     assert [json.loads(raw)["meta"]["tags"]["batch_index"] for raw in data.splitlines()] == list(range(total))
     assert run([TOOLS, "verify", source, merged], s3.env()).returncode == 0
     missing = run([TOOLS, "merge", "-o", f"s3://{BUCKET}/shards/no.txt", "--input", source, *outputs[:2]],
                   s3.env())
     assert missing.returncode == 1 and "100 missing lines" in missing.stderr
-    assert not exists(s3, f"s3://{BUCKET}/shards/no.txt")  # a failed merge uploads nothing
+    assert not s3.exists(f"s3://{BUCKET}/shards/no.txt")  # a failed merge uploads nothing
 
 
 @pytest.fixture
@@ -185,7 +170,7 @@ def _nothing_sent(listener: socket.socket) -> bool:
 def test_bad_credentials_and_missing_bucket_are_one_line_exit_2_nothing_sent(
         s3: S3Server, silent_model: tuple[str, socket.socket], tmp_path: Path) -> None:
     host, listener = silent_model
-    source = put(s3, "access/in.txt", lines_of(3))
+    source = s3.put(f"s3://{BUCKET}/access/in.txt", lines_of(3))
     good = s3.env()
     cases = [
         (["-i", source, "-o", f"s3://{BUCKET}/access/out.txt"], {**good, "AWS_SECRET_ACCESS_KEY": "wrong-secret-99"},
@@ -206,7 +191,7 @@ def test_bad_credentials_and_missing_bucket_are_one_line_exit_2_nothing_sent(
         assert "wrong-secret" not in done.stderr and "hunter2" not in done.stderr and s3.secret_key not in done.stderr
         assert done.stdout == ""
     assert _nothing_sent(listener)
-    assert not exists(s3, f"s3://{BUCKET}/access/out.txt")
+    assert not s3.exists(f"s3://{BUCKET}/access/out.txt")
 
 
 def test_stdin_to_stdout_pipeline(seldon_server: SeldonServer, tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from seldon_batch_tx.storage import filesystem
 from tests.s3_server import S3Server
 
 LINES = 1_000_000
@@ -51,8 +50,7 @@ def test_million_lines_from_s3_in_flat_memory(tmp_path: Path) -> None:
     with S3Server(tmp_path / "moto.log") as s3, NginxServer(workers=1, rows=32) as nginx:
         s3.make_bucket("million")
         url = "s3://million/input.txt"
-        fs, rpath = filesystem(url, s3.options())
-        fs.pipe_file(rpath, b"[[1]]\n" * LINES)
+        s3.put(url, b"[[1]]\n" * LINES)
         output = tmp_path / "output.txt"
         log = tmp_path / "processor.log"
         command = [PROCESSOR, "-d", "bench", "-g", "seldon", "-h", nginx.batch_host, "-t", "rest",

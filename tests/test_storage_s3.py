@@ -29,22 +29,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-def put(s3: S3Server, key: str, data: bytes) -> str:
-    url = f"s3://{BUCKET}/{key}"
-    fs, rpath = filesystem(url, s3.options())
-    fs.pipe_file(rpath, data)
-    return url
-
-
-def get(s3: S3Server, url: str) -> bytes:
-    fs, rpath = filesystem(url, s3.options())
-    data: bytes = fs.cat_file(rpath)
-    return data
 
 
 def test_round_trip_through_staging_with_a_multipart_upload(s3: S3Server, tmp_path: Path) -> None:
     lines = b"".join(b'{"index": %d, "pad": "%s"}\n' % (i, b"p" * 200) for i in range(60_000))  # ~13 MB
-    source_url = put(s3, "round/in.txt", lines)
+    source_url = s3.put(f"s3://{BUCKET}/round/in.txt", lines)
     with open_input(source_url, s3.options(), count=True, chunk_bytes=1 << 20) as source:
         assert source.size == len(lines) and source.total_lines == 60_000
         assert b"".join(source.stream) == lines
@@ -53,7 +42,7 @@ def test_round_trip_through_staging_with_a_multipart_upload(s3: S3Server, tmp_pa
     staged.part_bytes = 5 << 20  # S3's smallest part: three parts for 13 MB
     Path(staged.local_path or "").write_bytes(lines)
     assert staged.upload() == len(lines) and not os.path.exists(staged.local_path or "")
-    assert get(s3, out_url) == lines
+    assert s3.get(out_url) == lines
     etag = s3.client().head_object(Bucket=BUCKET, Key="round/out.txt")["ETag"]
     assert etag.strip('"').endswith("-3")  # a multipart object: it appeared only when complete
 
@@ -67,7 +56,7 @@ def test_resume_from_staging_then_from_the_uploaded_object(s3: S3Server, tmp_pat
     with open(second.local_path or "", "ab") as f:
         f.write(b"line 2\n")
     second.upload()  # the run stopped (exit 3) or finished: its lines are in the object
-    assert get(s3, url) == b"line 0\nline 1\nline 2\n"
+    assert s3.get(url) == b"line 0\nline 1\nline 2\n"
     elsewhere = tmp_path / "another-pod"  # no staging file there: the object is the starting point
     third = stage_output(url, str(elsewhere), s3.options(), resume=True)
     assert third.resumed_from == "object"
@@ -77,17 +66,18 @@ def test_resume_from_staging_then_from_the_uploaded_object(s3: S3Server, tmp_pat
 
 
 def test_three_shards_merge_into_one_object(s3: S3Server, tmp_path: Path) -> None:
-    shards = [put(s3, f"merge/out.{n}-of-3", b"".join(b"%d\n" % i for i in range(n, 30, 3))) for n in range(3)]
+    shards = [s3.put(f"s3://{BUCKET}/merge/out.{n}-of-3", b"".join(b"%d\n" % i for i in range(n, 30, 3)))
+              for n in range(3)]
     merged = f"s3://{BUCKET}/merge/out.txt"
     with merge_paths(shards, merged, s3.options(), str(tmp_path)) as work:
         lines = sorted((line for p in work.shards for line in Path(p).read_bytes().splitlines()), key=int)
         Path(work.output).write_bytes(b"".join(line + b"\n" for line in lines))
-    assert get(s3, merged) == b"".join(b"%d\n" % i for i in range(30))
+    assert s3.get(merged) == b"".join(b"%d\n" % i for i in range(30))
     assert os.listdir(tmp_path) == []  # the local copies are gone
 
 
 def test_access_messages_are_one_line_without_secrets(s3: S3Server) -> None:
-    url = put(s3, "access/in.txt", b"x\n")
+    url = s3.put(f"s3://{BUCKET}/access/in.txt", b"x\n")
     assert check_access(url, s3.options()) is None
     assert check_access(f"s3://{BUCKET}/access/out.txt", s3.options(), for_write=True) is None
     bad_secret = dict(s3.options(), secret="not-the-secret-1234")
@@ -109,7 +99,7 @@ def test_access_messages_are_one_line_without_secrets(s3: S3Server) -> None:
 
 
 def test_credentials_from_the_environment_and_a_missing_object_on_open(s3: S3Server) -> None:
-    url = put(s3, "env/in.txt", b"a\nb\n")
+    url = s3.put(f"s3://{BUCKET}/env/in.txt", b"a\nb\n")
     code = ("import sys; from seldon_batch_tx.storage import open_input, check_access, StorageError\n"
             f"assert check_access({url!r}) is None\n"
             f"print(open_input({url!r}).stream.read().decode(), end='')\n"

@@ -105,6 +105,15 @@ async def stop_within(transport: Any, bound: float = 5.0) -> None:
     await outcome(transport.stop(), bound)
 
 
+async def one_call(transport: Any, body: Any, bound: float, *, puid: str = "p") -> tuple[Any, float]:
+    """Start ``transport``, send ``body`` once (ending within ``bound`` s), then stop it promptly."""
+    transport.start()
+    try:
+        return await outcome(transport.send(body, puid), bound)
+    finally:
+        await stop_within(transport)
+
+
 def connections_to(port: int) -> int:
     """Sockets of this process connected to 127.0.0.1:``port``, as the kernel sees them."""
     inodes = set()
@@ -178,11 +187,7 @@ async def test_rest_hostile_answer(client: str, hostile: HostileServer, mode: st
     itself says enough), and stop() leaves no connection to the server open."""
     kind, retryable, early = REST_CASES[mode]
     transport = make(client, config(hostile.rest_host, mode))
-    transport.start()
-    try:
-        error, elapsed = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
-    finally:
-        await stop_within(transport)
+    error, elapsed = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed), error
     assert (error.kind, error.info, error.retryable) == (kind, kind, retryable), error.reason
     if early:
@@ -201,11 +206,7 @@ async def test_rest_hostile_answer(client: str, hostile: HostileServer, mode: st
 async def test_rest_garbage_is_not_http(client: str, hostile: HostileServer) -> None:
     """Bytes that are not HTTP fail the call at once, retryable (a proxy hiccup), never hang it."""
     transport = make(client, config(hostile.rest_host, "garbage"))
-    transport.start()
-    try:
-        error, elapsed = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
-    finally:
-        await stop_within(transport)
+    error, elapsed = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed) and error.kind in ("bad_response", "connection") and error.retryable
     assert elapsed < TIMEOUT
     await no_connections_to(hostile.port)
@@ -234,11 +235,7 @@ async def test_rest_calls_in_a_row_after_hostile_answers(client: str, hostile: H
     try:
         for mode in ("deep", "oversize_chunked", "flood_headers", "truncated", "echo"):
             other = make(client, config(hostile.rest_host, mode))
-            other.start()
-            try:
-                result, _ = await outcome(other.send(REQUEST, "p"), TIMEOUT + SLACK)
-            finally:
-                await stop_within(other)
+            result, _ = await one_call(other, REQUEST, TIMEOUT + SLACK)
             assert isinstance(result, RequestFailed) == (mode != "echo")
             answer, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
             assert isinstance(answer, dict) and answer["data"]["ndarray"] == [[1, 2, 3]]
@@ -320,11 +317,9 @@ async def test_classification_bug_fails_the_call_not_the_run(client: str, monkey
     port, _ = scripted_server(http_answer(b'{"data": {"ndarray": [[1]]}}'))
     number = port.getHost().port
     transport = make(client, config(f"127.0.0.1:{number}", "x", timeout=10.0))
-    transport.start()
     try:
-        error, elapsed = await outcome(transport.send(REQUEST, "p"), 5.0)
+        error, elapsed = await one_call(transport, REQUEST, 5.0)
     finally:
-        await stop_within(transport)
         await port.stopListening()
     assert isinstance(error, RequestFailed)
     assert (error.kind, error.info, error.retryable) == ("internal_error", "internal_error", False)
@@ -340,11 +335,9 @@ async def test_deep_answer_at_several_depths(client: str, depth: int) -> None:
     body = b'{"data":{"ndarray":' + b"[" * depth + b"1" + b"]" * depth + b"}}"
     port, _ = scripted_server(http_answer(body))
     transport = make(client, config(f"127.0.0.1:{port.getHost().port}", "x", timeout=10.0))
-    transport.start()
     try:
-        error, elapsed = await outcome(transport.send(REQUEST, "p"), 5.0)
+        error, elapsed = await one_call(transport, REQUEST, 5.0)
     finally:
-        await stop_within(transport)
         await port.stopListening()
     assert isinstance(error, RequestFailed) and (error.kind, error.code) == ("bad_response", 200)
     assert error.reason == "answer nested too deeply"
@@ -356,11 +349,9 @@ async def test_truncated_body_without_framing_is_bad_response(client: str) -> No
     port, _ = scripted_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"data\": {\"nda",
                               close=True)
     transport = make(client, config(f"127.0.0.1:{port.getHost().port}", "x"))
-    transport.start()
     try:
-        error, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
+        error, _ = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     finally:
-        await stop_within(transport)
         await port.stopListening()
     assert isinstance(error, RequestFailed) and (error.kind, error.retryable) == ("bad_response", True)
 
@@ -373,11 +364,9 @@ async def test_redirects_are_not_followed(client: str, status: int) -> None:
     target = f"http://127.0.0.1:{elsewhere.getHost().port}/api/v1.0/predictions".encode()
     port, _ = scripted_server(b"HTTP/1.1 %d Moved\r\nLocation: %b\r\nContent-Length: 2\r\n\r\n{}" % (status, target))
     transport = make(client, config(f"127.0.0.1:{port.getHost().port}", "x", call_credentials_token="s3cret"))
-    transport.start()
     try:
-        error, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
+        error, _ = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     finally:
-        await stop_within(transport)
         await port.stopListening()
         await elsewhere.stopListening()
     assert isinstance(error, RequestFailed) and (error.kind, error.code) == (f"http_{status}", status)
@@ -428,11 +417,9 @@ async def test_fast_content_length_just_at_the_limit(client: str) -> None:
         body = b'{"strData": "' + b"x" * filler + b'"}'
         port, _ = scripted_server(http_answer(body))
         transport = make(client, config(f"127.0.0.1:{port.getHost().port}", "x", max_response_bytes=1000))
-        transport.start()
         try:
-            result, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
+            result, _ = await one_call(transport, REQUEST, TIMEOUT + SLACK)
         finally:
-            await stop_within(transport)
             await port.stopListening()
         if ok:
             assert result == {"strData": "x" * filler}
@@ -444,11 +431,7 @@ async def test_fast_content_length_just_at_the_limit(client: str) -> None:
 async def test_unencodable_request_is_input_error(client: str) -> None:
     """A body too deep to encode never reaches the network: that line's input_error."""
     transport = make(client, config("127.0.0.1:1", "x"))
-    transport.start()
-    try:
-        error, _ = await outcome(transport.send({"jsonData": nested(100_000)}, "p"), 2.0)
-    finally:
-        await stop_within(transport)
+    error, _ = await one_call(transport, {"jsonData": nested(100_000)}, 2.0)
     assert isinstance(error, RequestFailed) and (error.kind, error.retryable) == ("input_error", False)
 
 
@@ -518,21 +501,13 @@ async def test_grpc_oversize_answer(hostile: HostileServer, mode: str) -> None:
     """An 8 MiB answer past --max-response-bytes (gRPC's receive limit follows it) is
     response_too_large, not retried; with a larger limit the same answer arrives."""
     transport = GrpcTransport(config(hostile.grpc_host, "oversize_body", transport="grpc"), reactor, mode=mode)
-    transport.start()
-    try:
-        error, elapsed = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
-    finally:
-        await stop_within(transport)
+    error, elapsed = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed), error
     assert (error.kind, error.info, error.retryable) == ("response_too_large", "response_too_large", False)
     assert elapsed < TIMEOUT
     roomy = GrpcTransport(config(hostile.grpc_host, "oversize_body", transport="grpc", timeout=20.0,
                                  max_response_bytes=16 << 20), reactor, mode=mode)
-    roomy.start()
-    try:
-        answer, _ = await outcome(roomy.send(REQUEST, "p"), 30.0)
-    finally:
-        await stop_within(roomy)
+    answer, _ = await one_call(roomy, REQUEST, 30.0)
     assert isinstance(answer, dict) and len(answer["strData"]) == 8 << 20
 
 
@@ -541,19 +516,11 @@ async def test_grpc_oversize_answer(hostile: HostileServer, mode: str) -> None:
 async def test_grpc_deep_answer_and_stall(hostile: HostileServer, mode: str) -> None:
     """A message too deep for protobuf to read fails the call at once; a stall ends at the deadline."""
     transport = GrpcTransport(config(hostile.grpc_host, "deep", transport="grpc"), reactor, mode=mode)
-    transport.start()
-    try:
-        error, elapsed = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
-    finally:
-        await stop_within(transport)
+    error, elapsed = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed), error
     assert elapsed < TIMEOUT
     stalled = GrpcTransport(config(hostile.grpc_host, "stall", transport="grpc"), reactor, mode=mode)
-    stalled.start()
-    try:
-        error, elapsed = await outcome(stalled.send(REQUEST, "p"), TIMEOUT + SLACK)
-    finally:
-        await stop_within(stalled)
+    error, elapsed = await one_call(stalled, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed) and error.kind == "grpc_DEADLINE_EXCEEDED" and error.retryable
     assert elapsed > TIMEOUT * 0.8
 
@@ -572,11 +539,7 @@ async def test_grpc_deep_input_is_input_error(hostile: HostileServer, name: str)
     """A body nested deeper than protobuf carries is that line's input_error; nothing is sent."""
     before = len(hostile.received())
     transport = GrpcTransport(config(hostile.grpc_host, "echo", transport="grpc"), reactor)
-    transport.start()
-    try:
-        error, elapsed = await outcome(transport.send(DEEP_BODIES[name], "p"), 5.0)
-    finally:
-        await stop_within(transport)
+    error, elapsed = await one_call(transport, DEEP_BODIES[name], 5.0)
     assert isinstance(error, RequestFailed), error
     assert (error.kind, error.info, error.retryable) == ("input_error", "input_error", False)
     assert len(hostile.received()) == before
@@ -692,11 +655,7 @@ async def test_rest_ca_bundle_second_certificate(client: str, tmp_path: Path) ->
     try:
         for ca, works in ((chain.bundle, True), (chain.first_only, False)):
             transport = make(client, config(host, "x", use_ssl=True, ca_cert=str(ca), timeout=5.0))
-            transport.start()
-            try:
-                result, _ = await outcome(transport.send(REQUEST, "p"), 8.0)
-            finally:
-                await stop_within(transport)
+            result, _ = await one_call(transport, REQUEST, 8.0)
             if works:
                 assert result == {"data": {"ndarray": [[1]]}}
             else:
@@ -724,11 +683,7 @@ async def test_grpc_ca_bundle_second_certificate(tmp_path: Path, mode: str) -> N
             cfg = config(f"127.0.0.1:{port}", "x", transport="grpc", gateway_type="seldon", use_ssl=True,
                          ca_cert=str(ca), timeout=3.0)
             transport = GrpcTransport(cfg, reactor, mode=mode)
-            transport.start()
-            try:
-                result, _ = await outcome(transport.send({"strData": "tls"}, "p"), 3.0 + SLACK + GUARD_SLACK)
-            finally:
-                await stop_within(transport)
+            result, _ = await one_call(transport, {"strData": "tls"}, 3.0 + SLACK + GUARD_SLACK)
             if works:
                 assert result == {"strData": "tls"}
             else:
@@ -812,11 +767,7 @@ def test_classify_keeps_finite_numbers(number: bytes, value: Any) -> None:
 async def test_grpc_non_finite_answer(hostile: HostileServer, mode: str) -> None:
     """An infinity in a gRPC answer is bad_response, as over REST."""
     transport = GrpcTransport(config(hostile.grpc_host, "huge_float", transport="grpc"), reactor, mode=mode)
-    transport.start()
-    try:
-        error, _ = await outcome(transport.send(REQUEST, "p"), TIMEOUT + SLACK)
-    finally:
-        await stop_within(transport)
+    error, _ = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed) and (error.kind, error.retryable) == ("bad_response", False), error
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -20,6 +19,7 @@ from twisted.protocols.basic import FileSender
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ..outputs.lines import open_regular
 from .security import display_text
 
 if TYPE_CHECKING:
@@ -35,19 +35,6 @@ def disposition(name: str) -> bytes:
     shown = display_text(os.path.basename(name), limit=MAX_NAME)
     fallback = re.sub(r"[^A-Za-z0-9._-]", "_", shown).lstrip(".") or "download"
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(shown, safe='')}".encode("ascii")
-
-
-def open_regular(path: str) -> Any:
-    """``path`` opened for reading without following a link; OSError unless it is a regular file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def stream(request: Request, handle: Any) -> None:

@@ -11,6 +11,8 @@ more memory than the input's line count.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -195,3 +197,17 @@ def outside_ranges(outside: Iterable[int], inside: Iterable[int] = ()) -> str:
     ordered = sorted(set(outside))
     parts = [ranges(i for i in ordered if i < 0), ranges(inside), ranges(i for i in ordered if i >= 0)]
     return ", ".join(p for p in parts if p)
+
+
+def open_regular(path: str) -> BinaryIO:
+    """An output file opened for reading without following a link; OSError unless it is a regular
+    file (a FIFO planted at its name is refused, never waited on)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -24,7 +24,15 @@ from typing import BinaryIO
 import attrs
 import txaio
 
-from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, Line, describe_index, read_info, read_lines
+from .lines import (
+    DEFAULT_MAX_LINE_BYTES,
+    IndexBitmap,
+    Line,
+    describe_index,
+    open_regular,
+    read_info,
+    read_lines,
+)
 from .writer import OutputFile
 
 txaio.use_twisted()
@@ -131,10 +139,7 @@ def _torn(line: Line, max_line_bytes: int) -> bool:
 
 def scan_output(path: str, total: int, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> OutputScan:
     """:func:`scan_stream` of the file at ``path`` (opened without following a link)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    with open(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
+    with open_regular(path) as stream:
         return scan_stream(stream, total, max_line_bytes=max_line_bytes)
 
 
