@@ -1,0 +1,101 @@
+"""Does a change cost throughput?  This processor at a git ref against the working tree, runs interleaved.
+
+    .venv/bin/python bench/ab.py --baseline REF [--runs 7] [--lines 50000] [--workers 50]
+                                 [--ours-args "--opt v ..."]
+
+Why interleaved: on a shared 2-core machine the load drifts by tens of percent within minutes, so
+"before" measured at one time and "after" at another says little.  Here both versions run the
+headline row (the nginx fixed-response server of bench/run.py, one nginx worker, 50 workers, one
+line per request) in turn: A B A B ...  Each version's figure is the median of its runs; the
+ratio current/baseline is printed with the spread of the pairwise ratios.
+
+The baseline runs from a temporary ``git worktree`` of REF on the same venv (PYTHONPATH), so
+it must not need packages the venv lacks.  Every run is checked like bench/run.py's: one output
+line per input line and no error line.  Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.servers import REPO_ROOT, NginxServer  # noqa: E402
+from bench.tools import TOOLS, Job, Tool, measure, ours  # noqa: E402
+
+ROWS = 32
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """A detached worktree of ``ref``, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q", str(path), ref],
+                       check=True, timeout=120)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(path)],
+                           check=False, timeout=120)
+
+
+def write_input(path: Path, lines: int) -> Path:
+    """The headline row's lines (bench/run.py's Seldon ndarray input)."""
+    with open(path, "w") as f:
+        for i in range(lines):
+            f.write(f"[[{i % 1000}, 2.5, 3, 4]]\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=True, help="git ref of the version to compare against")
+    parser.add_argument("--runs", type=int, default=7, help="runs of each version")
+    parser.add_argument("--lines", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=180.0, help="bound of one run")
+    parser.add_argument("--ours-args", type=shlex.split, default=[], help="extra options for both versions")
+    args = parser.parse_args(argv)
+    revision = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", args.baseline],
+                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    current = TOOLS["ours"]
+    current = replace(current, build=ours("rest", *args.ours_args))
+    rates: dict[str, list[float]] = {"baseline": [], "current": []}
+    with worktree(args.baseline) as tree, tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, \
+            NginxServer(workers=1, rows=ROWS) as nginx:
+        work = Path(tmp)
+        baseline: Tool = replace(current, name=f"ours@{revision}", env={"PYTHONPATH": str(tree)})
+        job = Job(nginx.host, write_input(work / "in.txt", args.lines), work / "out.txt", args.workers, 1)
+        for i in range(args.runs):
+            for label, tool in (("baseline", baseline), ("current", current)):
+                result = measure(tool, job, args.lines, args.timeout, work / f"{label}.log")
+                if not result.valid:
+                    print(f"bench: {label} run {i + 1} invalid: {result.lines_out} lines, {result.errors} errors,"
+                          f" exit {result.returncode}\n{result.log_tail}", file=sys.stderr)
+                    return 1
+                rate = result.lines_out / result.wall
+                rates[label].append(rate)
+                print(f"  {label:<8} run {i + 1}/{args.runs}: {rate:9,.0f} lines/s  cpu {result.cpu:6.2f} s",
+                      flush=True)
+    base, now = statistics.median(rates["baseline"]), statistics.median(rates["current"])
+    pairs = sorted(c / b for b, c in zip(rates["baseline"], rates["current"], strict=True))
+    print(f"\n| version | median lines/s | runs |\n|---|---|---|\n"
+          f"| baseline {revision} | {base:,.0f} | {', '.join(f'{r:,.0f}' for r in rates['baseline'])} |\n"
+          f"| current | {now:,.0f} | {', '.join(f'{r:,.0f}' for r in rates['current'])} |\n\n"
+          f"current/baseline: {now / base:.3f} (pairwise {pairs[0]:.3f}-{pairs[-1]:.3f},"
+          f" median {statistics.median(pairs):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
