@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+from .checks import host_transport_problem, shown
+
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")
 HTTP_CLIENTS = ("fast", "treq")
@@ -104,6 +106,10 @@ class BatchConfig:
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:
             raise ValueError(f"shard index {self.shard_index} is not in 0..{self.shard_count - 1}")
+        # the same rule as the command line's, for settings built elsewhere (sidecars through replace())
+        problem = host_transport_problem(self.host, self.transport)
+        if problem:
+            raise ValueError(f"host {shown(self.host)}: {problem}")
 
     def replace(self, **changes: Any) -> BatchConfig:
         """A copy with some settings changed (per-file overrides in the daemon)."""

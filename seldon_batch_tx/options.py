@@ -23,6 +23,7 @@ from .checks import (
     header_pair,
     header_pairs,
     host_port,
+    host_transport_problem,
     linger,
     name_segment,
     non_negative,
@@ -68,7 +69,8 @@ OPTIONS: tuple[Option, ...] = (
            name_segment),
     Option("host", "h", "istio-ingressgateway.istio-system.svc.cluster.local:80",
            "The hostname (host[:port], [IPv6]:port; port 1-65535) for the seldon model, the ingress or the service "
-           "itself", host_port),
+           "itself; with --transport grpc also a gRPC target spread over every address: dns:///NAME[:PORT] "
+           "(port 443 if none), ipv4:ADDR:PORT[,...], ipv6:[ADDR]:PORT[,...]", host_port),
     Option("transport", "t", "rest", "The transport type of the SeldonDeployment model", choice(*TRANSPORTS)),
     Option("http-client", None, "fast", "The HTTP client of the REST transport: fast (keep-alive HTTP/1.1 "
            "on Twisted's protocol layer) or treq", choice(*HTTP_CLIENTS)),
@@ -249,6 +251,9 @@ class ProcessorOptions(usage.Options):
             raise self.error("shard-count", str(self["shard-count"]), "needs --batch-id: all shards must tag "
                              "their lines with the same batch id")
         self._check_protocol()
+        problem = host_transport_problem(self["host"], self["transport"])
+        if problem:
+            raise self.error("host", self["host"], problem)
         if self.needs_input:
             self._check_paths()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from ..checks import grpc_scheme
 from ..config import BatchConfig
 from .base import RequestFailed, too_large
 
@@ -65,10 +66,17 @@ def channel_count(config: BatchConfig) -> int:
 
 def channel_options(config: BatchConfig) -> list[tuple[str, Any]]:
     """:data:`CHANNEL_OPTIONS` and :data:`SPREAD_OPTIONS`, the receive limit ``--max-response-bytes`` and a
-    ``Host`` authority."""
+    ``Host`` authority.
+
+    Without a ``Host`` header an ``ipv4:``/``ipv6:`` list's authority is its first address: grpc's own would be
+    the whole list, which no certificate names (and which TLS then refuses).
+    """
     options = [*CHANNEL_OPTIONS, *SPREAD_OPTIONS,
                ("grpc.max_receive_message_length", min(config.max_response_bytes, 2**31 - 1))]
-    options += [("grpc.default_authority", v) for k, v in config.headers if k.lower() == "host"]
+    authority = [v for k, v in config.headers if k.lower() == "host"]
+    if not authority and grpc_scheme(config.host) in ("ipv4", "ipv6"):
+        authority = [config.host[5:].split(",")[0]]
+    options += [("grpc.default_authority", v) for v in authority]
     return options
 
 
@@ -150,8 +158,29 @@ def certificate_name_for(pem: bytes, host: str) -> str | None:
     return ips[0] if ips else None
 
 
+def grpc_target(host: str) -> str:
+    """What grpc is given for ``--host``: a resolver target (``dns:``, ``ipv4:``, ``ipv6:``) unchanged, and
+    ``host[:port]`` as ``dns:///host[:port]``.
+
+    The prefix is what grpc adds to a bare name itself; written out, a host named like one of grpc's
+    schemes (``dns:80``, ``unix:80``) stays that host instead of becoming a resolver or a socket path.
+    """
+    return host if grpc_scheme(host) is not None else f"dns:///{host}"
+
+
 def split_host_port(target: str) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` / ``host`` (port 443) as a pair."""
+    """The one ``(host, port)`` to fetch a TLS certificate from for ``--host`` (443 when no port is given).
+
+    ``host:port`` / ``[v6]:port`` / ``host``; for a resolver target the ``NAME[:PORT]`` of ``dns:`` (looked up
+    with the system's resolver, also for ``dns://SERVER/``) and the first address of an ``ipv4:``/``ipv6:``
+    list: every replica behind one target is expected to present the same certificate.
+    """
+    scheme = grpc_scheme(target)
+    if scheme == "dns":
+        rest = target[4:]
+        target = rest[2:].partition("/")[2] if rest.startswith("//") else rest
+    elif scheme is not None:
+        target = target[5:].split(",")[0]
     if target.startswith("["):
         host, _, rest = target[1:].partition("]")
         return host, int(rest.lstrip(":") or 443)

@@ -66,6 +66,7 @@ from .grpc_channel import (
     channel_count,
     channel_options,
     fetch_server_certificate,
+    grpc_target,
     rpc_failure,
     split_host_port,
 )
@@ -147,10 +148,12 @@ class GrpcTransport:
         count = channel_count(config)
         grpc_api: Any = grpc.aio if self._mode == "aio" else grpc
 
+        target = grpc_target(config.host)  # a resolver target as given; round_robin spreads over its addresses
+
         def open_channel() -> Any:  # aio: on the loop thread
             if credentials is None:
-                return grpc_api.insecure_channel(config.host, options=options)
-            return grpc_api.secure_channel(config.host, credentials, options=options)
+                return grpc_api.insecure_channel(target, options=options)
+            return grpc_api.secure_channel(target, credentials, options=options)
 
         if self._mode == "aio":
             aio = AioCaller(self._reactor)
