@@ -220,6 +220,8 @@ def _plain_host_port(value: str) -> None:
             raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9000")
         if not host:
             raise ValueError("no host name before the port")
+        if not host.isascii():
+            raise ValueError(f"{shown(host)} is not ASCII (an internationalised name goes in its xn-- form)")
         if not all(c.isalnum() or c in "-._" for c in host) or host.startswith(("-", ".")):
             raise ValueError(f"{shown(host)} is not a host name")
         if len(host) > MAX_NAME_CHARS:
@@ -289,8 +291,6 @@ def host_port(value: str) -> str:
         raise ValueError("must not be empty")
     if not value.isprintable() or any(c.isspace() for c in value):
         raise ValueError("contains a space, control character or line break")
-    if not value.isascii():
-        raise ValueError("must be ASCII (an internationalised name in its xn-- form)")
     if len(value) > MAX_HOST_CHARS:
         raise ValueError(f"is longer than {MAX_HOST_CHARS} characters")
     scheme = grpc_scheme(value)

@@ -56,17 +56,19 @@ BAD = [
     ("ipv4:127.0.0.1:80,", "empty item"), ("ipv4:,127.0.0.1:80", "empty item"),
     ("ipv4:127.0.0.1:80,,127.0.0.2:80", "empty item"), ("ipv4:127.0.0.1:80, 127.0.0.2:80", "space"),
     ("ipv4:127.0.0.01:80", "not an IPv4"), ("ipv4:[::1]:80", "not an IPv4"), ("ipv4:1.2.3.4:65536", "1-65535"),
-    ("ipv4:1.2.3.4:٨٠", "ASCII"), ("ipv6:", "no address after ipv6:"), ("ipv6:::1", "written [ADDR]:PORT"),
+    ("ipv4:1.2.3.4:٨٠", "not a number"), ("ipv6:", "no address after ipv6:"), ("ipv6:::1", "written [ADDR]:PORT"),
     ("ipv6:[::1]", "has no port"), ("ipv6:[::1:80", "closing ]"), ("ipv6:[::1]:80,", "empty item"),
     ("ipv6:[127.0.0.1]:80", "not an IPv6"), ("ipv6:[fe80::1%eth0]:80", "zone ids"),
     ("ipv4:127.0.0.1:80\r\nX: y", "control character"), ("dns:///a\0", "control character"),
-    ("dns:///dépôt:80", "ASCII"), ("dns:///\u202eevil", "control character"), ("ipv4:" + "1.1.1.1:1," * 600, "longer than"),
+    ("dns:///dépôt:80", "ASCII"), ("dns:///\u202eevil", "control character"),
+    ("ipv4:" + "1.1.1.1:1," * 600, "longer than"),
     ("unix:/run/model.sock", "not a target this tool takes"), ("xds:///svc", "not a target this tool takes"),
     ("http://host:80", "not a target this tool takes"), ("é", "ASCII"), ("x" * (MAX_HOST_CHARS + 1), "longer than"),
 ]
 
 
-def options_for(cls: type[ProcessorOptions], infile: Path, argv: list[str], environ: dict[str, str]) -> ProcessorOptions:
+def options_for(cls: type[ProcessorOptions], infile: Path, argv: list[str],
+                environ: dict[str, str]) -> ProcessorOptions:
     options = cls(environ=environ)
     options.parseOptions(["-d", "m", "-i", str(infile), *argv])
     return options
@@ -176,7 +178,7 @@ REFUSED: list[tuple[list[str], dict[str, str], list[str]]] = [
     (["-t", "grpc", "-h", "ipv4:127.0.0.1:80,,127.0.0.1:81"], {}, ["empty item"]),
     (["-t", "grpc"], {"SELDON_BATCH_HOST": "dns:///a b"}, ["(from $SELDON_BATCH_HOST)", "contains a space"]),
     (["-t", "grpc", "-h", "dns:///a\x1b[31m"], {}, ["\\x1b", "control character"]),
-    (["-t", "grpc", "-h", "dns:///mödel:80"], {}, ["must be ASCII"]),
+    (["-t", "grpc", "-h", "dns:///mödel:80"], {}, ["is not ASCII"]),
     (["-t", "grpc", "-h", "ipv4:" + "127.0.0.1:80," * 1000], {}, ["(13005 characters)", "longer than 4096"]),
 ]
 
@@ -306,7 +308,8 @@ def test_rest_refuses_the_same_targets(two_models: tuple[ReplicaSeldonServer, Re
                        timeout=60.0)
     assert result.returncode == 2, result.log
     lines = result.log.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: -h/--host ") and "needs --transport grpc" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: -h/--host "), result.log
+    assert "needs --transport grpc" in lines[0]
     assert not output_path.exists()
 
 

@@ -64,19 +64,22 @@ def channel_count(config: BatchConfig) -> int:
     return min(max(2 * config.workers, MIN_CHANNELS), MAX_CHANNELS)
 
 
-def channel_options(config: BatchConfig) -> list[tuple[str, Any]]:
-    """:data:`CHANNEL_OPTIONS` and :data:`SPREAD_OPTIONS`, the receive limit ``--max-response-bytes`` and a
-    ``Host`` authority.
+def channel_options(config: BatchConfig, tls_name: str | None = None) -> list[tuple[str, Any]]:
+    """:data:`CHANNEL_OPTIONS` and :data:`SPREAD_OPTIONS`, the receive limit ``--max-response-bytes``, a
+    ``Host`` authority and ``tls_name``, the name a trusted-on-first-use certificate is checked against.
 
-    Without a ``Host`` header an ``ipv4:``/``ipv6:`` list's authority is its first address: grpc's own would be
-    the whole list, which no certificate names (and which TLS then refuses).
+    Without either, an ``ipv4:``/``ipv6:`` list's authority is its first address: grpc's own would be the
+    whole list, which no certificate names (and which TLS then refuses). With ``tls_name`` grpc makes that
+    name the authority itself.
     """
     options = [*CHANNEL_OPTIONS, *SPREAD_OPTIONS,
                ("grpc.max_receive_message_length", min(config.max_response_bytes, 2**31 - 1))]
     authority = [v for k, v in config.headers if k.lower() == "host"]
-    if not authority and grpc_scheme(config.host) in ("ipv4", "ipv6"):
+    if not authority and not tls_name and grpc_scheme(config.host) in ("ipv4", "ipv6"):
         authority = [config.host[5:].split(",")[0]]
     options += [("grpc.default_authority", v) for v in authority]
+    if tls_name:
+        options.append(("grpc.ssl_target_name_override", tls_name))
     return options
 
 

@@ -139,11 +139,9 @@ class GrpcTransport:
 
     def _connect(self, root_certificates: bytes | None, name_override: str | None) -> None:
         config = self._config
-        options = channel_options(config)
+        options = channel_options(config, name_override if config.use_ssl else None)
         credentials = None
         if config.use_ssl:
-            if name_override:
-                options.append(("grpc.ssl_target_name_override", name_override))
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
         count = channel_count(config)
         grpc_api: Any = grpc.aio if self._mode == "aio" else grpc
