@@ -1,7 +1,7 @@
 """Does a change cost throughput?  This processor at a git ref against the working tree, runs interleaved.
 
-    .venv/bin/python bench/ab.py --baseline REF [--runs 7] [--lines 50000] [--workers 50]
-                                 [--ours-args "--opt v ..."]
+    .venv/bin/python bench/ab.py --baseline REF [--current REF] [--runs 7] [--lines 50000]
+                                 [--workers 50] [--ours-args "--opt v ..."]
 
 Why interleaved: on a shared 2-core machine the load drifts by tens of percent within minutes, so
 "before" measured at one time and "after" at another says little.  Here both versions run the
@@ -9,8 +9,10 @@ headline row (the nginx fixed-response server of bench/run.py, one nginx worker,
 line per request) in turn: A B A B ...  Each version's figure is the median of its runs; the
 ratio current/baseline is printed with the spread of the pairwise ratios.
 
-The baseline runs from a temporary ``git worktree`` of REF on the same venv (PYTHONPATH), so
-it must not need packages the venv lacks.  Every run is checked like bench/run.py's: one output
+The baseline (and ``--current`` when given, say to bisect) runs from a temporary ``git worktree``
+of REF on the same venv (PYTHONPATH), so it must not need packages the venv lacks.  Client CPU per
+1,000 lines (``os.wait4``) is printed too: it drifts less with the machine's load than the rate.
+Every run is checked like bench/run.py's: one output
 line per input line and no error line.  Everything runs on 127.0.0.1.
 """
 
@@ -49,6 +51,11 @@ def worktree(ref: str) -> Iterator[Path]:
                            check=False, timeout=120)
 
 
+def short(ref: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", ref], capture_output=True,
+                          text=True, check=True, timeout=30).stdout.strip()
+
+
 def write_input(path: Path, lines: int) -> Path:
     """The headline row's lines (bench/run.py's Seldon ndarray input)."""
     with open(path, "w") as f:
@@ -60,21 +67,25 @@ def write_input(path: Path, lines: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git ref of the version to compare against")
+    parser.add_argument("--current", default=None, help="git ref to measure instead of the working tree")
     parser.add_argument("--runs", type=int, default=7, help="runs of each version")
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=180.0, help="bound of one run")
     parser.add_argument("--ours-args", type=shlex.split, default=[], help="extra options for both versions")
     args = parser.parse_args(argv)
-    revision = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", args.baseline],
-                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-    current = TOOLS["ours"]
-    current = replace(current, build=ours("rest", *args.ours_args))
+    revision = short(args.baseline)
+    current = replace(TOOLS["ours"], build=ours("rest", *args.ours_args))
     rates: dict[str, list[float]] = {"baseline": [], "current": []}
-    with worktree(args.baseline) as tree, tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, \
-            NginxServer(workers=1, rows=ROWS) as nginx:
-        work = Path(tmp)
+    cpus: dict[str, list[float]] = {"baseline": [], "current": []}
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        tree = stack.enter_context(worktree(args.baseline))
         baseline: Tool = replace(current, name=f"ours@{revision}", env={"PYTHONPATH": str(tree)})
+        if args.current:
+            current = replace(current, name=f"ours@{short(args.current)}",
+                              env={"PYTHONPATH": str(stack.enter_context(worktree(args.current)))})
+        nginx = stack.enter_context(NginxServer(workers=1, rows=ROWS))
+        work = Path(tmp)
         job = Job(nginx.host, write_input(work / "in.txt", args.lines), work / "out.txt", args.workers, 1)
         for i in range(args.runs):
             for label, tool in (("baseline", baseline), ("current", current)):
@@ -85,15 +96,19 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 rate = result.lines_out / result.wall
                 rates[label].append(rate)
+                cpus[label].append(1000 * result.cpu / result.lines_out)
                 print(f"  {label:<8} run {i + 1}/{args.runs}: {rate:9,.0f} lines/s  cpu {result.cpu:6.2f} s",
                       flush=True)
-    base, now = statistics.median(rates["baseline"]), statistics.median(rates["current"])
-    pairs = sorted(c / b for b, c in zip(rates["baseline"], rates["current"], strict=True))
-    print(f"\n| version | median lines/s | runs |\n|---|---|---|\n"
-          f"| baseline {revision} | {base:,.0f} | {', '.join(f'{r:,.0f}' for r in rates['baseline'])} |\n"
-          f"| current | {now:,.0f} | {', '.join(f'{r:,.0f}' for r in rates['current'])} |\n\n"
-          f"current/baseline: {now / base:.3f} (pairwise {pairs[0]:.3f}-{pairs[-1]:.3f},"
-          f" median {statistics.median(pairs):.3f})")
+    names = {"baseline": f"baseline {revision}",
+             "current": f"current {short(args.current) if args.current else '(working tree)'}"}
+    print("\n| version | median lines/s | runs | median CPU s per 1,000 lines |\n|---|---|---|---|")
+    for label, name in names.items():
+        print(f"| {name} | {statistics.median(rates[label]):,.0f} | {', '.join(f'{r:,.0f}' for r in rates[label])}"
+              f" | {statistics.median(cpus[label]):.3f} |")
+    for what, figures in (("lines/s", rates), ("CPU per line", cpus)):
+        pairs = sorted(c / b for b, c in zip(figures["baseline"], figures["current"], strict=True))
+        ratio = statistics.median(figures["current"]) / statistics.median(figures["baseline"])
+        print(f"current/baseline {what}: {ratio:.3f} (pairwise {pairs[0]:.3f}-{pairs[-1]:.3f})")
     return 0
 
 
