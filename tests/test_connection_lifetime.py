@@ -213,3 +213,36 @@ async def test_grpc_channels_retire_by_age() -> None:
         server.stop()
     assert len(server.recorder.metadata) == 12
     assert len(server.recorder.peers) >= 4
+
+
+# -- the option ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["none", "0", "None"])
+def test_connection_max_age_none_turns_retiring_off(value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """``--connection-max-age none`` (or its variable) reaches the config as None: never retire.
+
+    The option table's own default (5 s) once won over an explicit ``none``, so retiring could not
+    be turned off.
+    """
+    from seldon_batch_tx.options import ProcessorOptions
+    from seldon_batch_tx.tap import Options
+
+    source = tmp_path / "in.txt"
+    source.write_text("[[1]]\n")
+    base = ["-d", "m", "-h", "127.0.0.1:9", "-i", str(source), "-o", str(tmp_path / "out.txt")]
+
+    def config_of(options: Any, argv: list[str]) -> Any:
+        options.parseOptions(argv)
+        return options.config()
+
+    assert config_of(ProcessorOptions(), base).connection_max_age == 5.0
+    assert config_of(ProcessorOptions(), [*base, "--connection-max-age", value]).connection_max_age is None
+    assert Lifetime.from_config(config_of(ProcessorOptions(), [*base, "--connection-max-age", value]),
+                                lambda: 0.0).unlimited
+    monkeypatch.setenv("SELDON_BATCH_CONNECTION_MAX_AGE", value)
+    assert config_of(ProcessorOptions(), base).connection_max_age is None
+    assert config_of(ProcessorOptions(), [*base, "--connection-max-age", "2"]).connection_max_age == 2.0
+    daemon = Options()
+    daemon.parseOptions(["--watch-dir", str(tmp_path), "-d", "m", "-h", "127.0.0.1:9"])
+    assert daemon.config().connection_max_age is None
