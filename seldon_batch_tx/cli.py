@@ -160,12 +160,20 @@ class Signal:
         return waiting
 
 
+def _dashboard_of(top: service.MultiService) -> Any:
+    """The tree's dashboard service, or None. Without ``--dashboard`` its module (twisted.web,
+    jinja2: a tenth of a second) is never imported, and is not imported here either."""
+    listener = sys.modules.get(f"{__package__}.dashboard.listener")
+    if listener is None:
+        return None
+    return next((s for s in top if isinstance(s, listener.DashboardService)), None)
+
+
 async def _stop_batch(top: service.MultiService) -> None:
     """Stop the work, then the progress bar (its last line shows the end); the dashboard may linger."""
-    from .dashboard.listener import DashboardService
-
+    dashboard = _dashboard_of(top)
     for child in reversed(list(top)):
-        if child.running and not isinstance(child, DashboardService):
+        if child.running and child is not dashboard:
             stopping = child.stopService()
             if stopping is not None:
                 await stopping
@@ -174,10 +182,8 @@ async def _stop_batch(top: service.MultiService) -> None:
 async def _linger(reactor: Any, top: service.MultiService, seconds: float | None, signal: Signal) -> None:
     """``--dashboard-linger``: keep the dashboard up after the batch, so its page can still be read,
     until ``seconds`` pass (``inf``: forever) or a signal comes."""
-    from .dashboard.listener import DashboardService
-
-    dashboard = next((s for s in top if isinstance(s, DashboardService) and s.port is not None), None)
-    if dashboard is None or not seconds or signal.fired:
+    dashboard = _dashboard_of(top)
+    if dashboard is None or dashboard.port is None or not seconds or signal.fired:
         return
     until = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C ends it sooner)"
     print(f"{PROG}: the batch is done; the dashboard stays on {dashboard.where} {until}", file=sys.stderr,
