@@ -246,3 +246,56 @@ def test_connection_max_age_none_turns_retiring_off(value: str, monkeypatch: pyt
     daemon = Options()
     daemon.parseOptions(["--watch-dir", str(tmp_path), "-d", "m", "-h", "127.0.0.1:9"])
     assert daemon.config().connection_max_age is None
+
+
+# -- names are resolved again ------------------------------------------------------------------
+
+
+class CountingResolver:
+    """The reactor's resolver, counting the lookups of one made-up name (answered as 127.0.0.1)."""
+
+    def __init__(self, name: str, original: Any) -> None:
+        self.name = name
+        self.original = original
+        self.lookups = 0
+        self.any_lookups = 0
+
+    def resolveHostName(self, receiver: Any, hostName: str, portNumber: int = 0,  # noqa: N802, N803
+                        addressTypes: Any = None, transportSemantics: str = "TCP") -> Any:  # noqa: N803
+        name = hostName
+        if name == self.name:
+            self.lookups += 1
+            name = "127.0.0.1"
+        return self.original.resolveHostName(receiver, name, portNumber, addressTypes, transportSemantics)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest_twisted.ensureDeferred
+async def test_a_retired_connection_resolves_its_name_again(client: str, web: WebServer) -> None:  # noqa: F811
+    """Issue 13: a new connection looks the name up again (a Service's new pods get work); an IP
+    address is connected as it is, with no lookup (the fast client skips the resolver's thread).
+
+    treq's pool sends one last request over a connection that aged while idle, so the second
+    connection comes with the third request."""
+    resolver = CountingResolver("replicas.invalid", reactor.nameResolver)
+    reactor.installNameResolver(resolver)
+    try:
+        for host, lookups in (("replicas.invalid", 2), ("127.0.0.1", 0)):
+            resolver.lookups = resolver.any_lookups = 0
+            clock = task.Clock()
+            config = config_for(web.port, "ok", workers=1, host=f"{host}:{web.port}")
+            transport = FastHttpTransport(config, reactor) if client == "fast" else RestTransport(config, reactor)
+            transport.lifetime = Lifetime(5.0, None, clock.seconds, jitter=0)
+            transport.start()
+            try:
+                await transport.send(REQUEST, "p")
+                clock.advance(5.0)
+                await transport.send(REQUEST, "p")
+                await transport.send(REQUEST, "p")
+            finally:
+                await transport.stop()
+            assert resolver.lookups == lookups, host
+            if client == "fast" and host == "127.0.0.1":
+                assert resolver.any_lookups == 0
+    finally:
+        reactor.installNameResolver(resolver.original)

@@ -35,8 +35,9 @@ from collections import deque
 from typing import Any
 
 import txaio
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.python.failure import Failure
 
 from ..config import BatchConfig
@@ -81,7 +82,17 @@ class FastHttpTransport:
         self.connections_made = 0
 
     def _make_endpoint(self) -> Any:
-        endpoint: Any = HostnameEndpoint(self._reactor, self._host, self._port)
+        """A name is resolved again for each connection (new replicas behind it get work); an IP
+        address has nothing to resolve, and a plain TCP endpoint connects it for a third of the CPU
+        of ``HostnameEndpoint`` (no resolver thread, no happy-eyeballs attempts): retiring
+        connections every few seconds then costs next to nothing."""
+        endpoint: Any
+        if isIPAddress(self._host):
+            endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
+        elif isIPv6Address(self._host):
+            endpoint = TCP6ClientEndpoint(self._reactor, self._host, self._port)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, self._host, self._port)
         if self._tls:
             host = self._host.encode("ascii") if self._host.isascii() else self._host.encode("idna")
             policy: Any = tls_policy(self._config)
