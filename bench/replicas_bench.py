@@ -93,9 +93,12 @@ def processes_cpu(pids: set[int]) -> float:
 
 def ceiling_run(host: str, lines: int, workers: int, channels: int, timeout: float) -> RunResult:
     """bench/grpc_ceiling.py: a bare grpc.aio loop's run, as a RunResult (pids repeated per answer)."""
-    done = subprocess.run([sys.executable, str(CEILING), host, "--lines", str(lines), "--workers", str(workers),
-                           "--channels", str(channels)], env=loopback_env(), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run([sys.executable, str(CEILING), host, "--lines", str(lines), "--workers",
+                               str(workers), "--channels", str(channels)], env=loopback_env(),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return RunResult("ceiling", "grpc", None, timeout, [], f"no result within {timeout:g} s")
     if done.returncode != 0:
         return RunResult("ceiling", "grpc", done.returncode, 0.0, [], done.stderr[-2000:])
     figures = json.loads(done.stdout)

@@ -199,6 +199,17 @@ def _port(port: str) -> None:
         raise ValueError(f"port {port} is not in 1-65535")
 
 
+def _ipv6(address: str) -> None:
+    """An IPv6 address without a zone id: ``ipaddress`` takes any text after ``%``, and in a URL that text
+    can turn what follows into another host (``[fd00::9%@[::1]:80]``) or break the URL's parsing."""
+    if "%" in address:
+        raise ValueError(f"{shown(address)}: zone ids (%) are not supported")
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        raise ValueError(f"{shown(address)} is not an IPv6 address") from None
+
+
 def _plain_host_port(value: str) -> None:
     """``host``, ``host:port`` or ``[v6]:port``: the form REST and gRPC's default resolver both take."""
     port: str | None
@@ -206,10 +217,7 @@ def _plain_host_port(value: str) -> None:
         address, closed, rest = value[1:].partition("]")
         if not closed:
             raise ValueError("an IPv6 address needs its closing ]")
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            raise ValueError(f"{shown(address)} is not an IPv6 address") from None
+        _ipv6(address)
         if rest and not rest.startswith(":"):
             raise ValueError("only :PORT may follow the ]")
         port = rest[1:] if rest else None
@@ -269,12 +277,7 @@ def _address_list(scheme: str, rest: str) -> None:
             address, closed, after = item[1:].partition("]")
             if not closed:
                 raise ValueError("an IPv6 address needs its closing ]")
-            if "%" in address:
-                raise ValueError(f"{shown(address)}: zone ids (%) are not supported in ipv6: targets")
-            try:
-                ipaddress.IPv6Address(address)
-            except ValueError:
-                raise ValueError(f"{shown(address)} is not an IPv6 address") from None
+            _ipv6(address)
             if not after.startswith(":"):
                 raise ValueError(f"{shown(item)} has no port (gRPC's ipv6: needs [ADDR]:PORT)")
             port = after[1:]

@@ -76,7 +76,7 @@ def channel_options(config: BatchConfig, tls_name: str | None = None) -> list[tu
                ("grpc.max_receive_message_length", min(config.max_response_bytes, 2**31 - 1))]
     authority = [v for k, v in config.headers if k.lower() == "host"]
     if not authority and not tls_name and grpc_scheme(config.host) in ("ipv4", "ipv6"):
-        authority = [config.host[5:].split(",")[0]]
+        authority = [first_listed(config.host)]
     options += [("grpc.default_authority", v) for v in authority]
     if tls_name:
         options.append(("grpc.ssl_target_name_override", tls_name))
@@ -171,6 +171,11 @@ def grpc_target(host: str) -> str:
     return host if grpc_scheme(host) is not None else f"dns:///{host}"
 
 
+def first_listed(target: str) -> str:
+    """The first ``ADDR:PORT`` / ``[ADDR]:PORT`` of an ``ipv4:``/``ipv6:`` list."""
+    return target[len("ipv4:"):].split(",")[0]
+
+
 def split_host_port(target: str) -> tuple[str, int]:
     """The one ``(host, port)`` to fetch a TLS certificate from for ``--host`` (443 when no port is given).
 
@@ -183,7 +188,7 @@ def split_host_port(target: str) -> tuple[str, int]:
         rest = target[4:]
         target = rest[2:].partition("/")[2] if rest.startswith("//") else rest
     elif scheme is not None:
-        target = target[5:].split(",")[0]
+        target = first_listed(target)
     if target.startswith("["):
         host, _, rest = target[1:].partition("]")
         return host, int(rest.lstrip(":") or 443)
