@@ -31,10 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.run import ROWS, make_inputs  # noqa: E402
 from bench.servers import REPO_ROOT, NginxServer  # noqa: E402
 from bench.tools import TOOLS, Job, Tool, measure, ours  # noqa: E402
-
-ROWS = 32
 
 
 @contextlib.contextmanager
@@ -54,14 +53,6 @@ def worktree(ref: str) -> Iterator[Path]:
 def short(ref: str) -> str:
     return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", ref], capture_output=True,
                           text=True, check=True, timeout=30).stdout.strip()
-
-
-def write_input(path: Path, lines: int) -> Path:
-    """The headline row's lines (bench/run.py's Seldon ndarray input)."""
-    with open(path, "w") as f:
-        for i in range(lines):
-            f.write(f"[[{i % 1000}, 2.5, 3, 4]]\n")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                               env={"PYTHONPATH": str(stack.enter_context(worktree(args.current)))})
         nginx = stack.enter_context(NginxServer(workers=1, rows=ROWS))
         work = Path(tmp)
-        job = Job(nginx.host, write_input(work / "in.txt", args.lines), work / "out.txt", args.workers, 1)
+        job = Job(nginx.host, make_inputs(work, "seldon", args.lines), work / "out.txt", args.workers, 1)
         for i in range(args.runs):
             for label, tool in (("baseline", baseline), ("current", current)):
                 result = measure(tool, job, args.lines, args.timeout, work / f"{label}.log")

@@ -131,7 +131,7 @@ class Attempts:
                 await self._pause(backoff_delay(attempt - 1, failure.retry_after))
                 if self.stopping or self.abandoned:
                     return None  # stopping: a resume sends these lines again
-            admitted, permit = await self._admit()
+            admitted, permit = (True, None) if self._pacing is None else await self._admit()
             if not admitted:
                 return None  # stopped while waiting for admission: the lines stay for a resume
             outcome = await self._request(body, first.instance_id, first.index, attempt, permit)
@@ -163,8 +163,7 @@ class Attempts:
 
     async def _admit(self) -> tuple[bool, Permit | None]:
         """Wait for the pacing's admission: ``(False, None)`` when the run stopped first."""
-        if self._pacing is None:
-            return True, None
+        assert self._pacing is not None  # without pacing, send() admits every attempt itself
         try:
             return True, await self._pacing.admit()
         except CancelledError:
