@@ -110,6 +110,16 @@ def positive(value: str) -> float:
     return number
 
 
+def seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """A number of seconds from ``low`` to ``high`` (a limit a run can live with)."""
+    def check(value: str) -> float:
+        number = finite(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be from {low:g} to {high:g} seconds")
+        return number
+    return check
+
+
 def optional_positive(value: str) -> float | None:
     return positive(value) if value.strip().lower() not in ("", "0", "none") else None
 

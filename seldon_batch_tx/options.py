@@ -33,6 +33,7 @@ from .checks import (
     path,
     positive,
     read_secret_file,
+    seconds_between,
     secret_token,
     shown,
     text,
@@ -151,7 +152,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("storage-options", None, None, "fsspec storage options as JSON for s3:// (and other fsspec) paths, "
            "e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}'", text),
     Option("staging-dir", None, None, "Local directory where an output for object storage is written before "
-           "it is uploaded (and resumed from) [default: $TMPDIR/seldon-batch-staging]", path),
+           "it is uploaded (and resumed from); it must be private (yours, mode 0700), else a private "
+           "seldon-batch-staging-UID inside it is used [default: $TMPDIR/seldon-batch-staging-UID]", path),
+    Option("storage-timeout", None, 1800.0, "Longest one upload or download of object storage may take, in "
+           "seconds (it is then cancelled: exit 3, the staging file kept for --resume)", seconds_between(1.0, 86400.0)),
     Option("dashboard-linger", None, None, "Keep the --dashboard up this many seconds after the batch ends "
            "('forever': until Ctrl-C)", linger),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "

@@ -7,16 +7,17 @@ is always read, written and summarised the same way.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar, cast
 
 import attrs
 import txaio
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
-from ..outputs.resume import prepare_resume
+from ..outputs.resume import ResumeError, prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
 from ..storage.batchio import BatchFiles, open_files
@@ -29,6 +30,7 @@ from .stats import BatchStats
 from .summary import Summary, describe
 
 log = txaio.make_logger()
+T = TypeVar("T")
 
 
 def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | None:
@@ -79,23 +81,48 @@ class Batch:
         self._run: BatchRun | None = None
         self._stop_reason: str | None = None
         self._abandon_call: Any = None
+        self._transfer: Deferred[Any] | None = None  # an upload or download in progress
+        self._transfer_call: Any = None
+        self._grace = config.drain_timeout
 
     async def run(self) -> Summary:
         """Open the input and the output (a file, ``-`` or a URL), run, close; a remote output's
-        staging file is uploaded when the run ended, also when it stopped early."""
+        staging file is uploaded only when the run ended complete (a stopped run keeps it for
+        ``--resume`` and publishes nothing)."""
         try:
-            files = await open_files(self.config, self._reactor)
+            files = await self._storage(open_files(self.config, self._reactor))
         except (StorageError, OSError) as e:
             self.stats.fail(str(e))
             raise
         try:
             summary = await self._run_files(files)
+        except ResumeError:
+            files.output.discard_copy()  # a refused resume's copy of the object would keep refusing
+            raise
         finally:
             files.close()
         if files.output.remote:
             summary = await self._upload(files, summary)
         log.info("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
         return summary
+
+    async def _storage(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await an upload or download that :meth:`stop` can end (after ``--drain-timeout``)."""
+        self._transfer = Deferred.fromCoroutine(work)
+        if self._stop_reason is not None:
+            self._cancel_transfer_later()
+        try:
+            return await self._transfer
+        finally:
+            self._transfer = None
+
+    def _cancel_transfer_later(self) -> None:
+        if self._transfer_call is None or not self._transfer_call.active():
+            self._transfer_call = self._reactor.callLater(self._grace, self._cancel_transfer)
+
+    def _cancel_transfer(self) -> None:
+        if self._transfer is not None:
+            self._transfer.cancel()
 
     async def _run_files(self, files: BatchFiles) -> Summary:
         config, stats = self.config, self.stats
@@ -139,10 +166,14 @@ class Batch:
         return summary
 
     async def _upload(self, files: BatchFiles, summary: Summary) -> Summary:
-        """Upload the staging file; a failed upload is a run that did not finish (exit 3, the
-        staging file stays for ``--resume``)."""
+        """Upload the staging file of a run that ended complete; a stopped run or a failed upload
+        is a run that did not finish (exit 3, the staging file stays for ``--resume``)."""
+        if summary.stopped_early or self._stop_reason is not None:
+            log.warn("batch {batch_id} stopped: nothing published to {url}; its lines stay in {path} for --resume",
+                     batch_id=self.config.batch_id, url=writer_path(self.config), path=files.output.local_path)
+            return summary if summary.stopped_early else attrs.evolve(summary, stopped_early=self._stop_reason)
         try:
-            await files.upload(self._reactor)
+            await self._storage(files.upload(self._reactor, self.config.storage_timeout))
         except StorageError as e:
             log.error("batch {batch_id}: {error}", batch_id=self.config.batch_id, error=str(e))
             return attrs.evolve(summary, stopped_early=summary.stopped_early or str(e))
@@ -210,7 +241,9 @@ class Batch:
         abandon them: they write nothing, so a ``--resume`` sends them again."""
         if grace is None:
             grace = self.config.drain_timeout
-        self._stop_reason = reason
+        self._stop_reason, self._grace = reason, grace
+        if self._transfer is not None:  # an upload or download gets the same grace, then is cancelled
+            self._cancel_transfer_later()
         if self._run is None:
             return
         self._run.stop(reason)

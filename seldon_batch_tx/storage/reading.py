@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import attrs
 import txaio
 
-from .paths import StorageError, display, filesystem, is_remote, is_stdio, local_path
+from .paths import StorageError, StorageUnavailable, display, filesystem, first_line, is_remote, is_stdio, local_path
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -209,6 +209,8 @@ def _open_remote(path: str, options: dict[str, Any] | None, **prefetch: Any) -> 
         raise StorageError(f"{display(path)} does not exist") from None
     except PermissionError as e:
         raise StorageError(f"{display(path)}: access denied ({_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - unreachable, no credentials...: one line, exit 3
+        raise StorageUnavailable(f"cannot read {display(path)}: {first_line(e)}") from None
     if info.get("type") == "directory":
         raise StorageError(f"{display(path)} is a directory, not an object")
     size = info.get("size")
