@@ -32,6 +32,7 @@ from .checks import (
     optional_positive,
     path,
     positive,
+    read_options_file,
     read_secret_file,
     seconds_between,
     secret_token,
@@ -150,7 +151,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("adaptive", None, False, "Adapt the requests in flight (at most --workers) to the model: back off on "
            "429/503/UNAVAILABLE/RESOURCE_EXHAUSTED and timeouts, grow again on success", None),
     Option("storage-options", None, None, "fsspec storage options as JSON for s3:// (and other fsspec) paths, "
-           "e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}'", text),
+           "e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}'. Prefer "
+           "--storage-options-file or the variable for credentials: a flag shows in the process list", text),
+    Option("storage-options-file", None, None, "Read --storage-options from this file (e.g. a mounted "
+           "Kubernetes secret), read once at start", path),
     Option("staging-dir", None, None, "Local directory where an output for object storage is written before "
            "it is uploaded (and resumed from); it must be private (yours, mode 0700), else a private "
            "seldon-batch-staging-UID inside it is used [default: $TMPDIR/seldon-batch-staging-UID]", path),
@@ -243,6 +247,7 @@ class ProcessorOptions(usage.Options):
             if o.coerce is None and self.get("no-" + o.name):
                 self[o.name] = False
         self._read_secret_files()
+        self._read_storage_options_file()
         if not self["deployment-name"]:
             raise usage.UsageError("-d/--deployment-name: is required (or $SELDON_BATCH_DEPLOYMENT_NAME)")
         if not 0 <= self["shard-index"] < self["shard-count"]:
@@ -276,6 +281,16 @@ class ProcessorOptions(usage.Options):
             label = self.label(file_option)
             origin = None if file_option in self.given else self.origins.get(file_option)
             self[target] = read_secret_file(label, file_path, origin=origin)
+
+    def _read_storage_options_file(self) -> None:
+        file_path = self.get("storage-options-file")
+        if not file_path:
+            return
+        if self.get("storage-options"):
+            raise self.error("storage-options-file", file_path, "cannot be used with --storage-options: give "
+                             "the options one way")
+        origin = None if "storage-options-file" in self.given else self.origins.get("storage-options-file")
+        self["storage-options"] = read_options_file(self.label("storage-options-file"), file_path, origin=origin)
 
     def _check_protocol(self) -> None:
         v2_type = self["payload-type"] in V2_DATATYPES

@@ -204,11 +204,13 @@ class Batch:
         """The engine over the input (a :meth:`stop` that came first is passed on)."""
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
-                 batch_id=config.batch_id, total=self.stats.total, path=display(config.input_data_path),
+                 batch_id=config.batch_id, path=display(config.input_data_path),
+                 total="an unknown number of" if self.stats.total is None else self.stats.total,
                  model=config.deployment_name, transport=config.transport)
         counted = files.source.total_lines is not None
         if not counted:  # every index is seen, so the total is exact once the input ends
             wanted = files.seen.wanted(wanted)
+            self.stats.total_estimated = True
         items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
         if not counted:
             items = files.seen.follow(items, self._read_all)
@@ -224,6 +226,7 @@ class Batch:
     def _read_all(self, lines: int) -> None:
         """The input ended: its exact line count replaces the estimate before the summary."""
         self.stats.total = shard_filter(self.config, lines)[1]
+        self.stats.total_estimated = False
 
     def _flush(self, writer: LineWriter | StdoutLines, files: BatchFiles) -> None:
         """The periodic flush (and a total not counted re-estimated); an output that cannot be written
