@@ -174,3 +174,26 @@ def test_merge_with_a_store_that_goes_away_is_exit_3_in_one_line(s3: S3Server, t
     assert "merge/out.1-of-2" in line, line
     assert not s3.exists(f"s3://{BUCKET}/merge/all.txt")
 
+
+
+def test_a_signal_ends_a_hung_resume_download_within_the_drain_timeout(s3: S3Server, seldon_server: SeldonServer,
+                                                                       tmp_path: Path) -> None:
+    source, target = _object_of_a_complete_run(s3, seldon_server, tmp_path, "download-signal")
+    staging = tmp_path / "b"
+    key = f"/{BUCKET}/download-signal/out.txt"
+    with StallingProxy(s3.port, lambda method, path: method == "GET" and path == key) as proxy:
+        child = subprocess.Popen(processor(seldon_server, "-i", str(source), "-o", target, "--staging-dir",
+                                           str(staging), "--resume", "--drain-timeout", "1"),
+                                 env=via(s3, proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: bool(proxy.stalled) or child.poll() is not None)
+            child.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            _, err = child.communicate(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            child.kill()
+    assert child.returncode == 3 and took < 1 + 10, (child.returncode, took, err[-3000:])
+    line = one_error_line(err)
+    assert "cannot download" in line and "interrupted by a signal" in line, line
+    assert list(staging.iterdir()) == []

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 import txaio
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
@@ -21,7 +21,7 @@ from ..outputs.resume import ResumeError, prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
 from ..storage.batchio import BatchFiles, open_files
-from ..storage.paths import StorageError, display, is_remote, is_stdio
+from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
@@ -113,6 +113,8 @@ class Batch:
             self._cancel_transfer_later()
         try:
             return await self._transfer
+        except CancelledError:  # a stop ended it somewhere it had no name for the cancel
+            raise StorageUnavailable(f"{writer_path(self.config)}: interrupted by a signal") from None
         finally:
             self._transfer = None
 
@@ -168,10 +170,10 @@ class Batch:
     async def _upload(self, files: BatchFiles, summary: Summary) -> Summary:
         """Upload the staging file of a run that ended complete; a stopped run or a failed upload
         is a run that did not finish (exit 3, the staging file stays for ``--resume``)."""
-        if summary.stopped_early or self._stop_reason is not None:
+        if summary.stopped_early:  # a complete run stopped only now still uploads, within --drain-timeout
             log.warn("batch {batch_id} stopped: nothing published to {url}; its lines stay in {path} for --resume",
                      batch_id=self.config.batch_id, url=writer_path(self.config), path=files.output.local_path)
-            return summary if summary.stopped_early else attrs.evolve(summary, stopped_early=self._stop_reason)
+            return summary
         try:
             await self._storage(files.upload(self._reactor, self.config.storage_timeout))
         except StorageError as e:
