@@ -401,33 +401,6 @@ def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -
     return secret
 
 
-def read_options_file(label: str, file_path: str, *, origin: str | None = None, limit: int = 1 << 20) -> str:
-    """The UTF-8 text of ``file_path`` (e.g. ``--storage-options-file``: JSON holding credentials), or a
-    usage error naming the file, never the content. A regular file only (a FIFO never stalls the start)."""
-
-    def error(why: str) -> usage.UsageError:
-        return option_error(label, file_path, why, origin=origin)
-
-    try:
-        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, ValueError) as e:
-        raise error(f"cannot be read ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise error("is not a regular file")
-        data = os.read(fd, limit + 1)
-    except OSError as e:
-        raise error(f"cannot be read ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise error(f"is larger than {limit} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise error("is not UTF-8 text") from None
-
-
 def ca_file_problem(file_path: str) -> str | None:
     """Why ``file_path`` cannot be the ``--ca-cert`` file, or None: checked before anything is sent."""
     if not (os.path.isfile(file_path) and os.access(file_path, os.R_OK)):

@@ -9,6 +9,7 @@ through live in :mod:`.checks`.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +33,6 @@ from .checks import (
     optional_positive,
     path,
     positive,
-    read_options_file,
     read_secret_file,
     seconds_between,
     secret_token,
@@ -346,3 +346,30 @@ def default_output_path(input_path: str, shard_index: int = 0, shard_count: int 
     root, ext = os.path.splitext(input_path)
     shard = f".shard-{shard_index}-of-{shard_count}" if shard_count > 1 else ""
     return f"{root}.out{shard}{ext or '.jsonl'}"
+
+
+def read_options_file(label: str, file_path: str, *, origin: str | None = None, limit: int = 1 << 20) -> str:
+    """The UTF-8 text of ``file_path`` (e.g. ``--storage-options-file``: JSON holding credentials), or a
+    usage error naming the file, never the content. A regular file only (a FIFO never stalls the start)."""
+
+    def error(why: str) -> usage.UsageError:
+        return option_error(label, file_path, why, origin=origin)
+
+    try:
+        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:
+        raise error(f"cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error("is not a regular file")
+        data = os.read(fd, limit + 1)
+    except OSError as e:
+        raise error(f"cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise error(f"is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error("is not UTF-8 text") from None
