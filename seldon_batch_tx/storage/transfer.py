@@ -40,8 +40,8 @@ def start(fs: Any, method: str, *args: Any, timeout: float, **kwargs: Any) -> co
     coroutine); ``timeout`` bounds it there as well. A synchronous backend's call runs on in its
     daemon thread: only waiting for it can stop.
     """
-    coroutine = getattr(fs, f"_{method}", None)
-    if getattr(fs, "async_impl", False) and coroutine is not None and getattr(fs, "loop", None) is not None:
+    if _is_async(fs, method):
+        coroutine = getattr(fs, f"_{method}")
         return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine(*args, **kwargs), timeout), fs.loop)
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
     call: Callable[..., Any] = getattr(fs, method)
@@ -60,14 +60,18 @@ def start(fs: Any, method: str, *args: Any, timeout: float, **kwargs: Any) -> co
     return future
 
 
+def _is_async(fs: Any, method: str) -> bool:
+    return bool(getattr(fs, "async_impl", False) and hasattr(fs, f"_{method}") and getattr(fs, "loop", None))
+
+
 def call(fs: Any, method: str, *args: Any, timeout: float, what: str, **kwargs: Any) -> Any:
     """:func:`start`, then wait at most ``timeout`` (blocking: for threads and the tools).
 
     :class:`TransferTimeout` (``what`` names it: "upload to s3://b/k") past the limit.
     """
     future = start(fs, method, *args, timeout=timeout, **kwargs)
-    try:
-        return future.result(timeout + _LATE)
+    try:  # an asynchronous backend ends the call itself at the limit; a thread is waited for no longer
+        return future.result(timeout + (_LATE if _is_async(fs, method) else 0.0))
     except TimeoutError:  # ours, or asyncio.wait_for's (one class since Python 3.11)
         future.cancel()
         raise _late(what, timeout) from None
