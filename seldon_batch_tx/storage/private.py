@@ -53,11 +53,11 @@ def _checked(path: str) -> str:
     try:
         st = os.lstat(path)
     except OSError as e:
-        raise StagingRefused(f"--staging-dir {path}: {e.strerror}") from None
+        raise StagingRefused(f"the staging directory {path}: {e.strerror}") from None
     problem = _problem(path, st)
     if problem is not None:
-        raise StagingRefused(f"--staging-dir {path} {problem}; staged outputs must be private "
-                             "(give a directory of your own with mode 0700)")
+        raise StagingRefused(f"the staging directory {path} {problem}; staged outputs must be private "
+                             "(give --staging-dir a directory of your own with mode 0700)")
     return path
 
 
@@ -72,7 +72,7 @@ def _make(path: str) -> bool:
     except OSError as e:
         if e.errno == errno.EEXIST:
             return False
-        raise StagingRefused(f"--staging-dir {path}: cannot create it ({e.strerror})") from None
+        raise StagingRefused(f"the staging directory {path}: cannot create it ({e.strerror})") from None
     os.chmod(path, 0o700)  # mkdir's mode is less the umask; 0700 is what the check wants
     return True
 
@@ -89,7 +89,7 @@ def private_dir(staging_dir: str | None = None) -> str:
     try:
         st = os.lstat(root)
     except OSError as e:
-        raise StagingRefused(f"--staging-dir {root}: {e.strerror}") from None
+        raise StagingRefused(f"the staging directory {root}: {e.strerror}") from None
     if _problem(root, st) is None:
         return root
     if not stat.S_ISDIR(os.stat(root).st_mode):
