@@ -117,6 +117,8 @@ class Batch:
             raise StorageUnavailable(f"{writer_path(self.config)}: interrupted by a signal") from None
         finally:
             self._transfer = None
+            if self._transfer_call is not None and self._transfer_call.active():
+                self._transfer_call.cancel()
 
     def _cancel_transfer_later(self) -> None:
         if self._transfer_call is None or not self._transfer_call.active():
