@@ -197,3 +197,18 @@ def test_a_signal_ends_a_hung_resume_download_within_the_drain_timeout(s3: S3Ser
     line = one_error_line(err)
     assert "cannot download" in line and "interrupted by a signal" in line, line
     assert list(staging.iterdir()) == []
+
+
+def test_a_store_that_never_answers_at_all_is_refused_before_the_run(s3: S3Server, seldon_server: SeldonServer,
+                                                                     tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(lines_of(3))
+    with StallingProxy(s3.port, lambda method, path: True) as proxy:
+        started = time.monotonic()
+        done = run(processor(seldon_server, "-i", str(source), "-o", f"s3://{BUCKET}/silent/out.txt",
+                             "--staging-dir", str(tmp_path / "s"), "--storage-timeout", "3"), via(s3, proxy))
+        took = time.monotonic() - started
+    assert proxy.stalled and took < 60, took
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    assert "--output-data-path" in line and "no answer from the store within 3 s" in line, line

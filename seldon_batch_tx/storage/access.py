@@ -9,7 +9,9 @@ store's reason, never a key, a secret or a token.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .paths import (
@@ -26,6 +28,9 @@ from .paths import (
 
 if TYPE_CHECKING:
     from ..config import BatchConfig
+
+#: The longest the checks before a run wait for the store (or ``--storage-timeout`` if shorter).
+PREFLIGHT_TIMEOUT = 120.0
 
 
 def _reason(error: BaseException) -> str:
@@ -134,9 +139,28 @@ def preflight(config: BatchConfig) -> str | None:
         options = parse_storage_options(config.storage_options)
     except StorageError as e:
         return str(e)
+    limit = min(config.storage_timeout, PREFLIGHT_TIMEOUT)
     for name, path, for_write in paths:
         if is_remote(path):
-            message = check_access(path, options, for_write)
+            message = _bounded(check_access, limit, path, options, for_write)
             if message is not None:
                 return f"--{name} {message}"
     return None
+
+
+def _bounded(check: Any, limit: float, path: str, options: dict[str, Any], for_write: bool) -> str | None:
+    """``check(...)`` in a daemon thread, waited for at most ``limit`` seconds: a store that never
+    answers is one line too (the thread is left behind; the process can still exit)."""
+    future: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            future.set_result(check(path, options, for_write))
+        except BaseException as e:  # noqa: BLE001 - check_access answers every failure itself
+            future.set_exception(e)
+
+    threading.Thread(target=work, name="storage preflight", daemon=True).start()
+    try:
+        return future.result(limit)
+    except TimeoutError:
+        return f"{display(path)}: no answer from the store within {limit:g} s"
