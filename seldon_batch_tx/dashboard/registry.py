@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..config import BatchConfig
 from ..pipeline.stats import LATENCY_BUCKETS, BatchStats
+from ..redaction import show_path
 from .figures import SPARK_POINTS, chart, latency_percentiles, timing
 from .security import config_secrets, public_id
 
@@ -88,8 +89,8 @@ class BatchEntry:
         stats = self.stats
         data["latest_errors"] = list(stats.latest_errors)
         data["chart"] = chart(stats, now)
-        data["source"] = self.source
-        data["output"] = self.output
+        data["source"] = show_path(self.source) if self.source else self.source
+        data["output"] = show_path(self.output) if self.output else self.output
         data["deployment"] = self.config.deployment_name if self.config else None
         data["latency_buckets"] = list(LATENCY_BUCKETS)
         data["latency_counts"] = list(stats.latency_counts)

@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall, deferLater
 
 from ..config import BatchConfig
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
+from ..redaction import Secrets
 from ..transports.base import RequestFailed, Transport
 from .pacing import Pacing, Permit, outcome_of
 from .stats import BatchStats
@@ -76,6 +77,8 @@ class Attempts:
         #: Overload attempts per request not counted against --retries (only with --adaptive).
         self._spare = OVERLOAD_SPARE if pacing is not None and pacing.concurrency is not None else 0
         self._codec = codec
+        #: Credentials a server may quote back: redacted from every failure reason (logs, outputs).
+        self._secrets = Secrets.of(config)
         self._transport = transport
         self._stats = stats
         self._clock = clock
@@ -198,6 +201,9 @@ class Attempts:
             return error
         except RequestFailed as e:
             error = e
+            if self._secrets:
+                e.reason = self._secrets.text(e.reason)
+                e.args = (e.reason,)
             if not self.abandoned:
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
                           index=index, reason=e.reason)
