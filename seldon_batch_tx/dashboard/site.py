@@ -33,6 +33,7 @@ from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from .channel import DashboardSite
 from .downloads import KINDS, Download
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
@@ -306,16 +307,9 @@ class DashboardRoot(Resource):
         return super().getChildWithDefault(path, request)  # type: ignore[no-any-return]
 
 
-class QuietSite(Site):
-    """No access log line per request: the page polls every second."""
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 def make_site(registry: BatchRegistry, *, token: str | None = None, secrets: Collection[str] = ()) -> Site:
     """The dashboard site; ``secrets`` (e.g. the daemon's own credentials) are never shown."""
-    site = QuietSite(DashboardRoot(registry, token=token, secrets=secrets))
+    site = DashboardSite(DashboardRoot(registry, token=token, secrets=secrets))
     site.noisy = False
     site.displayTracebacks = False
     return site
