@@ -363,8 +363,7 @@ class WatchDirService(service.Service):
         if config.batch_id != stats.batch_id:
             self._registry.remove(stats.batch_id)
             stats.batch_id = config.batch_id
-            self._registry.add(stats, config=config, source=entry.source)
-            entry = job.entry = self._registry.get(config.batch_id) or entry
+            entry = job.entry = self._registry.add(stats, config=config, source=entry.source)
         check_fd(job.fd)
         entry.config, entry.output = config, config.output_data_path
         mode = stat.S_IMODE(job.st.st_mode) if job.st is not None else 0o600
