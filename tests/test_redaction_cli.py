@@ -6,13 +6,14 @@
 * A server quoting the run's credentials (``--call-credentials-token``, a secret ``--header``, a
   secret ``--storage-options`` value) in a 503 body and in 200 answers: every output line and the
   debug log show ``[redacted]`` instead; a credential quoted where ``[redacted]`` cannot stand (a
-  bare number) makes that line's error, never a leak.
+  bare number) makes that line's error, never a leak; the same through ``twistd seldon-batch``.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 from tests.hostile_server import HostileServer
 from tests.s3_server import S3Server
 from tests.servers import REPO_ROOT, loopback_env
+from tests.test_daemon_real import Daemon
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 LINES = 4
@@ -170,3 +172,30 @@ def test_credential_quoted_outside_a_string_makes_that_line_an_error(tmp_path: P
     assert "credential" in records[2]["status"]["reason"]
     assert all(NUMERIC_SECRET not in line for line in lines)
     assert NUMERIC_SECRET not in log
+
+
+def test_daemon_outputs_and_debug_log_redact_a_quoted_token(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """``twistd seldon-batch`` at debug level: a 503 quoting the token, retried once, then an error line."""
+    batch_id = f"daemon-quote-{time.monotonic_ns()}"
+    with HostileServer(tmp_path / "requests.jsonl", mode="script") as server:
+        server.script(batch_id, default={"mode": "raw", "status": 503, "body": QUOTED})
+        watch = tmp_path / "watch"
+        daemon = Daemon(tmp_path, server, ["--watch-dir", str(watch), "--poll-interval", "0.2", "-l", "debug",
+                                           "-r", "1", "--call-credentials-token", TOKEN,
+                                           "--header", f"X-Api-Key: {HEADER_SECRET}"])
+        daemons.append(daemon)
+        daemon.wait_ready()
+        incoming = watch / "incoming"
+        (incoming / "quoted.txt.json").write_text(json.dumps({"batch-id": batch_id}))
+        (incoming / ".quoted.txt.part").write_text("".join(f"[[{i}.5]]\n" for i in range(LINES)))
+        os.rename(incoming / ".quoted.txt.part", incoming / "quoted.txt")
+        out = watch / "done" / "quoted.out.txt"
+        wait_for(lambda: (watch / "done" / "quoted.txt.summary.json").exists(), 60, "quoted.txt filed")
+        lines = out.read_text().splitlines()
+        daemon.stop()
+    assert len(lines) == LINES and all("[redacted]" in line for line in lines)
+    log = daemon.log()
+    assert "attempt 1 for line" in log and "[redacted]" in log
+    for secret in (TOKEN, HEADER_SECRET):
+        assert all(secret not in line for line in lines)
+        assert secret not in log
