@@ -101,3 +101,9 @@ def test_the_config_credentials_are_the_token_secret_headers_and_storage_secrets
 
     found = set(config_secrets(Config()))
     assert found == {"tok-123456", "Bearer bearer-value", "bearer-value", "AKIAKEY", "SKEY1"}
+
+
+def test_option_messages_show_urls_by_the_same_rule() -> None:
+    from seldon_batch_tx.checks import shown
+
+    assert shown("https://u:pw@h/in.txt?Signature=S1") == "https://***@h/in.txt?***"
