@@ -27,7 +27,7 @@ from typing import Any
 import txaio
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
@@ -90,6 +90,8 @@ class BatchRun:
         self._clock = clock
         self._semaphore = DeferredSemaphore(config.workers)
         self._in_flight: set[Deferred[None]] = set()
+        #: --batch-interval pauses, ended at once by a stop (a stopping file never waits them out).
+        self._pauses: dict[Deferred[None], Any] = {}
         self._stop_reason: str | None = None
         #: --max-rate / --adaptive for this run (per daemon batch); None costs nothing.
         self.pacing = Pacing.from_config(config, clock)
@@ -127,6 +129,10 @@ class BatchRun:
                 self._items.cancel()  # a read waiting on a quiet pipe does not hold the stop
             if self._reorder is not None:
                 self._reorder.release()
+            for pause, timer in list(self._pauses.items()):
+                if timer.active():
+                    timer.cancel()
+                    pause.callback(None)
 
     def abandon(self) -> None:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
@@ -237,7 +243,14 @@ class BatchRun:
         if interval > 0 and self._stop_reason is None:
             wait = interval - (self._clock.seconds() - started)
             if wait > 0:
-                await deferLater(self._clock, wait)
+                pause: Deferred[None] = Deferred()
+                self._pauses[pause] = self._clock.callLater(wait, pause.callback, None)
+                try:
+                    await pause
+                finally:
+                    if self._pauses[pause].active():  # cancelled by abandon()
+                        self._pauses[pause].cancel()
+                    del self._pauses[pause]
 
     async def _compute(self, chunk: list[Item], out: dict[int, Line]) -> None:
         """Fill ``out`` with the output line of each line of ``chunk`` (none when stopping first)."""
