@@ -87,6 +87,8 @@ class BatchConfig:
     max_response_bytes: int = 64 * MIB
     #: Largest input line accepted; past it the line is skipped to its newline: input_too_large.
     max_line_bytes: int = 64 * MIB
+    #: Input bytes all units in flight may hold together (a unit waits for room; one alone always runs).
+    max_bytes_in_flight: int = 1024 * MIB
     #: gRPC channels (connections) a run spreads its calls over; None: chosen from ``workers``.
     grpc_channels: int | None = None
     #: A connection is retired (never failing a request) after this many seconds (jittered) / requests.

@@ -138,6 +138,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-line-bytes", None, 64 * MIB, "Largest input line accepted, in bytes; a longer one is skipped "
            "to its newline without being held in memory and gets an error line (input_too_large; at most 1 GiB)",
            count("max-line-bytes")),
+    Option("max-bytes-in-flight", None, 1024 * MIB, "Input bytes all requests in flight may hold together "
+           "(workers x batch size x line size); a request that does not fit waits for others to finish, one alone "
+           "always runs (1 MiB to 64 GiB)", count("max-bytes-in-flight")),
     Option("grpc-channels", None, None, "gRPC channels (each its own connection) the calls are spread over, so "
            "every replica behind the address gets work (at most 1,024) [default: twice --workers, 8 to 64]",
            optional_count("grpc-channels")),
