@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from .checks import host_transport_problem, shown
+from .grpc_metadata import grpc_metadata_problem
 
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")
@@ -112,6 +113,10 @@ class BatchConfig:
         problem = host_transport_problem(self.host, self.transport)
         if problem:
             raise ValueError(f"host {shown(self.host)}: {problem}")
+        problem = grpc_metadata_problem(self.headers, self.call_credentials_token) \
+            if self.transport == "grpc" else None
+        if problem:
+            raise ValueError(problem)
 
     def replace(self, **changes: Any) -> BatchConfig:
         """A copy with some settings changed (per-file overrides in the daemon)."""

@@ -48,6 +48,7 @@ from .config import (
     BatchConfig,
 )
 from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
+from .grpc_metadata import grpc_metadata_problem
 from .storage.paths import STDIO, is_remote, is_stdio
 
 __all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_output_path", "normalise_flags",
@@ -259,6 +260,10 @@ class ProcessorOptions(usage.Options):
         problem = host_transport_problem(self["host"], self["transport"])
         if problem:
             raise self.error("host", self["host"], problem)
+        problem = grpc_metadata_problem(self["header"], self["call-credentials-token"]) \
+            if self["transport"] == "grpc" else None
+        if problem:
+            raise self.error("header", None, problem)
         if self.needs_input:
             self._check_paths()
 
