@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from .checks import host_transport_problem, shown
-from .grpc_metadata import grpc_metadata_problem
+from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
 
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")
@@ -115,6 +115,7 @@ class BatchConfig:
             raise ValueError(f"host {shown(self.host)}: {problem}")
         problem = grpc_metadata_problem(self.headers, self.call_credentials_token) \
             if self.transport == "grpc" else None
+        problem = problem or grpc_resolver_problem(self.host)
         if problem:
             raise ValueError(problem)
 

@@ -48,7 +48,7 @@ from .config import (
     BatchConfig,
 )
 from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
-from .grpc_metadata import grpc_metadata_problem
+from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
 from .storage.paths import STDIO, is_remote, is_stdio
 
 __all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_output_path", "normalise_flags",
@@ -264,6 +264,9 @@ class ProcessorOptions(usage.Options):
             if self["transport"] == "grpc" else None
         if problem:
             raise self.error("header", None, problem)
+        problem = grpc_resolver_problem(self["host"])
+        if problem:
+            raise self.error("host", self["host"], problem)
         if self.needs_input:
             self._check_paths()
 

@@ -1,4 +1,6 @@
-"""Which ``--header`` values can travel as gRPC metadata: checked once at start, not per line.
+"""gRPC's own rules, checked once at start (exit 2), not found per line: metadata and the DNS server.
+
+Metadata: which ``--header`` values can travel as gRPC metadata.
 
 gRPC is stricter than HTTP: keys are lower-case ``[0-9a-z_.-]`` (the client lower-cases them), keys
 ending in ``-bin`` carry binary values that a text option cannot give, ``grpc-`` keys are gRPC's own,
@@ -9,7 +11,8 @@ used to fail every call (and be retried); now it is one usage error (exit 2), or
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 
 #: gRPC's default limit on the metadata a server accepts.
 MAX_METADATA_BYTES = 8192
@@ -41,4 +44,20 @@ def grpc_metadata_problem(headers: Iterable[tuple[str, str]], token: str | None 
     if size > MAX_METADATA_BYTES:
         return (f"the headers come to about {size:,} bytes of gRPC metadata; servers accept at most "
                 f"{MAX_METADATA_BYTES:,} by default")
+    return None
+
+
+def grpc_resolver_problem(host: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why ``dns://SERVER/NAME`` would not ask SERVER, or None.
+
+    gRPC's c-ares resolver (grpcio's default) sends the queries to SERVER; its ``native`` resolver
+    (``GRPC_DNS_RESOLVER=native``) uses the system's and ignores SERVER without a word. Either
+    resolver answers names in ``/etc/hosts`` (``localhost``) from that file first, as the system does.
+    """
+    if not host.lower().startswith("dns://") or host[6:].startswith("/"):
+        return None
+    resolver = (os.environ if environ is None else environ).get("GRPC_DNS_RESOLVER", "").strip().lower()
+    if resolver == "native":
+        return ("dns://SERVER/NAME needs gRPC's c-ares resolver, but $GRPC_DNS_RESOLVER is native (which would "
+                "ask the system's DNS instead): unset it, or write dns:///NAME")
     return None
