@@ -40,7 +40,16 @@ LIMITS: dict[str, tuple[float, float]] = {
 
 
 def _number(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) or value >= 1000 else f"{value:g}"
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def unit(name: str) -> str:
+    """What ``name`` counts, for the README's table."""
+    if name == "max-rate":
+        return "requests per second"
+    if name.endswith("-bytes") or name.endswith("-in-flight"):
+        return "bytes"
+    return {"batch-size": "lines per request", "retries": "retries", "grpc-channels": "channels"}.get(name, "seconds")
 
 
 def _check(name: str, number: float, unit: str) -> None:
@@ -104,6 +113,7 @@ def optional_count(name: str, unit: str = "") -> Callable[[str], int | None]:
 
 def limits_table() -> str:
     """The README's table of limits, one row per option (kept in step by a test)."""
-    rows = ["| Option | Lowest | Highest |", "| --- | --- | --- |"]
-    rows += [f"| `--{name}` | {_number(low)} | {_number(high)} |" for name, (low, high) in LIMITS.items()]
+    rows = ["| Option | Lowest | Highest | Unit |", "| --- | --- | --- | --- |"]
+    rows += [f"| `--{name}` | {_number(low)} | {_number(high)} | {unit(name)} |"
+             for name, (low, high) in LIMITS.items()]
     return "\n".join(rows)
