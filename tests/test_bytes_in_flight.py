@@ -61,3 +61,23 @@ def urllib_reset(model: OverloadServer) -> None:
     request = urllib.request.Request(f"http://{model.where()}/reset", method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
+
+
+def test_a_mini_batch_closes_early_at_the_cap(tmp_path: Path) -> None:
+    """``-s 100`` with 300 kB lines and a 1 MiB cap: each request closes at 4 lines (the line that reaches the
+    cap is the last), so no one request holds more than the cap and one line; every line is answered."""
+    from tests.hostile_server import HostileServer
+
+    row = "[[" + "1," * 150_000 + "1]]\n"
+    (tmp_path / "in.txt").write_text(row * 10)
+    with HostileServer(tmp_path / "requests.jsonl") as hostile:
+        proc = subprocess.run([CLI, "-d", "echo", "-g", "seldon", "-h", hostile.rest_host, "-s", "100", "-r", "0",
+                               "-u", "chunks", "--max-bytes-in-flight", str(1 << 20), "-i", str(tmp_path / "in.txt"),
+                               "-o", str(tmp_path / "out.txt")], capture_output=True, text=True, timeout=120,
+                              env=loopback_env())
+        assert proc.returncode == 0, proc.stderr
+        sent = sorted((r["batch_index"], r["bytes"]) for r in hostile.received() if r.get("batch_id") == "chunks")
+    assert [index for index, _ in sent] == [0, 4, 8]  # the first line of each request
+    assert all(size < (1 << 20) + 2 * len(row) for _, size in sent)
+    records = [json.loads(line) for line in (tmp_path / "out.txt").read_text().splitlines()]
+    assert sorted(r["meta"]["tags"]["batch_index"] for r in records) == list(range(10))

@@ -179,10 +179,10 @@ class BatchRun:
         size = self.codec.batch_size
         if isinstance(self._items, OffThreadItems):
             async for block in self._items.blocks():
-                for chunk in chunked(iter(block), size):
+                for chunk in chunked(iter(block), size, self.config.max_bytes_in_flight):
                     yield chunk
         else:
-            for chunk in chunked(self._items, size):
+            for chunk in chunked(self._items, size, self.config.max_bytes_in_flight):
                 yield chunk
 
     async def _feed(self) -> None:
