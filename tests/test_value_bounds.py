@@ -10,13 +10,17 @@ is the one :mod:`seldon_batch_tx.bounds` enforces.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from seldon_batch_tx.bounds import LIMITS, limits_table
+from seldon_batch_tx.tap import DAEMON_TABLE
 from tests.servers import loopback_env
 from tests.test_daemon_real import Daemon, wait_for, write_lines
 
@@ -149,4 +153,21 @@ def test_the_readme_table_is_the_one_enforced() -> None:
     """The README lists every limit exactly as bounds.LIMITS holds it."""
     readme = (ROOT / "README.md").read_text()
     assert limits_table() in readme
-    assert len(LIMITS) >= 12
+    assert len(LIMITS) >= 12 and set(COERCE) == set(LIMITS)  # every limit belongs to an option
+
+
+COERCE = {o.name: o.coerce for o in DAEMON_TABLE if o.name in LIMITS}
+
+
+@given(st.sampled_from(sorted(LIMITS)), st.one_of(st.floats(), st.integers(-10**20, 10**20),
+                                                   st.floats(min_value=1e-320, max_value=1e-3)))
+def test_any_number_is_taken_only_within_its_limits(name: str, number: float) -> None:
+    """Whatever number is written, the option's value is within its limits, off (None) or refused (ValueError)."""
+    low, high = LIMITS[name]
+    coerce = COERCE[name]
+    assert coerce is not None
+    try:
+        value = coerce(repr(number))
+    except ValueError:
+        return
+    assert value is None or value == math.inf and name == "dashboard-linger" or low <= value <= high
