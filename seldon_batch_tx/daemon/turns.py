@@ -55,6 +55,7 @@ class Turns:
             if job.kept:
                 self._behind.add(job.name)
                 job.entry.stats.reason = YIELDED
+                log.info("{name} yielded its turn; it resumes after the files waiting", name=shown(job.name))
 
     def take(self, running: Iterable[Job], others_wait: bool, slots: int) -> None:
         """Stop every file whose turn is over, if other files wait and every slot is taken."""
