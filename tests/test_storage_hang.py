@@ -212,3 +212,32 @@ def test_a_store_that_never_answers_at_all_is_refused_before_the_run(s3: S3Serve
     assert done.returncode == 2, done.stderr[-3000:]
     line = one_error_line(done.stderr)
     assert "--output-data-path" in line and "no answer from the store within 3 s" in line, line
+
+
+def test_twistd_one_file_mode_ends_a_hung_upload_on_sigterm(s3: S3Server, seldon_server: SeldonServer,
+                                                              tmp_path: Path) -> None:
+    from tests.test_tap_usage import twistd
+
+    source = tmp_path / "in.txt"
+    source.write_bytes(lines_of(10))
+    target = f"s3://{BUCKET}/twistd/out.txt"
+    staging = tmp_path / "staging"
+    with StallingProxy(s3.port, lambda method, _: method == "PUT") as proxy:
+        child = subprocess.Popen(twistd("-d", "echo", "-g", "seldon", "-h", seldon_server.rest_host, "-i", str(source),
+                                        "-o", target, "--staging-dir", str(staging), "--drain-timeout", "1",
+                                        "--dashboard", "none"),
+                                 env=via(s3, proxy), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            wait_until(lambda: bool(proxy.stalled) or child.poll() is not None)
+            child.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            out, _ = child.communicate(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            child.kill()
+    # twistd leaves a stop by SIGTERM as killed by it (as every daemon test expects), once shut down
+    assert child.returncode == -signal.SIGTERM and took < 1 + 10, (child.returncode, took, out[-3000:])
+    assert "interrupted by a signal; it stays there for --resume" in out and "Traceback" not in out, out[-3000:]
+    assert not s3.exists(target)
+    assert sorted(indexes(Path(staging_path(target, str(staging))).read_bytes())) == list(range(10))
