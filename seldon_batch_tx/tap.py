@@ -202,7 +202,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
         if problem is not None:
             print(f"{command_name()}: error: {problem}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USAGE)
-    txaio.set_global_log_level(options["log-level"])
+    txaio.set_global_log_level("warn" if options["log-level"] == "warning" else options["log-level"])  # txaio's name
     tune_gc()
     registry = BatchRegistry(reactor)
     work: service.Service

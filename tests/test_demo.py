@@ -5,13 +5,14 @@ keeps the page up after the batch until Ctrl-C, and never reports an output an e
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 import urllib.request
 
 from tests.processes import stop_group
-from tests.servers import REPO_ROOT, free_port, loopback_env
+from tests.servers import LOOPBACK, REPO_ROOT, free_port, loopback_env, tcp_accepts
 
 DEMO = REPO_ROOT / "scripts" / "demo.sh"
 OUTPUT = REPO_ROOT / "out" / "sample.out.txt"
@@ -19,7 +20,7 @@ OUTPUT = REPO_ROOT / "out" / "sample.out.txt"
 
 def test_demo_keeps_the_dashboard_until_ctrl_c() -> None:
     port = free_port()
-    process = subprocess.Popen(["bash", str(DEMO), "--port", str(port), "-w", "4"], cwd=REPO_ROOT,
+    process = subprocess.Popen(["bash", str(DEMO), "--port", str(port), "-w", "4", "--max-rate", "2000"], cwd=REPO_ROOT,
                                env=loopback_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     assert process.stdout is not None
@@ -37,7 +38,9 @@ def test_demo_keeps_the_dashboard_until_ctrl_c() -> None:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         rest, _ = process.communicate(timeout=60)
     finally:
-        stop_group(process, signal.SIGKILL)
+        stop_group(process)  # SIGTERM first: demo.sh then stops its model server (a SIGKILL would leave it)
+        model = re.search(r"model microservice on 127\.0\.0\.1:(\d+) \(REST\)", "".join(read))
+        assert model is None or not tcp_accepts(LOOPBACK, int(model.group(1))), "the model server was left"
     assert process.returncode == 0, rest[-3000:]
     assert f"output: out/sample.out.txt ({len(OUTPUT.read_text().splitlines())} lines), exit status 0" in rest
 
