@@ -93,3 +93,27 @@ def test_log_level_applies_to_twistd_log(tmp_path: Path, seldon_server: SeldonSe
         stop_group(daemon, signal.SIGKILL)
     text = log.read_text()
     assert "#info]" not in text and "[-]" not in text, text
+
+
+def test_two_one_file_runs_from_one_directory_and_one_summary_each(tmp_path: Path,
+                                                                    seldon_server: SeldonServer) -> None:
+    """Under ``-n`` a one-file run writes no pid file, so two (e.g. shards) started from one directory both run,
+    where twistd's default ``twistd.pid`` refused the second; each logs its summary once."""
+    runs = []
+    for name in ("a", "b"):
+        write_lines(tmp_path / f"{name}.txt", 20)
+        runs.append(subprocess.Popen([TWISTD, "-n", "seldon-batch", "-d", "echo", "-g", "seldon", "-h",
+                                      seldon_server.rest_host, "-i", f"{name}.txt", "--dashboard", "none", "-w", "1",
+                                      "--batch-interval", "0.1"], cwd=tmp_path, env=loopback_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True))
+    try:
+        outputs = [run.communicate(timeout=120)[0] for run in runs]
+    finally:
+        for run in runs:
+            stop_group(run, signal.SIGKILL)
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output
+        assert output.count("20 lines: 20 succeeded") == 1, output
+        assert "Another twistd server" not in output
+    assert not (tmp_path / "twistd.pid").exists()
