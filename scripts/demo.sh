@@ -29,7 +29,16 @@ OUT=out/sample.out.txt
 mkdir -p out
 rm -f "$OUT"  # a file left by an earlier run is never reported as this run's
 set +e
-.venv/bin/seldon-batch-processor -d echo -g seldon -h "127.0.0.1:$HTTP" \
+MODEL_PORT=$HTTP  # gRPC has its own port: -t grpc goes there
+prev=
+for arg in "$@"; do
+    case "$prev $arg" in
+        "-t grpc"|"--transport grpc"|*" --transport=grpc"|*" -tgrpc") MODEL_PORT=$GRPC ;;
+        "-t rest"|"--transport rest"|*" --transport=rest"|*" -trest") MODEL_PORT=$HTTP ;;
+    esac
+    prev=$arg
+done
+.venv/bin/seldon-batch-processor -d echo -g seldon -h "127.0.0.1:$MODEL_PORT" \
     -i examples/data/sample.txt -o "$OUT" -w 20 --benchmark --max-rate "$RATE" \
     --dashboard "tcp:$PORT:interface=127.0.0.1" --dashboard-linger forever "$@"
 status=$?

@@ -11,6 +11,7 @@
 #   --metrics-port N  the microservice's Prometheus port (default 6000)
 #   --background      return once the model answers, leaving it running (its process group id goes to
 #                     out/serve-model-REST.pid); `--stop` with the same --rest-port stops it
+# Its log is out/serve-model-REST.log while it runs (kept when it fails to start).
 # Without --background it runs in the foreground until Ctrl-C or SIGTERM (`kill PID`), then stops the
 # microservice and every process it forked (they run in a process group of their own).
 set -euo pipefail
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
             shift 2 ;;
         --background) MODE=background; shift ;;
         --stop) MODE=stop; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "serve-model.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -51,7 +52,7 @@ stop_group() {  # SIGTERM the group, SIGKILL what is left after 10 s
 if [ "$MODE" = stop ]; then
     [ -f "$PIDFILE" ] || { echo "serve-model.sh: no model started with --background on port $REST ($PIDFILE)" >&2; exit 1; }
     stop_group "$(cat "$PIDFILE")"
-    rm -f "$PIDFILE"
+    rm -f "$PIDFILE" "out/serve-model-$REST.log"
     echo "model microservice on 127.0.0.1:$REST stopped"
     exit 0
 fi
@@ -63,7 +64,7 @@ setsid .venvs/seldon/bin/python scripts/seldon_loopback.py --model-dir examples/
     --service-type MODEL --http-port "$REST" --grpc-port "$GRPC" --metrics-port "$METRICS" >"$LOG" 2>&1 &
 SERVER=$!  # setsid runs it as the leader of a new session: its pid is its process group id
 if [ "$MODE" = foreground ]; then
-    trap 'stop_group "$SERVER"' EXIT
+    trap 'stop_group "$SERVER"; rm -f "$LOG"' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 else
@@ -82,6 +83,7 @@ done
 if [ -z "$ready" ]; then
     echo "serve-model.sh: the model microservice did not start; its log ($LOG) ends with:" >&2
     tail -n 20 "$LOG" >&2
+    trap 'stop_group "$SERVER"' EXIT  # the log stays for a look
     exit 1
 fi
 echo "model microservice on 127.0.0.1:$REST (REST) and 127.0.0.1:$GRPC (gRPC); its log: $LOG"
