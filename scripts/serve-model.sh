@@ -57,7 +57,7 @@ if [ "$MODE" = stop ]; then
     exit 0
 fi
 
-scripts/setup.sh --demo >/dev/null
+scripts/setup.sh --demo >&2  # a first run installs .venvs/seldon: its progress shows
 mkdir -p out
 LOG=out/serve-model-$REST.log
 setsid .venvs/seldon/bin/python scripts/seldon_loopback.py --model-dir examples/models EchoModel \
