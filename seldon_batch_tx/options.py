@@ -166,7 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("storage-timeout", None, 1800.0, "Longest one upload or download of object storage may take, in "
            "seconds (it is then cancelled: exit 3, the staging file kept for --resume)", seconds("storage-timeout")),
     Option("dashboard-linger", None, None, "Keep the --dashboard up this many seconds after the batch ends "
-           "('forever': until Ctrl-C; else at most 7 days)", linger_seconds),
+           "('forever': until Ctrl-C, or SIGTERM if started with SIGINT ignored; else at most 7 days)",
+           linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
