@@ -103,3 +103,21 @@ def test_a_cancel_ends_an_async_call_on_its_loop() -> None:
     assert stuck.cancelled.wait(10)
     reactor.pump()
     assert len(failures) == 1 and not reactor.getDelayedCalls()
+
+
+def test_errors_of_tasks_on_fsspecs_loop_go_to_the_debug_log_not_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    from seldon_batch_tx.storage.transfer import quiet_loop
+
+    stuck = StuckAsync()
+    quiet_loop(stuck)
+    done = threading.Event()
+
+    def fail_a_task() -> None:  # what aiohttp's body-writing task does when the store goes away
+        stuck.loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                           "exception": ConnectionResetError("gone")})
+        done.set()
+
+    stuck.loop.call_soon_threadsafe(fail_a_task)
+    assert done.wait(10)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "never retrieved" not in captured.err, captured.err

@@ -25,6 +25,7 @@ from .paths import (
     parse_storage_options,
     protocol,
 )
+from .transfer import quiet_loop
 
 if TYPE_CHECKING:
     from ..config import BatchConfig
@@ -106,6 +107,7 @@ def check_access(url: str, options: dict[str, Any] | None = None, for_write: boo
         return _check_local(url, for_write)
     try:
         fs, rpath = filesystem(url, options)
+        quiet_loop(fs)
         if protocol(url) in S3_PROTOCOLS and hasattr(fs, "call_s3"):
             return _check_s3(fs, url, rpath, for_write)
         return _check_other(fs, url, rpath, for_write)

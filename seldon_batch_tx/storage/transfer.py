@@ -17,9 +17,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import txaio
 from twisted.internet.defer import CancelledError, Deferred
 
 from .paths import StorageError
+
+txaio.use_twisted()
+log = txaio.make_logger()
 
 T = TypeVar("T")
 
@@ -41,6 +45,7 @@ def start(fs: Any, method: str, *args: Any, timeout: float, **kwargs: Any) -> co
     daemon thread: only waiting for it can stop.
     """
     if _is_async(fs, method):
+        quiet_loop(fs)
         coroutine = getattr(fs, f"_{method}")
         return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine(*args, **kwargs), timeout), fs.loop)
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -58,6 +63,22 @@ def start(fs: Any, method: str, *args: Any, timeout: float, **kwargs: Any) -> co
 
     threading.Thread(target=work, name=f"storage {method}", daemon=True).start()
     return future
+
+
+def quiet_loop(fs: Any) -> None:
+    """Route what fsspec's loop would print as a traceback (aiohttp's body-writing task failing when
+    a store goes away mid-request: "Task exception was never retrieved") to the debug log: the
+    call's own failure is already the run's one line. A no-op for synchronous backends."""
+    loop = getattr(fs, "loop", None) if getattr(fs, "async_impl", False) else None
+    if isinstance(loop, asyncio.AbstractEventLoop) and loop.get_exception_handler() is not _log_loop_error:
+        loop.call_soon_threadsafe(loop.set_exception_handler, _log_loop_error)
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    log.debug("storage loop: {message} ({error})", message=context.get("message", ""),
+              error=f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+              if error is not None else "")
 
 
 def _is_async(fs: Any, method: str) -> bool:
