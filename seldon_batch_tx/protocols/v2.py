@@ -121,6 +121,14 @@ class V2Codec:
         self.model_name = model_name(config)
         self.model_version = config.model_version
         self.batch_size = config.batch_size
+        #: The model's declared inputs (its metadata, read before the run), else None: today's reading.
+        self.model_inputs = None
+        if config.v2_model is not None and config.v2_model.inputs and self.data_type != "raw":
+            from .v2_inputs import ModelInputs
+
+            self.model_inputs = ModelInputs(config.v2_model, config, self.datatype)
+            if not self.model_inputs.batching:
+                self.batch_size = 1  # no batch dimension: lines cannot be stacked into one request
         model = quote(self.model_name, safe="")
         version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
         self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
@@ -140,6 +148,10 @@ class V2Codec:
         line = item.line.strip()
         if not line:
             raise InputError("blank line")
+        if self.model_inputs is not None:
+            value = base.parse_str(line) if self.data_type == "str" else base.load_json_line(line)
+            inputs, rows = self.model_inputs.tensors(value)
+            return Parsed(item, {"inputs": inputs}, rows=rows)
         if self.data_type == "str":
             text = base.parse_str(line)  # the same reading of a text line as the Seldon protocol
             return self._plain(item, [text] if self.batch_size > 1 else text)

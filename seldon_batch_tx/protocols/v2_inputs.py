@@ -1,0 +1,100 @@
+"""Model-aware V2 requests: a line's value becomes the input tensors the model declares.
+
+Used by :class:`~seldon_batch_tx.protocols.v2.V2Codec` when the model's metadata was read
+(:mod:`.v2_metadata`) and the line is not a whole request (``--data-type raw``):
+
+* one input: the line's value (``-a data``: JSON numbers, booleans or strings, nested; ``-a str``:
+  the text) is that input, named ``--input-name`` when given, else the model's only input; its
+  datatype is ``-p`` when given, else the model's; its shape is fitted to the model's
+  (:func:`.v2_metadata.fit_shape`: the batch dimension added for a batching model);
+* several inputs: the line is a JSON object of input name to value (``{"INPUT0": [...],
+  "INPUT1": [...]}``); every declared input must be there, each is typed and shaped from the
+  metadata, and with a batch dimension all must hold the same number of rows.
+
+Whatever cannot fit is that line's ``input_error``, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import BatchConfig
+from . import base
+from .base import InputError, JSONDict
+from .v2 import check_datatype, tensor_shape
+from .v2_metadata import ModelMetadata, TensorSpec, fit_shape
+
+__all__ = ["DEFAULT_INPUT_NAME", "ModelInputs"]
+
+#: ``--input-name``'s default: left at it, the model's own input name is used.
+DEFAULT_INPUT_NAME = "input-0"
+
+
+class ModelInputs:
+    """Builds a request's ``inputs`` from one line's value, as the model's metadata declares them."""
+
+    def __init__(self, metadata: ModelMetadata, config: BatchConfig, datatype: str | None) -> None:
+        self.metadata = metadata
+        self.batching = metadata.batching
+        self.datatype = datatype  # -p, when it names a V2 datatype: the user's choice wins
+        self.single: TensorSpec | None = None
+        if config.input_name != DEFAULT_INPUT_NAME:
+            declared = metadata.input(config.input_name)
+            # a name the model does not declare: its shape is unknown, so take the line's own
+            self.single = declared or TensorSpec(config.input_name, datatype or "", ())
+        elif len(metadata.inputs) == 1:
+            self.single = metadata.inputs[0]
+
+    def tensors(self, value: Any) -> tuple[list[JSONDict], int]:
+        """The request's input tensors for a line's value, and the rows they add to a mini-batch."""
+        if isinstance(value, dict):
+            return self._several(value)
+        if self.single is None:
+            names = ", ".join(s.name for s in self.metadata.inputs)
+            raise InputError(f"the model takes {len(self.metadata.inputs)} inputs ({names}): give each line "
+                             f"as a JSON object of input name to value")
+        tensor, rows = self._tensor(self.single, value, self.datatype)
+        return [tensor], rows
+
+    def _several(self, value: JSONDict) -> tuple[list[JSONDict], int]:
+        declared = {s.name for s in self.metadata.inputs}
+        unknown = sorted(set(value) - declared)
+        if unknown:
+            raise InputError(f"the model has no input {', '.join(unknown)} (its inputs: {', '.join(sorted(declared))})")
+        missing = [s.name for s in self.metadata.inputs if s.name not in value]
+        if missing:
+            raise InputError(f"input {', '.join(missing)} missing (the model's inputs: "
+                             f"{', '.join(s.name for s in self.metadata.inputs)})")
+        tensors, rows = [], set()
+        for spec in self.metadata.inputs:
+            tensor, n = self._tensor(spec, value[spec.name], None)
+            tensors.append(tensor)
+            rows.add(n)
+        if len(rows) > 1:
+            raise InputError(f"the inputs hold different numbers of rows ({', '.join(map(str, sorted(rows)))})")
+        return tensors, rows.pop()
+
+    def _tensor(self, spec: TensorSpec, value: Any, datatype: str | None) -> tuple[JSONDict, int]:
+        if value is None:
+            raise InputError(f"input {spec.name}: null is not a tensor value")
+        if isinstance(value, dict):
+            raise InputError(f"input {spec.name}: a JSON object is not a tensor value")
+        shape = tensor_shape(value, f"input {spec.name}")
+        if spec.shape:
+            try:
+                full, rows = fit_shape(shape, spec, self.batching)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+        else:  # nothing declared: today's reading of the line
+            full, rows = list(shape or (1,)), (shape or (1,))[0]
+        flat = base.flatten(value) if shape else [value]
+        datatype = datatype or spec.datatype
+        if not datatype:
+            from .v2 import infer_datatype
+
+            datatype = infer_datatype(flat)
+        try:
+            check_datatype(flat, datatype)
+        except InputError as e:
+            raise InputError(f"input {spec.name}: {e}") from None
+        return {"name": spec.name, "shape": full, "datatype": datatype, "data": flat}, rows
