@@ -72,6 +72,8 @@ class BatchConfig:
     input_name: str = "input-0"
     #: The V2 model's metadata (protocols/v2_metadata.ModelMetadata), read before the run; None: not read.
     v2_model: Any = attrs.field(default=None, repr=False)
+    #: V2 over REST: tensors travel as Triton's binary data extension (inputs and outputs).
+    binary_data: bool = False
     #: Extra request headers (gRPC metadata), e.g. ``seldon-model`` or ``Host`` for gateways.
     #: Values may be credentials (``Authorization``): ``repr`` shows the names only.
     headers: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_header_names)

@@ -2,10 +2,11 @@
 
 With no ``-p`` and no ``--input-name`` the processor reads each model's metadata (and Triton's
 ``/config``) and every line is answered right, over REST and gRPC, one line per request and in
-mini-batches of 8: FP32 with batching, BYTES with and without batching (``-a str``), FP16 (gRPC;
-over REST Triton takes FP16 only as binary tensors) and a model with two inputs (a JSON object per
-line). Every value is checked against the model's own function (tests/models/triton), and a sample
-against what ``tritonclient`` (http and grpc) gets from the same server.
+mini-batches of 8: FP32 with batching, BYTES with and without batching (``-a str``), FP16 (over
+REST Triton takes FP16 only as binary tensors: ``--binary-data``) and a model with two inputs (a
+JSON object per line). Every value is checked against the model's own function
+(tests/models/triton), and a sample against what ``tritonclient`` (http and grpc) gets from the
+same server. ``--binary-data`` gives the same output lines as JSON.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ MODELS = ("add_fp32", "upper_bytes", "upper_bytes_nobatch", "half_fp16", "add_su
 def test_every_line_right_without_options(triton: TritonServer, model: str, transport: str, batch_size: int,
                                           tmp_path: Path) -> None:
     """No -p, no --input-name: the metadata gives names, datatypes and shapes; each answer is the model's function."""
-    if model == "half_fp16" and transport == "rest":
-        pytest.xfail("Triton takes FP16 over REST only as binary tensors (--binary-data, not in this branch yet)")
     lines, requests, extra = cases(model, batch_size)
+    if model == "half_fp16" and transport == "rest":
+        extra = [*extra, "--binary-data"]  # Triton takes FP16 over REST only as binary tensors
     proc, records = run_v2(host(triton, transport), transport, model, tmp_path, lines, "-s", str(batch_size),
                            "-w", "2", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -178,3 +179,28 @@ def test_parity_with_tritonclient(triton: TritonServer, client: str, tmp_path: P
                 _, records = run_v2(host(triton, transport), transport, model, tmp_path, lines, "-s", str(batch_size),
                                     *extra)
                 assert [outputs(r) for r in records] == theirs, (model, transport, batch_size)
+
+
+@pytest.mark.parametrize("http_client", ["fast", "treq"])
+@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize("model", ["add_fp32", "upper_bytes", "upper_bytes_nobatch", "add_sub"])
+def test_binary_data_gives_the_same_lines_as_json(triton: TritonServer, model: str, batch_size: int,
+                                                  http_client: str, tmp_path: Path) -> None:
+    """--binary-data over REST: the same output lines, byte for byte after parsing, as JSON mode."""
+    lines, _, extra = cases(model, batch_size)
+    args = ["-s", str(batch_size), "--http-client", http_client, *extra]
+    _, plain = run_v2(triton.rest_host, "rest", model, tmp_path, lines, *args)
+    proc, binary = run_v2(triton.rest_host, "rest", model, tmp_path, lines, *args, "--binary-data")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert binary == plain
+    assert all("outputs" in r for r in binary)
+
+
+def test_raw_lines_asking_for_binary_outputs_are_decoded(triton: TritonServer, tmp_path: Path) -> None:
+    """A raw request asking Triton for a binary output gets the same JSON output line, not bad_response."""
+    request = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    binary = {**request, "outputs": [{"name": "OUTPUT", "parameters": {"binary_data": True}}]}
+    proc, records = run_v2(triton.rest_host, "rest", "add_fp32", tmp_path, [json.dumps(request), json.dumps(binary)],
+                           "-a", "raw")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outputs(records[0]) == outputs(records[1]) == {"OUTPUT": {"shape": [1, 3], "data": [3.0, 5.0, 7.0]}}

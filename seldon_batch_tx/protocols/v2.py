@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
 from ..pipeline.reader import Item
-from . import base
+from . import base, v2_binary
 from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
@@ -131,7 +131,9 @@ class V2Codec:
                 self.batch_size = 1  # no batch dimension: lines cannot be stacked into one request
         model = quote(self.model_name, safe="")
         version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
-        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
+        binary = config.binary_data and config.transport == "rest"
+        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route,
+                             encode=v2_binary.encode_request if binary else None, decode=v2_binary.decode_answer)
 
     def _grpc_route(self) -> GrpcRoute:
         """``inference.GRPCInferenceService/ModelInfer`` (one service: the transport's choice is moot)."""

@@ -265,7 +265,7 @@ class Connection(Protocol):
         if call.done:
             return
         try:
-            result = classify(code, body, retry_after)
+            result = classify(code, body, retry_after, self._pool.decode)
         except RequestFailed as e:
             call.fail(e)
             return
