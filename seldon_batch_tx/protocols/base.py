@@ -64,6 +64,9 @@ class GrpcRoute:
     method: Callable[[Any, str], Any]
     request: Callable[[JSONDict], Any]
     answer: Callable[[Any], JSONDict]
+    #: For logs: the gRPC service and method this route calls, when they are not the Seldon ones.
+    service: str | None = None
+    rpc: str | None = None
 
 
 @attrs.frozen

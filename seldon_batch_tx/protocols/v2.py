@@ -33,6 +33,7 @@ from ..config import V2_DATATYPES, BatchConfig
 from ..pipeline.reader import Item
 from . import base, v2_binary
 from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
+from .v2_lines import output_line
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
 
@@ -141,7 +142,8 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: base.check_answer(v2_pb.response_to_dict(message)))
+                         lambda message: base.check_answer(v2_pb.response_to_dict(message)),
+                         service="inference.GRPCInferenceService", rpc="ModelInfer")
 
     # -- input line -> Parsed -------------------------------------------------------------
 
@@ -288,13 +290,7 @@ class V2Codec:
         return [self._tagged({**response, "outputs": parts}, p) for parts, p in zip(per_member, members, strict=True)]
 
     def _tagged(self, response: JSONDict, parsed: Parsed) -> JSONDict:
-        tags = base.tags_for(self.batch_id, parsed.item)
-        own = response.get("parameters")
-        meta = response.get("meta")
-        meta = dict(meta) if isinstance(meta, dict) else {}
-        meta["tags"] = tags
-        return {**response, "id": parsed.item.instance_id,
-                "parameters": {**(own if isinstance(own, dict) else {}), **tags}, "meta": meta}
+        return output_line(response, parsed.item.instance_id, base.tags_for(self.batch_id, parsed.item))
 
     # -- error lines ------------------------------------------------------------------------
 

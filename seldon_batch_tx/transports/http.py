@@ -30,7 +30,8 @@ from ..config import BatchConfig
 from ..protocols.base import Target, check_answer
 from .base import JSONDict, RequestFailed, ca_certificates, headers_too_large, nested_too_deeply, not_finite
 
-_EXCERPT = 300
+#: The most of an answer's text an error reason quotes (a model's whole message, within reason).
+MAX_REASON_CHARS = 4096
 #: One shared C encoder; compact separators keep request bodies small.
 _encode = strict_json.compact_encoder(ensure_ascii=True)
 
@@ -101,7 +102,7 @@ def ca_bundle(path: str) -> list[ssl.Certificate]:
 
 def _excerpt(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace").strip()
-    return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "..."
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
 
 
 def _retry_after(value: bytes | None) -> float | None:
