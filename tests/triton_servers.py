@@ -35,7 +35,9 @@ TRITON_PYTHON = TRITON_VENV / "bin" / "python"
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-triton-venv.sh"
 MODELS = REPO_ROOT / "tests" / "models" / "triton"
 MODEL_TEMPLATE = MODELS / "model_template.py"
-ALL_MODELS = tuple(sorted(p.name for p in MODELS.iterdir() if (p / "config.pbtxt").exists()))
+#: The test models (``bench_*`` ones are served only when a benchmark asks for them).
+ALL_MODELS = tuple(sorted(p.name for p in MODELS.iterdir()
+                          if (p / "config.pbtxt").exists() and not p.name.startswith("bench_")))
 
 
 def ensure_triton_venv(timeout: float = 900.0) -> Path:

@@ -21,6 +21,8 @@ FUNCTIONS = {
     "half_fp16": lambda d: {"OUTPUT": (d["X"] * 2).astype(np.float16)},
     "add_sub": lambda d: {"SUM": (d["INPUT0"] + d["INPUT1"]).astype(np.float32),
                           "DIFF": (d["INPUT0"] - d["INPUT1"]).astype(np.float32)},
+    "bench_image_mean": lambda d: {"OUTPUT": d["IMAGE"].reshape(d["IMAGE"].shape[0], -1).mean(axis=1, keepdims=True)
+                                   .astype(np.float32)},
 }
 
 
