@@ -137,3 +137,25 @@ def test_without_metadata_or_for_raw_lines_nothing_changes() -> None:
     raw = codec(from_rest(TRITON_FP32), data_type="raw")
     request = {"inputs": [{"name": "A", "shape": [1], "datatype": "INT64", "data": [1]}]}
     assert parse(raw, json.dumps(request)).value == request
+
+
+leaves = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=3), st.booleans())
+nested = st.recursive(st.lists(leaves, max_size=3), lambda inner: st.lists(inner, max_size=3), max_leaves=20)
+
+
+@given(nested)
+def test_shape_and_flat_agrees_with_the_plain_reading(value: Any) -> None:
+    """The level-at-a-time reading gives the same shape and elements as tensor_shape + flatten, or refuses alike."""
+    from seldon_batch_tx.protocols import base
+    from seldon_batch_tx.protocols.v2 import tensor_shape
+    from seldon_batch_tx.protocols.v2_inputs import shape_and_flat
+
+    try:
+        expected: Any = (tensor_shape(value), base.flatten(value))
+    except InputError:
+        expected = InputError
+    try:
+        got: Any = shape_and_flat(value, "x")
+    except InputError:
+        got = InputError
+    assert got == expected

@@ -84,8 +84,10 @@ def encode_request(body: JSONDict) -> tuple[bytes, tuple[tuple[str, str], ...]]:
     blobs, inputs = [], []
     for tensor in body.get("inputs") or []:
         data = tensor.get("data")
-        flat = data if isinstance(data, list) and not any(isinstance(x, list) for x in data) else _flat(data)
-        raw = pack(str(tensor["datatype"]), flat)
+        try:  # the codec's data are flat; a raw line's may be nested
+            raw = pack(str(tensor["datatype"]), data if isinstance(data, list) else [data])
+        except (struct.error, TypeError, AttributeError):
+            raw = pack(str(tensor["datatype"]), _flat(data))
         blobs.append(raw)
         own = tensor.get("parameters")
         params = {**(own if isinstance(own, dict) else {}), "binary_data_size": len(raw)}
