@@ -22,7 +22,7 @@ METHODS = ("predict", "feedback")
 PROTOCOLS = ("seldon", "v2")
 #: Open Inference Protocol tensor datatypes, also accepted by ``--payload-type`` for ``--protocol v2``.
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES")
+                "FP16", "BF16", "FP32", "FP64", "BYTES")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIB = 1 << 20
 

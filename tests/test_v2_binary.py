@@ -100,3 +100,16 @@ def test_json_answers_are_read_as_before() -> None:
     with pytest.raises(RequestFailed) as e:
         classify(200, b"<html>", decode=decode_answer)
     assert e.value.kind == "bad_response" and "not JSON" in e.value.reason
+
+
+def test_bf16_over_grpc_travels_as_raw_contents() -> None:
+    from seldon_batch_tx.protocols.v2_pb import request_from_dict, response_to_dict
+    from seldon_batch_tx.protos import grpc_service_pb2
+
+    request = request_from_dict({"inputs": [{"name": "X", "datatype": "BF16", "shape": [2], "data": [1.0, -2.5]},
+                                            {"name": "Y", "datatype": "INT32", "shape": [1], "data": [3]}]}, "m")
+    assert list(request.raw_input_contents) == [pack("BF16", [1.0, -2.5]), struct.pack("<i", 3)]
+    response = grpc_service_pb2.ModelInferResponse(model_name="m")
+    response.outputs.add(name="O", datatype="BF16", shape=[2])
+    response.raw_output_contents.append(pack("BF16", [0.5, 4.0]))
+    assert response_to_dict(response)["outputs"][0]["data"] == [0.5, 4.0]

@@ -115,6 +115,13 @@ def test_codec_takes_names_types_and_shapes_from_the_metadata() -> None:
         parse(c, '["a", "b", "c"]')
 
 
+def test_a_line_past_max_batch_size_is_an_input_error() -> None:
+    c = codec(ModelMetadata("m", (TensorSpec("X", "INT32", (-1, 1)),), max_batch_size=2))
+    assert parse(c, "[[1], [2]]").rows == 2
+    with pytest.raises(InputError, match="holds 3 rows; the model takes at most 2 per request"):
+        parse(c, "[[1], [2], [3]]")
+
+
 def test_options_given_win() -> None:
     c = codec(from_rest(TRITON_FP32), payload_type="FP64")
     assert parse(c, "[1, 2, 3]").value["inputs"][0]["datatype"] == "FP64"

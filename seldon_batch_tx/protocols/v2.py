@@ -39,7 +39,7 @@ __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
 
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
 UINT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64"})
-FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
 #: Inferred numeric types that may share a mini-batch (promoted to FP64 together).
 NUMERIC_INFERRED = frozenset({"INT64", "FP64"})
 

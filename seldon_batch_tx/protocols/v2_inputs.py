@@ -72,8 +72,14 @@ class ModelInputs:
 
     def tensors(self, value: Any) -> tuple[list[JSONDict], int]:
         """The request's input tensors for a line's value, and the rows they add to a mini-batch."""
-        if isinstance(value, dict):
-            return self._several(value)
+        tensors, rows = self._several(value) if isinstance(value, dict) else self._one(value)
+        limit = self.metadata.max_batch_size
+        if limit and rows > limit:
+            raise InputError(f"the line holds {rows} rows; the model takes at most {limit} per request "
+                             f"(its max_batch_size)")
+        return tensors, rows
+
+    def _one(self, value: Any) -> tuple[list[JSONDict], int]:
         if self.single is None:
             names = ", ".join(s.name for s in self.metadata.inputs)
             raise InputError(f"the model takes {len(self.metadata.inputs)} inputs ({names}): give each line "
