@@ -56,3 +56,14 @@ def test_every_line_right_without_options(kserve: KServeServer, transport: str, 
     assert records[-1]["status"]["info"] == "input_error"
     assert "does not fit the model's INPUT FP32[-1, 2]" in records[-1]["status"]["reason"]
     assert "V2 model scale" in proc.stderr and "inputs INPUT FP32[-1, 2]" in proc.stderr
+
+
+@pytest.mark.parametrize("http_client", ["fast", "treq"])
+def test_binary_data_gives_the_same_lines_as_json(kserve: KServeServer, http_client: str, tmp_path: Path) -> None:
+    """KServe reads Triton's binary tensor extension too (a binary request is application/octet-stream)."""
+    lines = ["[1.5, 2]", "[[3, 4], [5, 6.25]]", "[7, 8]", "[1, 2, 3]"]
+    args = ["-s", "2", "--http-client", http_client]
+    _, plain = run_v2(kserve.rest_host, "rest", MODEL_NAME, tmp_path, lines, *args)
+    _, binary = run_v2(kserve.rest_host, "rest", MODEL_NAME, tmp_path, lines, *args, "--binary-data")
+    assert binary == plain
+    assert [("outputs" in r) for r in binary] == [True, True, True, False]

@@ -83,6 +83,8 @@ class Target:
     grpc_route: Callable[[], GrpcRoute]
     encode: Callable[[JSONDict], tuple[bytes, tuple[tuple[str, str], ...]]] | None = None
     decode: Callable[[bytes], tuple[Any, bytes]] | None = None
+    #: The REST body's Content-Type (what ``encode`` makes).
+    content_type: str = "application/json"
 
 
 class Codec(Protocol):

@@ -134,7 +134,8 @@ class V2Codec:
         version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
         binary = config.binary_data and config.transport == "rest"
         self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route,
-                             encode=v2_binary.encode_request if binary else None, decode=v2_binary.decode_answer)
+                             encode=v2_binary.encode_request if binary else None, decode=v2_binary.decode_answer,
+                             content_type=v2_binary.CONTENT_TYPE if binary else "application/json")
 
     def _grpc_route(self) -> GrpcRoute:
         """``inference.GRPCInferenceService/ModelInfer`` (one service: the transport's choice is moot)."""

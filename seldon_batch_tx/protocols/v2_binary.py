@@ -29,6 +29,8 @@ JSONDict = dict[str, Any]
 __all__ = ["HEADER", "decode_answer", "encode_request", "pack", "unpack"]
 
 HEADER = "Inference-Header-Content-Length"
+#: What a binary request is (KServe reads a JSON body otherwise; Triton goes by the header alone).
+CONTENT_TYPE = "application/octet-stream"
 _CODES = {"BOOL": "?", "INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q", "UINT8": "B", "UINT16": "H",
           "UINT32": "I", "UINT64": "Q", "FP16": "e", "FP32": "f", "FP64": "d"}
 _FLOATS = frozenset({"FP16", "FP32", "FP64", "BF16"})

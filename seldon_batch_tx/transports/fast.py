@@ -67,7 +67,7 @@ class FastHttpTransport:
         self.decode = self._target.decode
         self._head, self._host, self._port, self._tls = request_head("POST", self.url,
                                                                      config.call_credentials_token,
-                                                                     config.headers)
+                                                                     config.headers, self._target.content_type)
         self._endpoint = endpoint
         self._factory = ConnectionFactory(self)
         self._timeout = config.timeout

@@ -83,7 +83,7 @@ class RestTransport:
         self._pool: HTTPConnectionPool | None = None
         self._target = target_for(config, target)
         self.url = model_url(config, self._target)
-        headers = {"Content-Type": ["application/json"]}
+        headers = {"Content-Type": [self._target.content_type]}
         if config.call_credentials_token:
             headers["X-Auth-Token"] = [config.call_credentials_token]
         for name, value in config.headers:  # --header: gateway routing (seldon-model, Host), auth...
