@@ -6,6 +6,7 @@ The real servers (tests/test_v2_triton.py, tests/test_v2_kserve.py) show the sam
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -166,3 +167,15 @@ def test_shape_and_flat_agrees_with_the_plain_reading(value: Any) -> None:
     except InputError:
         got = InputError
     assert got == expected
+
+
+@pytest.mark.parametrize(("datatype", "line", "bad"), [("FP32", "[1, 1e39]", "1e+39"), ("FP16", "[70000]", "70000"),
+                                                       ("INT8", "[127, 128]", "128"), ("UINT8", "[256]", "256")])
+def test_values_out_of_the_datatypes_range_are_input_errors(datatype: str, line: str, bad: str) -> None:
+    """Only that line fails (in binary form the whole mini-batch could not be encoded)."""
+    c = codec(ModelMetadata("m", (TensorSpec("X", datatype, (-1,)),)))
+    with pytest.raises(InputError, match=re.escape(f"value {bad} is out of {datatype}'s range")):
+        parse(c, line)
+    plain = codec(None, payload_type=datatype)
+    with pytest.raises(InputError, match="range"):
+        parse(plain, line)

@@ -99,6 +99,26 @@ def check_datatype(flat: list[Any], datatype: str) -> None:
     if not ok:
         bad = next((x for x in flat if _leaf_type(x) != datatype), flat[0])
         raise InputError(f"value {json.dumps(bad)[:40]} is not a valid {datatype} element")
+    check_range(flat, datatype)
+
+
+#: The finite range of each sized datatype: a value past it cannot travel (binary) or be read (JSON).
+RANGES = {"FP16": (-65504.0, 65504.0), "BF16": (-3.3895313892515355e38, 3.3895313892515355e38),
+          "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+          **{f"INT{n}": (-(2 ** (n - 1)), 2 ** (n - 1) - 1) for n in (8, 16, 32, 64)},
+          **{f"UINT{n}": (0, 2 ** n - 1) for n in (8, 16, 32, 64)}}
+
+
+def check_range(flat: list[Any], datatype: str) -> None:
+    """InputError naming the first value outside ``datatype``'s range (numbers already checked)."""
+    bounds = RANGES.get(datatype)
+    if bounds is None or not flat:
+        return
+    low, high = bounds
+    if low <= min(flat) and max(flat) <= high:
+        return
+    bad = next(x for x in flat if not low <= x <= high)
+    raise InputError(f"value {json.dumps(bad)[:40]} is out of {datatype}'s range")
 
 
 def _first_dim(request: JSONDict) -> int:

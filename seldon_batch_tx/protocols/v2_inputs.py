@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import BatchConfig
 from .base import InputError, JSONDict
-from .v2 import check_datatype
+from .v2 import check_datatype, check_range
 from .v2_metadata import ModelMetadata, TensorSpec, fit_shape
 
 __all__ = ["DEFAULT_INPUT_NAME", "ModelInputs"]
@@ -123,9 +123,11 @@ class ModelInputs:
             from .v2 import infer_datatype
 
             datatype = infer_datatype(flat)
-        if not set(map(type, flat)) <= _FAST_TYPES.get(datatype, set()):  # else: every element already fits
-            try:
+        try:
+            if set(map(type, flat)) <= _FAST_TYPES.get(datatype, set()):  # every element has the right type
+                check_range(flat, datatype)
+            else:
                 check_datatype(flat, datatype)
-            except InputError as e:
-                raise InputError(f"input {spec.name}: {e}") from None
+        except InputError as e:
+            raise InputError(f"input {spec.name}: {e}") from None
         return {"name": spec.name, "shape": full, "datatype": datatype, "data": flat}, rows
