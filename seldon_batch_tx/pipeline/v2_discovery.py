@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import txaio
 from twisted.internet.threads import deferToThreadPool
 
@@ -86,9 +87,7 @@ async def _rest_metadata(config: BatchConfig, reactor: Any, wait: float) -> Mode
     except Exception:  # noqa: BLE001 - only Triton has it
         limit = None
     if limit is not None:
-        from attrs import evolve
-
-        metadata = evolve(metadata, max_batch_size=limit)
+        metadata = attrs.evolve(metadata, max_batch_size=limit)
     return metadata
 
 
