@@ -13,4 +13,4 @@ set -euo pipefail
 # shellcheck disable=SC2016  # $VENV is expanded by setup_venv
 setup_venv triton "${TRITON_PYTHON:-}" \
     '"$VENV/bin/python" -c "import pytriton, tritonclient.http, tritonclient.grpc, numpy"' \
-    "nvidia-pytriton==0.7.0" "tritonclient[http,grpc]"
+    "nvidia-pytriton==0.7.0" "tritonclient[http,grpc]==2.73.0"
