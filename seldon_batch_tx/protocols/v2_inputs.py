@@ -32,10 +32,10 @@ _FAST_TYPES: dict[str, set[type]] = {"FP16": {int, float}, "FP32": {int, float},
                                      "BF16": {int, float}, "BYTES": {str}, "BOOL": {bool}}
 
 
-def shape_and_flat(value: Any, where: str) -> tuple[tuple[int, ...], list[Any]]:
-    """The shape of a rectangular nested list and its elements in row-major order, a level at a time
-    (an image line of 150,528 numbers costs a few hundred list operations, not a call per number);
-    a scalar is ``()`` and ``[value]``. InputError for an empty or ragged array."""
+def shape_and_flat(value: Any, where: str) -> tuple[tuple[int, ...], list[Any], set[type]]:
+    """The shape of a rectangular nested list, its elements in row-major order and their types, a
+    level at a time (an image line of 150,528 numbers costs a few hundred list operations, not a
+    call per number); a scalar is ``()`` and ``[value]``. InputError for an empty or ragged array."""
     shape = []
     probe = value
     while isinstance(probe, list):
@@ -44,15 +44,16 @@ def shape_and_flat(value: Any, where: str) -> tuple[tuple[int, ...], list[Any]]:
         shape.append(len(probe))
         probe = probe[0]
     if not shape:
-        return (), [value]
+        return (), [value], {type(value)}
     level: list[Any] = value
     for depth, size in enumerate(shape[1:], 1):
         if any(type(row) is not list or len(row) != size for row in level):
             raise InputError(f"{where}: ragged array, rows have different shapes (at depth {depth})")
         level = [x for row in level for x in row]
-    if list in set(map(type, level)):
+    types = set(map(type, level))
+    if list in types:
         raise InputError(f"{where}: ragged array, rows have different shapes")
-    return tuple(shape), level
+    return tuple(shape), level, types
 
 
 class ModelInputs:
@@ -110,7 +111,7 @@ class ModelInputs:
             raise InputError(f"input {spec.name}: null is not a tensor value")
         if isinstance(value, dict):
             raise InputError(f"input {spec.name}: a JSON object is not a tensor value")
-        shape, flat = shape_and_flat(value, f"input {spec.name}")
+        shape, flat, types = shape_and_flat(value, f"input {spec.name}")
         if spec.shape:
             try:
                 full, rows = fit_shape(shape, spec, self.batching)
@@ -124,7 +125,7 @@ class ModelInputs:
 
             datatype = infer_datatype(flat)
         try:
-            if set(map(type, flat)) <= _FAST_TYPES.get(datatype, set()):  # every element has the right type
+            if types <= _FAST_TYPES.get(datatype, set()):  # every element has the right type
                 check_range(flat, datatype)
             else:
                 check_datatype(flat, datatype)
