@@ -10,15 +10,21 @@ resume, sharding and the dashboard need not know which protocol runs:
   numbers, booleans or strings (``data``), or a text line (``str``, one BYTES element). Plain
   values become one input tensor named ``--input-name``; its datatype is ``--payload-type`` when
   that is a V2 datatype (``FP32``, ``INT32``...), else inferred: INT64 for integers, FP64 for
-  any float, BOOL for booleans, BYTES for strings.
+  any float, BOOL for booleans, BYTES for strings. When the model's metadata was read before the
+  run (``config.v2_model``), :mod:`.v2_inputs` names, types and shapes the inputs instead (a line
+  may then also be an object of input name to value), and a model without a batch dimension
+  gets one line per request.
+* Over REST, answers are read by :func:`.v2_binary.decode_answer` (binary outputs decoded) and,
+  with ``--binary-data``, requests sent in binary form.
 * Every request carries the line's tags in ``parameters`` (``batch_id``, ``batch_index``,
   ``batch_instance_id``) and ``id`` = ``batch_instance_id``.
 * Mini-batches (``--batch-size``) concatenate each input along its first axis; the response's
   every output must have that many rows in total, and is cut back by each line's own row count.
   With mini-batches a flat line (``[1, 2, 3]``) is one row (shape ``[1, 3]``), as for Seldon.
 * An output line is the V2 response with the line's tags in ``parameters`` and ``id`` =
-  ``batch_instance_id``. It ALSO keeps the tags in ``meta.tags``, like every other output line of
-  this processor, so ``--resume``, ``seldon-batch merge``/``verify`` read V2 outputs unchanged.
+  ``batch_instance_id``, in the order :mod:`.v2_lines` documents (the same for every transport).
+  It ALSO keeps the tags in ``meta.tags``, like every other output line of this processor, so
+  ``--resume``, ``seldon-batch merge``/``verify`` read V2 outputs unchanged.
 * An error line: ``{"id", "model_name", "status": {"code", "info", "reason", "status":
   "FAILURE"}, "parameters": tags, "meta": {"tags": tags}}`` (``code``: HTTP or gRPC status).
 """
