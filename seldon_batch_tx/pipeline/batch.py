@@ -28,6 +28,7 @@ from .engine import BatchRun
 from .reader import Item, OffThreadItems, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
+from .v2_discovery import discover_v2_model
 
 log = txaio.make_logger()
 T = TypeVar("T")
@@ -210,6 +211,10 @@ class Batch:
     async def _run_engine(self, files: BatchFiles, writer: LineWriter | StdoutLines,
                           wanted: Callable[[int], bool] | None) -> Summary:
         """The engine over the input (a :meth:`stop` that came first is passed on)."""
+        if self.config.protocol == "v2" and self.config.v2_model is None:
+            metadata = await discover_v2_model(self.config, self._reactor)
+            if metadata is not None:  # the defaults of --input-name, -p and the request shape
+                self.config = self.config.replace(v2_model=metadata)
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
                  batch_id=config.batch_id, path=self._label or display(config.input_data_path),
