@@ -26,10 +26,11 @@ from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.transports.base import RequestFailed
 from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport
 from tests.servers import SeldonServer, free_port, tftensor_request
+from tests.targets import grpc_transport, target_of
 
 TAGS = {"batch_id": "b-1", "batch_instance_id": "i-1", "batch_index": 3}
 
@@ -59,7 +60,7 @@ def make_config(host: str, **changes: Any) -> BatchConfig:
 
 async def send_once(config: BatchConfig, body: dict[str, Any], *, mode: str = "aio", **kw: Any) -> Any:
     """Start a transport, send one body, stop it (also when the send fails)."""
-    transport = GrpcTransport(config, the_reactor(), mode=mode, **kw)
+    transport = GrpcTransport(config, the_reactor(), mode=mode, **kw, target=target_of(config))
     transport.start()
     try:
         return await transport.send(body, "puid-1")
@@ -191,7 +192,7 @@ async def test_real_server_tftensor(tftensor_server: SeldonServer, mode: str) ->
 @pytest_twisted.ensureDeferred
 async def test_concurrent_calls_share_one_transport(seldon_server: SeldonServer, mode: str) -> None:
     """Many calls in flight at once on one transport all get their own answer."""
-    transport = GrpcTransport(make_config(seldon_server.grpc_host, workers=8), the_reactor(), mode=mode)
+    transport = grpc_transport(make_config(seldon_server.grpc_host, workers=8), the_reactor(), mode=mode)
     transport.start()
     try:
         ds = [
@@ -311,7 +312,7 @@ async def test_calls_spread_over_the_channels(loopback: LoopbackServer, mode: st
     """Calls go over ``--grpc-channels`` connections (default: twice the workers, at least 8), each
     its own: the server sees that many client peers (grpcio's global subchannel pool would merge them)."""
     config = make_config(loopback.host, workers=8, grpc_channels=channels, connection_max_age=None)
-    transport = GrpcTransport(config, the_reactor(), mode=mode)
+    transport = GrpcTransport(config, the_reactor(), mode=mode, target=target_of(config))
     transport.start()
     try:
         ds = [transport.send({"strData": f"n{i}"}, f"p{i}") for i in range(60)]
@@ -397,7 +398,7 @@ async def test_malformed_body_is_a_non_retryable_input_error(loopback: LoopbackS
 @pytest_twisted.ensureDeferred
 async def test_stop_cancels_calls_in_flight(loopback: LoopbackServer, mode: str) -> None:
     """stop() closes the channel: a call in flight fails (CANCELLED, not retried) and stop() fires."""
-    transport = GrpcTransport(make_config(loopback.host, timeout=10.0), the_reactor(), mode=mode)
+    transport = grpc_transport(make_config(loopback.host, timeout=10.0), the_reactor(), mode=mode)
     transport.start()
     d = transport.send({"strData": "stall:5"}, "p")
     while not loopback.recorder.metadata:  # wait until the call reached the server
@@ -420,7 +421,7 @@ async def test_cancelling_the_deferred_cancels_the_call(loopback: LoopbackServer
     """In futures mode, cancelling the Deferred cancels the gRPC call at once."""
     from twisted.internet.defer import CancelledError
 
-    transport = GrpcTransport(make_config(loopback.host), the_reactor())
+    transport = grpc_transport(make_config(loopback.host), the_reactor())
     transport.start()
     try:
         d = transport.send({"strData": "stall:5"}, "p")
@@ -511,7 +512,7 @@ async def test_tls_without_verification_trusts_the_presented_certificate(
     server = tls_server(key_pem, cert_pem)
     try:
         config = make_config(server.host, use_ssl=True, ssl_verify=False)
-        transport = GrpcTransport(config, the_reactor())
+        transport = GrpcTransport(config, the_reactor(), target=target_of(config))
         transport.start()
         try:
             # sent while the certificate may still be being fetched: queued, not lost
@@ -529,7 +530,7 @@ async def test_tls_without_verification_server_down(tmp_path: Path) -> None:
     instead of hanging, and a later send tries again (here: once the server is up)."""
     port = free_port()
     config = make_config(f"127.0.0.1:{port}", use_ssl=True, ssl_verify=False, timeout=2.0)
-    transport = GrpcTransport(config, the_reactor())
+    transport = GrpcTransport(config, the_reactor(), target=target_of(config))
     transport.start()
     server = None
     try:

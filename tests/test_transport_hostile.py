@@ -38,20 +38,22 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
+from seldon_batch_tx.core.strict_json import MAX_ANSWER_DEPTH
+from seldon_batch_tx.core.strict_json import too_deep as text_too_deep
 from seldon_batch_tx.pipeline.batch import Batch
 from seldon_batch_tx.protocols.seldon_pb import feedback_from_dict, message_from_dict
 from seldon_batch_tx.protocols.v2_pb import request_from_dict
 from seldon_batch_tx.protos import prediction_pb2, prediction_pb2_grpc
-from seldon_batch_tx.strict_json import MAX_ANSWER_DEPTH
-from seldon_batch_tx.strict_json import too_deep as text_too_deep
 from seldon_batch_tx.transports import fast_connection as transport_http
 from seldon_batch_tx.transports import treq_client as transport_rest
-from seldon_batch_tx.transports.base import MAX_HEADER_BYTES, RequestFailed, Transport
+from seldon_batch_tx.transports.base import MAX_HEADER_BYTES, Transport
 from seldon_batch_tx.transports.fast import FastHttpTransport
 from seldon_batch_tx.transports.grpc_client import GUARD_SLACK, MODES, GrpcTransport
 from seldon_batch_tx.transports.http import ca_bundle, classify
 from seldon_batch_tx.transports.treq_client import RestTransport
 from tests.hostile_server import HostileServer
+from tests.targets import fast_transport, grpc_transport, target_of
 
 reactor: Any = _reactor
 CLIENTS = ("fast", "treq")
@@ -83,7 +85,8 @@ def config(host: str, mode: str, **changes: Any) -> BatchConfig:
 
 
 def make(client: str, cfg: BatchConfig) -> Transport:
-    return FastHttpTransport(cfg, reactor) if client == "fast" else RestTransport(cfg, reactor)
+    kind = FastHttpTransport if client == "fast" else RestTransport
+    return kind(cfg, reactor, target=target_of(cfg))
 
 
 async def outcome(d: Deferred[Any], bound: float) -> tuple[Any, float]:
@@ -397,7 +400,7 @@ async def test_fast_two_answers_in_one_read() -> None:
     connection, whose next bytes are not ours, is closed rather than reused."""
     one = http_answer(b'{"data": {"ndarray": [[1]]}}')
     port, factory = scripted_server(one + one)
-    transport = FastHttpTransport(config(f"127.0.0.1:{port.getHost().port}", "x"), reactor)
+    transport = fast_transport(config(f"127.0.0.1:{port.getHost().port}", "x"), reactor)
     transport.start()
     try:
         for _ in range(2):
@@ -500,12 +503,12 @@ def test_model_failure_reads_the_same_over_rest_and_grpc() -> None:
 async def test_grpc_oversize_answer(hostile: HostileServer, mode: str) -> None:
     """An 8 MiB answer past --max-response-bytes (gRPC's receive limit follows it) is
     response_too_large, not retried; with a larger limit the same answer arrives."""
-    transport = GrpcTransport(config(hostile.grpc_host, "oversize_body", transport="grpc"), reactor, mode=mode)
+    transport = grpc_transport(config(hostile.grpc_host, "oversize_body", transport="grpc"), reactor, mode=mode)
     error, elapsed = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed), error
     assert (error.kind, error.info, error.retryable) == ("response_too_large", "response_too_large", False)
     assert elapsed < TIMEOUT
-    roomy = GrpcTransport(config(hostile.grpc_host, "oversize_body", transport="grpc", timeout=20.0,
+    roomy = grpc_transport(config(hostile.grpc_host, "oversize_body", transport="grpc", timeout=20.0,
                                  max_response_bytes=16 << 20), reactor, mode=mode)
     answer, _ = await one_call(roomy, REQUEST, 30.0)
     assert isinstance(answer, dict) and len(answer["strData"]) == 8 << 20
@@ -515,11 +518,11 @@ async def test_grpc_oversize_answer(hostile: HostileServer, mode: str) -> None:
 @pytest_twisted.ensureDeferred
 async def test_grpc_deep_answer_and_stall(hostile: HostileServer, mode: str) -> None:
     """A message too deep for protobuf to read fails the call at once; a stall ends at the deadline."""
-    transport = GrpcTransport(config(hostile.grpc_host, "deep", transport="grpc"), reactor, mode=mode)
+    transport = grpc_transport(config(hostile.grpc_host, "deep", transport="grpc"), reactor, mode=mode)
     error, elapsed = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed), error
     assert elapsed < TIMEOUT
-    stalled = GrpcTransport(config(hostile.grpc_host, "stall", transport="grpc"), reactor, mode=mode)
+    stalled = grpc_transport(config(hostile.grpc_host, "stall", transport="grpc"), reactor, mode=mode)
     error, elapsed = await one_call(stalled, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed) and error.kind == "grpc_DEADLINE_EXCEEDED" and error.retryable
     assert elapsed > TIMEOUT * 0.8
@@ -538,7 +541,7 @@ DEEP_BODIES = {
 async def test_grpc_deep_input_is_input_error(hostile: HostileServer, name: str) -> None:
     """A body nested deeper than protobuf carries is that line's input_error; nothing is sent."""
     before = len(hostile.received())
-    transport = GrpcTransport(config(hostile.grpc_host, "echo", transport="grpc"), reactor)
+    transport = grpc_transport(config(hostile.grpc_host, "echo", transport="grpc"), reactor)
     error, elapsed = await one_call(transport, DEEP_BODIES[name], 5.0)
     assert isinstance(error, RequestFailed), error
     assert (error.kind, error.info, error.retryable) == ("input_error", "input_error", False)
@@ -568,7 +571,7 @@ async def test_grpc_guard_fails_a_call_grpc_never_ends() -> None:
     """Should gRPC never end a call (its deadline is the first line of defence), the guard timer
     fails it as a timeout a little after --timeout and cancels it."""
     clock = Clock()
-    transport = GrpcTransport(config("127.0.0.1:1", "x", transport="grpc", timeout=2.0), clock)
+    transport = grpc_transport(config("127.0.0.1:1", "x", transport="grpc", timeout=2.0), clock)
     cancelled: list[bool] = []
     inner: Deferred[Any] = Deferred(lambda _: cancelled.append(True))
     d = transport._guarded(inner)
@@ -682,7 +685,7 @@ async def test_grpc_ca_bundle_second_certificate(tmp_path: Path, mode: str) -> N
         for ca, works in ((chain.bundle, True), (chain.first_only, False)):
             cfg = config(f"127.0.0.1:{port}", "x", transport="grpc", gateway_type="seldon", use_ssl=True,
                          ca_cert=str(ca), timeout=3.0)
-            transport = GrpcTransport(cfg, reactor, mode=mode)
+            transport = GrpcTransport(cfg, reactor, mode=mode, target=target_of(cfg))
             result, _ = await one_call(transport, {"strData": "tls"}, 3.0 + SLACK + GUARD_SLACK)
             if works:
                 assert result == {"strData": "tls"}
@@ -734,7 +737,7 @@ def test_grpc_size_limits_are_told_apart(details: str, kind: str, retryable: boo
 def test_grpc_refuses_a_ca_cert_without_certificates(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN NOTHING-----\n")
-    transport = GrpcTransport(config("127.0.0.1:1", "x", transport="grpc", use_ssl=True, ca_cert=str(garbage)),
+    transport = grpc_transport(config("127.0.0.1:1", "x", transport="grpc", use_ssl=True, ca_cert=str(garbage)),
                               reactor)
     with pytest.raises(ValueError, match="--ca-cert"):
         transport.start()
@@ -766,7 +769,7 @@ def test_classify_keeps_finite_numbers(number: bytes, value: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_grpc_non_finite_answer(hostile: HostileServer, mode: str) -> None:
     """An infinity in a gRPC answer is bad_response, as over REST."""
-    transport = GrpcTransport(config(hostile.grpc_host, "huge_float", transport="grpc"), reactor, mode=mode)
+    transport = grpc_transport(config(hostile.grpc_host, "huge_float", transport="grpc"), reactor, mode=mode)
     error, _ = await one_call(transport, REQUEST, TIMEOUT + SLACK)
     assert isinstance(error, RequestFailed) and (error.kind, error.retryable) == ("bad_response", False), error
 

@@ -33,11 +33,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.pipeline.batch import Batch
-from seldon_batch_tx.transports.base import RequestFailed, Transport
+from seldon_batch_tx.transports.base import Transport
 from seldon_batch_tx.transports.fast import FastHttpTransport
 from seldon_batch_tx.transports.treq_client import RestTransport
 from tests.servers import SeldonServer, free_port
+from tests.targets import fast_transport, target_of
 
 reactor: Any = _reactor
 CLIENTS = ("treq", "fast")
@@ -47,8 +49,8 @@ REQUEST = {"data": {"ndarray": [[1.5, 2]]}, "meta": {"tags": {"batch_index": 0}}
 
 def make(client: str, config: BatchConfig) -> Transport:
     if client == "fast":
-        return FastHttpTransport(config, reactor)
-    return RestTransport(config, reactor)
+        return FastHttpTransport(config, reactor, target=target_of(config))
+    return RestTransport(config, reactor, target=target_of(config))
 
 
 def config_for(port: int, behaviour: str, **changes: Any) -> BatchConfig:
@@ -514,7 +516,7 @@ async def test_against_the_real_seldon_microservice(client: str, seldon_server: 
 @pytest_twisted.ensureDeferred
 async def test_fast_pool_queues_beyond_workers(web: WebServer) -> None:
     """Sent directly, more requests than workers wait for a connection instead of opening more."""
-    transport = FastHttpTransport(config_for(web.port, "hold", workers=3), reactor)
+    transport = fast_transport(config_for(web.port, "hold", workers=3), reactor)
     transport.start()
     try:
         answers = gatherResults([transport.send(REQUEST, f"p{i}") for i in range(10)])
@@ -548,7 +550,7 @@ async def test_fast_resends_once_when_a_reused_connection_was_closed(raw: Any) -
             conn.transport.write(response(OK_BYTES))  # type: ignore[union-attr]
 
     port, factory = raw(behave)
-    transport = FastHttpTransport(config_for(port, "x"), reactor)
+    transport = fast_transport(config_for(port, "x"), reactor)
     transport.start()
     try:
         assert await transport.send(REQUEST, "p") == OK_BODY  # 1: a fresh connection
@@ -564,13 +566,13 @@ async def test_fast_resends_once_when_a_reused_connection_was_closed(raw: Any) -
 def test_fast_rejects_header_injection() -> None:
     """A token with a line break cannot smuggle headers into every request."""
     with pytest.raises(ValueError):
-        FastHttpTransport(config_for(1, "ok", call_credentials_token="a\r\nX-Evil: 1"), reactor)
+        fast_transport(config_for(1, "ok", call_credentials_token="a\r\nX-Evil: 1"), reactor)
 
 
 @pytest_twisted.ensureDeferred
 async def test_fast_cancel_drops_the_request(web: WebServer) -> None:
     """Cancelling a request in flight (the engine abandoning it) closes its connection."""
-    transport = FastHttpTransport(config_for(web.port, "hold", workers=2), reactor)
+    transport = fast_transport(config_for(web.port, "hold", workers=2), reactor)
     transport.start()
     try:
         d = transport.send(REQUEST, "p")
@@ -593,7 +595,7 @@ async def test_fast_drops_a_connection_that_talks_while_idle(raw: Any) -> None:
                           b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
 
     port, factory = raw(behave)
-    transport = FastHttpTransport(config_for(port, "x"), reactor)
+    transport = fast_transport(config_for(port, "x"), reactor)
     transport.start()
     try:
         assert await transport.send(REQUEST, "p") == OK_BODY

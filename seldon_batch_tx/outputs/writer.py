@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import txaio
 
-from ..strict_json import compact_encoder
+from ..core.strict_json import compact_encoder
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]

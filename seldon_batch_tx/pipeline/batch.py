@@ -15,16 +15,18 @@ import txaio
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
+from ..core.items import Item
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
-from ..protocols.base import make_codec
+from ..protocols.choose import make_codec
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
-from ..transports.base import Transport, make_transport
+from ..transports.base import Transport
+from ..transports.choose import make_transport
 from .engine import BatchRun
-from .reader import Item, OffThreadItems, read_items
+from .reader import OffThreadItems, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -75,7 +77,7 @@ class Batch:
         self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
         self.stats = stats or BatchStats(config.batch_id, name or os.path.basename(config.input_data_path))
-        self._transport = transport or make_transport(config, reactor)
+        self._transport = transport or make_transport(config, reactor, make_codec(config).target)
         self._run: BatchRun | None = None
         self._stop_reason: str | None = None
         self._abandon_call: Any = None

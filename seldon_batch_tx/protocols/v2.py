@@ -1,6 +1,6 @@
 """The Open Inference Protocol ("V2": MLServer, Triton, KServe) formats: line -> request -> output lines.
 
-Its :class:`~.base.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
+Its :class:`~..core.target.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
 REST, ``inference.GRPCInferenceService/ModelInfer`` over gRPC, converted by :mod:`.v2_pb`.
 
 The same contract as :class:`~seldon_batch_tx.protocols.seldon.SeldonCodec`, so the engine, retries,
@@ -30,9 +30,12 @@ from typing import Any
 from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
-from ..pipeline.reader import Item
+from ..core.failures import check_answer
+from ..core.items import Item
+from ..core.strict_json import JSONDict
+from ..core.target import GrpcRoute, Target
 from . import base
-from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
+from .base import BadResponse, Built, InputError, Parsed, ResponseMismatch
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
 
@@ -131,7 +134,7 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: base.check_answer(v2_pb.response_to_dict(message)))
+                         lambda message: check_answer(v2_pb.response_to_dict(message)))
 
     # -- input line -> Parsed -------------------------------------------------------------
 

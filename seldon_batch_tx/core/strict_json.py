@@ -22,6 +22,7 @@ from itertools import accumulate
 from typing import Any
 
 __all__ = [
+    "JSONDict",
     "MAX_ANSWER_DEPTH",
     "MAX_JSON_DEPTH",
     "NotFinite",
@@ -33,6 +34,9 @@ __all__ = [
     "json_depth",
     "too_deep",
 ]
+
+#: A decoded JSON object: a request body, an answer, an output line.
+JSONDict = dict[str, Any]
 
 #: Deepest JSON nesting accepted in an input line. Deeper values could not be encoded again
 #: (request bodies, output lines) within Python's recursion limit, nor read by most servers
