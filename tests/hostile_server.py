@@ -87,7 +87,7 @@ class HostileServer(ManagedProcess):
 
     def __init__(self, log: str | Path, *, grpc: bool = False, mode: str = "echo", stall_seconds: float = 120.0,
                  ) -> None:
-        from tests.servers import free_ports
+        from tests.loopback import free_ports
 
         self.port, grpc_port = free_ports(2)
         self.grpc_port = grpc_port if grpc else 0
@@ -113,14 +113,14 @@ class HostileServer(ManagedProcess):
                 "--stall-seconds", str(self.stall_seconds)]
 
     def start(self, timeout: float = 20.0) -> HostileServer:
-        from tests.servers import loopback_env
+        from tests.loopback import loopback_env
 
         self.spawn(self.command(), cwd=REPO_ROOT, env=loopback_env())
         self.wait_ready_or_stop(timeout)
         return self
 
     def is_ready(self) -> bool:
-        from tests.servers import http_request, tcp_accepts
+        from tests.loopback import http_request, tcp_accepts
 
         try:
             ready = http_request("GET", self.rest_host, "/_ping", timeout=1.0)[1] == b"pong"
@@ -130,7 +130,7 @@ class HostileServer(ManagedProcess):
 
     def script(self, batch_id: str, default: Any = "echo", answers: dict[int, Any] | None = None) -> None:
         """Store the answers for `batch_id`: ``answers[first batch_index]``, else `default`."""
-        from tests.servers import http_request
+        from tests.loopback import http_request
 
         body = {"default": default, "answers": {str(k): v for k, v in (answers or {}).items()}}
         status, text = http_request("PUT", self.rest_host, f"/_script/{batch_id}", body, timeout=10.0)

@@ -10,8 +10,9 @@ import subprocess
 import time
 import urllib.request
 
+from tests.loopback import free_port, loopback_env
 from tests.processes import stop_group
-from tests.servers import REPO_ROOT, free_port, loopback_env
+from tests.servers import REPO_ROOT
 
 DEMO = REPO_ROOT / "scripts" / "demo.sh"
 OUTPUT = REPO_ROOT / "out" / "sample.out.txt"

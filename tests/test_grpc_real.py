@@ -19,7 +19,9 @@ import pytest
 
 from seldon_batch_tx.protocols.seldon_pb import value_to_python
 from seldon_batch_tx.protos import prediction_pb2_grpc
-from tests.servers import LOOPBACK, SeldonServer, free_ports, loopback_env, run_original_processor, self_signed_cert
+from tests.loopback import LOOPBACK, free_ports, loopback_env
+from tests.nginx_gateway import self_signed_cert
+from tests.servers import SeldonServer, run_original_processor
 from tests.test_rest_real import PROCESSOR, by_index, run_ours, tf_server, write_lines
 from tests.test_transport_grpc import Recorder
 

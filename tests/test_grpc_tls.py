@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport
 from tests.grpc_transport_helpers import LoopbackServer, failure_of, make_config, send_once, the_reactor
-from tests.servers import free_port
+from tests.loopback import free_port
 from tests.targets import target_of
 
 

@@ -20,7 +20,8 @@ from seldon_batch_tx.core.items import Item
 from seldon_batch_tx.pipeline.reader import instance_id
 from seldon_batch_tx.protocols.base import Codec
 from seldon_batch_tx.protocols.choose import make_codec
-from tests.servers import SeldonServer, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import SeldonServer
 
 LINES = ["[[1, 2]]", "[3, 4]", "[[5, 6], [7, 8]]"]
 

@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred
 from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.transports.grpc_client import MODES
 from tests.grpc_transport_helpers import failure_of, make_config, send_once, the_reactor
-from tests.servers import SeldonServer, free_port, tftensor_request
+from tests.loopback import free_port
+from tests.servers import SeldonServer, tftensor_request
 from tests.targets import grpc_transport
 
 TAGS = {"batch_id": "b-1", "batch_instance_id": "i-1", "batch_index": 3}

@@ -37,7 +37,8 @@ from tests.http_transport_helpers import (
     start_web,
     wait_for,
 )
-from tests.servers import SeldonServer, free_port
+from tests.loopback import free_port
+from tests.servers import SeldonServer
 
 client = http_transport_helpers.client  # a fixture shared with this topic's other files
 web = http_transport_helpers.web  # a fixture shared with this topic's other files
