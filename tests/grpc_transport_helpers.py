@@ -4,12 +4,19 @@ server on 127.0.0.1 that records what it receives and answers as a test tells it
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred
 
 from seldon_batch_tx.config import BatchConfig
@@ -116,3 +123,37 @@ class LoopbackServer:
 
     def stop(self) -> None:
         self.server.stop(grace=None)
+
+
+async def deferLater(seconds: float) -> None:  # noqa: N802 - Twisted's spelling
+    from twisted.internet import task
+
+    await task.deferLater(the_reactor(), seconds, lambda: None)
+
+
+def self_signed(tmp_path: Path, *, dns: list[str], ips: list[str]) -> tuple[bytes, bytes, Path]:
+    """A self-signed EC certificate for the given names; (key PEM, cert PEM, cert file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0] if dns else ips[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    alt: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    alt += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    path = tmp_path / "server.crt"
+    path.write_bytes(cert_pem)
+    return key_pem, cert_pem, path

@@ -20,9 +20,9 @@ from seldon_batch_tx.transports.grpc_client import GrpcTransport
 from seldon_batch_tx.transports.grpc_pool import ChannelPool
 from seldon_batch_tx.transports.lifetime import Lifetime
 from seldon_batch_tx.transports.treq_client import RestTransport
+from tests.grpc_transport_helpers import LoopbackServer, deferLater, make_config, the_reactor
+from tests.http_transport_helpers import CLIENTS, REQUEST, WebServer, config_for, reactor, wait_for, web  # noqa: F401
 from tests.targets import target_of
-from tests.test_transport_grpc import LoopbackServer, deferLater, make_config, the_reactor
-from tests.test_transport_http import CLIENTS, REQUEST, WebServer, config_for, reactor, wait_for, web  # noqa: F401
 
 # -- the rule ----------------------------------------------------------------------------------
 

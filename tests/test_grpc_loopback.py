@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 
 from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport
-from tests.grpc_transport_helpers import LoopbackServer, failure_of, make_config, send_once, the_reactor
+from tests.grpc_transport_helpers import LoopbackServer, deferLater, failure_of, make_config, send_once, the_reactor
 from tests.targets import grpc_transport, target_of
 
 
@@ -150,12 +150,6 @@ async def test_stop_cancels_calls_in_flight(loopback: LoopbackServer, mode: str)
     exc = await failure_of(d)
     assert time.monotonic() - start < 3
     assert isinstance(exc, RequestFailed) and exc.kind == "grpc_CANCELLED" and not exc.retryable
-
-
-async def deferLater(seconds: float) -> None:  # noqa: N802 - Twisted's spelling
-    from twisted.internet import task
-
-    await task.deferLater(the_reactor(), seconds, lambda: None)
 
 
 @pytest_twisted.ensureDeferred

@@ -31,10 +31,10 @@ from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.tap import Options as DaemonOptions
 from seldon_batch_tx.transports.grpc_channel import grpc_target, split_host_port
 from seldon_batch_tx.transports.grpc_client import GrpcTransport
+from tests.grpc_transport_helpers import LoopbackServer, make_config, self_signed, the_reactor
 from tests.replica_servers import OURS, ReplicaSeldonServer, line_pid, run_batch, verify, write_input
 from tests.targets import target_of
 from tests.test_cli_usage import assert_one_line_usage_error, run_command
-from tests.test_transport_grpc import LoopbackServer, make_config, self_signed, the_reactor
 
 PROG = "seldon-batch-processor"
 TWISTD = str(Path(sys.executable).parent / "twistd")

@@ -4,52 +4,18 @@ refused, and without verification the presented certificate is trusted (or the s
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 
 import grpc
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred
 
 from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport
-from tests.grpc_transport_helpers import LoopbackServer, failure_of, make_config, send_once, the_reactor
+from tests.grpc_transport_helpers import LoopbackServer, failure_of, make_config, self_signed, send_once, the_reactor
 from tests.loopback import free_port
 from tests.targets import target_of
-
-
-def self_signed(tmp_path: Path, *, dns: list[str], ips: list[str]) -> tuple[bytes, bytes, Path]:
-    """A self-signed EC certificate for the given names; (key PEM, cert PEM, cert file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0] if dns else ips[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    alt: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    alt += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    path = tmp_path / "server.crt"
-    path.write_bytes(cert_pem)
-    return key_pem, cert_pem, path
 
 
 def tls_server(key_pem: bytes, cert_pem: bytes) -> LoopbackServer:
