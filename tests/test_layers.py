@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 #: The layers, bottom first: (name, {unit: module prefixes, relative to the package}).
 #: ``""`` is the package's own ``__init__`` (its version only). A longer prefix wins.
 LAYERS: tuple[tuple[str, dict[str, tuple[str, ...]]], ...] = (
-    ("vocabulary", {"core": ("", "core", "exits"), "generated messages": ("protos",)}),
-    ("settings", {"settings": ("checks", "config", "flags")}),
+    ("vocabulary", {"core": ("", "core", "exits", "redaction"), "generated messages": ("protos",)}),
+    ("settings", {"settings": ("checks", "bounds", "grpc_checks", "config", "flags")}),
     ("io", {"io": ("storage", "outputs")}),
     ("wire", {"protocols": ("protocols",), "transports": ("transports",)}),
     ("choice", {"codec choice": ("protocols.choose",), "transport choice": ("transports.choose",)}),
