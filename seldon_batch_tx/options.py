@@ -163,6 +163,9 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
+    Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
+           "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
+           "output lines", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )

@@ -29,6 +29,7 @@ from .engine import BatchRun
 from .reader import OffThreadItems, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
+from .v2_discovery import discover_v2_model
 
 log = txaio.make_logger()
 
@@ -177,6 +178,10 @@ class Batch:
     async def _run_engine(self, files: BatchFiles, writer: LineWriter | StdoutLines,
                           wanted: Callable[[int], bool] | None) -> Summary:
         """The engine over the input (a :meth:`stop` that came first is passed on)."""
+        if self.config.protocol == "v2" and self.config.v2_model is None:
+            metadata = await discover_v2_model(self.config, self._reactor)
+            if metadata is not None:  # the defaults of --input-name, -p and the request shape
+                self.config = self.config.replace(v2_model=metadata)
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
                  batch_id=config.batch_id, total=self.stats.total, path=self._label or display(config.input_data_path),

@@ -10,22 +10,27 @@ resume, sharding and the dashboard need not know which protocol runs:
   numbers, booleans or strings (``data``), or a text line (``str``, one BYTES element). Plain
   values become one input tensor named ``--input-name``; its datatype is ``--payload-type`` when
   that is a V2 datatype (``FP32``, ``INT32``...), else inferred: INT64 for integers, FP64 for
-  any float, BOOL for booleans, BYTES for strings.
+  any float, BOOL for booleans, BYTES for strings. When the model's metadata was read before the
+  run (``config.v2_model``), :mod:`.v2_inputs` names, types and shapes the inputs instead (a line
+  may then also be an object of input name to value), and a model without a batch dimension
+  gets one line per request.
+* Over REST, answers are read by :func:`.v2_binary.decode_answer` (binary outputs decoded) and,
+  with ``--binary-data``, requests sent in binary form.
 * Every request carries the line's tags in ``parameters`` (``batch_id``, ``batch_index``,
   ``batch_instance_id``) and ``id`` = ``batch_instance_id``.
 * Mini-batches (``--batch-size``) concatenate each input along its first axis; the response's
   every output must have that many rows in total, and is cut back by each line's own row count.
   With mini-batches a flat line (``[1, 2, 3]``) is one row (shape ``[1, 3]``), as for Seldon.
 * An output line is the V2 response with the line's tags in ``parameters`` and ``id`` =
-  ``batch_instance_id``. It ALSO keeps the tags in ``meta.tags``, like every other output line of
-  this processor, so ``--resume``, ``seldon-batch merge``/``verify`` read V2 outputs unchanged.
+  ``batch_instance_id``, in the order :mod:`.v2_lines` documents (the same for every transport).
+  It ALSO keeps the tags in ``meta.tags``, like every other output line of this processor, so
+  ``--resume``, ``seldon-batch merge``/``verify`` read V2 outputs unchanged.
 * An error line: ``{"id", "model_name", "status": {"code", "info", "reason", "status":
   "FAILURE"}, "parameters": tags, "meta": {"tags": tags}}`` (``code``: HTTP or gRPC status).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -34,16 +39,12 @@ from ..core.failures import check_answer
 from ..core.items import Item
 from ..core.strict_json import JSONDict
 from ..core.target import GrpcRoute, Target
-from . import base
+from . import base, v2_binary
 from .base import BadResponse, Built, InputError, Parsed, ResponseMismatch
+from .v2_lines import output_line
+from .v2_types import NUMERIC_INFERRED, check_datatype, infer_datatype
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
-
-INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
-UINT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64"})
-FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-#: Inferred numeric types that may share a mini-batch (promoted to FP64 together).
-NUMERIC_INFERRED = frozenset({"INT64", "FP64"})
 
 
 def model_name(config: BatchConfig) -> str:
@@ -62,45 +63,6 @@ def tensor_shape(value: Any, where: str = "payload") -> tuple[int, ...]:
         if tensor_shape(row, where) != inner:
             raise InputError(f"{where}: ragged array, rows have different shapes")
     return (len(value), *inner)
-
-
-def _leaf_type(x: Any) -> str:
-    if isinstance(x, bool):
-        return "BOOL"
-    if isinstance(x, int):
-        return "INT64"
-    if isinstance(x, float):
-        return "FP64"
-    if isinstance(x, str):
-        return "BYTES"
-    raise InputError(f"unsupported value {json.dumps(x)[:40]}: expected numbers, booleans or strings")
-
-
-def infer_datatype(flat: list[Any]) -> str:
-    """INT64 for integers, FP64 once any float appears, BOOL, BYTES; InputError for a mix."""
-    kinds = {_leaf_type(x) for x in flat}
-    if kinds <= NUMERIC_INFERRED:
-        return "FP64" if "FP64" in kinds else "INT64"
-    if len(kinds) == 1:
-        return kinds.pop()
-    raise InputError(f"mixed value types {', '.join(sorted(kinds))} in one tensor")
-
-
-def check_datatype(flat: list[Any], datatype: str) -> None:
-    """InputError unless every element can travel as ``datatype``."""
-    if datatype == "BOOL":
-        ok = all(isinstance(x, bool) for x in flat)
-    elif datatype in INT_TYPES or datatype in UINT_TYPES:
-        ok = all(isinstance(x, int) and not isinstance(x, bool) for x in flat)
-        if ok and datatype in UINT_TYPES:
-            ok = all(x >= 0 for x in flat)
-    elif datatype in FLOAT_TYPES:
-        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
-    else:
-        ok = all(isinstance(x, str) for x in flat)
-    if not ok:
-        bad = next((x for x in flat if _leaf_type(x) != datatype), flat[0])
-        raise InputError(f"value {json.dumps(bad)[:40]} is not a valid {datatype} element")
 
 
 def _first_dim(request: JSONDict) -> int:
@@ -124,9 +86,20 @@ class V2Codec:
         self.model_name = model_name(config)
         self.model_version = config.model_version
         self.batch_size = config.batch_size
+        #: The model's declared inputs (its metadata, read before the run), else None: today's reading.
+        self.model_inputs = None
+        if config.v2_model is not None and config.v2_model.inputs and self.data_type != "raw":
+            from .v2_inputs import ModelInputs
+
+            self.model_inputs = ModelInputs(config.v2_model, config, self.datatype)
+            if not self.model_inputs.batching:
+                self.batch_size = 1  # no batch dimension: lines cannot be stacked into one request
         model = quote(self.model_name, safe="")
         version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
-        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
+        binary = config.binary_data and config.transport == "rest"
+        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route,
+                             encode=v2_binary.encode_request if binary else None, decode=v2_binary.decode_answer,
+                             content_type=v2_binary.CONTENT_TYPE if binary else "application/json")
 
     def _grpc_route(self) -> GrpcRoute:
         """``inference.GRPCInferenceService/ModelInfer`` (one service: the transport's choice is moot)."""
@@ -134,7 +107,8 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: check_answer(v2_pb.response_to_dict(message)))
+                         lambda message: check_answer(v2_pb.response_to_dict(message)),
+                         service="inference.GRPCInferenceService", rpc="ModelInfer")
 
     # -- input line -> Parsed -------------------------------------------------------------
 
@@ -143,6 +117,10 @@ class V2Codec:
         line = item.line.strip()
         if not line:
             raise InputError("blank line")
+        if self.model_inputs is not None:
+            value = base.parse_str(line) if self.data_type == "str" else base.load_json_line(line)
+            inputs, rows = self.model_inputs.tensors(value)
+            return Parsed(item, {"inputs": inputs}, rows=rows)
         if self.data_type == "str":
             text = base.parse_str(line)  # the same reading of a text line as the Seldon protocol
             return self._plain(item, [text] if self.batch_size > 1 else text)
@@ -277,13 +255,7 @@ class V2Codec:
         return [self._tagged({**response, "outputs": parts}, p) for parts, p in zip(per_member, members, strict=True)]
 
     def _tagged(self, response: JSONDict, parsed: Parsed) -> JSONDict:
-        tags = base.tags_for(self.batch_id, parsed.item)
-        own = response.get("parameters")
-        meta = response.get("meta")
-        meta = dict(meta) if isinstance(meta, dict) else {}
-        meta["tags"] = tags
-        return {**response, "id": parsed.item.instance_id,
-                "parameters": {**(own if isinstance(own, dict) else {}), **tags}, "meta": meta}
+        return output_line(response, parsed.item.instance_id, base.tags_for(self.batch_id, parsed.item))
 
     # -- error lines ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ lost before any byte of its answer sends its call again once on a fresh one (the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as Interface
 from urllib.parse import urlsplit
@@ -40,6 +41,8 @@ class Pool(Interface):
 
     max_response_bytes: int
     lifetime: Lifetime
+    #: How a 2xx answer is read (the target's choice; None: strict JSON).
+    decode: Callable[[bytes], tuple[Any, bytes]] | None
 
     def dispatch(self, call: Call, fresh: bool = False) -> None: ...
 
@@ -50,8 +53,8 @@ class Pool(Interface):
     def lost(self, conn: Connection) -> None: ...
 
 
-def request_head(method: str, url: str, token: str | None,
-                 extra: tuple[tuple[str, str], ...] = ()) -> tuple[bytes, str, int, bool]:
+def request_head(method: str, url: str, token: str | None, extra: tuple[tuple[str, str], ...] = (),
+                 content_type: str = "application/json") -> tuple[bytes, str, int, bool]:
     """The request line and static headers up to ``Content-Length:``, host, port and TLS.
 
     ``extra`` (``--header``) are added as given; a ``Host`` among them replaces the URL's.
@@ -62,7 +65,7 @@ def request_head(method: str, url: str, token: str | None,
     port = parts.port or (443 if tls else 80)
     host_header = next((v for k, v in extra if k.lower() == "host"), parts.netloc)
     lines = [f"{method} {parts.path or '/'} HTTP/1.1", f"Host: {host_header}", "User-Agent: seldon-batch-tx",
-             "Content-Type: application/json"]
+             f"Content-Type: {content_type}"]
     if token:
         lines.append(f"X-Auth-Token: {token}")
     lines += [f"{k}: {v}" for k, v in extra if k.lower() != "host"]
@@ -282,7 +285,7 @@ class Connection(Protocol):
         if call.done:
             return
         try:
-            result = classify(code, body, retry_after)
+            result = classify(code, body, retry_after, self._pool.decode)
         except RequestFailed as e:
             call.fail(e)
             return
