@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seldon_batch_tx import strict_json
-from seldon_batch_tx.strict_json import NotFinite, TooDeep, compact_bytes, compact_encoder, decode
+from seldon_batch_tx.core import strict_json
+from seldon_batch_tx.core.strict_json import NotFinite, TooDeep, compact_bytes, compact_encoder, decode
 
 pytestmark = pytest.mark.skipif(strict_json.orjson is None, reason="orjson is an install requirement")
 
