@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import txaio
 from httptools import HttpParserError, HttpResponseParser
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -31,6 +30,7 @@ from ..core.strict_json import JSONDict
 from .base import MAX_HEADER_BYTES, headers_too_large
 from .http import classify, connection_failure
 from .lifetime import Lifetime
+from .twisted_internals import plain_socket, write_now
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
@@ -141,7 +141,7 @@ class Connection(Protocol):
         self.lost = False
         self.closed: Deferred[None] | None = None
         self.out: Any = None  # the transport, typed loosely (zope interfaces confuse mypy)
-        self._socket: Any = None  # a plain TCP transport's socket, written directly (see _write)
+        self._socket: Any = None  # a plain TCP transport's socket, written directly (write_now)
         self.lease = pool.lifetime.lease()  # retired once it runs out (checked by the pool)
         self._reset()
 
@@ -164,24 +164,7 @@ class Connection(Protocol):
         self.call = call
         call.conn = self
         self.lease.take()
-        self._write(call.data)
-
-    def _write(self, data: bytes) -> None:
-        """Send at once when nothing is queued (the usual request): through ``transport.write``
-        a request waits for the next reactor turn and costs two ``epoll_ctl`` calls and a write
-        event, about a tenth of the client's CPU per line. What the socket does not take now (or
-        any error) goes through ``transport.write`` as before, which reports it."""
-        out, sock = self.out, self._socket
-        if (sock is not None and out.connected and not out.disconnecting and not out.dataBuffer
-                and not out._tempDataBuffer):
-            try:
-                sent = sock.send(data)
-            except OSError:  # full, reset...: Twisted's own write finds out and reports it
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        out.write(data)
+        write_now(self.out, self._socket, call.data)  # at once: no write event, no epoll_ctl pair
 
     def abort(self) -> None:
         """Close now, dropping anything unsent; used on timeouts, cancels and stop."""
@@ -238,10 +221,7 @@ class Connection(Protocol):
 
     def connectionMade(self) -> None:
         self.out = self.transport
-        # a plain TCP connection's socket (over TLS the transport is TLS's protocol, never written past)
-        out: Any = self.out
-        plain = isinstance(out, tcp.Connection) and not getattr(out, "TLS", False)
-        self._socket = out.socket if plain else None
+        self._socket = plain_socket(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         call = self.call
