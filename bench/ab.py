@@ -1,7 +1,7 @@
 """Does a change cost throughput?  This processor at a git ref against the working tree, runs interleaved.
 
     .venv/bin/python bench/ab.py --baseline REF [--current REF] [--runs 7] [--lines 50000]
-                                 [--workers 50] [--ours-args "--opt v ..."]
+                                 [--workers 50] [--batch-size 1|32] [--ours-args "--opt v ..."]
 
 Why interleaved: on a shared 2-core machine the load drifts by tens of percent within minutes, so
 "before" measured at one time and "after" at another says little.  Here both versions run the
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7, help="runs of each version")
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, choices=(1, ROWS), default=1,
+                        help=f"1 (the headline row) or {ROWS}: nginx's {ROWS}-row answers, datapoints/s")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound of one run")
     parser.add_argument("--ours-args", type=shlex.split, default=[], help="extra options for both versions")
     args = parser.parse_args(argv)
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                               env={"PYTHONPATH": str(stack.enter_context(worktree(args.current)))})
         nginx = stack.enter_context(NginxServer(workers=1, rows=ROWS))
         work = Path(tmp)
-        job = Job(nginx.host, make_inputs(work, "seldon", args.lines), work / "out.txt", args.workers, 1)
+        host = nginx.host if args.batch_size == 1 else nginx.batch_host
+        job = Job(host, make_inputs(work, "seldon", args.lines), work / "out.txt", args.workers, args.batch_size)
         for i in range(args.runs):
             for label, tool in (("baseline", baseline), ("current", current)):
                 result = measure(tool, job, args.lines, args.timeout, work / f"{label}.log")
