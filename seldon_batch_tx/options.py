@@ -17,6 +17,7 @@ import attrs
 from twisted.python import usage
 
 from .checks import (
+    MAX_BATCH_ROWS,
     at_least,
     ca_file_problem,
     choice,
@@ -30,6 +31,7 @@ from .checks import (
     option_error,
     optional_int,
     optional_positive,
+    optional_rows,
     path,
     positive,
     read_secret_file,
@@ -105,6 +107,10 @@ OPTIONS: tuple[Option, ...] = (
            "[default: generated]", text),
     Option("batch-size", "s", 1, "How many input lines are sent in one request (mini-batching of data "
            "arrays); each line still gets its own output line", at_least(1)),
+    Option("max-batch-rows", None, None, "At most this many rows in one request (a line of several rows "
+           f"counts each); lines past it go to the next request (1 to {MAX_BATCH_ROWS:,}) [default: no limit; "
+           "with --protocol v2 over REST, the model's max_batch_size where the server states it]",
+           optional_rows),
     Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker", non_negative),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",

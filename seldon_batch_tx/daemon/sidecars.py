@@ -41,7 +41,7 @@ SIDECAR_NEVER = frozenset({"input-data-path", "output-data-path", "dashboard", "
 #: its credentials).
 SIDECAR_SAFE = frozenset({"data-type", "payload-type", "method", "batch-size", "batch-id", "batch-interval",
                           "workers", "retries", "timeout", "max-failures", "ordered", "input-name", "benchmark",
-                          "fsync-interval", "max-rate", "adaptive"})
+                          "fsync-interval", "max-rate", "adaptive", "max-batch-rows"})
 #: Keys an operator may add with ``--sidecar-allow``: host, transport, protocol, TLS, headers,
 #: tokens, model and deployment, namespace, gateway, shards, limits and the drain time.
 SIDECAR_ALLOWABLE = frozenset(o.name for o in OPTIONS) - SIDECAR_NEVER - SIDECAR_SAFE

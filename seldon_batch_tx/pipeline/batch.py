@@ -19,12 +19,14 @@ from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
+from ..protocols.v2 import model_name
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
 from .reader import Item, OffThreadItems, read_items
+from .row_limit import apply_row_limit, model_row_limit
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -186,6 +188,8 @@ class Batch:
             units = OffThreadItems(items, self._reactor, make_codec(config).batch_size)
         # the engine takes any LineBuffer with a path; StdoutLines has one
         self._run = BatchRun(config, units, self._transport, cast(LineWriter, writer), self.stats, self._reactor)
+        if config.protocol == "v2" and config.batch_size > 1:  # the model's own rows per request (Triton)
+            apply_row_limit(self._run.codec, await model_row_limit(config, self._reactor), model_name(config))
         if self._stop_reason:
             self._run.stop(self._stop_reason)
         return await self._run.run()

@@ -39,6 +39,7 @@ from .attempts import Attempts, Record
 from .ordering import ReorderBuffer
 from .pacing import Pacing
 from .reader import Item, OffThreadItems, chunked
+from .splitting import deliver
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -256,16 +257,15 @@ class BatchRun:
             except RecursionError:
                 out[item.index] = self._fail(item, "line is not valid input: JSON nested too deeply",
                                              "input_error")
-        if parsed:
-            body, members, rejected = self.codec.build(parsed)
-            for p, reason in rejected:
-                out[p.item.index] = self._fail(p.item, reason, "input_error", own_tags=p.own_tags)
-            outcome = await self._attempts.send(body, members)  # None: stopping before a final answer
+        if not parsed:
+            return
+        # usually one request; lines that do not fit it, or a request refused for one line, are split off
+        for members, outcome in await deliver(self.codec, self._attempts.send, parsed):
             if isinstance(outcome, RequestFailed):
                 for p in members:
                     out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
                                                    own_tags=p.own_tags)
-            elif outcome is not None:
+            else:
                 for p, record in zip(members, outcome, strict=True):
                     out[p.item.index] = (p.item, record, None, "")
 
