@@ -119,16 +119,17 @@ def test_strings_as_bytes(mlserver_server: MLServerServer, transport: str, tmp_p
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_mini_batch_with_bad_lines(mlserver_server: MLServerServer, transport: str, tmp_path: Path) -> None:
-    """In a mini-batch, a line that is not JSON or does not fit gets an error line; the others their results."""
+    """In a mini-batch, a line that is not JSON gets an error line; one that does not fit goes in a
+    request of its own (issue 19); the others get their results."""
     lines = ["[1, 2]", "not json", "[3, 4, 5]", "[6, 7]", '["x", "y"]', "[8, 9]"]
     proc, records = run_v2(mlserver_server, transport, tmp_path, lines, "-s", "3")
     assert proc.returncode == 1
     failed = {r["meta"]["tags"]["batch_index"]: r["status"] for r in records if "status" in r}
-    assert set(failed) == {1, 2, 4}
+    assert set(failed) == {1}
     assert "not valid JSON" in failed[1]["reason"] and failed[1]["info"] == "input_error"
-    assert "do not fit the mini-batch" in failed[2]["reason"]
     assert all(s["status"] == "FAILURE" and s["code"] is None for s in failed.values())
-    assert [outputs(records[i])["row_sum"]["data"] for i in (0, 3, 5)] == [[3], [13], [17]]
+    assert [outputs(records[i])["row_sum"]["data"] for i in (0, 2, 3, 5)] == [[3], [12], [13], [17]]
+    assert outputs(records[4])["input-0"]["data"] == ["x", "y"]
     assert records[1]["id"] == records[1]["parameters"]["batch_instance_id"]
 
 

@@ -28,9 +28,11 @@ Send = Callable[[dict[str, Any], list[Parsed]], Awaitable["list[Record] | Reques
 #: One request's lines and how it ended.
 Answered = tuple[list[Parsed], "list[Record] | RequestFailed"]
 
-#: Failures that are about what a request carries or what its answer holds, not a server fault.
-SPLIT_KINDS = frozenset({"http_400", "http_422", "grpc_INVALID_ARGUMENT", "input_error", "input_too_large",
-                         "bad_response", "response_mismatch"})
+#: Failures that are about what a request carries or what its answer holds, not a server fault
+#: (the Seldon microservice's gRPC answers a model's exception, a refused value too, with a
+#: non-retryable UNKNOWN "Exception calling application").
+SPLIT_KINDS = frozenset({"http_400", "http_422", "grpc_INVALID_ARGUMENT", "grpc_UNKNOWN", "input_error",
+                         "input_too_large", "bad_response", "response_mismatch"})
 
 
 def splittable(failure: RequestFailed, lines: int) -> bool:
