@@ -260,7 +260,9 @@ class BatchRun:
         if not parsed:
             return
         # usually one request; lines that do not fit it, or a request refused for one line, are split off
-        for members, outcome in await deliver(self.codec, self._attempts.send, parsed):
+        attempts = self._attempts
+        stopping = lambda: attempts.stopping or attempts.abandoned  # noqa: E731 - read when a unit splits
+        for members, outcome in await deliver(self.codec, attempts.send, parsed, stopping):
             if isinstance(outcome, RequestFailed):
                 for p in members:
                     out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,

@@ -40,12 +40,17 @@ def splittable(failure: RequestFailed, lines: int) -> bool:
     return lines > 1 and not failure.retryable and failure.kind in SPLIT_KINDS
 
 
-async def deliver(codec: Codec, send: Send, parsed: list[Parsed]) -> list[Answered]:
+async def deliver(codec: Codec, send: Send, parsed: list[Parsed], stopping: Callable[[], bool]) -> list[Answered]:
     """Every line of ``parsed`` answered by some request; stops early (lines left without an
-    outcome, for ``--resume``) when ``send`` says the run is stopping."""
+    outcome, for ``--resume``) when the run is stopping: ``send`` says so, or ``stopping()``
+    before a further request."""
     answered: list[Answered] = []
     pending: list[list[Parsed]] = [parsed]
+    sent = 0
     while pending:
+        if sent and stopping():
+            break  # a further request of this unit waits for the resume
+        sent += 1
         group = pending.pop()
         body, members, rest = codec.build(group)
         if rest:
