@@ -121,17 +121,8 @@ def linger(value: str) -> float | None:
     return optional_positive(value)
 
 
-def optional_int(value: str) -> int | None:
-    return at_least(1)(value) if value.strip().lower() not in ("", "0", "none") else None
-
-
-#: Largest --max-batch-rows: a bound on one request's rows, far past any model's batch.
-MAX_BATCH_ROWS = 1_000_000
-
-
-def optional_rows(value: str) -> int | None:
-    """``--max-batch-rows``: 1 to :data:`MAX_BATCH_ROWS`, or none (0, ``none``) for no limit."""
-    return at_least(1, MAX_BATCH_ROWS)(value) if value.strip().lower() not in ("", "0", "none") else None
+def optional_int(value: str, most: int | None = None) -> int | None:
+    return at_least(1, most)(value) if value.strip().lower() not in ("", "0", "none") else None
 
 
 def text(value: str) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
 from twisted.python import usage
 
 from .checks import (
-    MAX_BATCH_ROWS,
     at_least,
     ca_file_problem,
     choice,
@@ -31,7 +31,6 @@ from .checks import (
     option_error,
     optional_int,
     optional_positive,
-    optional_rows,
     path,
     positive,
     read_secret_file,
@@ -60,6 +59,8 @@ __all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_outpu
 
 #: Upper bound of --workers: the engine and the gRPC thread pool size themselves by it.
 MAX_WORKERS = 100_000
+#: Largest --max-batch-rows: a bound on one request's rows, far past any model's batch.
+MAX_BATCH_ROWS = 1_000_000
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -110,7 +111,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-batch-rows", None, None, "At most this many rows in one request (a line of several rows "
            f"counts each); lines past it go to the next request (1 to {MAX_BATCH_ROWS:,}) [default: no limit; "
            "with --protocol v2 over REST, the model's max_batch_size where the server states it]",
-           optional_rows),
+           partial(optional_int, most=MAX_BATCH_ROWS)),
     Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker", non_negative),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
