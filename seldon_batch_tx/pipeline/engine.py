@@ -39,7 +39,7 @@ from .attempts import Attempts, Record
 from .ordering import ReorderBuffer
 from .pacing import Pacing
 from .reader import Item, OffThreadItems, chunked
-from .splitting import deliver
+from .splitting import carry_on, splittable
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -259,17 +259,29 @@ class BatchRun:
                                              "input_error")
         if not parsed:
             return
-        # usually one request; lines that do not fit it, or a request refused for one line, are split off
-        attempts = self._attempts
-        stopping = lambda: attempts.stopping or attempts.abandoned  # noqa: E731 - read when a unit splits
-        for members, outcome in await deliver(self.codec, attempts.send, parsed, stopping):
-            if isinstance(outcome, RequestFailed):
-                for p in members:
-                    out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
-                                                   own_tags=p.own_tags)
-            else:
-                for p, record in zip(members, outcome, strict=True):
-                    out[p.item.index] = (p.item, record, None, "")
+        body, members, rest = self.codec.build(parsed)
+        outcome = await self._attempts.send(body, members)  # None: stopping before a final answer
+        if outcome is None:
+            return
+        if rest or isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
+            # lines left out of the request, or a request refused for what one of its lines carries
+            attempts = self._attempts
+            answered = await carry_on(self.codec, attempts.send, members, outcome, rest,
+                                      lambda: attempts.stopping or attempts.abandoned)
+            for lines, ended in answered:
+                self._record(lines, ended, out)
+            return
+        self._record(members, outcome, out)
+
+    def _record(self, members: list[Parsed], outcome: list[Record] | RequestFailed, out: dict[int, Line]) -> None:
+        """The output lines of one request's lines: their records, or its failure for each."""
+        if isinstance(outcome, RequestFailed):
+            for p in members:
+                out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
+                                               own_tags=p.own_tags)
+        else:
+            for p, record in zip(members, outcome, strict=True):
+                out[p.item.index] = (p.item, record, None, "")
 
     def _fill(self, chunk: list[Item], out: dict[int, Line], error: BaseException) -> None:
         """An ``internal_error`` line for every line of the unit that has no output line yet."""

@@ -1,7 +1,9 @@
 """One unit's lines as requests, so that an error line means THAT line failed.
 
-A unit (``--batch-size`` lines) usually becomes one request answered once: that path costs one
-``build`` and one ``send``, nothing per line. Otherwise:
+A unit (``--batch-size`` lines) usually becomes one request answered once: the engine sends it
+itself (one ``build``, one ``send``, nothing more per line) and comes here only when it must.
+
+Then:
 
 * lines that do not fit the first line's request (shape, datatype, ``--max-batch-rows``, the
   model's own row limit) are not failed: the codec leaves them out and they make the next request;
@@ -40,27 +42,25 @@ def splittable(failure: RequestFailed, lines: int) -> bool:
     return lines > 1 and not failure.retryable and failure.kind in SPLIT_KINDS
 
 
-async def deliver(codec: Codec, send: Send, parsed: list[Parsed], stopping: Callable[[], bool]) -> list[Answered]:
-    """Every line of ``parsed`` answered by some request; stops early (lines left without an
-    outcome, for ``--resume``) when the run is stopping: ``send`` says so, or ``stopping()``
-    before a further request."""
+async def carry_on(codec: Codec, send: Send, members: list[Parsed], outcome: list[Record] | RequestFailed,
+                   rest: list[tuple[Parsed, str]], stopping: Callable[[], bool]) -> list[Answered]:
+    """The unit's lines answered, from how its first request (``members``) ended and the lines it
+    left out (``rest``); stops early (lines left without an outcome, for ``--resume``) when the run
+    is stopping: ``stopping()`` before a further request, or ``send`` saying so."""
     answered: list[Answered] = []
-    pending: list[list[Parsed]] = [parsed]
-    sent = 0
-    while pending:
-        if sent and stopping():
-            break  # a further request of this unit waits for the resume
-        sent += 1
-        group = pending.pop()
-        body, members, rest = codec.build(group)
-        if rest:
-            pending.append([p for p, _ in rest])  # another request, after this one
-        outcome = await send(body, members)
-        if outcome is None:
-            break  # stopping: what is not answered yet stays for a resume
+    pending: list[list[Parsed]] = [[p for p, _ in rest]] if rest else []
+    while True:
         if isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
             half = len(members) // 2
             pending += [members[half:], members[:half]]  # the first half is sent first
-            continue
-        answered.append((members, outcome))
-    return answered
+        else:
+            answered.append((members, outcome))
+        if not pending or stopping():
+            return answered  # when stopping, a further request of this unit waits for the resume
+        body, members, more = codec.build(pending.pop())
+        if more:
+            pending.append([p for p, _ in more])  # another request, after this one
+        sent = await send(body, members)
+        if sent is None:
+            return answered  # stopping: what is not answered yet stays for a resume
+        outcome = sent
