@@ -122,8 +122,8 @@ def test_v2_datatypes_that_differ_share_no_request(tmp_path: Path) -> None:
 
 def test_seldon_ndarray_never_sends_a_ragged_array(tmp_path: Path) -> None:
     """Lines of 3 and 4 columns, a ragged line, a 2-row line: every request is rectangular."""
-    lines = ["[1, 2, 3, 4]", "[1, 2, 3]", "[5, 6, 7, 8]", "[[1, 2], [3]]", "[[1, 1, 1, 1], [2, 2, 2, 2]]",
-             "[9, 9, 9]", '["a", "b", "c", "d"]']
+    lines = ["[[1, 2], [3]]", "[1, 2, 3, 4]", "[1, 2, 3]", "[5, 6, 7, 8]", "[[1, 2], [3]]",
+             "[[1, 1, 1, 1], [2, 2, 2, 2]]", "[9, 9, 9]", '["a", "b", "c", "d"]']
     model = Model(seldon_echo())
     _, out, _ = run_lines(tmp_path, lines, model, batch_size=8)
     assert not failures(out)
@@ -133,8 +133,9 @@ def test_seldon_ndarray_never_sends_a_ragged_array(tmp_path: Path) -> None:
             continue  # the ragged line itself, alone
         assert len({json.dumps([len(r) if isinstance(r, list) else -1 for r in row]) if isinstance(row[0], list)
                     else len(row) for row in array}) == 1, array
-    assert out[3]["data"]["ndarray"] == [[1, 2], [3]]  # the ragged line went alone, as it was
-    assert out[4]["data"]["ndarray"] == [[1, 1, 1, 1], [2, 2, 2, 2]]
+    assert out[0]["data"]["ndarray"] == out[4]["data"]["ndarray"] == [[1, 2], [3]]  # each alone, as it was
+    assert out[5]["data"]["ndarray"] == [[1, 1, 1, 1], [2, 2, 2, 2]]
+    assert len(model.bodies) == 4  # ragged, 4 columns (3 lines), 3 columns (2), ragged
 
 
 def test_a_400_is_split_until_the_bad_line_stands_alone(tmp_path: Path) -> None:

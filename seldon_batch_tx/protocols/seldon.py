@@ -31,7 +31,6 @@ from .base import (
     joined,
     json_type,
     load_json_line,
-    over_rows,
     parse_str,
     row_size,
     slices,
@@ -161,10 +160,13 @@ class SeldonCodec:
         if self.payload_type == "ndarray":
             if self.batch_size == 1:
                 return Parsed(item, value, rows=len(value))
-            if not isinstance(value[0], list):
-                value = [value]  # a flat line is one row of the mini-batch
+            first = value[0]
+            if not isinstance(first, list):
+                return Parsed(item, [value], rows=1, shape=(1, len(value)))  # a flat line is one row
             # rows of one shape only share a request (a ragged ndarray is refused by the model):
             # shape () marks a line that goes alone
+            if len(value) == 1 and (not first or not isinstance(first[0], list)):
+                return Parsed(item, value, rows=1, shape=(1, len(first)))  # the usual line: one row
             return Parsed(item, value, rows=len(value), shape=_nd_shape(value) or ())
         shape = _shape_of(value, self.payload_type + " payload")
         if len(shape) == 1 and self.batch_size > 1:
@@ -215,11 +217,13 @@ class SeldonCodec:
             return {"jsonData": first.value, "meta": {"tags": tags}}, [first], []
 
         members, rest = [first], []
-        rows, limit, anchor = first.rows, self.max_rows, first.shape[1:]
+        same, rows, limit = first.shape, first.rows, self.max_rows
+        anchor = same[1:] if same else None
         for p in parsed[1:]:
-            if not (first.shape and p.shape) or p.shape[1:] != anchor:
-                rest.append((p, f"shape {list(p.shape)} does not fit the mini-batch's row shape {list(anchor)}"))
-            elif over_rows(rows, p.rows, limit):
+            shape = p.shape
+            if not shape or shape != same and shape[1:] != anchor:  # the same shape (usual): no slice
+                rest.append((p, f"shape {list(shape)} does not fit the mini-batch's row shape {list(anchor or ())}"))
+            elif limit is not None and rows + p.rows > limit:
                 rest.append((p, f"{p.rows} more rows would pass the limit of {limit} rows per request"))
             else:
                 members.append(p)
