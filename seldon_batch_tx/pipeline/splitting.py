@@ -21,8 +21,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import txaio
+
 from ..protocols.base import Codec, Parsed
 from ..transports.base import RequestFailed
+
+log = txaio.make_logger()
 
 Record = dict[str, Any]
 #: Sends one request body for these lines: their records, the final failure, or None when stopping.
@@ -51,6 +55,8 @@ async def carry_on(codec: Codec, send: Send, members: list[Parsed], outcome: lis
     pending: list[list[Parsed]] = [[p for p, _ in rest]] if rest else []
     while True:
         if isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
+            log.debug("lines {first}..{last} refused together ({kind}): split in halves", first=members[0].item.index,
+                      last=members[-1].item.index, kind=outcome.kind)
             half = len(members) // 2
             pending += [members[half:], members[:half]]  # the first half is sent first
         else:
