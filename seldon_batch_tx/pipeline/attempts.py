@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall, deferLater
 
 from ..config import BatchConfig
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
+from ..redaction import Secrets
 from ..transports.base import RequestFailed, Transport
 from .pacing import Pacing, Permit, outcome_of
 from .stats import BatchStats
@@ -37,6 +38,12 @@ WATCHDOG_INTERVAL = 1.0
 #: Overload answers per request that, under ``--adaptive``, do not count against ``--retries``:
 #: enough to ride out the limit settling, bounded so a model that always refuses still ends.
 OVERLOAD_SPARE = 20
+#: Longest ``Retry-After`` honoured before a retry (one that spends ``--retries``). A server asking for
+#: longer is not shedding load for a moment: its refusal is never an ``--adaptive`` spare try.
+MAX_RETRY_AFTER = 60.0
+#: Longest ``Retry-After`` honoured before an ``--adaptive`` spare try (the limiter backs off already):
+#: with ``-r 0`` a line waits at most OVERLOAD_SPARE x 10 s between its tries.
+SPARE_RETRY_AFTER = 10.0
 
 
 def watchdog_seconds(timeout: float) -> float:
@@ -46,12 +53,18 @@ def watchdog_seconds(timeout: float) -> float:
 
 
 def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1, cap: float = 10.0,
-                  rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
-    """Full-jitter exponential backoff; a server's Retry-After wins when it asks for longer."""
+                  rng: random.Random = random._inst,  # type: ignore[attr-defined]
+                  most: float = MAX_RETRY_AFTER) -> float:
+    """Full-jitter exponential backoff; a server's Retry-After wins when it asks for longer (up to ``most``)."""
     delay = rng.uniform(0, min(cap, base * (2 ** attempt)))
     if retry_after is not None:
-        delay = max(delay, min(retry_after, 60.0))
+        delay = max(delay, min(retry_after, most))
     return delay
+
+
+def is_spare(failure: RequestFailed) -> bool:
+    """Whether an overload refusal may use an ``--adaptive`` spare try: not when it asks for a long wait."""
+    return outcome_of(failure) == "overload" and (failure.retry_after or 0.0) <= MAX_RETRY_AFTER
 
 
 def read_answer(codec: Codec, response: Any, members: list[Parsed]) -> list[Record] | RequestFailed:
@@ -76,6 +89,8 @@ class Attempts:
         #: Overload attempts per request not counted against --retries (only with --adaptive).
         self._spare = OVERLOAD_SPARE if pacing is not None and pacing.concurrency is not None else 0
         self._codec = codec
+        #: Credentials a server may quote back: redacted from every failure reason (logs, outputs).
+        self._secrets = Secrets.of(config)
         self._transport = transport
         self._stats = stats
         self._clock = clock
@@ -124,11 +139,13 @@ class Attempts:
         first = members[0].item
         failure: RequestFailed | None = None
         budget, spare = self._tries, self._spare
+        spent_spare = False
         for attempt in range(self._tries + spare):  # each pass spends one of budget or spare
             if attempt:
                 self._stats.retries += 1
                 assert failure is not None
-                await self._pause(backoff_delay(attempt - 1, failure.retry_after))
+                await self._pause(backoff_delay(attempt - 1, failure.retry_after,
+                                                most=SPARE_RETRY_AFTER if spent_spare else MAX_RETRY_AFTER))
                 if self.stopping or self.abandoned:
                     return None  # stopping: a resume sends these lines again
             admitted, permit = (True, None) if self._pacing is None else await self._admit()
@@ -143,7 +160,8 @@ class Attempts:
                     break
                 if self.stopping:
                     return None  # leave the lines for a resume rather than record a transient error
-                if spare and outcome_of(failure) == "overload":
+                spent_spare = bool(spare) and is_spare(failure)
+                if spent_spare:
                     spare -= 1  # --adaptive: the server shedding load is not this request's fault
                 else:
                     budget -= 1
@@ -156,6 +174,10 @@ class Attempts:
                 break
             return answer
         assert failure is not None
+        if failure.retryable and (failure.retry_after or 0.0) > MAX_RETRY_AFTER:
+            failure = RequestFailed(failure.kind, f"{failure.reason} (it asked to retry after "
+                                    f"{failure.retry_after:g} s; at most {MAX_RETRY_AFTER:g} s is waited)",
+                                    code=failure.code, retryable=True, info=failure.info)
         if attempt > 0 and failure.retryable and not self.stopping:
             return RequestFailed(failure.kind, f"{failure.reason} (after {attempt + 1} attempts)",
                                  code=failure.code, retryable=True, info=failure.info)
@@ -198,6 +220,9 @@ class Attempts:
             return error
         except RequestFailed as e:
             error = e
+            if self._secrets:
+                e.reason = self._secrets.text(e.reason)
+                e.args = (e.reason,)
             if not self.abandoned:
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
                           index=index, reason=e.reason)
