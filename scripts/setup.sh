@@ -9,13 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+quiet_pip() {  # pip, without its notes about local find-links folders that do not exist on this machine
+    .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
+    quiet_pip install -q --disable-pip-version-check --upgrade pip
 fi
 if ! .venv/bin/python -c "import seldon_batch_tx, pytest, ruff" 2>/dev/null \
         || [ setup.py -nt .venv/.installed ]; then
-    .venv/bin/pip install -q -e '.[dev]'
+    quiet_pip install -q --disable-pip-version-check -e '.[dev]'
     touch .venv/.installed
 fi
 scripts/setup-seldon-venv.sh

@@ -163,7 +163,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("staging-dir", None, None, "Local directory where an output for object storage is written before "
            "it is uploaded (and resumed from) [default: $TMPDIR/seldon-batch-staging]", path),
     Option("dashboard-linger", None, None, "Keep the --dashboard up this many seconds after the batch ends "
-           "('forever': until Ctrl-C; else at most 7 days)", linger_seconds),
+           "('forever': until Ctrl-C, or SIGTERM if started with SIGINT ignored; else at most 7 days)",
+           linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "

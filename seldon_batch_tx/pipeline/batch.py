@@ -72,8 +72,10 @@ class Batch:
 
     def __init__(self, config: BatchConfig, reactor: Any, *, stats: BatchStats | None = None,
                  transport: Transport | None = None, name: str | None = None,
-                 output_mode: int | None = None) -> None:
+                 output_mode: int | None = None, label: str | None = None) -> None:
         self.config = config
+        #: What the log calls the input: the daemon reads through ``/proc/self/fd/N`` but names the file.
+        self._label = label
         self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
         self.stats = stats or BatchStats(config.batch_id, name or batch_name(config.input_data_path))
@@ -96,7 +98,8 @@ class Batch:
             files.close()
         if files.output.remote:
             summary = await self._upload(files, summary)
-        log.info("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
+        # debug only: the command prints the summary, the daemon logs it once per file (never twice)
+        log.debug("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
         return summary
 
     async def _run_files(self, files: BatchFiles) -> Summary:
@@ -176,7 +179,7 @@ class Batch:
         """The engine over the input (a :meth:`stop` that came first is passed on)."""
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
-                 batch_id=config.batch_id, total=self.stats.total, path=display(config.input_data_path),
+                 batch_id=config.batch_id, total=self.stats.total, path=self._label or display(config.input_data_path),
                  model=config.deployment_name, transport=config.transport)
         counted = files.source.total_lines is not None
         if not counted:  # every index is seen, so the total is exact once the input ends
