@@ -106,7 +106,7 @@ def test_requests_stay_within_the_models_stated_limit(triton: ThreadingHTTPServe
     proc, records = run(triton, tmp_path, rows_lines(300), "-s", "8", "-w", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert max(triton.seen) <= LIMIT and max(triton.seen) >= LIMIT - 2  # type: ignore[attr-defined]
-    assert "at most 16 rows per request" in proc.stderr
+    assert "at most 16 rows per request" in proc.stdout + proc.stderr
 
 
 def test_max_batch_rows_below_the_models_limit_wins(triton: ThreadingHTTPServer, tmp_path: Path) -> None:
