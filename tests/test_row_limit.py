@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,7 +48,10 @@ class TritonLike(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        if self.path == "/v2/models/m/config" and self.server.config is not None:
+        if self.path == "/v2/models/m/config" and self.server.config == "slow":
+            time.sleep(4)  # past the client's --timeout 1: it goes on without a limit
+            self._answer(200, {"max_batch_size": 1})
+        elif self.path == "/v2/models/m/config" and self.server.config is not None:
             self._answer(200, self.server.config)
         else:
             self._answer(404, {"error": "not found"})
@@ -67,9 +71,14 @@ class TritonLike(BaseHTTPRequestHandler):
             {"name": "row_sum", "shape": [rows], "datatype": "FP64", "data": sums}]})
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up on the slow answer (BrokenPipe) is what the test wants
+
+
 @pytest.fixture
 def triton() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), TritonLike)
+    server = QuietServer(("127.0.0.1", 0), TritonLike)
     server.daemon_threads = True
     server.config = {"name": "m", "max_batch_size": LIMIT}  # type: ignore[attr-defined]
     server.seen = []  # type: ignore[attr-defined]
@@ -123,6 +132,16 @@ def test_without_the_route_there_is_no_limit(triton: ThreadingHTTPServer, tmp_pa
     proc, records = run(triton, tmp_path, lines, "-s", "8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert triton.seen == [24, 12, 12, 24, 12, 12]  # type: ignore[attr-defined]
+
+
+def test_a_slow_config_answer_is_not_waited_for(triton: ThreadingHTTPServer, tmp_path: Path) -> None:
+    """The question is bounded by --timeout (at most 10 s): no answer in time, no limit, the run goes on."""
+    triton.config = "slow"  # type: ignore[attr-defined]
+    started = time.monotonic()
+    proc, _ = run(triton, tmp_path, rows_lines(20), "-s", "8", "--timeout", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert max(triton.seen) > 1  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 30
 
 
 def test_a_line_over_the_limit_fails_alone(triton: ThreadingHTTPServer, tmp_path: Path) -> None:
