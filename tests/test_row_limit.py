@@ -23,6 +23,8 @@ import pytest
 from twisted.internet import defer, task
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.daemon.files import Rejected
+from seldon_batch_tx.daemon.sidecars import apply_sidecar
 from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.pipeline.row_limit import config_url, model_row_limit, stated_limit
 from tests.servers import loopback_env
@@ -197,3 +199,22 @@ def test_max_batch_rows_option(tmp_path: Path) -> None:
     for bad in ("-1", "1000001", "x"):
         with pytest.raises(Exception, match="max-batch-rows"):
             parse("--max-batch-rows", bad)
+
+
+def test_a_sidecar_may_lower_max_batch_rows_never_raise_it(tmp_path: Path) -> None:
+    """The daemon's --max-batch-rows protects the model like its --max-rate: a sidecar only lowers it."""
+    base = BatchConfig(deployment_name="m", input_data_path=str(tmp_path / "in.txt"),
+                       output_data_path=str(tmp_path / "out.txt"), max_batch_rows=16)
+    sidecar = tmp_path / "in.txt.json"
+
+    def applied(settings: dict[str, Any], config: BatchConfig = base) -> int | None:
+        sidecar.write_text(json.dumps(settings))
+        return apply_sidecar(config, str(sidecar)).max_batch_rows
+
+    assert applied({"max-batch-rows": 8}) == 8
+    assert applied({"max-batch-rows": 64}) == 16
+    assert applied({"max-batch-rows": "none"}) == 16
+    assert applied({}) == 16
+    assert applied({"max-batch-rows": 64}, base.replace(max_batch_rows=None)) == 64
+    with pytest.raises(Rejected, match="max-batch-rows"):
+        applied({"max-batch-rows": 2_000_000})
