@@ -23,7 +23,7 @@ METHODS = ("predict", "feedback")
 PROTOCOLS = ("seldon", "v2")
 #: Open Inference Protocol tensor datatypes, also accepted by ``--payload-type`` for ``--protocol v2``.
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES")
+                "FP16", "BF16", "FP32", "FP64", "BYTES")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIB = 1 << 20
 
@@ -54,7 +54,7 @@ class BatchConfig:
     benchmark: bool = False
     batch_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     batch_size: int = 1
-    #: Rows in one request at most (None: no limit but the model's own, see pipeline/row_limit.py).
+    #: Rows in one request at most (None: no limit but the V2 model's own max_batch_size, from its metadata).
     max_batch_rows: int | None = None
     batch_interval: float = 0.0
     use_ssl: bool = False
@@ -73,6 +73,10 @@ class BatchConfig:
     model_name: str | None = None
     model_version: str | None = None
     input_name: str = "input-0"
+    #: The V2 model's metadata (protocols/v2_metadata.ModelMetadata), read before the run; None: not read.
+    v2_model: Any = attrs.field(default=None, repr=False)
+    #: V2 over REST: tensors travel as Triton's binary data extension (inputs and outputs).
+    binary_data: bool = False
     #: Extra request headers (gRPC metadata), e.g. ``seldon-model`` or ``Host`` for gateways.
     #: Values may be credentials (``Authorization``): ``repr`` shows the names only.
     headers: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_header_names)

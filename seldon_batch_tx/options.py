@@ -107,7 +107,7 @@ OPTIONS: tuple[Option, ...] = (
            seconds("batch-interval")),
     Option("max-batch-rows", None, None, "At most this many rows in one request (a line of several rows "
            "counts each; at most 1,000,000); lines past it go to the next request [default: no limit; with "
-           "--protocol v2 over REST, the model's max_batch_size where the server states it]",
+           "--protocol v2, the model's max_batch_size where its metadata states it]",
            optional_count("max-batch-rows", " rows")),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
@@ -167,6 +167,9 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
+    Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
+           "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
+           "output lines", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )

@@ -1,9 +1,10 @@
 """Issue 19: the model's own row limit (Triton's ``max_batch_size``) and ``--max-batch-rows``.
 
-A loopback server in a thread stands in for Triton's REST routes (a real Triton comes with the
-V2 issue): ``GET /v2/models/NAME/config`` states ``max_batch_size`` 16, ``/infer`` refuses a
-request of more rows with HTTP 400 in Triton's words, and answers a row holding 999 with a
-``row_sum`` of ``Infinity`` (Python's JSON writes it), which no output line can carry.
+A loopback server in a thread stands in for Triton's REST routes: ``GET /v2/models/m`` (metadata:
+one input ``input-0`` of rows of 2) and ``GET /v2/models/m/config`` (``max_batch_size`` 16), read by
+the V2 discovery before the run; ``/infer`` refuses a request of more rows with HTTP 400 in
+Triton's words and answers a row holding 999 with a ``row_sum`` of ``Infinity`` (Python's JSON
+writes it), which no output line can carry. (tests/test_v2_triton.py runs the real Triton.)
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer, task
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import apply_sidecar
 from seldon_batch_tx.options import ProcessorOptions
-from seldon_batch_tx.pipeline.row_limit import config_url, model_row_limit, stated_limit
+from seldon_batch_tx.protocols.base import make_codec
+from seldon_batch_tx.protocols.v2_metadata import ModelMetadata, TensorSpec
 from tests.servers import loopback_env
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
@@ -50,7 +51,11 @@ class TritonLike(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        if self.path == "/v2/models/m/config" and self.server.config == "slow":
+        if self.path == "/v2/models/m":
+            self._answer(200, {"name": "m", "platform": "python", "inputs": [
+                {"name": "input-0", "datatype": "INT64", "shape": [-1, 2]}], "outputs": [
+                {"name": "row_sum", "datatype": "FP64", "shape": [-1]}]})
+        elif self.path == "/v2/models/m/config" and self.server.config == "slow":
             time.sleep(4)  # past the client's --timeout 1: it goes on without a limit
             self._answer(200, {"max_batch_size": 1})
         elif self.path == "/v2/models/m/config" and self.server.config is not None:
@@ -117,7 +122,7 @@ def test_requests_stay_within_the_models_stated_limit(triton: ThreadingHTTPServe
     proc, records = run(triton, tmp_path, rows_lines(300), "-s", "8", "-w", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert max(triton.seen) <= LIMIT and max(triton.seen) >= LIMIT - 2  # type: ignore[attr-defined]
-    assert "at most 16 rows per request" in proc.stdout + proc.stderr
+    assert "max_batch_size 16" in proc.stdout + proc.stderr  # the discovery's log line
 
 
 def test_max_batch_rows_below_the_models_limit_wins(triton: ThreadingHTTPServer, tmp_path: Path) -> None:
@@ -151,7 +156,8 @@ def test_a_line_over_the_limit_fails_alone(triton: ThreadingHTTPServer, tmp_path
     proc, records = run(triton, tmp_path, lines, "-s", "8")
     assert proc.returncode == 1
     failed = {i: r["status"] for i, r in records.items() if "status" in r}
-    assert list(failed) == [10] and failed[10]["code"] == 400 and "must be <= 16" in failed[10]["reason"]
+    assert list(failed) == [10] and failed[10]["info"] == "input_error" and "max_batch_size" in failed[10]["reason"]
+    assert max(triton.seen) <= LIMIT  # type: ignore[attr-defined]
 
 
 def test_an_inf_row_over_rest_fails_that_line_only(triton: ThreadingHTTPServer, tmp_path: Path) -> None:
@@ -163,27 +169,15 @@ def test_an_inf_row_over_rest_fails_that_line_only(triton: ThreadingHTTPServer, 
     assert [records[i]["outputs"][0]["data"] for i in (0, 1, 3, 4)] == [[3], [7], [11], [15]]
 
 
-@pytest.mark.parametrize(("answer", "limit"), [
-    ({"max_batch_size": 16}, 16), ({"max_batch_size": "8"}, 8), ({"max_batch_size": 0}, None),
-    ({"max_batch_size": -1}, None), ({"max_batch_size": True}, None), ({"max_batch_size": 2.5}, None),
-    ({"name": "m"}, None), ([16], None), ("16", None)])
-def test_stated_limit(answer: Any, limit: int | None) -> None:
-    assert stated_limit(answer) == limit
-
-
-def test_config_url() -> None:
-    config = BatchConfig(deployment_name="dep", input_data_path="i", output_data_path="o", protocol="v2",
-                         host="h:1", model_name="m/x", model_version="2", gateway_type="istio", namespace="ns")
-    assert config_url(config) == "http://h:1/seldon/ns/dep/v2/models/m%2Fx/versions/2/config"
-
-
-def test_asked_only_where_it_matters() -> None:
-    """Not asked for the Seldon protocol, gRPC, or -s 1: nothing is sent (the host does not exist)."""
-    base = {"deployment_name": "d", "input_data_path": "i", "output_data_path": "o", "host": "nowhere.invalid:1"}
-    for extra in ({"batch_size": 8}, {"protocol": "v2", "batch_size": 1},
-                  {"protocol": "v2", "batch_size": 8, "transport": "grpc"}):
-        d = defer.ensureDeferred(model_row_limit(BatchConfig(**base, **extra), task.Clock()))  # type: ignore[arg-type]
-        assert d.called and d.result is None
+def test_the_codec_takes_the_lower_of_option_and_model() -> None:
+    base = {"deployment_name": "m", "input_data_path": "i", "output_data_path": "o", "protocol": "v2",
+            "batch_size": 8}
+    spec = (TensorSpec("input-0", "FP32", (-1, 2)),)
+    for option, stated, expected in ((None, 16, 16), (5, 16, 5), (32, 16, 16), (None, None, None), (7, None, 7),
+                                     (None, 0, None)):
+        model = ModelMetadata("m", spec, max_batch_size=stated)
+        codec = make_codec(BatchConfig(**base, max_batch_rows=option, v2_model=model))  # type: ignore[arg-type]
+        assert codec.max_rows == expected, (option, stated)
 
 
 def test_max_batch_rows_option(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
-from ..protocols.v2 import model_name
 from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, display, is_remote, is_stdio
@@ -26,9 +25,9 @@ from ..storage.pipes import StdoutLines
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
 from .reader import Item, OffThreadItems, read_items
-from .row_limit import apply_row_limit, model_row_limit
 from .stats import BatchStats
 from .summary import Summary, describe
+from .v2_discovery import discover_v2_model
 
 log = txaio.make_logger()
 
@@ -177,6 +176,10 @@ class Batch:
     async def _run_engine(self, files: BatchFiles, writer: LineWriter | StdoutLines,
                           wanted: Callable[[int], bool] | None) -> Summary:
         """The engine over the input (a :meth:`stop` that came first is passed on)."""
+        if self.config.protocol == "v2" and self.config.v2_model is None:
+            metadata = await discover_v2_model(self.config, self._reactor)
+            if metadata is not None:  # the defaults of --input-name, -p and the request shape
+                self.config = self.config.replace(v2_model=metadata)
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
                  batch_id=config.batch_id, total=self.stats.total, path=self._label or display(config.input_data_path),
@@ -192,8 +195,6 @@ class Batch:
             units = OffThreadItems(items, self._reactor, make_codec(config).batch_size)
         # the engine takes any LineBuffer with a path; StdoutLines has one
         self._run = BatchRun(config, units, self._transport, cast(LineWriter, writer), self.stats, self._reactor)
-        if config.protocol == "v2" and config.batch_size > 1:  # the model's own rows per request (Triton)
-            apply_row_limit(self._run.codec, await model_row_limit(config, self._reactor), model_name(config))
         if self._stop_reason:
             self._run.stop(self._stop_reason)
         return await self._run.run()
