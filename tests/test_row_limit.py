@@ -4,7 +4,7 @@ A loopback server in a thread stands in for Triton's REST routes: ``GET /v2/mode
 one input ``input-0`` of rows of 2) and ``GET /v2/models/m/config`` (``max_batch_size`` 16), read by
 the V2 discovery before the run; ``/infer`` refuses a request of more rows with HTTP 400 in
 Triton's words and answers a row holding 999 with a ``row_sum`` of ``Infinity`` (Python's JSON
-writes it), which no output line can carry. (tests/test_v2_triton.py runs the real Triton.)
+writes it), which no output line can carry. tests/test_isolation_triton.py runs the real Triton.
 """
 
 from __future__ import annotations
