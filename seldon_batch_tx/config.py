@@ -107,6 +107,8 @@ class BatchConfig:
     #: fsspec storage options (JSON text) for ``s3://``-style paths, and where remote outputs are staged.
     storage_options: str | None = attrs.field(default=None, repr=False)
     staging_dir: str | None = None
+    #: The longest one upload or download of object storage may take (then cancelled: exit 3).
+    storage_timeout: float = 1800.0
     #: Keep the one-batch dashboard up this many seconds after the batch ends (``inf``: until stopped).
     dashboard_linger: float | None = None
     #: Each output line also carries the input line it answers.

@@ -35,6 +35,7 @@ from .dashboard.security import DEFAULT_ENDPOINT, TOKEN_ENV, check_endpoint
 from .exits import EXIT_USAGE
 from .options import OPTIONS, Option, ProcessorOptions, parameter_rows
 from .runner import BENCHMARK, OneBatchService, Outcome, service_tree
+from .storage.paths import protocol
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -127,6 +128,9 @@ class Options(ProcessorOptions):
             raise self.error("dashboard", endpoint, str(e)) from None
         self["sidecar-allow"] = self["sidecar-allow"] or frozenset()
         watch = self["watch-dir"]
+        if watch and protocol(watch) is not None:  # s3://, file://...: never taken for a local path
+            raise self.error("watch-dir", watch, "must be a local directory; object storage is not watched "
+                             "(copy files into DIR/incoming/, or run one file with -i URL)")
         if watch:
             parent = os.path.dirname(os.path.abspath(watch))
             if not os.path.isdir(watch) and not os.path.isdir(parent):
