@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, succeed
 
-from seldon_batch_tx.transports.base import RequestFailed
+from seldon_batch_tx.core.failures import RequestFailed
 from tests.test_isolation_units import Model, failures, run_lines, seldon_rows
 
 JSONDict = dict[str, Any]

@@ -26,7 +26,7 @@ from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import apply_sidecar
 from seldon_batch_tx.options import ProcessorOptions
-from seldon_batch_tx.protocols.base import make_codec
+from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.protocols.v2_metadata import ModelMetadata, TensorSpec
 from tests.servers import loopback_env
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import txaio
 
+from ..core.failures import RequestFailed
 from ..protocols.base import Codec, Parsed
-from ..transports.base import RequestFailed
 
 log = txaio.make_logger()
 
