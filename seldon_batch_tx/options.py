@@ -106,6 +106,10 @@ OPTIONS: tuple[Option, ...] = (
            "arrays); each line still gets its own output line (at most 10,000)", count("batch-size")),
     Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker (at most 60)",
            seconds("batch-interval")),
+    Option("max-batch-rows", None, None, "At most this many rows in one request (a line of several rows "
+           "counts each; at most 1,000,000); lines past it go to the next request [default: no limit; with "
+           "--protocol v2, the model's max_batch_size where its metadata states it]",
+           optional_count("max-batch-rows", " rows")),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
            None),

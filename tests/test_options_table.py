@@ -38,7 +38,7 @@ BAD: dict[str, str] = {
     "max-rate": "fast", "storage-options": "", "staging-dir": "", "dashboard-linger": "later", "dashboard": "",
     "storage-timeout": "0", "storage-options-file": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",
-    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5",
+    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5", "max-batch-rows": "1000001",
     "max-bytes-in-flight": "1",
 }
 COMMAND = [o for o in DAEMON_TABLE if o.name in {p.name for p in cli.ProcessorOptions.table}]
