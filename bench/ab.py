@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     current = replace(TOOLS["ours"], build=ours("rest", *args.ours_args))
     rates: dict[str, list[float]] = {"baseline": [], "current": []}
     cpus: dict[str, list[float]] = {"baseline": [], "current": []}
+    rss: dict[str, list[float]] = {"baseline": [], "current": []}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         tree = stack.enter_context(worktree(args.baseline))
         baseline: Tool = replace(current, name=f"ours@{revision}", env={"PYTHONPATH": str(tree)})
@@ -91,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
                 rate = result.lines_out / result.wall
                 rates[label].append(rate)
                 cpus[label].append(1000 * result.cpu / result.lines_out)
-                print(f"  {label:<8} run {i + 1}/{args.runs}: {rate:9,.0f} lines/s  cpu {result.cpu:6.2f} s",
-                      flush=True)
+                rss[label].append(result.maxrss_kb / 1024)
+                print(f"  {label:<8} run {i + 1}/{args.runs}: {rate:9,.0f} lines/s  cpu {result.cpu:6.2f} s"
+                      f"  peak RSS {result.maxrss_kb / 1024:5.1f} MB", flush=True)
     names = {"baseline": f"baseline {revision}",
              "current": f"current {short(args.current) if args.current else '(working tree)'}"}
-    print("\n| version | median lines/s | runs | median CPU s per 1,000 lines |\n|---|---|---|---|")
+    print("\n| version | median lines/s | runs | median CPU s per 1,000 lines | median peak RSS MB |\n"
+          "|---|---|---|---|---|")
     for label, name in names.items():
         print(f"| {name} | {statistics.median(rates[label]):,.0f} | {', '.join(f'{r:,.0f}' for r in rates[label])}"
-              f" | {statistics.median(cpus[label]):.3f} |")
+              f" | {statistics.median(cpus[label]):.3f} | {statistics.median(rss[label]):.1f} |")
     for what, figures in (("lines/s", rates), ("CPU per line", cpus)):
         pairs = sorted(c / b for b, c in zip(figures["baseline"], figures["current"], strict=True))
         ratio = statistics.median(figures["current"]) / statistics.median(figures["baseline"])
