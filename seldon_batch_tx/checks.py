@@ -121,6 +121,13 @@ def linger(value: str) -> float | None:
     return optional_positive(value)
 
 
+def seconds_or_none(value: str) -> float | None:
+    """Seconds (0 allowed), or ``none``/``forever`` for no limit."""
+    if value.strip().lower() in ("none", "forever", "inf", "infinity"):
+        return None
+    return non_negative(value)
+
+
 def optional_int(value: str) -> int | None:
     return at_least(1)(value) if value.strip().lower() not in ("", "0", "none") else None
 

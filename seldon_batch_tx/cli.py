@@ -49,10 +49,10 @@ def parse(argv: Sequence[str] | None) -> ProcessorOptions:
     return options
 
 
-def usage_exit(message: str) -> NoReturn:
-    """Leave with ``PROG: error: MESSAGE`` on one line of stderr and status 2."""
+def usage_exit(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Leave with ``PROG: error: MESSAGE`` on one line of stderr and status 2 (or ``code``)."""
     print(f"{PROG}: error: {' '.join(message.splitlines())}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_USAGE)
+    raise SystemExit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -123,7 +123,7 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
             outcome = await work.when_finished()
             await _stop_batch(top)  # the last progress bar, before the summary
             if outcome.refusal is not None:
-                usage_exit(outcome.refusal)
+                usage_exit(outcome.refusal, outcome.code)
             out = sys.stderr if config.output_data_path == "-" else sys.stdout  # -o -: stdout holds the lines
             for line in outcome.lines():
                 print(line, file=out, flush=True)

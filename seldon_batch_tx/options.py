@@ -33,6 +33,7 @@ from .checks import (
     path,
     positive,
     read_secret_file,
+    seconds_or_none,
     secret_token,
     shown,
     text,
@@ -156,6 +157,11 @@ OPTIONS: tuple[Option, ...] = (
            "('forever': until Ctrl-C)", linger),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
+    Option("wait-ready", None, 0.0, "Seconds to wait for the model to be reachable and ready before the first "
+           "line [default: 0, check once: an unreachable model is one line and exit 4]", non_negative),
+    Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
+           "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing)",
+           seconds_or_none),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )

@@ -11,6 +11,26 @@ from .stats import BatchStats
 
 #: Longest exception text kept in an ``internal_error`` reason (messages can quote whole bodies).
 MAX_REASON_CHARS = 500
+#: Longest sample reason per error kind in the summary line, and how many kinds it names.
+SAMPLE_CHARS = 160
+MAX_KINDS_SHOWN = 8
+
+
+def error_kinds(stats: BatchStats) -> tuple[tuple[str, int, str], ...]:
+    """(kind, lines, one sample reason) of this run's error lines, the commonest first."""
+    return tuple((kind, count, stats.error_samples.get(kind, ""))
+                 for kind, count in stats.errors_by_kind.most_common(MAX_KINDS_SHOWN))
+
+
+def kinds_text(kinds: tuple[tuple[str, int, str], ...]) -> str:
+    """``connection x1000 (cannot connect to ...), http_400 x2 (...)``: why lines failed, in short."""
+    shown = []
+    for kind, count, sample in kinds:
+        sample = " ".join(sample.split())
+        if len(sample) > SAMPLE_CHARS:
+            sample = sample[:SAMPLE_CHARS] + "..."
+        shown.append(f"{kind} x{count}" + (f" ({sample})" if sample else ""))
+    return ", ".join(shown)
 
 
 def describe(error: BaseException) -> str:
@@ -36,6 +56,8 @@ class Summary:
     stopped_early: str | None
     #: Lines already in the output when a resumed run started (counted in succeeded/failed).
     resumed: int = 0
+    #: (kind, lines, a sample reason) of the error lines this run wrote.
+    errors: tuple[tuple[str, int, str], ...] = ()
 
     @classmethod
     def of(cls, stats: BatchStats, stopped_early: str | None) -> Summary:
@@ -46,7 +68,7 @@ class Summary:
             succeeded=stats.succeeded, failed=stats.failed, retried=stats.retries,
             not_processed=max((stats.total or done) - done, 0),
             elapsed=stats.elapsed(stats.finished or 0.0), stopped_early=stopped_early,
-            resumed=stats.resumed,
+            resumed=stats.resumed, errors=error_kinds(stats),
         )
 
     @property
@@ -69,6 +91,7 @@ class Summary:
         missing = (" (these lines have no output line: an error; --resume sends them again)"
                    if self.not_processed and not self.stopped_early else "")
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
-        return (f"{self.lines} lines{resumed}: {self.succeeded} succeeded, {self.failed} failed, "
+        why = f": {kinds_text(self.errors)};" if self.errors else ","
+        return (f"{self.lines} lines{resumed}: {self.succeeded} succeeded, {self.failed} failed{why} "
                 f"{self.retried} retries, {self.not_processed} not processed{missing}{stopped}; "
                 f"{self.elapsed:.2f} s, {self.rate:.1f} lines/s")
