@@ -65,7 +65,8 @@ class Outage:
         self._stats = stats
         self._timeout = config.outage_timeout
         self._on_timeout = on_timeout
-        self._probe: Probe = probe_once or (lambda: probe(config, clock))
+        #: Asks whether the model is ready (:func:`.readiness.probe`; tests give their own).
+        self.probe: Probe = probe_once or (lambda: probe(config, clock))
         #: True while sending is paused (attempts wait in :meth:`wait`).
         self.closed = False
         #: When the current run of outage-class failures began (None: the model answers).
@@ -160,7 +161,7 @@ class Outage:
                 if not self.closed or self._ended:
                     return
                 try:
-                    reason = await self._probe()
+                    reason = await self.probe()
                 except Exception as e:  # noqa: BLE001 - a probe bug must not end the wait silently
                     reason = f"the readiness probe failed: {type(e).__name__}: {e}"
                 if not self.closed or self._ended:
