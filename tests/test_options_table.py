@@ -33,7 +33,7 @@ BAD: dict[str, str] = {
     "input-data-path": "", "output-data-path": "", "method": "guess", "log-level": "loud", "batch-id": "a\nb",
     "batch-size": "0", "batch-interval": "-1", "ca-cert": "", "call-credentials-token": "a b",
     "call-credentials-token-file": "", "timeout": "nan", "max-failures": "x", "shard-index": "-1",
-    "shard-count": "0", "fsync-interval": "-2", "drain-timeout": "inf", "max-response-bytes": "0",
+    "shard-count": "0", "fsync-interval": "-2", "drain-timeout": "inf", "wait-ready": "-1", "outage-timeout": "-5", "max-response-bytes": "0",
     "max-line-bytes": "1_000", "grpc-channels": "1.5", "connection-max-age": "-1", "connection-max-requests": "-3",
     "max-rate": "fast", "storage-options": "", "staging-dir": "", "dashboard-linger": "later", "dashboard": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",

@@ -107,3 +107,16 @@ def test_v2_model_not_loaded_is_not_ready(tmp_path: Path) -> None:
     assert_unreachable(proc, "HTTP 404", "/v2/models/no-such-model/ready")
     assert not (tmp_path / "in.out.txt").exists()
     assert ok.returncode == 0, ok.stderr
+
+
+def test_v2_grpc_readiness_through_the_grpc_transport(tmp_path: Path) -> None:
+    """gRPC ServerReady/ModelReady: a model the server does not have is refused before a line is sent."""
+    with MLServerServer() as server:
+        proc = run_ours(["-d", "no-such-model", "--protocol", "v2", "-t", "grpc", "-g", "seldon",
+                         "-h", server.grpc_host, "-i", str(infile(tmp_path)), "--log-level", "error"])
+        ok = run_ours(["-d", "echo", "--protocol", "v2", "-t", "grpc", "-g", "seldon", "-h", server.grpc_host,
+                       "-i", str(infile(tmp_path)), "-o", str(tmp_path / "ok.txt")])
+    assert_unreachable(proc, "ModelReady", server.grpc_host)
+    assert not (tmp_path / "in.out.txt").exists()
+    assert ok.returncode == 0, ok.stderr
+    assert "40 succeeded, 0 failed" in ok.stdout

@@ -16,6 +16,7 @@ until ready or until the time is up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -150,7 +151,7 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
     except Exception as e:  # noqa: BLE001 - every way a connection fails is a cause to report
         return f"cannot connect to {at}: {cause_of(e)}"
     if config.transport == "grpc":
-        return None
+        return await _grpc_ready(config, reactor, at) if config.protocol == "v2" else None
     for path in routes(config):
         try:
             code = await _get(config, reactor, path)
@@ -160,6 +161,31 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
             return f"not ready: HTTP {code} from {at}{path}"
         if code in GATEWAY_DOWN:
             return f"not ready: HTTP {code} from {at}{path}"
+    return None
+
+
+def _same(route: Any) -> Any:
+    return route
+
+
+async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
+    """V2 over gRPC: ``ServerReady`` then ``ModelReady``, sent through the gRPC transport (TLS, token, metadata)."""
+    from ..protocols.base import Target
+    from ..protocols.v2_pb import readiness_routes
+    from ..transports.base import RequestFailed, make_transport
+
+    probing = config.replace(workers=1, grpc_channels=1, timeout=probe_timeout(config), connection_max_age=None)
+    for method, route in readiness_routes(config.model_name or config.deployment_name, config.model_version):
+        transport = make_transport(probing, reactor, target=Target(f"grpc:{method}", functools.partial(_same, route)))
+        transport.start()
+        try:
+            answer = await transport.send({}, "readiness")
+        except RequestFailed as e:
+            return f"no readiness answer from {at} (gRPC {method}): {e.reason}"
+        finally:
+            await transport.stop()
+        if not answer.get("ready"):
+            return f"not ready: gRPC {method} from {at} answered ready=false"
     return None
 
 
