@@ -3,9 +3,10 @@
 :func:`probe` resolves the host, connects, and asks readiness where the protocol has a route
 for it: V2 over REST ``/v2/health/ready`` then ``/v2/models/NAME[/versions/V]/ready`` (each must
 answer 200); the Seldon protocol over REST a ``GET`` of the microservice's ``/health/ping``
-(``--gateway-type seldon``) or of the gateway's ``/seldon/NS/NAME/api/v1.0/health/ping``, where
-any answer but a gateway's 502/503/504 counts (the route differs between gateway versions; a
-404 still proves a model is behind the name). gRPC: resolve and connect. REST probes carry the
+(``--gateway-type seldon``) or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's
+executor answers 503 there until its graph is ready), where any answer but 502/503/504 counts (a
+404 from a service without that route still proves something answers behind the name). gRPC: resolve,
+connect, and for V2 ``ServerReady`` then ``ModelReady`` through the gRPC transport. Probes carry the
 run's TLS settings, ``--header`` values and token, as requests do.
 
 It answers ``None`` (ready) or one line naming the host, the port and the cause; every step is
@@ -63,7 +64,7 @@ def routes(config: BatchConfig) -> list[str]:
         model = quote(config.model_name or config.deployment_name, safe="")
         version = f"/versions/{quote(config.model_version, safe='')}" if config.model_version else ""
         return [f"{prefix}/v2/health/ready", f"{prefix}/v2/models/{model}{version}/ready"]
-    return [f"{prefix}/api/v1.0/health/ping" if prefix else "/health/ping"]
+    return [f"{prefix}/ready" if prefix else "/health/ping"]
 
 
 def cause_of(error: BaseException) -> str:
