@@ -20,6 +20,7 @@ from typing import Any
 import txaio
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 
 from ..config import BatchConfig
 from ..transports.base import RequestFailed
@@ -77,6 +78,13 @@ class Outage:
         self._timer: IDelayedCall | None = None
         self._probing = False
         self._ended = False
+        #: Pause before the next probe: it keeps growing while one outage lasts, however often the
+        #: model says ready and then fails again, so neither probes nor log lines come faster.
+        self._pause = FIRST_PAUSE
+        #: The outage was logged as "waiting for the model" (once per outage).
+        self._announced = False
+        #: The probe loop's pause, cancelled when the wait ends some other way.
+        self._sleeping: Deferred[None] | None = None
 
     @property
     def text(self) -> str:
@@ -89,10 +97,10 @@ class Outage:
         """An attempt got an answer from the model (any answer): the outage, if any, is over."""
         self._streak = 0
         if self.since is not None:
-            if self.closed or self._timer is not None:
+            if self._announced:
                 log.info("the model answers again (no answer since {since}: {cause})",
                          since=clock_time(self.since), cause=self.cause)
-            self.since = None
+            self.since, self._announced, self._pause = None, False, FIRST_PAUSE
             self._open()
 
     def failed(self, failure: RequestFailed) -> None:
@@ -121,12 +129,16 @@ class Outage:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._sleeping is not None:
+            self._sleeping.cancel()
 
     def _close(self) -> None:
         assert self.since is not None
         self.closed = True
         self._stats.waiting = self.text
-        log.warn("{waiting}; sending paused", waiting=self.text)
+        if not self._announced:
+            self._announced = True
+            log.warn("{waiting}; sending paused", waiting=self.text)
         if self._timeout is not None and self._timer is None:
             left = max(self.since + self._timeout - self._clock.seconds(), 0.0)
             self._timer = self._clock.callLater(left, self._expired)
@@ -140,6 +152,8 @@ class Outage:
             self._timer = None
         self.closed = False
         self._stats.waiting = ""
+        if self._sleeping is not None:
+            self._sleeping.cancel()
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
@@ -147,17 +161,16 @@ class Outage:
     async def _probe_until_open(self) -> None:
         """Probe with backoff while closed; a ready model reopens (the outage ends at its first answer)."""
         self._probing = True
-        pause = FIRST_PAUSE
         try:
             while self.closed and not self._ended:
-                d: Deferred[None] = Deferred()
-                call = self._clock.callLater(pause, d.callback, None)
+                self._sleeping = deferLater(self._clock, self._pause)
                 try:
-                    await d
-                except CancelledError:  # pragma: no cover - nothing cancels it
-                    call.cancel()
+                    await self._sleeping
+                except CancelledError:  # reopened or ended meanwhile: no timer is left behind
                     return
-                pause = min(2 * pause, LONGEST_PAUSE)
+                finally:
+                    self._sleeping = None
+                self._pause = min(2 * self._pause, LONGEST_PAUSE)
                 if not self.closed or self._ended:
                     return
                 try:
@@ -170,7 +183,7 @@ class Outage:
                     log.info("the model is ready again; sending resumes")
                     self._streak = 0
                     self._open()
-                    return
+                    continue  # the waiters it released may have closed it again at once: then this loop goes on
                 self.cause = reason
                 self._stats.waiting = self.text
         finally:
