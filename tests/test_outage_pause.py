@@ -118,3 +118,31 @@ def test_outage_timeout_stops_and_resume_completes(tmp_path: Path, name: str, ki
                      for r in records(out))
     assert indexes == list(range(LINES))
     assert verify(source, out).returncode == 0
+
+
+def test_a_gateway_502_while_the_model_is_down_pauses_too(tmp_path: Path) -> None:
+    """Through an istio-style gateway (nginx), the killed model is the gateway's 502 page, not a model's
+    answer: the run pauses (not a line spent) and completes once the model is back."""
+    from tests.servers import NginxGateway, free_ports
+
+    http, grpc, metrics = free_ports(3)
+    source, out = write_input(tmp_path), tmp_path / "out.txt"
+    server = SeldonServer("EchoModel", http_port=http, grpc_port=grpc, metrics_port=metrics).start()
+    try:
+        with NginxGateway(f"127.0.0.1:{http}", "ns", "dep") as gateway:
+            proc = start(["-d", "dep", "-n", "ns", "-g", "istio", "-h", gateway.host, "-i", str(source), "-o", str(out),
+                          "-w", "4", "-r", "1"])
+            try:
+                kill_mid_run(server, proc, out)
+                time.sleep(5)
+                server.start()
+                stdout, stderr = proc.communicate(timeout=180)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    finally:
+        server.stop()
+    assert proc.returncode == EXIT_OK, stderr[-3000:] + stdout
+    assert f"{LINES} succeeded, 0 failed" in stdout
+    assert "waiting for the model since" in stderr and "HTTP 502" in stderr
