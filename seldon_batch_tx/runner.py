@@ -142,7 +142,11 @@ class OneBatchService(service.Service):
         config = self._config
         if config.wait_ready > 0:
             self.stats.reason = f"waiting up to {config.wait_ready:g} s for the model to be ready"
-        reason = await wait_ready(config, self._reactor, config.wait_ready, stopped=lambda: self._stopping)
+        try:
+            reason = await wait_ready(config, self._reactor, config.wait_ready, stopped=lambda: self._stopping)
+        except Exception:  # noqa: BLE001 - a bug in the check must not hold the run: its requests will tell
+            log.failure("batch {batch_id}: the readiness check failed; sending anyway", batch_id=config.batch_id)
+            reason = None
         self.stats.reason = None
         if reason is None:
             return None

@@ -120,3 +120,31 @@ def test_v2_grpc_readiness_through_the_grpc_transport(tmp_path: Path) -> None:
     assert not (tmp_path / "in.out.txt").exists()
     assert ok.returncode == 0, ok.stderr
     assert "40 succeeded, 0 failed" in ok.stdout
+
+
+def test_through_a_gateway_a_missing_model_is_its_502(tmp_path: Path) -> None:
+    """istio-style gateway (nginx) to the real microservice: ready when the model is there; with nothing
+    behind the gateway its 502 is "not ready" (exit 4, nothing written), though the gateway itself answers."""
+    from tests.servers import NginxGateway
+
+    http, grpc, metrics = free_ports(3)
+    with NginxGateway(f"127.0.0.1:{http}", "ns", "dep") as gateway:
+        base = ["-d", "dep", "-n", "ns", "-g", "istio", "-h", gateway.host, "-i", str(infile(tmp_path))]
+        down = run_ours([*base, "-o", str(tmp_path / "down.txt")])
+        with SeldonServer("EchoModel", http_port=http, grpc_port=grpc, metrics_port=metrics):
+            up = run_ours([*base, "-o", str(tmp_path / "up.txt")])
+    assert_unreachable(down, "HTTP 502", "/seldon/ns/dep/")
+    assert not (tmp_path / "down.txt").exists()
+    assert up.returncode == 0, up.stderr
+    assert "40 succeeded, 0 failed" in up.stdout
+
+
+def test_grpc_resolver_targets_are_left_to_grpc(tmp_path: Path) -> None:
+    """``ipv4:`` lists and ``dns:///`` targets are not host:port: the check leaves them to gRPC and the run goes."""
+    with SeldonServer("EchoModel") as server:
+        port = server.grpc_port
+        for host in (f"ipv4:127.0.0.1:{port}", f"dns:///localhost:{port}"):
+            proc = run_ours(["-d", "echo", "-g", "seldon", "-t", "grpc", "-h", host, "-i", str(infile(tmp_path)),
+                             "-o", str(tmp_path / "out.txt")], timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            assert "40 succeeded, 0 failed" in proc.stdout

@@ -30,6 +30,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
+from ..checks import grpc_scheme
 from ..config import BatchConfig
 from ..protocols.base import gateway_prefix
 from ..transports.http import tls_policy
@@ -144,7 +145,13 @@ async def _get_with(config: BatchConfig, reactor: Any, path: str, agent: Any) ->
 
 
 async def probe(config: BatchConfig, reactor: Any) -> str | None:
-    """``None`` when the model is ready, else one line: what was asked, of which host and port, and why not."""
+    """``None`` when the model is ready, else one line: what was asked, of which host and port, and why not.
+
+    A gRPC resolver target (``dns:///``, ``ipv4:``/``ipv6:`` lists) is resolved by gRPC itself: no
+    connection of ours first, only the V2 readiness calls (which go through the gRPC transport).
+    """
+    if config.transport == "grpc" and grpc_scheme(config.host) is not None:
+        return await _grpc_ready(config, reactor, config.host) if config.protocol == "v2" else None
     host, port = where(config)
     at = f"{host}:{port}"
     try:
