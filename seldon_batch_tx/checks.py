@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from twisted.python import usage
 
+from .redaction import show_path
+
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "off"})
 #: Largest secret file read (a token is a few hundred bytes; a bigger file is a wrong path).
@@ -32,7 +34,9 @@ def shown(value: str) -> str:
     """``value`` as it may appear in a one-line message: as is when plain, else escaped; long ones cut.
 
     ``repr`` escapes CR, LF, NUL and every other non-printable character, so the message stays one line.
+    A URL is shown without its user part and query (:func:`.redaction.show_path`).
     """
+    value = show_path(value)
     cut = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS]
     plain = cut and cut.isprintable() and not any(c.isspace() or c in "'\"" for c in cut)
     text = cut if plain else repr(cut)
@@ -119,13 +123,6 @@ def linger(value: str) -> float | None:
     if value.strip().lower() in ("forever", "inf", "infinity"):
         return math.inf
     return optional_positive(value)
-
-
-def seconds_or_none(value: str) -> float | None:
-    """Seconds (0 allowed), or ``none``/``forever`` for no limit."""
-    if value.strip().lower() in ("none", "forever", "inf", "infinity"):
-        return None
-    return non_negative(value)
 
 
 def optional_int(value: str) -> int | None:

@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from twisted.internet import task
 
-    from .logs import start_logging
+    from .logs import hide_in_logs, start_logging
+    from .redaction import Secrets
 
+    hide_in_logs(Secrets.of(config))
     start_logging(config.log_level)
     tune_gc()
     task.react(_run, (config,))

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from .checks import host_transport_problem, shown
+from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
 
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")
@@ -87,6 +88,8 @@ class BatchConfig:
     max_response_bytes: int = 64 * MIB
     #: Largest input line accepted; past it the line is skipped to its newline: input_too_large.
     max_line_bytes: int = 64 * MIB
+    #: Input bytes all units in flight may hold together (a unit waits for room; one alone always runs).
+    max_bytes_in_flight: int = 1024 * MIB
     #: gRPC channels (connections) a run spreads its calls over; None: chosen from ``workers``.
     grpc_channels: int | None = None
     #: A connection is retired (never failing a request) after this many seconds (jittered) / requests.
@@ -115,6 +118,11 @@ class BatchConfig:
         problem = host_transport_problem(self.host, self.transport)
         if problem:
             raise ValueError(f"host {shown(self.host)}: {problem}")
+        problem = grpc_metadata_problem(self.headers, self.call_credentials_token) \
+            if self.transport == "grpc" else None
+        problem = problem or grpc_resolver_problem(self.host)
+        if problem:
+            raise ValueError(problem)
 
     def replace(self, **changes: Any) -> BatchConfig:
         """A copy with some settings changed (per-file overrides in the daemon)."""

@@ -2,7 +2,8 @@
 
 txaio's loggers replace the methods below the current level with no-ops, so a debug call on
 the per-request path costs nothing when debug is off (no formatting, no event dict). Events go
-through ``twisted.logger`` to stderr; stdout stays free for the summary.
+through ``twisted.logger`` to stderr; stdout stays free for the summary. The run's credentials
+(:func:`hide_in_logs`) are replaced in every line, debug lines quoting a server's answer included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from .redaction import Secrets
+
 txaio.use_twisted()
+
+#: Credentials no log line may show (:func:`hide_in_logs`); empty: nothing is searched.
+_hidden = Secrets()
+
+
+def hide_in_logs(secrets: Secrets) -> None:
+    """From now on, replace ``secrets`` in every line :func:`start_logging` writes."""
+    global _hidden
+    _hidden = secrets
 
 
 class _AroundBars:
@@ -31,6 +43,8 @@ class _AroundBars:
         self._out = out
 
     def write(self, text: str) -> int:
+        if _hidden:
+            text = _hidden.text(text)
         with tqdm.external_write_mode(file=self._out):
             return self._out.write(text)
 

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
+from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, outage_seconds, seconds
 from .checks import (
     at_least,
     ca_file_problem,
@@ -24,16 +25,11 @@ from .checks import (
     header_pairs,
     host_port,
     host_transport_problem,
-    linger,
     name_segment,
-    non_negative,
     option_error,
     optional_int,
-    optional_positive,
     path,
-    positive,
     read_secret_file,
-    seconds_or_none,
     secret_token,
     shown,
     text,
@@ -52,6 +48,7 @@ from .config import (
     BatchConfig,
 )
 from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
+from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
 from .storage.paths import STDIO, is_remote, is_stdio
 
 __all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_output_path", "normalise_flags",
@@ -92,7 +89,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("workers", "w", 1, f"The number of requests in flight at once (at most {MAX_WORKERS:,})",
            at_least(1, MAX_WORKERS)),
     Option("retries", "r", 3, "How many times a failed request is retried (connection errors, timeouts, 429, "
-           "5xx) before its lines are written as errors", at_least(0)),
+           "5xx) before its lines are written as errors (at most 100)", count("retries")),
     Option("input-data-path", "i", "/assets/input-data.txt", "The input, one JSON value per line: a local "
            "path, an s3:// (or other fsspec) URL, or - for standard input", path),
     Option("output-data-path", "o", None, "The output: a local path, an s3:// (or other fsspec) URL (staged "
@@ -105,8 +102,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch-id", "u", None, "Unique batch ID to identify all datapoints processed in this batch "
            "[default: generated]", text),
     Option("batch-size", "s", 1, "How many input lines are sent in one request (mini-batching of data "
-           "arrays); each line still gets its own output line", at_least(1)),
-    Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker", non_negative),
+           "arrays); each line still gets its own output line (at most 10,000)", count("batch-size")),
+    Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker (at most 60)",
+           seconds("batch-interval")),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
            None),
@@ -116,7 +114,7 @@ OPTIONS: tuple[Option, ...] = (
            secret_token),
     Option("call-credentials-token-file", None, None, "Read --call-credentials-token from this file (e.g. a "
            "mounted Kubernetes secret): its content without one trailing newline, read once at start", path),
-    Option("timeout", None, 30.0, "Seconds to wait for one response", positive),
+    Option("timeout", None, 30.0, "Seconds to wait for one response (0.01 to 3600)", seconds("timeout")),
     Option("max-failures", None, None, "Stop early, with a non-zero exit, once this many lines failed",
            optional_int),
     Option("shard-index", None, 0, "Process only the lines with batch_index % SHARD_COUNT == SHARD_INDEX "
@@ -131,22 +129,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("ordered", None, False, "Write output lines in input order (a bounded reorder buffer: reading "
            "waits while an early line is still pending)", None),
     Option("fsync-interval", None, None, "Also fsync the output file at most every this many seconds (whole "
-           "lines are written to the OS every second regardless) [default: never]", optional_positive),
+           "lines are written to the OS every second regardless; 0.1 to 3600) [default: never]",
+           optional_seconds("fsync-interval")),
     Option("drain-timeout", None, 30.0, "On SIGTERM/SIGINT, seconds requests in flight may take to finish "
-           "before they are abandoned (a --resume redoes them)", non_negative),
+           "before they are abandoned (a --resume redoes them; at most 3600)", seconds("drain-timeout")),
     Option("max-response-bytes", None, 64 * MIB, "Largest answer accepted, in bytes (REST body, gRPC message); "
-           "a larger one is that line's error (response_too_large) and its connection is dropped", at_least(1)),
+           "a larger one is that line's error (response_too_large) and its connection is dropped (at most 1 GiB)",
+           count("max-response-bytes")),
     Option("max-line-bytes", None, 64 * MIB, "Largest input line accepted, in bytes; a longer one is skipped "
-           "to its newline without being held in memory and gets an error line (input_too_large)", at_least(1)),
+           "to its newline without being held in memory and gets an error line (input_too_large; at most 1 GiB)",
+           count("max-line-bytes")),
+    Option("max-bytes-in-flight", None, 1024 * MIB, "Input bytes all requests in flight may hold together "
+           "(workers x batch size x line size); a request that does not fit waits for others to finish, one alone "
+           "always runs (1 MiB to 64 GiB)", count("max-bytes-in-flight")),
     Option("grpc-channels", None, None, "gRPC channels (each its own connection) the calls are spread over, so "
-           "every replica behind the address gets work [default: twice --workers, 8 to 64]", optional_int),
+           "every replica behind the address gets work (at most 1,024) [default: twice --workers, 8 to 64]",
+           optional_count("grpc-channels")),
     Option("connection-max-age", None, 5.0, "Retire a connection (REST or gRPC) after this many seconds, with "
-           "jitter, so replicas added by an autoscaler get work; requests are never failed by it ('none': never)",
-           optional_positive),
+           "jitter, so replicas added by an autoscaler get work; requests are never failed by it ('none': never; "
+           "0.1 to 86400)", optional_seconds("connection-max-age")),
     Option("connection-max-requests", None, None, "Also retire a connection after this many requests "
            "[default: no limit]", optional_int),
     Option("max-rate", None, None, "At most this many requests per second for the whole run, evenly spaced "
-           "[default: no limit]", optional_positive),
+           "(0.01 to 1,000,000) [default: no limit]", optional_rate("max-rate")),
     Option("adaptive", None, False, "Adapt the requests in flight (at most --workers) to the model: back off on "
            "429/503/UNAVAILABLE/RESOURCE_EXHAUSTED and timeouts, grow again on success", None),
     Option("storage-options", None, None, "fsspec storage options as JSON for s3:// (and other fsspec) paths, "
@@ -154,14 +159,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("staging-dir", None, None, "Local directory where an output for object storage is written before "
            "it is uploaded (and resumed from) [default: $TMPDIR/seldon-batch-staging]", path),
     Option("dashboard-linger", None, None, "Keep the --dashboard up this many seconds after the batch ends "
-           "('forever': until Ctrl-C)", linger),
+           "('forever': until Ctrl-C; else at most 7 days)", linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
     Option("wait-ready", None, 0.0, "Seconds to wait for the model to be reachable and ready before the first "
-           "line [default: 0, check once: an unreachable model is one line and exit 4]", non_negative),
+           "line [default: 0, check once: an unreachable model is one line and exit 4; at most 86400]",
+           seconds("wait-ready")),
     Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
-           "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing)",
-           seconds_or_none),
+           "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing; at most 604800)",
+           outage_seconds),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )
@@ -258,6 +264,13 @@ class ProcessorOptions(usage.Options):
                              "their lines with the same batch id")
         self._check_protocol()
         problem = host_transport_problem(self["host"], self["transport"])
+        if problem:
+            raise self.error("host", self["host"], problem)
+        problem = grpc_metadata_problem(self["header"], self["call-credentials-token"]) \
+            if self["transport"] == "grpc" else None
+        if problem:
+            raise self.error("header", None, problem)
+        problem = grpc_resolver_problem(self["host"])
         if problem:
             raise self.error("host", self["host"], problem)
         if self.needs_input:

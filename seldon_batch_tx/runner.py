@@ -27,6 +27,7 @@ from .config import BatchConfig
 from .dashboard.registry import BatchEntry, BatchRegistry
 from .exits import EXIT_FAILED_LINES, EXIT_UNREACHABLE, EXIT_USAGE
 from .pipeline.stats import BatchStats
+from .redaction import batch_name, is_url
 
 if TYPE_CHECKING:
     from .pipeline.summary import Summary
@@ -68,6 +69,14 @@ def ran(summary: Summary, config: BatchConfig) -> Outcome:
     return Outcome(summary.exit_code, summary.text(), benchmark)
 
 
+def downloadable(output: str) -> str | None:
+    """The output file the dashboard may offer: a local file by its absolute path; none for ``-o -``
+    (never a file named ``-`` in the working directory) nor for a URL (staged, then uploaded)."""
+    if output == "-" or is_url(output):
+        return None
+    return os.path.abspath(output)
+
+
 class OneBatchService(service.Service):
     """Runs one input file; :meth:`when_finished` tells how it ended. Stopping it stops the batch
     (requests in flight get ``--drain-timeout``) and waits for the output to be closed."""
@@ -77,7 +86,7 @@ class OneBatchService(service.Service):
         self._reactor = reactor
         self._registry = registry
         #: The batch's counters, there from the start for the progress bar (the batch fills them).
-        self.stats = BatchStats(config.batch_id, os.path.basename(config.input_data_path))
+        self.stats = BatchStats(config.batch_id, batch_name(config.input_data_path))
         self._batch: Any = None
         self._stopping = False
         self._outcome: Outcome | None = None
@@ -108,7 +117,7 @@ class OneBatchService(service.Service):
             self._finish(Outcome(EXIT_FAILED_LINES))
             return
         entry = self._registry.add(self.stats, config=config, source=config.input_data_path,
-                                   output=config.output_data_path)
+                                   output=downloadable(config.output_data_path))
         Deferred.fromCoroutine(self._run(entry))
 
     async def _run(self, entry: BatchEntry) -> None:

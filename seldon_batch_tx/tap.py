@@ -28,7 +28,8 @@ from twisted.application import service
 from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
 
-from .checks import at_least, path, positive, secret_token
+from .bounds import seconds
+from .checks import at_least, path, secret_token
 from .dashboard.registry import BatchRegistry
 from .dashboard.security import DEFAULT_ENDPOINT, TOKEN_ENV, check_endpoint
 from .exits import EXIT_USAGE
@@ -58,7 +59,11 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
            f"TOKEN' or ?token=TOKEN) [default: ${TOKEN_ENV}]", secret_token),
     Option("dashboard-token-file", None, None, "Read --dashboard-token from this file (e.g. a mounted "
            "Kubernetes secret): its content without one trailing newline, read once at start", path),
-    Option("poll-interval", None, 1.0, "Seconds between two scans of the watch directory", positive),
+    Option("poll-interval", None, 1.0, "Seconds between two scans of the watch directory (0.05 to 3600)",
+           seconds("poll-interval")),
+    Option("file-time-slice", None, 600.0, "Seconds a file may run while other files wait; then it yields its "
+           "turn (its output so far is kept) and resumes after them, so no file blocks the ones behind it "
+           "(1 to 86400)", seconds("file-time-slice")),
     Option("concurrent-batches", None, 1, "How many files of the watch directory run at once", at_least(1, 1000)),
     Option("sidecar-allow", None, None, "Comma-separated per-file options a sidecar NAME.json may set beyond the "
            "safe ones, e.g. host,header (where data, headers and credentials go is otherwise the daemon's) "
@@ -181,7 +186,8 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
         # the daemon waits through an outage however long: a file never goes to failed/ for one (issue 19)
         config = config.replace(outage_timeout=None) if config.outage_timeout else config
         work = WatchDirService(options["watch-dir"], config, reactor, registry, poll_interval=options["poll-interval"],
-                               concurrent=options["concurrent-batches"], sidecar_allow=options["sidecar-allow"])
+                               concurrent=options["concurrent-batches"], sidecar_allow=options["sidecar-allow"],
+                               time_slice=options["file-time-slice"])
     else:
         work = OneBatchService(config, reactor, registry)
         work.when_finished().addCallback(report_and_stop, reactor)

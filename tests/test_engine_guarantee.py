@@ -184,14 +184,14 @@ def test_an_answer_the_writer_cannot_encode_becomes_an_error_line(tmp_path: Path
 
 
 def test_own_tags_that_cannot_be_written_still_give_an_error_line(tmp_path: Path) -> None:
-    """A raw line's own tags (kept in its error line) holding a lone surrogate: the error line
-    is written again without them."""
+    """A raw line's own tags holding a lone surrogate: the line is never sent (issue 25: it is its
+    input_error, not a server's 400), and its error line is written."""
     line = b'{"data": {"ndarray": [1]}, "meta": {"tags": {"who": "\\ud800"}}}'
     run, clock = make(tmp_path, [line], Scripted(lambda body: fail(RequestFailed("http_400", "HTTP 400", code=400))),
                       data_type="raw")
     summary = finish(run, clock)
     out = output(tmp_path)[0]
-    assert out["status"]["info"] == "http_400" and "could not be written" in out["status"]["reason"]
+    assert out["status"]["info"] == "input_error" and "lone surrogate" in out["status"]["reason"]
     assert summary.failed == 1 and summary.exit_code == EXIT_FAILED_LINES
 
 

@@ -38,7 +38,8 @@ BAD: dict[str, str] = {
     "max-line-bytes": "1_000", "grpc-channels": "1.5", "connection-max-age": "-1", "connection-max-requests": "-3",
     "max-rate": "fast", "storage-options": "", "staging-dir": "", "dashboard-linger": "later", "dashboard": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",
-    "concurrent-batches": "0", "sidecar-allow": "bogus",
+    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5",
+    "max-bytes-in-flight": "1",
 }
 COMMAND = [o for o in DAEMON_TABLE if o.name in {p.name for p in cli.ProcessorOptions.table}]
 

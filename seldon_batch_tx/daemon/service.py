@@ -41,6 +41,7 @@ from .filing import file_away, file_failed, file_finished
 from .inputs import check_fd, is_candidate
 from .layout import READY, WatchDir
 from .sidecars import check_sidecar_allow
+from .turns import Turns
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -54,7 +55,7 @@ class WatchDirService(service.Service):
     def __init__(self, directory: str, base: BatchConfig, reactor: Any, registry: BatchRegistry, *,
                  poll_interval: float = 1.0, concurrent: int = 1, stop_grace: float | None = None,
                  transport_factory: TransportFactory | None = None, use_inotify: bool = True,
-                 sidecar_allow: frozenset[str] = frozenset()) -> None:
+                 sidecar_allow: frozenset[str] = frozenset(), time_slice: float = 600.0) -> None:
         self.dirs = WatchDir.at(directory)
         self.directory = self.dirs.directory
         self._base = base
@@ -82,6 +83,7 @@ class WatchDirService(service.Service):
         #: scan step -> the error it last logged, so a lasting fault is logged once.
         self._scan_errors: dict[str, str] = {}
         self.polls = 0
+        self._turns = Turns(time_slice, reactor, stop_grace)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -263,10 +265,10 @@ class WatchDirService(service.Service):
                 taken.add(job.name)
 
     def _start_queued(self) -> None:
+        self._turns.take(self._running.values(), bool(self._waiting or self._orphans), self._concurrent)
         while not self._stopping and len(self._running) < self._concurrent:
-            if self._orphans:
-                job: Job | None = self._orphans.pop(0)
-            elif self._waiting:
+            job: Job | None = self._turns.next_orphan(self._orphans, bool(self._waiting))
+            if job is None and self._waiting:
                 name = next(iter(self._waiting))
                 entry = self._waiting.pop(name)
                 try:
@@ -275,7 +277,7 @@ class WatchDirService(service.Service):
                     log.failure("claiming {name} failed", name=shown(name))
                     self._reject(self.dirs.incoming, name, f"cannot claim the file: {type(e).__name__}: {e}", entry)
                     job = None
-            else:
+            elif job is None:
                 return
             if job is not None:
                 self._launch(job)
@@ -333,6 +335,7 @@ class WatchDirService(service.Service):
 
     def _launch(self, job: Job) -> None:
         self._running[job.name] = job
+        self._turns.begin(job)
         d = Deferred.fromCoroutine(self._process(job))
         d.addErrback(self._crashed, job)
         d.addBoth(self._ended, job)
@@ -345,6 +348,7 @@ class WatchDirService(service.Service):
 
     def _ended(self, _: Any, job: Job) -> None:
         self._running.pop(job.name, None)
+        self._turns.end(job)
         with contextlib.suppress(OSError):
             os.close(job.fd)
         if not job.settled and not job.kept and job.st is not None:
@@ -363,8 +367,7 @@ class WatchDirService(service.Service):
         if config.batch_id != stats.batch_id:
             self._registry.remove(stats.batch_id)
             stats.batch_id = config.batch_id
-            self._registry.add(stats, config=config, source=entry.source)
-            entry = job.entry = self._registry.get(config.batch_id) or entry
+            entry = job.entry = self._registry.add(stats, config=config, source=entry.source)
         check_fd(job.fd)
         entry.config, entry.output = config, config.output_data_path
         mode = stat.S_IMODE(job.st.st_mode) if job.st is not None else 0o600
@@ -393,4 +396,4 @@ class WatchDirService(service.Service):
             file_failed(self.dirs, job, f"{type(e).__name__}: {e}")
             return
         job.entry.finish(self._reactor.seconds(), summary)
-        file_finished(self.dirs, job, summary, stopping=self._stopping)
+        file_finished(self.dirs, job, summary, stopping=self._stopping or self._turns.yielding(job))

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from ..pipeline.stats import LATENCY_BUCKETS
 from .registry import BatchEntry, BatchRegistry, Totals
-from .security import display_text, public_id, redact
+from .security import display_text, redact
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "seldon_batch"
@@ -138,8 +138,8 @@ def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
     for state, count in sorted(registry.counts_by_state().items()):
         out.sample(f"{p}_batches", count, {"state": state})
 
-    entries = [(e, {"batch_id": redact(public_id(e.batch_id), hidden), "name": redact(e.stats.name, hidden)})
-               for e in registry.entries()]
+    entries = [(e, {"batch_id": redact(e.public_key, hidden), "name": redact(e.stats.name, hidden)})
+               for e in registry.listed()]  # per-batch series: the listed batches only (bounded)
     out.family(f"{p}_batch_lines_done", "gauge", "Lines done (succeeded or failed) of one batch.")
     for e, ids in entries:
         out.sample(f"{p}_batch_lines_done", e.stats.done, ids)

@@ -3,7 +3,10 @@
 The daemon's watch directory and the one-batch runner (:mod:`..runner`) add batches here; the
 dashboard only reads. The engine samples each running batch's rate (its stats' ``samples`` give
 "rate now", the ETA and the throughput chart). Finished batches beyond ``keep`` are dropped, oldest
-first, but their counts stay in the process-wide totals so /metrics counters never go down.
+first (when one is added and before every read, so the bound holds once they finish too), but their
+counts stay in the process-wide totals so /metrics counters never go down. Each entry has a key of
+its own (two batches given the same ``batch-id`` get ``ID`` and ``ID~2``), so none replaces another.
+Pages, the API and per-batch metrics list at most :data:`DEFAULT_LIMIT` batches (:meth:`listed`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..config import BatchConfig
 from ..pipeline.stats import LATENCY_BUCKETS, BatchStats
+from ..redaction import show_path
 from .figures import SPARK_POINTS, chart, latency_percentiles, timing
 from .security import config_secrets, public_id
 
@@ -24,6 +28,11 @@ if TYPE_CHECKING:
     from ..pipeline.summary import Summary
 
 FINISHED_STATES = frozenset({"done", "failed", "stopped"})
+#: Batches a page, ``/api/batches`` and the per-batch /metrics series list by default (every running
+#: one, then the newest); ``/api/batches?limit=N&offset=K`` pages through the rest.
+DEFAULT_LIMIT = 100
+#: The largest ``limit`` the API accepts.
+MAX_LIMIT = 1000
 
 
 @attrs.define
@@ -41,14 +50,21 @@ class BatchEntry:
     summary: dict[str, Any] | None = None
     #: The summary file the daemon wrote for this batch (``done/NAME.summary.json``), if any.
     summary_file: str | None = None
+    #: The registry's key: the batch id, made unique (``ID~2``...) if another listed batch has it.
+    key: str = ""
 
     @property
     def batch_id(self) -> str:
         return self.stats.batch_id
 
+    @property
+    def public_key(self) -> str:
+        """The id the dashboard shows and links to (:func:`.security.public_id` of :attr:`key`)."""
+        return public_id(self.key or self.batch_id)
+
     def summary_json(self, now: float) -> dict[str, Any]:
         data = self.stats.snapshot(now)
-        data["id"] = public_id(self.batch_id)  # raw ids may be neither text nor a path segment
+        data["id"] = self.public_key  # raw ids may be neither text nor a path segment
         data["created"] = self.created
         data["benchmark"] = self.benchmark
         data["spark"] = chart(self.stats, now, SPARK_POINTS)
@@ -88,8 +104,8 @@ class BatchEntry:
         stats = self.stats
         data["latest_errors"] = list(stats.latest_errors)
         data["chart"] = chart(stats, now)
-        data["source"] = self.source
-        data["output"] = self.output
+        data["source"] = show_path(self.source) if self.source else self.source
+        data["output"] = show_path(self.output) if self.output else self.output
         data["deployment"] = self.config.deployment_name if self.config else None
         data["latency_buckets"] = list(LATENCY_BUCKETS)
         data["latency_counts"] = list(stats.latency_counts)
@@ -174,41 +190,64 @@ class BatchRegistry:
 
     def add(self, stats: BatchStats, *, config: BatchConfig | None = None, source: str | None = None,
             output: str | None = None) -> BatchEntry:
-        entry = BatchEntry(stats, config, source, output, created=self._clock.seconds())
-        self._entries[stats.batch_id] = entry
+        """A new entry for ``stats`` (the same stats added again replace their own entry only)."""
+        key = stats.batch_id
+        if key in self._entries and self._entries[key].stats is not stats:
+            n = 2
+            while f"{key}~{n}" in self._entries:
+                n += 1
+            key = f"{key}~{n}"
+        entry = BatchEntry(stats, config, source, output, created=self._clock.seconds(), key=key)
+        self._entries[key] = entry
         self._trim()
         return entry
 
-    def remove(self, batch_id: str) -> None:
-        """Forget a batch that never ran here (another daemon claimed its file)."""
-        self._entries.pop(batch_id, None)
+    def remove(self, key: str) -> None:
+        """Forget a batch that never ran here (another daemon claimed its file); a finished one's
+        counts stay in the totals."""
+        entry = self._entries.pop(key, None)
+        if entry is not None and entry.stats.state in FINISHED_STATES:
+            self.retired.add(entry.stats)
 
     def _trim(self) -> None:
         finished = [e for e in self._entries.values() if e.stats.state in FINISHED_STATES]
         for entry in finished[: max(len(finished) - self._keep, 0)]:
             self.retired.add(entry.stats)
-            del self._entries[entry.batch_id]
+            del self._entries[entry.key]
 
     # -- readers (dashboard) -------------------------------------------------------------
 
-    def get(self, batch_id: str) -> BatchEntry | None:
-        return self._entries.get(batch_id)
+    def get(self, key: str) -> BatchEntry | None:
+        return self._entries.get(key)
 
     def find(self, key: str) -> BatchEntry | None:
-        """The batch a dashboard URL names: by its id, else by its :func:`public_id`."""
+        """The batch a dashboard URL names: by its key, else by its public id."""
         entry = self._entries.get(key)
         if entry is not None:
             return entry
-        return next((e for e in self._entries.values() if public_id(e.batch_id) == key), None)
+        return next((e for e in self._entries.values() if e.public_key == key), None)
 
     def secrets(self) -> set[str]:
         """Every credential in the listed batches' configs, to redact from anything shown."""
         return {s for e in self._entries.values() for s in config_secrets(e.config)}
 
     def entries(self) -> list[BatchEntry]:
+        """Every batch kept (finished ones beyond ``keep`` retired first), oldest first."""
+        self._trim()
         return list(self._entries.values())
+
+    def listed(self, limit: int = DEFAULT_LIMIT, offset: int = 0) -> list[BatchEntry]:
+        """At most ``limit`` batches, oldest first: the newest after skipping ``offset`` newest, and
+        with ``offset`` 0 every running batch too (taking places from the oldest of the others)."""
+        entries = self.entries()
+        end = max(len(entries) - max(offset, 0), 0)
+        window = entries[max(end - limit, 0):end]
+        if offset > 0 or limit <= 0:
+            return window
+        running = [e for e in entries[: max(end - limit, 0)] if e.stats.state == "running"][:limit]
+        return running + window[len(running):]
 
     def counts_by_state(self) -> dict[str, int]:
         counts: Counter[str] = Counter({s: 0 for s in ("queued", "running", "done", "failed", "stopped")})
-        counts.update(e.stats.state for e in self._entries.values())
+        counts.update(e.stats.state for e in self.entries())
         return dict(counts)

@@ -10,7 +10,7 @@ What leaves: everything shown or exported goes through :func:`clean` first. File
 os.listdir (undecodable bytes arrive as lone surrogates U+DC80-U+DCFF) and batch ids from sidecar
 JSON (any lone surrogate, quotes, newlines, any length); such text cannot be encoded as UTF-8, and
 a server may echo a credential into an error reason. :func:`clean` makes text valid and bounded and
-redacts the dashboard token, ``--call-credentials-token`` and credential-like ``--header`` values.
+redacts the dashboard token and every batch's credentials (the rule is :mod:`..redaction`'s).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
-from ..config import BatchConfig
+from ..redaction import MIN_SECRET, REDACTED, config_secrets, redact
+
+__all__ = ["MIN_SECRET", "REDACTED", "clean", "config_secrets", "display_text", "public_id", "redact"]
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -44,12 +46,6 @@ SECURITY_HEADERS = {
 MAX_TEXT = 4096
 #: Longest batch id the dashboard uses in links, the API and metric labels (longer: cut + hash).
 MAX_ID = 200
-REDACTED = "[redacted]"
-#: Header names whose values are credentials (matched as lower-case substrings).
-_SECRET_HEADER_PARTS = ("auth", "token", "key", "secret", "password", "passwd", "cookie", "credential",
-                        "session", "signature")
-#: Shorter secrets are not searched for: redacting every "ab" would mangle the page, not protect it.
-MIN_SECRET = 4
 
 
 # -- where it listens -------------------------------------------------------------------
@@ -192,28 +188,6 @@ def public_id(batch_id: str) -> str:
     digest = hashlib.sha256(batch_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     head = "".join(c if c.isprintable() else "?" for c in batch_id[: MAX_ID - len(digest) - 1])
     return f"{head}~{digest}"
-
-
-def config_secrets(config: BatchConfig | None) -> list[str]:
-    """Values in ``config`` that are credentials: the call token and credential-like headers."""
-    if config is None:
-        return []
-    found = [config.call_credentials_token or ""]
-    for name, value in config.headers:
-        if any(part in name.lower() for part in _SECRET_HEADER_PARTS):
-            found.append(value.strip())
-            scheme, _, credential = value.strip().partition(" ")
-            if credential and scheme.isalpha():  # "Bearer X", "Basic X": X alone is the secret too
-                found.append(credential.strip())
-    return [s for s in found if len(s) >= MIN_SECRET]
-
-
-def redact(value: str, secrets: Iterable[str]) -> str:
-    """``value`` with every occurrence of a secret replaced (longest first, so none leaks in part)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= MIN_SECRET and secret in value:
-            value = value.replace(secret, REDACTED)
-    return value
 
 
 def clean(value: Any, secrets: Iterable[str] = ()) -> Any:

@@ -33,10 +33,11 @@ from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from .channel import DashboardSite
 from .downloads import KINDS, Download
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
-from .registry import BatchRegistry
+from .registry import DEFAULT_LIMIT, MAX_LIMIT, BatchRegistry
 from .security import SECURITY_HEADERS, clean, host_allowed, token_ok
 
 txaio.use_twisted()
@@ -134,8 +135,9 @@ class IndexPage(Page):
     def context(self) -> dict[str, Any]:
         registry = self.views.registry
         now = registry.now()
-        return {"base": "", "batches": [e.summary_json(now) for e in registry.entries()],
-                "counts": registry.counts_by_state()}
+        listed = registry.listed()
+        return {"base": "", "batches": [e.summary_json(now) for e in listed],
+                "counts": registry.counts_by_state(), "total": len(registry.entries())}
 
 
 class BatchPage(Page):
@@ -183,10 +185,24 @@ class ApiBatches(View):
         return ApiBatch(self.views, _segment(path, request))
 
     def render_GET(self, request: Request) -> bytes:
+        """``?limit=N`` (1 to MAX_LIMIT) and ``?offset=K`` (skip the K newest) page the list."""
         registry = self.views.registry
         now = registry.now()
+        try:
+            limit, offset = _int_arg(request, b"limit", DEFAULT_LIMIT), _int_arg(request, b"offset", 0)
+        except ValueError:
+            return self.views.json(request, {"error": f"limit must be 1 to {MAX_LIMIT}, offset 0 or more"}, 400)
+        if not 1 <= limit <= MAX_LIMIT or offset < 0:
+            return self.views.json(request, {"error": f"limit must be 1 to {MAX_LIMIT}, offset 0 or more"}, 400)
+        listed = registry.listed(limit, offset)
         return self.views.json(request, {"now": now, "counts": registry.counts_by_state(),
-                                         "batches": [e.summary_json(now) for e in registry.entries()]})
+                                         "total": len(registry.entries()), "limit": limit, "offset": offset,
+                                         "batches": [e.summary_json(now) for e in listed]})
+
+
+def _int_arg(request: Request, name: bytes, default: int) -> int:
+    values = (request.args or {}).get(name)
+    return int(values[0][:12]) if values else default
 
 
 class DownloadRoutes(View):
@@ -306,16 +322,9 @@ class DashboardRoot(Resource):
         return super().getChildWithDefault(path, request)  # type: ignore[no-any-return]
 
 
-class QuietSite(Site):
-    """No access log line per request: the page polls every second."""
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 def make_site(registry: BatchRegistry, *, token: str | None = None, secrets: Collection[str] = ()) -> Site:
     """The dashboard site; ``secrets`` (e.g. the daemon's own credentials) are never shown."""
-    site = QuietSite(DashboardRoot(registry, token=token, secrets=secrets))
+    site = DashboardSite(DashboardRoot(registry, token=token, secrets=secrets))
     site.noisy = False
     site.displayTracebacks = False
     return site

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 import txaio
 
+from ..redaction import Secrets
 from ..strict_json import compact_encoder
 
 txaio.use_twisted()
@@ -232,10 +233,17 @@ class LineBuffer:
         self._max_buffered = max_buffered
         self.closed = False
         self.lines_written = 0
+        #: The run's credentials, replaced in every line (:mod:`..redaction`); empty: no search at all.
+        self.secrets = Secrets()
 
     def write(self, record: dict[str, Any]) -> None:
-        """Queue one output line; written out at the next flush (or when the buffer is full)."""
+        """Queue one output line; written out at the next flush (or when the buffer is full).
+
+        A line quoting a credential is written redacted; :class:`.SecretInAnswer` (a ValueError)
+        when it cannot be, so the engine writes that line's error instead."""
         data = (self._encode(record) + "\n").encode("utf-8")
+        if self.secrets:
+            data = self.secrets.line(data)
         self._buffer.append(data)
         self._buffered += len(data)
         self.lines_written += 1

@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall, deferLater
 
 from ..config import BatchConfig
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
+from ..redaction import Secrets
 from ..transports.base import RequestFailed, Transport
 from .outage import SPARE, Outage, is_outage
 from .pacing import Pacing, Permit, outcome_of
@@ -38,6 +39,12 @@ WATCHDOG_INTERVAL = 1.0
 #: Overload answers per request that, under ``--adaptive``, do not count against ``--retries``:
 #: enough to ride out the limit settling, bounded so a model that always refuses still ends.
 OVERLOAD_SPARE = 20
+#: Longest ``Retry-After`` honoured before a retry (one that spends ``--retries``). A server asking for
+#: longer is not shedding load for a moment: its refusal is never an ``--adaptive`` spare try.
+MAX_RETRY_AFTER = 60.0
+#: Longest ``Retry-After`` honoured before an ``--adaptive`` spare try (the limiter backs off already):
+#: with ``-r 0`` a line waits at most OVERLOAD_SPARE x 10 s between its tries.
+SPARE_RETRY_AFTER = 10.0
 
 
 def watchdog_seconds(timeout: float) -> float:
@@ -47,12 +54,18 @@ def watchdog_seconds(timeout: float) -> float:
 
 
 def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1, cap: float = 10.0,
-                  rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
-    """Full-jitter exponential backoff; a server's Retry-After wins when it asks for longer."""
+                  rng: random.Random = random._inst,  # type: ignore[attr-defined]
+                  most: float = MAX_RETRY_AFTER) -> float:
+    """Full-jitter exponential backoff; a server's Retry-After wins when it asks for longer (up to ``most``)."""
     delay = rng.uniform(0, min(cap, base * (2 ** attempt)))
     if retry_after is not None:
-        delay = max(delay, min(retry_after, 60.0))
+        delay = max(delay, min(retry_after, most))
     return delay
+
+
+def is_spare(failure: RequestFailed) -> bool:
+    """Whether an overload refusal may use an ``--adaptive`` spare try: not when it asks for a long wait."""
+    return outcome_of(failure) == "overload" and (failure.retry_after or 0.0) <= MAX_RETRY_AFTER
 
 
 def read_answer(codec: Codec, response: Any, members: list[Parsed]) -> list[Record] | RequestFailed:
@@ -79,6 +92,8 @@ class Attempts:
         #: Overload attempts per request not counted against --retries (only with --adaptive).
         self._spare = OVERLOAD_SPARE if pacing is not None and pacing.concurrency is not None else 0
         self._codec = codec
+        #: Credentials a server may quote back: redacted from every failure reason (logs, outputs).
+        self._secrets = Secrets.of(config)
         self._transport = transport
         self._stats = stats
         self._clock = clock
@@ -127,6 +142,7 @@ class Attempts:
         first = members[0].item
         failure: RequestFailed | None = None
         budget, spare, outage_spare = self._tries, self._spare, SPARE
+        spent_spare = False
         outage = self._outage
         attempt = -1
         while True:  # each pass spends one of budget, spare or outage_spare, or waited out an outage
@@ -135,7 +151,8 @@ class Attempts:
                 self._stats.retries += 1
                 assert failure is not None
                 if outage is None or not outage.closed:
-                    await self._pause(backoff_delay(attempt - 1, failure.retry_after))
+                    await self._pause(backoff_delay(attempt - 1, failure.retry_after,
+                                                    most=SPARE_RETRY_AFTER if spent_spare else MAX_RETRY_AFTER))
                 if self.stopping or self.abandoned:
                     return None  # stopping: a resume sends these lines again
             if outage is not None and outage.closed and not await self._wait_outage(outage):
@@ -150,6 +167,7 @@ class Attempts:
                     return None
                 if outage is not None and is_outage(failure):
                     outage.failed(failure)
+                    spent_spare = False
                     if outage.closed or self.stopping:
                         continue  # not this line's fault: it waits for the model, its budget kept
                     if outage_spare:
@@ -161,7 +179,8 @@ class Attempts:
                     break
                 if self.stopping:
                     return None  # leave the lines for a resume rather than record a transient error
-                if spare and outcome_of(failure) == "overload":
+                spent_spare = bool(spare) and is_spare(failure)
+                if spent_spare:
                     spare -= 1  # --adaptive: the server shedding load is not this request's fault
                 else:
                     budget -= 1
@@ -176,6 +195,10 @@ class Attempts:
                 break
             return answer
         assert failure is not None
+        if failure.retryable and (failure.retry_after or 0.0) > MAX_RETRY_AFTER:
+            failure = RequestFailed(failure.kind, f"{failure.reason} (it asked to retry after "
+                                    f"{failure.retry_after:g} s; at most {MAX_RETRY_AFTER:g} s is waited)",
+                                    code=failure.code, retryable=True, info=failure.info)
         if attempt > 0 and failure.retryable and not self.stopping:
             return RequestFailed(failure.kind, f"{failure.reason} (after {attempt + 1} attempts)",
                                  code=failure.code, retryable=True, info=failure.info)
@@ -232,6 +255,9 @@ class Attempts:
             return error
         except RequestFailed as e:
             error = e
+            if self._secrets:
+                e.reason = self._secrets.text(e.reason)
+                e.args = (e.reason,)
             if not self.abandoned:
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
                           index=index, reason=e.reason)

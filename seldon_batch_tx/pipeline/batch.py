@@ -6,7 +6,6 @@ is always read, written and summarised the same way.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -19,6 +18,7 @@ from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
+from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
@@ -74,7 +74,7 @@ class Batch:
         self.config = config
         self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
-        self.stats = stats or BatchStats(config.batch_id, name or os.path.basename(config.input_data_path))
+        self.stats = stats or BatchStats(config.batch_id, name or batch_name(config.input_data_path))
         self._transport = transport or make_transport(config, reactor)
         self._run: BatchRun | None = None
         self._stop_reason: str | None = None
@@ -104,6 +104,7 @@ class Batch:
         wanted, stats.total = shard_filter(config, input_lines)
         try:
             writer = files.writer(config, self._output_mode)
+            writer.secrets = Secrets.of(config)  # answers quoting a credential are written redacted
         except (OutputRefused, OSError) as e:
             stats.fail(str(e))
             raise

@@ -27,7 +27,7 @@ from typing import Any
 import txaio
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
@@ -36,6 +36,7 @@ from ..outputs.writer import LineWriter
 from ..protocols.base import InputError, Parsed, make_codec
 from ..transports.base import RequestFailed, Transport
 from .attempts import Attempts, Record
+from .budget import ByteBudget
 from .ordering import ReorderBuffer
 from .outage import Outage
 from .pacing import Pacing
@@ -90,7 +91,12 @@ class BatchRun:
         self.stats = stats
         self._clock = clock
         self._semaphore = DeferredSemaphore(config.workers)
+        #: --max-bytes-in-flight: input bytes held by units in flight (unit -> its size).
+        self._budget = ByteBudget(config.max_bytes_in_flight)
+        self._sizes: dict[Deferred[None], int] = {}
         self._in_flight: set[Deferred[None]] = set()
+        #: --batch-interval pauses, ended at once by a stop (a stopping file never waits them out).
+        self._pauses: dict[Deferred[None], Any] = {}
         self._stop_reason: str | None = None
         #: --max-rate / --adaptive for this run (per daemon batch); None costs nothing.
         self.pacing = Pacing.from_config(config, clock)
@@ -131,11 +137,16 @@ class BatchRun:
         if self._stop_reason is None:
             self._stop_reason = reason
             log.info("stopping batch {batch_id}: {reason}", batch_id=self.config.batch_id, reason=reason)
+            self._budget.stop()
             self._attempts.stop()  # no more retries: a line between attempts stays unwritten for a resume
             if isinstance(self._items, OffThreadItems):
                 self._items.cancel()  # a read waiting on a quiet pipe does not hold the stop
             if self._reorder is not None:
                 self._reorder.release()
+            for pause, timer in list(self._pauses.items()):
+                if timer.active():
+                    timer.cancel()
+                    pause.callback(None)
 
     def abandon(self) -> None:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
@@ -179,10 +190,10 @@ class BatchRun:
         size = self.codec.batch_size
         if isinstance(self._items, OffThreadItems):
             async for block in self._items.blocks():
-                for chunk in chunked(iter(block), size):
+                for chunk in chunked(iter(block), size, self.config.max_bytes_in_flight):
                     yield chunk
         else:
-            for chunk in chunked(self._items, size):
+            for chunk in chunked(self._items, size, self.config.max_bytes_in_flight):
                 yield chunk
 
     async def _feed(self) -> None:
@@ -195,17 +206,22 @@ class BatchRun:
             if self._reorder is not None:
                 await self._reorder.room(seq)  # --ordered: reading waits while earlier lines are pending
             await self._semaphore.acquire()
-            if self._stop_reason is not None:
+            size = sum(len(item.line) for item in chunk)
+            held = await self._budget.take(size)
+            if not held or self._stop_reason is not None:
+                self._budget.give(size if held else 0)
                 self._semaphore.release()
                 break
             d = Deferred.fromCoroutine(self._work(seq, chunk))
             self._in_flight.add(d)
+            self._sizes[d] = size
             d.addBoth(self._finished, d)
 
     def _finished(self, result: Failure | None, d: Deferred[None]) -> None:
         """A unit ended. :meth:`_work` handles its own errors, so a failure here is a bug in that
         handling: it stops the run (exit 3, lines left for ``--resume``) as well as being logged."""
         self._in_flight.discard(d)
+        self._budget.give(self._sizes.pop(d, 0))
         self._semaphore.release()
         if isinstance(result, Failure) and not result.check(CancelledError):
             log.failure("batch {batch_id}: unexpected error in a worker", failure=result,
@@ -248,7 +264,14 @@ class BatchRun:
         if interval > 0 and self._stop_reason is None:
             wait = interval - (self._clock.seconds() - started)
             if wait > 0:
-                await deferLater(self._clock, wait)
+                pause: Deferred[None] = Deferred()
+                self._pauses[pause] = self._clock.callLater(wait, pause.callback, None)
+                try:
+                    await pause
+                finally:
+                    if self._pauses[pause].active():  # cancelled by abandon()
+                        self._pauses[pause].cancel()
+                    del self._pauses[pause]
 
     async def _compute(self, chunk: list[Item], out: dict[int, Line]) -> None:
         """Fill ``out`` with the output line of each line of ``chunk`` (none when stopping first)."""

@@ -111,18 +111,21 @@ def read_items(
             yield Item(index, make_id(index), raw.rstrip(b"\r\n"))
 
 
-def chunked(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
-    """Group items into mini-batches of at most ``size`` lines."""
+def chunked(items: Iterator[Item], size: int, max_bytes: int | None = None) -> Iterator[list[Item]]:
+    """Group items into mini-batches of at most ``size`` lines, closed early once they hold ``max_bytes``
+    (``--max-bytes-in-flight``: no one request holds more than that and one line)."""
     if size == 1:
         for item in items:
             yield [item]
         return
     chunk: list[Item] = []
+    held = 0
     for item in items:
         chunk.append(item)
-        if len(chunk) == size:
+        held += len(item.line)
+        if len(chunk) == size or (max_bytes is not None and held >= max_bytes):
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 

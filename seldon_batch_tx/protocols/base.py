@@ -183,7 +183,22 @@ def load_json_line(line: bytes) -> Any:
         strict_json.check(value, line, MAX_JSON_DEPTH)
     except ValueError as e:
         raise InputError(f"line is not valid input: {e}") from None
+    if (b"\\u" in line or b"\xed" in line) and not _is_text(_encode(value)):
+        raise InputError(f"line is not valid input: {LONE_SURROGATE}")
     return value
+
+
+#: Why a line holding a lone surrogate (``"\ud800"`` without its pair) is refused before it is sent.
+LONE_SURROGATE = "it holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair), which is not text"
+
+
+def _is_text(text: str) -> bool:
+    """Whether ``text`` can be sent and written as UTF-8 (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_str(line: bytes) -> str:
@@ -195,6 +210,8 @@ def parse_str(line: bytes) -> str:
         except ValueError:
             return text
         if isinstance(decoded, str):
+            if not _is_text(decoded):
+                raise InputError(f"line is not valid input: {LONE_SURROGATE}")
             return decoded
     return text
 

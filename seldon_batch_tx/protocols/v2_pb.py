@@ -198,6 +198,8 @@ def response_to_dict(response: grpc_service_pb2.ModelInferResponse) -> JSONDict:
         raise RequestFailed("bad_response", "answer nested too deeply", info="bad_response") from None
     except _NonFinite:
         raise not_finite() from None
+    except RequestFailed:
+        raise
     except Exception as e:  # a conversion error must fail this request, not the worker
         raise RequestFailed("bad_response", f"cannot convert the gRPC V2 response: {e}",
                             info="bad_response") from e
@@ -213,9 +215,10 @@ def _response(response: grpc_service_pb2.ModelInferResponse) -> JSONDict:
         out["parameters"] = _parameters_to_dict(response.parameters)
     outputs = []
     raw = list(response.raw_output_contents)
+    _one_kind_of_contents(response, raw)
     for i, t in enumerate(response.outputs):
         if raw:
-            values = _unraw(t.datatype, raw[i]) if i < len(raw) else []
+            values = _unraw(t.datatype, raw[i])
         else:
             field = CONTENT_FIELDS.get(t.datatype)
             values = list(getattr(t.contents, field)) if field else []
@@ -230,6 +233,19 @@ def _response(response: grpc_service_pb2.ModelInferResponse) -> JSONDict:
         outputs.append(tensor)
     out["outputs"] = outputs
     return out
+
+
+def _one_kind_of_contents(response: grpc_service_pb2.ModelInferResponse, raw: list[bytes]) -> None:
+    """The protocol's rule: outputs in ``raw_output_contents`` (one entry per output) or in typed
+    ``contents``, never both; an answer breaking it is ``bad_response``, not a guess at which to read."""
+    if not raw:
+        return
+    if any(t.contents.ByteSize() for t in response.outputs):
+        raise RequestFailed("bad_response", "the V2 answer has both raw_output_contents and typed contents (the "
+                            "protocol allows one or the other)", info="bad_response")
+    if len(raw) != len(response.outputs):
+        raise RequestFailed("bad_response", f"the V2 answer has {len(raw)} raw_output_contents for "
+                            f"{len(response.outputs)} outputs", info="bad_response")
 
 
 RequestBuilder = Callable[[JSONDict], grpc_service_pb2.ModelInferRequest]

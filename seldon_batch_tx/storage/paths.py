@@ -13,12 +13,14 @@ import json
 import os
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from ..redaction import SECRET_OPTION_WORDS, is_secret_option, show_path
 
 #: The path that means standard input (``-i -``) or standard output (``-o -``).
 STDIO = "-"
 #: Option keys whose values are never shown (matched as substrings, case-insensitive).
-SECRET_WORDS = ("secret", "token", "password", "passwd", "credential", "key", "sas", "signature", "auth")
+SECRET_WORDS = SECRET_OPTION_WORDS
 #: The protocols that take ``AWS_ENDPOINT_URL`` (S3-compatible stores).
 S3_PROTOCOLS = ("s3", "s3a")
 #: The optional backend package (and this project's extra) each protocol needs.
@@ -58,21 +60,13 @@ def local_path(path: str) -> str:
 
 
 def display(path: str) -> str:
-    """``path`` as logs and messages may show it: a URL's user and password and its query
-    (where some stores put signatures) are replaced by ``***``."""
-    if not is_remote(path):
-        return path
-    parts = urlsplit(path)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+    """``path`` as logs and messages may show it (the one rule: :func:`..redaction.show_path`)."""
+    return show_path(path) if is_remote(path) else path
 
 
 def is_secret_key(name: str) -> bool:
     """Whether an option named ``name`` may hold a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(word in lowered for word in SECRET_WORDS)
+    return is_secret_option(name)
 
 
 def redact(options: Any) -> Any:

@@ -299,6 +299,9 @@ class GrpcTransport:
 
     def _converted(self, response: Any) -> JSONDict:
         """The REST-shaped answer; any conversion error is this call's RequestFailed."""
+        if response is None:  # grpc.aio's answer to bytes its deserializer could not parse
+            raise RequestFailed("bad_response", "the gRPC answer is not a valid protobuf message of the method's "
+                                "response type", info="bad_response")
         try:
             return self._route.answer(response)
         except RequestFailed:
