@@ -88,7 +88,7 @@ def test_killed_and_restarted_model_loses_no_line(tmp_path: Path, name: str, kin
     assert verify(source, out).returncode == 0
 
 
-@pytest.mark.parametrize(("name", "kind"), [("seldon", "rest"), ("mlserver", "grpc")])
+@pytest.mark.parametrize(("name", "kind"), SERVERS)
 def test_outage_timeout_stops_and_resume_completes(tmp_path: Path, name: str, kind: str) -> None:
     """Not restarted, --outage-timeout 10: exit 3 within 15 s of the kill, no error line for the lines not
     answered; after the restart --resume completes the file exactly."""
