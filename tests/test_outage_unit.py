@@ -101,3 +101,14 @@ def test_failures_at_once_after_a_ready_probe_keep_the_probing_going() -> None:
     seen = len(probes)
     clock.advance(30)
     assert outage.closed and len(probes) > seen
+
+
+def test_the_progress_line_says_it_waits() -> None:
+    from seldon_batch_tx.dashboard.progress import render_bar
+
+    outage, clock, stats, stops, probes = make()
+    stats.total = 10
+    assert "waiting" not in render_bar(stats, clock.seconds())
+    for _ in range(STREAK):
+        outage.failed(REFUSED)
+    assert render_bar(stats, clock.seconds()).endswith("; " + stats.waiting)
