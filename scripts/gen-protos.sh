@@ -15,6 +15,7 @@ PROTOS=(
     seldon_batch_tx/protos/tensorflow/core/framework/tensor.proto
     seldon_batch_tx/protos/prediction.proto
     seldon_batch_tx/protos/grpc_service.proto
+    seldon_batch_tx/protos/v2_metadata.proto
 )
 
 "$PYTHON" -m grpc_tools.protoc \
@@ -24,7 +25,7 @@ PROTOS=(
     --grpc_python_out=. \
     "${PROTOS[@]}"
 
-# tensor.proto defines no service: drop its empty grpc module.
-rm -f seldon_batch_tx/protos/tensorflow/core/framework/tensor_pb2_grpc.py
+# tensor.proto and v2_metadata.proto define no service: drop their empty grpc modules.
+rm -f seldon_batch_tx/protos/tensorflow/core/framework/tensor_pb2_grpc.py seldon_batch_tx/protos/v2_metadata_pb2_grpc.py
 
 echo "gen-protos: regenerated with $("$PYTHON" -m grpc_tools.protoc --version)"

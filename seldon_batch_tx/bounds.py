@@ -32,6 +32,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "connection-max-age": (0.1, DAY),
     "dashboard-linger": (0.1, 7 * DAY),
     "file-time-slice": (1.0, DAY),
+    "storage-timeout": (1.0, DAY),
     "batch-size": (1, 10_000),
     "retries": (0, 100),
     "max-line-bytes": (1, 1024 * MIB),

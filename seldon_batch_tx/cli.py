@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal as stdlib_signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -187,7 +188,11 @@ async def _linger(reactor: Any, top: service.MultiService, seconds: float | None
     dashboard = _dashboard_of(top)
     if dashboard is None or dashboard.port is None or not seconds or signal.fired:
         return
-    until = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C ends it sooner)"
+    # A shell starts a background job (`cmd &` in a script) with SIGINT ignored so that Ctrl-C on the
+    # terminal leaves it alone: that is honoured, and the line says what does stop it.
+    stop = f"SIGTERM (kill {os.getpid()})" if stdlib_signal.getsignal(stdlib_signal.SIGINT) is stdlib_signal.SIG_IGN \
+        else "Ctrl-C"
+    until = f"until {stop}" if math.isinf(seconds) else f"for {seconds:g} s ({stop} ends it sooner)"
     print(f"{PROG}: the batch is done; the dashboard stays on {dashboard.where} {until}", file=sys.stderr,
           flush=True)
     waiting = signal.wait()

@@ -23,7 +23,7 @@ METHODS = ("predict", "feedback")
 PROTOCOLS = ("seldon", "v2")
 #: Open Inference Protocol tensor datatypes, also accepted by ``--payload-type`` for ``--protocol v2``.
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES")
+                "FP16", "BF16", "FP32", "FP64", "BYTES")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIB = 1 << 20
 
@@ -71,6 +71,10 @@ class BatchConfig:
     model_name: str | None = None
     model_version: str | None = None
     input_name: str = "input-0"
+    #: The V2 model's metadata (protocols/v2_metadata.ModelMetadata), read before the run; None: not read.
+    v2_model: Any = attrs.field(default=None, repr=False)
+    #: V2 over REST: tensors travel as Triton's binary data extension (inputs and outputs).
+    binary_data: bool = False
     #: Extra request headers (gRPC metadata), e.g. ``seldon-model`` or ``Host`` for gateways.
     #: Values may be credentials (``Authorization``): ``repr`` shows the names only.
     headers: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_header_names)
@@ -101,6 +105,8 @@ class BatchConfig:
     #: fsspec storage options (JSON text) for ``s3://``-style paths, and where remote outputs are staged.
     storage_options: str | None = attrs.field(default=None, repr=False)
     staging_dir: str | None = None
+    #: The longest one upload or download of object storage may take (then cancelled: exit 3).
+    storage_timeout: float = 1800.0
     #: Keep the one-batch dashboard up this many seconds after the batch ends (``inf``: until stopped).
     dashboard_linger: float | None = None
     #: Each output line also carries the input line it answers.

@@ -8,13 +8,16 @@ through ``twisted.logger`` to stderr; stdout stays free for the summary. The run
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import txaio
 from tqdm import tqdm
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
+    LegacyLogObserverWrapper,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
@@ -60,11 +63,47 @@ def _not_reactor_chatter(event: dict[str, object]) -> PredicateResult:
     return PredicateResult.maybe
 
 
+#: twisted.internet's own lines for every listening port ("QuietSite starting on 8080", "(TCP Port 8080 Closed)").
+_PORT_CHATTER = re.compile(r"\S+ starting on \S+|\((?:TCP |UNIX |UDP )?Port \S+ Closed\)")
+
+
+def _not_port_chatter(event: dict[str, Any]) -> PredicateResult:
+    """Drop the legacy info lines a listening port logs when it opens and closes: the dashboard says where
+    it listens in a line of its own."""
+    if event.get("log_namespace") == "log_legacy" and event.get("log_level") == LogLevel.info:
+        message = event.get("message") or ()
+        if _PORT_CHATTER.fullmatch(" ".join(str(part) for part in message)):
+            return PredicateResult.no
+    return PredicateResult.maybe
+
+
+#: What :func:`twistd_observer` needs: twistd's options and ``--log-level`` (set while the options are parsed).
+_TWISTD: dict[str, Any] = {}
+
+
+def use_under_twistd(server_options: Any, level: str) -> None:
+    """Make twistd log through :func:`twistd_observer`, unless its ``--logger`` was given."""
+    if server_options.get("logger") is None:
+        _TWISTD.update(options=server_options, level="warn" if level == "warning" else level)
+        server_options["logger"] = f"{__name__}.twistd_observer"  # twistd imports it by name
+
+
+def twistd_observer() -> ILogObserver:
+    """twistd's own log observer (``--logfile``, ``--syslog``, ``-n``: the one it would have made), with
+    ``--log-level`` applied to every event and without the listening ports' chatter."""
+    from twisted.scripts._twistd_unix import UnixAppLogger  # what twistd itself uses on this platform
+
+    made = UnixAppLogger(_TWISTD["options"])._getLogObserver()
+    base: ILogObserver = made if ILogObserver.providedBy(made) else LegacyLogObserverWrapper(made)
+    level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(_TWISTD["level"]))
+    return FilteringLogObserver(base, [level, _not_port_chatter])  # type: ignore[list-item]
+
+
 def start_logging(level: str, out: TextIO | None = None) -> None:
     """Send structured log events at ``level`` and above to ``out`` (stderr by default)."""
     level = "warn" if level == "warning" else level  # txaio and twisted.logger spell it "warn"
     txaio.set_global_log_level(level)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     stream = _AroundBars(out or sys.stderr)
-    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate, _not_reactor_chatter])  # type: ignore[arg-type,list-item]
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate, _not_reactor_chatter, _not_port_chatter])  # type: ignore[arg-type,list-item]
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

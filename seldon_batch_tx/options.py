@@ -9,6 +9,7 @@ through live in :mod:`.checks`.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -155,11 +156,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("adaptive", None, False, "Adapt the requests in flight (at most --workers) to the model: back off on "
            "429/503/UNAVAILABLE/RESOURCE_EXHAUSTED and timeouts, grow again on success", None),
     Option("storage-options", None, None, "fsspec storage options as JSON for s3:// (and other fsspec) paths, "
-           "e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}'", text),
+           "e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}'. Prefer "
+           "--storage-options-file or the variable for credentials: a flag shows in the process list", text),
+    Option("storage-options-file", None, None, "Read --storage-options from this file (e.g. a mounted "
+           "Kubernetes secret), read once at start", path),
     Option("staging-dir", None, None, "Local directory where an output for object storage is written before "
-           "it is uploaded (and resumed from) [default: $TMPDIR/seldon-batch-staging]", path),
+           "it is uploaded (and resumed from); it must be private (yours, mode 0700), else a private "
+           "seldon-batch-staging-UID inside it is used [default: $TMPDIR/seldon-batch-staging-UID]", path),
+    Option("storage-timeout", None, 1800.0, "Longest one upload or download of object storage may take, in "
+           "seconds (it is then cancelled: exit 3, the staging file kept for --resume)", seconds("storage-timeout")),
     Option("dashboard-linger", None, None, "Keep the --dashboard up this many seconds after the batch ends "
-           "('forever': until Ctrl-C; else at most 7 days)", linger_seconds),
+           "('forever': until Ctrl-C, or SIGTERM if started with SIGINT ignored; else at most 7 days)",
+           linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
     Option("wait-ready", None, 0.0, "Seconds to wait for the model to be reachable and ready before the first "
@@ -168,6 +176,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
            "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing; at most 604800)",
            outage_seconds),
+    Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
+           "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
+           "output lines", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
 )
@@ -251,6 +262,7 @@ class ProcessorOptions(usage.Options):
             if o.coerce is None and self.get("no-" + o.name):
                 self[o.name] = False
         self._read_secret_files()
+        self._read_storage_options_file()
         if not self["deployment-name"]:
             raise usage.UsageError("-d/--deployment-name: is required (or $SELDON_BATCH_DEPLOYMENT_NAME)")
         if not 0 <= self["shard-index"] < self["shard-count"]:
@@ -291,6 +303,16 @@ class ProcessorOptions(usage.Options):
             label = self.label(file_option)
             origin = None if file_option in self.given else self.origins.get(file_option)
             self[target] = read_secret_file(label, file_path, origin=origin)
+
+    def _read_storage_options_file(self) -> None:
+        file_path = self.get("storage-options-file")
+        if not file_path:
+            return
+        if self.get("storage-options"):
+            raise self.error("storage-options-file", file_path, "cannot be used with --storage-options: give "
+                             "the options one way")
+        origin = None if "storage-options-file" in self.given else self.origins.get("storage-options-file")
+        self["storage-options"] = read_options_file(self.label("storage-options-file"), file_path, origin=origin)
 
     def _check_protocol(self) -> None:
         v2_type = self["payload-type"] in V2_DATATYPES
@@ -346,3 +368,30 @@ def default_output_path(input_path: str, shard_index: int = 0, shard_count: int 
     root, ext = os.path.splitext(input_path)
     shard = f".shard-{shard_index}-of-{shard_count}" if shard_count > 1 else ""
     return f"{root}.out{shard}{ext or '.jsonl'}"
+
+
+def read_options_file(label: str, file_path: str, *, origin: str | None = None, limit: int = 1 << 20) -> str:
+    """The UTF-8 text of ``file_path`` (e.g. ``--storage-options-file``: JSON holding credentials), or a
+    usage error naming the file, never the content. A regular file only (a FIFO never stalls the start)."""
+
+    def error(why: str) -> usage.UsageError:
+        return option_error(label, file_path, why, origin=origin)
+
+    try:
+        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:
+        raise error(f"cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error("is not a regular file")
+        data = os.read(fd, limit + 1)
+    except OSError as e:
+        raise error(f"cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise error(f"is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error("is not UTF-8 text") from None

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from .config import BatchConfig
 from .dashboard.registry import BatchEntry, BatchRegistry
-from .exits import EXIT_FAILED_LINES, EXIT_UNREACHABLE, EXIT_USAGE
+from .exits import EXIT_FAILED_LINES, EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_USAGE
 from .pipeline.stats import BatchStats
 from .redaction import batch_name, is_url
 
@@ -49,7 +49,8 @@ class Outcome:
     summary: str | None = None
     #: The fields of :data:`BENCHMARK`, with ``--benchmark``.
     benchmark: dict[str, Any] | None = None
-    #: Why the output was refused before anything was sent (one line), for ``PROG: error: ...``.
+    #: Why the output was refused before anything was sent, or the store failed (one line), for
+    #: ``PROG: error: ...`` (exit ``code``).
     refusal: str | None = None
 
     def lines(self) -> list[str]:
@@ -123,7 +124,7 @@ class OneBatchService(service.Service):
     async def _run(self, entry: BatchEntry) -> None:
         from .outputs.resume import ResumeError
         from .outputs.writer import OutputRefused
-        from .storage.paths import StorageError
+        from .storage.paths import StorageError, StorageUnavailable
 
         unreachable = await self._ready()
         if unreachable is not None:
@@ -131,6 +132,8 @@ class OneBatchService(service.Service):
             return
         try:
             summary = await self._batch.run()
+        except StorageUnavailable as e:  # the store failed (a resume's download): one line, exit 3
+            outcome = Outcome(EXIT_STOPPED, refusal=" ".join(str(e).splitlines()))
         except (ResumeError, OutputRefused, StorageError) as e:  # not resumable, held, unreadable: nothing sent
             outcome = Outcome(EXIT_USAGE, refusal=" ".join(str(e).splitlines()))
         except Exception:  # noqa: BLE001 - reported, then the process exits non-zero

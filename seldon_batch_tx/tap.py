@@ -35,6 +35,7 @@ from .dashboard.security import DEFAULT_ENDPOINT, TOKEN_ENV, check_endpoint
 from .exits import EXIT_USAGE
 from .options import OPTIONS, Option, ProcessorOptions, parameter_rows
 from .runner import BENCHMARK, OneBatchService, Outcome, service_tree
+from .storage.paths import protocol
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -74,6 +75,10 @@ DAEMON_TABLE: tuple[Option, ...] = tuple(
     attrs.evolve(o, default=DEFAULT_ENDPOINT, help="Serve the live dashboard on this Twisted endpoint ('none' "
                  "disables it); a non-loopback address needs --dashboard-token") if o.name == "dashboard" else o
     for o in OPTIONS) + DAEMON_OPTIONS
+
+
+#: twistd's own default ``--pidfile`` (in the current directory).
+TWISTD_PIDFILE = "twistd.pid"
 
 
 def command_name() -> str:
@@ -123,12 +128,40 @@ class Options(ProcessorOptions):
             raise self.error("dashboard", endpoint, str(e)) from None
         self["sidecar-allow"] = self["sidecar-allow"] or frozenset()
         watch = self["watch-dir"]
+        if watch and protocol(watch) is not None:  # s3://, file://...: never taken for a local path
+            raise self.error("watch-dir", watch, "must be a local directory; object storage is not watched "
+                             "(copy files into DIR/incoming/, or run one file with -i URL)")
         if watch:
             parent = os.path.dirname(os.path.abspath(watch))
             if not os.path.isdir(watch) and not os.path.isdir(parent):
                 raise self.error("watch-dir", watch, "neither it nor its parent directory exists")
         elif self["sidecar-allow"]:
             raise self.error("sidecar-allow", ",".join(sorted(self["sidecar-allow"])), "needs --watch-dir")
+        if self.parent is not None:
+            self._under_twistd(watch)
+
+    def _under_twistd(self, watch: str | None) -> None:
+        """twistd's pid file and the watch directory's lock, before twistd checks the pid file or forks.
+
+        twistd's default pid file is ``twistd.pid`` in the current directory, so two daemons started from
+        one directory refused each other for the wrong reason. Unless ``--pidfile`` was given: a watching
+        daemon's is ``DIR/twistd.pid``, and a one-file run under ``-n`` writes none (its parent has its pid).
+        """
+        from .daemon.lock import WatchDirTaken, lock_watch_dir
+        from .logs import use_under_twistd
+
+        parent: Any = self.parent  # twistd's (or twist's) own options
+        if "pidfile" in parent:  # twistd (`twist` has neither a pid file nor --logger)
+            use_under_twistd(parent, self["log-level"])
+            if parent["pidfile"] == TWISTD_PIDFILE and watch:
+                parent["pidfile"] = os.path.join(os.path.abspath(watch), TWISTD_PIDFILE)
+            elif parent["pidfile"] == TWISTD_PIDFILE and parent.get("nodaemon"):
+                parent["pidfile"] = ""
+        if watch:
+            try:
+                lock_watch_dir(watch)
+            except (WatchDirTaken, OSError) as e:
+                raise self.error("watch-dir", watch, str(e)) from None
 
 
 def set_exit_status(code: int) -> None:
@@ -178,7 +211,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
         if problem is not None:
             print(f"{command_name()}: error: {problem}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USAGE)
-    txaio.set_global_log_level(options["log-level"])
+    txaio.set_global_log_level("warn" if options["log-level"] == "warning" else options["log-level"])  # txaio's name
     tune_gc()
     registry = BatchRegistry(reactor)
     work: service.Service

@@ -30,11 +30,22 @@ def _commands() -> dict[str, tuple[str, Command]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Help (``-h/--help``) and ``--version`` on stdout with status 0, as ``| less`` expects; an unknown
+    or missing command prints the same help on stderr with the usage status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     commands = _commands()
+    if args and args[0] == "--version":
+        from .flags import versions
+
+        print(versions(), flush=True)
+        raise SystemExit(0)
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
-        print("Usage: seldon-batch COMMAND [ARGS]\n\nCommands:", file=sys.stderr)
+        asked = bool(args) and args[0] in ("-h", "--help")
+        out = sys.stdout if asked else sys.stderr
+        if args and not asked:
+            print(f"seldon-batch: error: unknown command {args[0]!r}", file=out)
+        print("Usage: seldon-batch COMMAND [ARGS]\n       seldon-batch --version\n\nCommands:", file=out)
         for name, (doc, _) in sorted(commands.items()):
-            print(f"  {name:8} {doc}", file=sys.stderr)
-        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
+            print(f"  {name:8} {doc}", file=out)
+        raise SystemExit(0 if asked else 2)
     raise SystemExit(commands[args[0]][1](args[1:]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,20 @@ from tests.servers import SeldonServer, ensure_seldon_venv
 
 if TYPE_CHECKING:
     from tests.test_daemon_real import Daemon
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Children start with default signal dispositions however the suite was launched.
+
+    A shell starts a background job (``cmd &`` in a script, some CI runners) with SIGINT ignored, and an
+    ignored signal stays ignored across exec: every process a test starts would then ignore the Ctrl-C the
+    test sends. A handler (unlike SIG_IGN) is reset to the default by exec, so the runner takes Python's
+    usual one back.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ BAD: dict[str, str] = {
     "wait-ready": "-1", "outage-timeout": "-5", "max-response-bytes": "0",
     "max-line-bytes": "1_000", "grpc-channels": "1.5", "connection-max-age": "-1", "connection-max-requests": "-3",
     "max-rate": "fast", "storage-options": "", "staging-dir": "", "dashboard-linger": "later", "dashboard": "",
+    "storage-timeout": "0", "storage-options-file": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",
     "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5",
     "max-bytes-in-flight": "1",

@@ -76,11 +76,11 @@ def _wait_for_lines(path: str, lines: int, child: subprocess.Popen[bytes], limit
     raise AssertionError(f"{path} did not reach {lines} lines (exit {child.poll()})")
 
 
-def test_sigkill_sigterm_then_resume_elsewhere_every_line_once(s3: S3Server, seldon_server: SeldonServer,
-                                                               tmp_path: Path) -> None:
+def test_sigkill_sigterm_then_resume_every_line_once(s3: S3Server, seldon_server: SeldonServer,
+                                                     tmp_path: Path) -> None:
     """SIGKILL: the lines are in the staging file, the object does not exist; ``--resume`` on the
-    same machine continues from the staging file. SIGTERM: the run drains and uploads what it has
-    (exit 3); ``--resume`` on another machine (no staging file) continues from the object."""
+    same machine continues from the staging file. SIGTERM: the run drains (exit 3) and publishes
+    nothing (issue 25: only a complete run uploads); ``--resume`` finishes it from the staging file."""
     total = 1200
     source = s3.put(f"s3://{BUCKET}/kill/in.txt", lines_of(total))
     target = f"s3://{BUCKET}/kill/out.txt"
@@ -107,9 +107,10 @@ def test_sigkill_sigterm_then_resume_elsewhere_every_line_once(s3: S3Server, sel
     finally:
         second.kill()
     assert second.returncode == 3, err.decode()[-2000:]
-    partial = s3.get(target)
+    assert not s3.exists(target)  # a stopped run never publishes its partial output
+    partial = Path(staged).read_bytes()
     assert 400 <= partial.count(b"\n") < total and len(set(indexes(partial))) == partial.count(b"\n")
-    third = run(processor(seldon_server, "-i", source, "-o", target, "--staging-dir", str(tmp_path / "node-b"),
+    third = run(processor(seldon_server, "-i", source, "-o", target, "--staging-dir", str(staging),
                           "--resume"), s3.env())
     assert third.returncode == 0, third.stderr[-2000:]
     assert f"{total} lines (" in third.stdout and "from an earlier run" in third.stdout, third.stdout

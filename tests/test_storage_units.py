@@ -30,6 +30,7 @@ from seldon_batch_tx.storage import (
     stage_output,
     storage_options,
 )
+from seldon_batch_tx.storage.paths import BOTOCORE_LIMITS
 
 
 def test_paths_tell_local_remote_and_stdio() -> None:
@@ -54,8 +55,9 @@ def test_secrets_are_never_shown() -> None:
 
 def test_endpoint_from_environment_unless_given() -> None:
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
-    assert storage_options("s3://b/k", {}, env) == {"endpoint_url": "http://127.0.0.1:9000"}
-    assert storage_options("s3://b/k", {"endpoint_url": "http://x"}, env) == {"endpoint_url": "http://x"}
+    limits = {"config_kwargs": BOTOCORE_LIMITS}  # bounded botocore timeouts and retries (issue 25)
+    assert storage_options("s3://b/k", {}, env) == {"endpoint_url": "http://127.0.0.1:9000", **limits}
+    assert storage_options("s3://b/k", {"endpoint_url": "http://x"}, env) == {"endpoint_url": "http://x", **limits}
     assert storage_options("gs://b/k", {}, env) == {}
     assert storage_options("s3://b/k", {}, {"AWS_ENDPOINT_URL_S3": "http://s3", **env})["endpoint_url"] == "http://s3"
 

@@ -309,7 +309,7 @@ def http_answer(body: bytes, *headers: bytes) -> bytes:
 async def test_classification_bug_fails_the_call_not_the_run(client: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Any exception while handling an answer (here a bug in classify) fails that call with
     internal_error at once, and its connection is dropped, never left unanswered."""
-    def broken(code: int, body: bytes, retry_after: bytes | None = None) -> Any:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
     monkeypatch.setattr(transport_http, "classify", broken)

@@ -87,7 +87,11 @@ def file_done(dirs: WatchDir, job: Job, summary: Summary) -> None:
 
 
 def file_failed(dirs: WatchDir, job: Job, reason: str, summary: Summary | None = None) -> None:
-    """To failed/ with its reason (and summary if it ran); a file that cannot move stays where it is."""
+    """To failed/ with its reason (and summary if it ran); a file that cannot move stays where it is.
+
+    The reason is written first (the smaller, the one a person needs) and each write that fails is
+    logged as what it is: a full disk loses neither the reason (it is in the log) nor the truth.
+    """
     stats = job.entry.stats
     stats.fail(reason)
     record = None if summary is None else summary_record(job, summary, "", "")
@@ -97,14 +101,22 @@ def file_failed(dirs: WatchDir, job: Job, reason: str, summary: Summary | None =
         else:  # moved to done/ already; the failure is about what came after
             final = os.path.basename(job.entry.source or job.name)
             base, output = job.entry.source or "", job.entry.output or ""
-        if record is not None:
-            record.update(input=base, output=output)
-            write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n", _mode(job))
-        write_atomically(base + ".reason.txt", reason + "\n", _mode(job))
     except Exception as e:  # noqa: BLE001 - the service remembers the file so it is not taken again
         log.warn("could not move {name} to failed/ ({error}); reason: {reason}", name=shown(job.name),
                  error=e, reason=reason)
         return
+    try:
+        write_atomically(base + ".reason.txt", reason + "\n", _mode(job))
+    except OSError as e:
+        log.warn("{name} failed, but its reason could not be written beside it ({error}); reason: {reason}",
+                 name=shown(final), error=e, reason=reason)
+        return
+    if record is not None:
+        record.update(input=base, output=output)
+        try:
+            write_atomically(base + ".summary.json", json.dumps(record, indent=2) + "\n", _mode(job))
+        except OSError as e:
+            log.warn("{name}: could not write its summary: {error}", name=shown(final), error=e)
     log.warn("{name} failed: {reason}", name=shown(final), reason=reason)
 
 

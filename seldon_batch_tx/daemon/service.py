@@ -372,7 +372,8 @@ class WatchDirService(service.Service):
         entry.config, entry.output = config, config.output_data_path
         mode = stat.S_IMODE(job.st.st_mode) if job.st is not None else 0o600
         transport = self._transport_factory(config, self._reactor) if self._transport_factory else None
-        return Batch(config, self._reactor, stats=job.entry.stats, transport=transport, output_mode=mode)
+        return Batch(config, self._reactor, stats=job.entry.stats, transport=transport, output_mode=mode,
+                     label=shown(os.path.join(self.dirs.processing, job.name)))
 
     async def _process(self, job: Job) -> None:
         try:

@@ -22,9 +22,9 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_USAGE
+from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from ..pipeline.reader import count_lines
-from ..storage import StorageError, check_access, display, expected_lines, merge_paths
+from ..storage import StorageError, StorageUnavailable, check_access, display, expected_lines, merge_paths
 from ..storage.tools import add_storage_argument, tool_storage_options
 from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, outside_ranges, ranges, read_info, read_lines
 
@@ -219,6 +219,9 @@ def main(argv: Sequence[str]) -> int:
         if args.input:
             expected, source = expected_lines(args.input, storage), f"the {display(args.input)!r} line count"
         index = _merge_anywhere(args.shards, args.output, expected, source, storage)
+    except StorageUnavailable as e:  # the store failed midway: nothing published, run it again
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_STOPPED
     except StorageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import stat
@@ -170,6 +171,37 @@ def cut_torn_tail(output: OutputFile, torn: Line) -> bytes:
     return shown
 
 
+#: The end of a ``--retry-failed`` rewrite's temp file name.
+TEMP_SUFFIX = ".retry-failed"
+
+
+def temp_prefix(path: str) -> str:
+    """The start of the temp file names of ``path``'s rewrites: a hash of the whole name, so the
+    temp files of one output are found without touching another's (long names share a start)."""
+    base = os.path.basename(path)
+    digest = hashlib.sha256(base.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f".{base[:80]}.{digest}."
+
+
+def remove_stale_temps(output: OutputFile) -> int:
+    """Remove the temp files a killed ``--retry-failed`` left beside the locked ``output`` (its own
+    regular files only: the lock says no rewrite of it runs now); how many went."""
+    directory = os.path.dirname(os.path.abspath(output.path))
+    prefix, removed = temp_prefix(output.path), 0
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX)):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == os.geteuid():
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        log.info("output {path}: removed {n} temp files of an interrupted --retry-failed", path=output.path,
+                 n=removed)
+    return removed
+
+
 def drop_failure_lines(output: OutputFile, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
     """Rewrite the locked ``output`` without its error lines, atomically; return how many were dropped.
 
@@ -180,8 +212,7 @@ def drop_failure_lines(output: OutputFile, *, max_line_bytes: int = DEFAULT_MAX_
     adopts the new descriptor (see :meth:`OutputFile.replace_with`).
     """
     directory = os.path.dirname(os.path.abspath(output.path))
-    base = os.path.basename(output.path)
-    fd, temp = tempfile.mkstemp(prefix=f".{base[:100]}.", suffix=".retry-failed", dir=directory)
+    fd, temp = tempfile.mkstemp(prefix=temp_prefix(output.path), suffix=TEMP_SUFFIX, dir=directory)
     adopted = False
     dropped = 0
     try:
@@ -260,6 +291,7 @@ def prepare_resume(output: OutputFile | str, batch_id: str | None, *, total: int
         finally:
             locked.close()
     path = output.path
+    remove_stale_temps(output)
     if output.size() == 0:
         return None
     with output.open_reader() as stream:  # first only read: a refused file keeps every byte

@@ -6,29 +6,32 @@ is always read, written and summarised the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar, cast
 
 import attrs
 import txaio
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
-from ..outputs.resume import prepare_resume
+from ..outputs.resume import ResumeError, prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
 from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
-from ..storage.paths import StorageError, display, is_remote, is_stdio
+from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
 from .reader import Item, OffThreadItems, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
+from .v2_discovery import discover_v2_model
 
 log = txaio.make_logger()
+T = TypeVar("T")
 
 
 def all_of(predicates: list[Callable[[int], bool]]) -> Callable[[int], bool] | None:
@@ -70,8 +73,10 @@ class Batch:
 
     def __init__(self, config: BatchConfig, reactor: Any, *, stats: BatchStats | None = None,
                  transport: Transport | None = None, name: str | None = None,
-                 output_mode: int | None = None) -> None:
+                 output_mode: int | None = None, label: str | None = None) -> None:
         self.config = config
+        #: What the log calls the input: the daemon reads through ``/proc/self/fd/N`` but names the file.
+        self._label = label
         self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
         self.stats = stats or BatchStats(config.batch_id, name or batch_name(config.input_data_path))
@@ -79,23 +84,53 @@ class Batch:
         self._run: BatchRun | None = None
         self._stop_reason: str | None = None
         self._abandon_call: Any = None
+        self._transfer: Deferred[Any] | None = None  # an upload or download in progress
+        self._transfer_call: Any = None
+        self._grace = config.drain_timeout
 
     async def run(self) -> Summary:
         """Open the input and the output (a file, ``-`` or a URL), run, close; a remote output's
-        staging file is uploaded when the run ended, also when it stopped early."""
+        staging file is uploaded only when the run ended complete (a stopped run keeps it for
+        ``--resume`` and publishes nothing)."""
         try:
-            files = await open_files(self.config, self._reactor)
+            files = await self._storage(open_files(self.config, self._reactor))
         except (StorageError, OSError) as e:
             self.stats.fail(str(e))
             raise
         try:
             summary = await self._run_files(files)
+        except ResumeError:
+            files.output.discard_copy()  # a refused resume's copy of the object would keep refusing
+            raise
         finally:
             files.close()
         if files.output.remote:
             summary = await self._upload(files, summary)
-        log.info("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
+        # debug only: the command prints the summary, the daemon logs it once per file (never twice)
+        log.debug("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
         return summary
+
+    async def _storage(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await an upload or download that :meth:`stop` can end (after ``--drain-timeout``)."""
+        self._transfer = Deferred.fromCoroutine(work)
+        if self._stop_reason is not None:
+            self._cancel_transfer_later()
+        try:
+            return await self._transfer
+        except CancelledError:  # a stop ended it somewhere it had no name for the cancel
+            raise StorageUnavailable(f"{writer_path(self.config)}: interrupted by a signal") from None
+        finally:
+            self._transfer = None
+            if self._transfer_call is not None and self._transfer_call.active():
+                self._transfer_call.cancel()
+
+    def _cancel_transfer_later(self) -> None:
+        if self._transfer_call is None or not self._transfer_call.active():
+            self._transfer_call = self._reactor.callLater(self._grace, self._cancel_transfer)
+
+    def _cancel_transfer(self) -> None:
+        if self._transfer is not None:
+            self._transfer.cancel()
 
     async def _run_files(self, files: BatchFiles) -> Summary:
         config, stats = self.config, self.stats
@@ -140,10 +175,14 @@ class Batch:
         return summary
 
     async def _upload(self, files: BatchFiles, summary: Summary) -> Summary:
-        """Upload the staging file; a failed upload is a run that did not finish (exit 3, the
-        staging file stays for ``--resume``)."""
+        """Upload the staging file of a run that ended complete; a stopped run or a failed upload
+        is a run that did not finish (exit 3, the staging file stays for ``--resume``)."""
+        if summary.stopped_early:  # a complete run stopped only now still uploads, within --drain-timeout
+            log.warn("batch {batch_id} stopped: nothing published to {url}; its lines stay in {path} for --resume",
+                     batch_id=self.config.batch_id, url=writer_path(self.config), path=files.output.local_path)
+            return summary
         try:
-            await files.upload(self._reactor)
+            await self._storage(files.upload(self._reactor, self.config.storage_timeout))
         except StorageError as e:
             log.error("batch {batch_id}: {error}", batch_id=self.config.batch_id, error=str(e))
             return attrs.evolve(summary, stopped_early=summary.stopped_early or str(e))
@@ -172,13 +211,19 @@ class Batch:
     async def _run_engine(self, files: BatchFiles, writer: LineWriter | StdoutLines,
                           wanted: Callable[[int], bool] | None) -> Summary:
         """The engine over the input (a :meth:`stop` that came first is passed on)."""
+        if self.config.protocol == "v2" and self.config.v2_model is None:
+            metadata = await discover_v2_model(self.config, self._reactor)
+            if metadata is not None:  # the defaults of --input-name, -p and the request shape
+                self.config = self.config.replace(v2_model=metadata)
         config = self.config
         log.info("batch {batch_id}: {total} lines from {path} to {model} over {transport}",
-                 batch_id=config.batch_id, total=self.stats.total, path=display(config.input_data_path),
+                 batch_id=config.batch_id, path=self._label or display(config.input_data_path),
+                 total="an unknown number of" if self.stats.total is None else self.stats.total,
                  model=config.deployment_name, transport=config.transport)
         counted = files.source.total_lines is not None
         if not counted:  # every index is seen, so the total is exact once the input ends
             wanted = files.seen.wanted(wanted)
+            self.stats.total_estimated = True
         items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
         if not counted:
             items = files.seen.follow(items, self._read_all)
@@ -194,6 +239,7 @@ class Batch:
     def _read_all(self, lines: int) -> None:
         """The input ended: its exact line count replaces the estimate before the summary."""
         self.stats.total = shard_filter(self.config, lines)[1]
+        self.stats.total_estimated = False
 
     def _flush(self, writer: LineWriter | StdoutLines, files: BatchFiles) -> None:
         """The periodic flush (and a total not counted re-estimated); an output that cannot be written
@@ -211,7 +257,9 @@ class Batch:
         abandon them: they write nothing, so a ``--resume`` sends them again."""
         if grace is None:
             grace = self.config.drain_timeout
-        self._stop_reason = reason
+        self._stop_reason, self._grace = reason, grace
+        if self._transfer is not None:  # an upload or download gets the same grace, then is cancelled
+            self._cancel_transfer_later()
         if self._run is None:
             return
         self._run.stop(reason)

@@ -21,6 +21,9 @@ from ..storage.reading import count_stream_lines
 DEFAULT_MAX_LINE_BYTES = 64 << 20
 #: The UTF-8 byte order mark some editors put at the start of a file.
 BOM = b"\xef\xbb\xbf"
+#: The most an input read on a thread (``-i -``, a URL) is read ahead of the engine, in bytes of
+#: lines (a unit of ``--batch-size`` lines is always let through): long lines never multiply it.
+READ_AHEAD_BYTES = 32 << 20
 #: Piece size used to skip the rest of an over-long line: the most the reader holds of it at once.
 SKIP_CHUNK_BYTES = 1 << 20
 
@@ -140,13 +143,16 @@ class OffThreadItems:
     :meth:`cancel` (a stop) ends the wait and leaves a blocked read behind.
     """
 
-    def __init__(self, items: Iterator[Item], reactor: Any, unit: int, lines: int = 512) -> None:
+    def __init__(self, items: Iterator[Item], reactor: Any, unit: int, lines: int = 512,
+                 max_bytes: int = READ_AHEAD_BYTES) -> None:
         self._items = items
         self._reactor = reactor
         self._unit = unit
         self._block = unit * max(1, lines // unit)
+        self._max_bytes = max_bytes
         self._ready = threading.Condition()
         self._buffer: deque[Item] = deque()
+        self._bytes = 0  # held in the buffer (lines plus a little per item)
         self._ended: Failure | bool = False  # True at the input's end, a Failure when reading failed
         self._cancelled = False
         self._waiting: Deferred[None] | None = None
@@ -156,8 +162,7 @@ class OffThreadItems:
         threading.Thread(target=self._read, name="seldon-batch-input", daemon=True).start()
         while not self._cancelled:
             with self._ready:
-                whole = len(self._buffer) if self._ended else len(self._buffer) // self._unit * self._unit
-                block = [self._buffer.popleft() for _ in range(min(whole, self._block))]
+                block = self._take()
                 ended = self._ended
                 waiting: Deferred[None] | None = None
                 if not block and not ended:
@@ -173,6 +178,27 @@ class OffThreadItems:
                 with contextlib.suppress(CancelledError):
                     await waiting
 
+    def _take(self) -> list[Item]:
+        """(Under the lock.) Whole units (the rest at the end), at most a block of lines and, past
+        the first unit, half the byte budget: the engine holds a block while it starts its units."""
+        whole = len(self._buffer) if self._ended else len(self._buffer) // self._unit * self._unit
+        block: list[Item] = []
+        taken = 0
+        while len(block) < min(whole, self._block) and (not block or taken < self._max_bytes // 2):
+            for _ in range(min(self._unit, whole - len(block))):
+                item = self._buffer.popleft()
+                size = _held(item)
+                taken += size
+                self._bytes -= size
+                block.append(item)
+        return block
+
+    def _full(self) -> bool:
+        """(Under the lock.) Whether the reader must wait: two blocks of lines, or the byte budget
+        once a whole unit is there (a unit is always let through, whatever its size)."""
+        held = len(self._buffer)
+        return held >= 2 * self._block or (self._bytes >= self._max_bytes and held >= self._unit)
+
     def cancel(self) -> None:
         with self._ready:
             self._cancelled = True
@@ -185,11 +211,12 @@ class OffThreadItems:
         try:
             for item in self._items:
                 with self._ready:
-                    while len(self._buffer) >= 2 * self._block and not self._cancelled:
+                    while self._full() and not self._cancelled:
                         self._ready.wait(0.5)  # bounded: the engine takes a block at a time
                     if self._cancelled:
                         return
                     self._buffer.append(item)
+                    self._bytes += _held(item)
                     self._wake()
             ended: Failure | bool = True
         except Exception:  # noqa: BLE001 - handed to the engine, which stops the run with it
@@ -203,6 +230,11 @@ class OffThreadItems:
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             self._reactor.callFromThread(_fire, waiting)
+
+
+def _held(item: Item) -> int:
+    """What ``item`` costs in the read-ahead buffer: its line and the object around it."""
+    return len(item.line) + 200
 
 
 def _fire(d: Deferred[None]) -> None:

@@ -32,6 +32,8 @@ class BatchStats:
     batch_id: str
     name: str
     total: int | None = None
+    #: Whether ``total`` is still an estimate (an input not counted, not yet read to its end).
+    total_estimated: bool = False
     state: str = "queued"  # queued | running | done | failed | stopped
     succeeded: int = 0
     failed: int = 0

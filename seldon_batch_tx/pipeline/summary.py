@@ -58,17 +58,21 @@ class Summary:
     resumed: int = 0
     #: (kind, lines, a sample reason) of the error lines this run wrote.
     errors: tuple[tuple[str, int, str], ...] = ()
+    #: False when the input's line count is unknown (not counted, and the run stopped before its
+    #: end): ``lines`` is then the lines with an output line, never an estimate.
+    total_known: bool = True
 
     @classmethod
     def of(cls, stats: BatchStats, stopped_early: str | None) -> Summary:
         """The summary of a run whose counters are ``stats`` (finished: ``stats.finished`` is set)."""
         done = stats.done
+        total = None if stats.total_estimated else stats.total
         return cls(
-            lines=stats.total if stats.total is not None else done,
+            lines=total if total is not None else done,
             succeeded=stats.succeeded, failed=stats.failed, retried=stats.retries,
-            not_processed=max((stats.total or done) - done, 0),
+            not_processed=max((total or done) - done, 0),
             elapsed=stats.elapsed(stats.finished or 0.0), stopped_early=stopped_early,
-            resumed=stats.resumed, errors=error_kinds(stats),
+            resumed=stats.resumed, total_known=not stats.total_estimated, errors=error_kinds(stats),
         )
 
     @property
@@ -91,7 +95,9 @@ class Summary:
         missing = (" (these lines have no output line: an error; --resume sends them again)"
                    if self.not_processed and not self.stopped_early else "")
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
+        lines = f"{self.lines} lines" if self.total_known else \
+            f"{self.lines} lines of an input whose total is unknown (it was not read to its end)"
         why = f": {kinds_text(self.errors)};" if self.errors else ","
-        return (f"{self.lines} lines{resumed}: {self.succeeded} succeeded, {self.failed} failed{why} "
+        return (f"{lines}{resumed}: {self.succeeded} succeeded, {self.failed} failed{why} "
                 f"{self.retried} retries, {self.not_processed} not processed{missing}{stopped}; "
                 f"{self.elapsed:.2f} s, {self.rate:.1f} lines/s")

@@ -10,15 +10,21 @@ resume, sharding and the dashboard need not know which protocol runs:
   numbers, booleans or strings (``data``), or a text line (``str``, one BYTES element). Plain
   values become one input tensor named ``--input-name``; its datatype is ``--payload-type`` when
   that is a V2 datatype (``FP32``, ``INT32``...), else inferred: INT64 for integers, FP64 for
-  any float, BOOL for booleans, BYTES for strings.
+  any float, BOOL for booleans, BYTES for strings. When the model's metadata was read before the
+  run (``config.v2_model``), :mod:`.v2_inputs` names, types and shapes the inputs instead (a line
+  may then also be an object of input name to value), and a model without a batch dimension
+  gets one line per request.
+* Over REST, answers are read by :func:`.v2_binary.decode_answer` (binary outputs decoded) and,
+  with ``--binary-data``, requests sent in binary form.
 * Every request carries the line's tags in ``parameters`` (``batch_id``, ``batch_index``,
   ``batch_instance_id``) and ``id`` = ``batch_instance_id``.
 * Mini-batches (``--batch-size``) concatenate each input along its first axis; the response's
   every output must have that many rows in total, and is cut back by each line's own row count.
   With mini-batches a flat line (``[1, 2, 3]``) is one row (shape ``[1, 3]``), as for Seldon.
 * An output line is the V2 response with the line's tags in ``parameters`` and ``id`` =
-  ``batch_instance_id``. It ALSO keeps the tags in ``meta.tags``, like every other output line of
-  this processor, so ``--resume``, ``seldon-batch merge``/``verify`` read V2 outputs unchanged.
+  ``batch_instance_id``, in the order :mod:`.v2_lines` documents (the same for every transport).
+  It ALSO keeps the tags in ``meta.tags``, like every other output line of this processor, so
+  ``--resume``, ``seldon-batch merge``/``verify`` read V2 outputs unchanged.
 * An error line: ``{"id", "model_name", "status": {"code", "info", "reason", "status":
   "FAILURE"}, "parameters": tags, "meta": {"tags": tags}}`` (``code``: HTTP or gRPC status).
 """
@@ -31,14 +37,15 @@ from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
 from ..pipeline.reader import Item
-from . import base
+from . import base, v2_binary
 from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
+from .v2_lines import output_line
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
 
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
 UINT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64"})
-FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
 #: Inferred numeric types that may share a mini-batch (promoted to FP64 together).
 NUMERIC_INFERRED = frozenset({"INT64", "FP64"})
 
@@ -98,6 +105,26 @@ def check_datatype(flat: list[Any], datatype: str) -> None:
     if not ok:
         bad = next((x for x in flat if _leaf_type(x) != datatype), flat[0])
         raise InputError(f"value {json.dumps(bad)[:40]} is not a valid {datatype} element")
+    check_range(flat, datatype)
+
+
+#: The finite range of each sized datatype: a value past it cannot travel (binary) or be read (JSON).
+RANGES = {"FP16": (-65504.0, 65504.0), "BF16": (-3.3895313892515355e38, 3.3895313892515355e38),
+          "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+          **{f"INT{n}": (-(2 ** (n - 1)), 2 ** (n - 1) - 1) for n in (8, 16, 32, 64)},
+          **{f"UINT{n}": (0, 2 ** n - 1) for n in (8, 16, 32, 64)}}
+
+
+def check_range(flat: list[Any], datatype: str) -> None:
+    """InputError naming the first value outside ``datatype``'s range (numbers already checked)."""
+    bounds = RANGES.get(datatype)
+    if bounds is None or not flat:
+        return
+    low, high = bounds
+    if low <= min(flat) and max(flat) <= high:
+        return
+    bad = next(x for x in flat if not low <= x <= high)
+    raise InputError(f"value {json.dumps(bad)[:40]} is out of {datatype}'s range")
 
 
 def _first_dim(request: JSONDict) -> int:
@@ -121,9 +148,20 @@ class V2Codec:
         self.model_name = model_name(config)
         self.model_version = config.model_version
         self.batch_size = config.batch_size
+        #: The model's declared inputs (its metadata, read before the run), else None: today's reading.
+        self.model_inputs = None
+        if config.v2_model is not None and config.v2_model.inputs and self.data_type != "raw":
+            from .v2_inputs import ModelInputs
+
+            self.model_inputs = ModelInputs(config.v2_model, config, self.datatype)
+            if not self.model_inputs.batching:
+                self.batch_size = 1  # no batch dimension: lines cannot be stacked into one request
         model = quote(self.model_name, safe="")
         version = f"/versions/{quote(self.model_version, safe='')}" if self.model_version else ""
-        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route)
+        binary = config.binary_data and config.transport == "rest"
+        self.target = Target(f"{base.gateway_prefix(config)}/v2/models/{model}{version}/infer", self._grpc_route,
+                             encode=v2_binary.encode_request if binary else None, decode=v2_binary.decode_answer,
+                             content_type=v2_binary.CONTENT_TYPE if binary else "application/json")
 
     def _grpc_route(self) -> GrpcRoute:
         """``inference.GRPCInferenceService/ModelInfer`` (one service: the transport's choice is moot)."""
@@ -131,7 +169,8 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: base.check_answer(v2_pb.response_to_dict(message)))
+                         lambda message: base.check_answer(v2_pb.response_to_dict(message)),
+                         service="inference.GRPCInferenceService", rpc="ModelInfer")
 
     # -- input line -> Parsed -------------------------------------------------------------
 
@@ -140,6 +179,10 @@ class V2Codec:
         line = item.line.strip()
         if not line:
             raise InputError("blank line")
+        if self.model_inputs is not None:
+            value = base.parse_str(line) if self.data_type == "str" else base.load_json_line(line)
+            inputs, rows = self.model_inputs.tensors(value)
+            return Parsed(item, {"inputs": inputs}, rows=rows)
         if self.data_type == "str":
             text = base.parse_str(line)  # the same reading of a text line as the Seldon protocol
             return self._plain(item, [text] if self.batch_size > 1 else text)
@@ -274,13 +317,7 @@ class V2Codec:
         return [self._tagged({**response, "outputs": parts}, p) for parts, p in zip(per_member, members, strict=True)]
 
     def _tagged(self, response: JSONDict, parsed: Parsed) -> JSONDict:
-        tags = base.tags_for(self.batch_id, parsed.item)
-        own = response.get("parameters")
-        meta = response.get("meta")
-        meta = dict(meta) if isinstance(meta, dict) else {}
-        meta["tags"] = tags
-        return {**response, "id": parsed.item.instance_id,
-                "parameters": {**(own if isinstance(own, dict) else {}), **tags}, "meta": meta}
+        return output_line(response, parsed.item.instance_id, base.tags_for(self.batch_id, parsed.item))
 
     # -- error lines ------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ the response converted back to the REST JSON shape, so the output file looks the
 transport ran (as :mod:`seldon_batch_tx.protocols.seldon_pb` does for the Seldon protocol).
 
 Tensor data travel in the typed ``contents`` fields (``int64_contents``, ``fp64_contents``...),
-which every V2 server reads. FP16 has no typed field: a request with an FP16 input sends all its
-inputs as little-endian ``raw_input_contents`` instead (the specification allows one or the
-other per request). Responses are read from either form (Triton answers with raw contents).
+which every V2 server reads. FP16 and BF16 have no typed field: a request with such an input sends
+all its inputs as little-endian ``raw_input_contents`` instead (the specification allows one or the
+other per request; BF16 is the upper half of each FP32). Responses are read from either form
+(Triton answers with raw contents).
 
 What the wire cannot carry back unchanged:
 
@@ -32,6 +33,7 @@ import grpc
 
 from ..protos import grpc_service_pb2, grpc_service_pb2_grpc
 from ..transports.base import RequestFailed, not_finite
+from . import v2_binary
 
 JSONDict = dict[str, Any]
 
@@ -99,7 +101,7 @@ class _NonFinite(ValueError):
 
 
 #: Datatypes whose values may be NaN or infinite.
-_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+_FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
 
 
 def _parameters_to_dict(parameters: Any) -> JSONDict:
@@ -122,6 +124,8 @@ def _bytes(x: Any) -> bytes:
 
 
 def _raw(datatype: str, values: list[Any]) -> bytes:
+    if datatype == "BF16":
+        return v2_binary.pack(datatype, values)
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(b)) + b for b in map(_bytes, values))
     code = RAW_CODES.get(datatype)
@@ -131,6 +135,8 @@ def _raw(datatype: str, values: list[Any]) -> bytes:
 
 
 def _unraw(datatype: str, raw: bytes) -> list[Any]:
+    if datatype == "BF16":
+        return v2_binary.unpack(datatype, raw)
     if datatype == "BYTES":
         out, at = [], 0
         while at + 4 <= len(raw):
@@ -169,7 +175,7 @@ def _request(body: JSONDict, model_name: str, model_version: str | None) -> grpc
                                                  id=str(body.get("id") or ""))
     _set_parameters(request.parameters, body.get("parameters"), "request")
     inputs = body.get("inputs") or []
-    raw = any(t.get("datatype") == "FP16" for t in inputs)
+    raw = any(t.get("datatype") in ("FP16", "BF16") for t in inputs)
     for t in inputs:
         datatype = str(t["datatype"])
         tensor = request.inputs.add(name=str(t["name"]), datatype=datatype, shape=[int(d) for d in t["shape"]])

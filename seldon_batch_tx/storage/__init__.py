@@ -9,6 +9,8 @@ from .merging import LocalMerge, expected_lines, merge_paths
 from .paths import (
     STDIO,
     StorageError,
+    StorageUnavailable,
+    canonical,
     display,
     filesystem,
     is_remote,
@@ -18,12 +20,14 @@ from .paths import (
     storage_options,
 )
 from .pipes import StdoutLines
+from .private import StagingRefused, default_staging_dir, private_dir
 from .reading import InputSource, count_lines, count_stream_lines, open_input, prefetching
-from .staging import StagedOutput, default_staging_dir, open_output, stage_output, staging_path
+from .staging import StagedOutput, open_output, stage_output, staging_path
 
 __all__ = [
-    "STDIO", "InputSource", "LocalMerge", "StagedOutput", "StdoutLines", "StorageError", "check_access",
+    "STDIO", "InputSource", "LocalMerge", "StagedOutput", "StdoutLines", "StagingRefused", "StorageError",
+    "StorageUnavailable", "canonical", "check_access",
     "count_lines", "count_stream_lines", "default_staging_dir", "display", "expected_lines", "filesystem",
     "is_remote", "is_stdio", "merge_paths", "open_input", "open_output", "parse_storage_options",
-    "preflight", "prefetching", "redact", "stage_output", "staging_path", "storage_options",
+    "preflight", "prefetching", "private_dir", "redact", "stage_output", "staging_path", "storage_options",
 ]

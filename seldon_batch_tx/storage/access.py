@@ -9,7 +9,9 @@ store's reason, never a key, a secret or a token.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .paths import (
@@ -23,9 +25,13 @@ from .paths import (
     parse_storage_options,
     protocol,
 )
+from .transfer import quiet_loop
 
 if TYPE_CHECKING:
     from ..config import BatchConfig
+
+#: The longest the checks before a run wait for the store (or ``--storage-timeout`` if shorter).
+PREFLIGHT_TIMEOUT = 120.0
 
 
 def _reason(error: BaseException) -> str:
@@ -101,6 +107,7 @@ def check_access(url: str, options: dict[str, Any] | None = None, for_write: boo
         return _check_local(url, for_write)
     try:
         fs, rpath = filesystem(url, options)
+        quiet_loop(fs)
         if protocol(url) in S3_PROTOCOLS and hasattr(fs, "call_s3"):
             return _check_s3(fs, url, rpath, for_write)
         return _check_other(fs, url, rpath, for_write)
@@ -134,9 +141,28 @@ def preflight(config: BatchConfig) -> str | None:
         options = parse_storage_options(config.storage_options)
     except StorageError as e:
         return str(e)
+    limit = min(config.storage_timeout, PREFLIGHT_TIMEOUT)
     for name, path, for_write in paths:
         if is_remote(path):
-            message = check_access(path, options, for_write)
+            message = _bounded(check_access, limit, path, options, for_write)
             if message is not None:
                 return f"--{name} {message}"
     return None
+
+
+def _bounded(check: Any, limit: float, path: str, options: dict[str, Any], for_write: bool) -> str | None:
+    """``check(...)`` in a daemon thread, waited for at most ``limit`` seconds: a store that never
+    answers is one line too (the thread is left behind; the process can still exit)."""
+    future: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            future.set_result(check(path, options, for_write))
+        except BaseException as e:  # noqa: BLE001 - check_access answers every failure itself
+            future.set_exception(e)
+
+    threading.Thread(target=work, name="storage preflight", daemon=True).start()
+    try:
+        return future.result(limit)
+    except TimeoutError:
+        return f"{display(path)}: no answer from the store within {limit:g} s"

@@ -73,9 +73,10 @@ class BatchFiles:
             return self.source.total_lines
         return self.source.estimate_total(self.seen.last_index + 1)
 
-    async def upload(self, reactor: Any) -> None:
-        """Send a remote output's staging file (in the thread pool); a no-op for files and pipes."""
-        await self.output.finish(reactor)
+    async def upload(self, reactor: Any, timeout: float) -> None:
+        """Send a remote output's staging file (off the reactor thread, at most ``timeout`` s per
+        call); a no-op for files and pipes."""
+        await self.output.finish(reactor, timeout=timeout)
 
     def close(self) -> None:
         self.source.close()
@@ -99,7 +100,7 @@ async def open_files(config: BatchConfig, reactor: Any) -> BatchFiles:
         source = open_input(path, count=True)
     try:
         output = await open_output(config.output_data_path, reactor, config.staging_dir, options,
-                                   resume=config.resume or config.retry_failed)
+                                   resume=config.resume or config.retry_failed, timeout=config.storage_timeout)
     except BaseException:
         source.close()
         raise

@@ -17,9 +17,11 @@ from typing import Any
 
 import attrs
 
-from .paths import StorageError, display, filesystem, is_remote, local_path
+from . import transfer
+from .paths import StorageError, StorageUnavailable, display, filesystem, first_line, is_remote, local_path
+from .private import private_dir
 from .reading import count_lines
-from .staging import StagedOutput, default_staging_dir
+from .staging import StagedOutput
 
 
 @attrs.define
@@ -30,15 +32,17 @@ class LocalMerge:
     output: str
 
 
-def _fetch(url: str, options: dict[str, Any] | None, directory: str, number: int) -> str:
+def _fetch(url: str, options: dict[str, Any] | None, directory: str, number: int,
+           timeout: float = transfer.TRANSFER_TIMEOUT) -> str:
     fs, rpath = filesystem(url, options)
     target = os.path.join(directory, f"shard-{number:05d}")
     try:
-        fs.get_file(rpath, target)
+        transfer.call(fs, "get_file", rpath, target, timeout=timeout, what=f"download of {display(url)}")
     except FileNotFoundError:
         raise StorageError(f"{display(url)} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise StorageError(f"cannot read {display(url)}: {type(e).__name__}: {str(e)[:200]}") from None
+    except Exception as e:  # noqa: BLE001 - botocore's, fsspec's: every one is one line, exit 3
+        reason = str(e) if isinstance(e, StorageError) else first_line(e)
+        raise StorageUnavailable(f"cannot read {display(url)}: {reason}") from None
     return target
 
 
@@ -51,8 +55,7 @@ def merge_paths(shards: Sequence[str], output: str, options: dict[str, Any] | No
     file there and uploaded when the block ends without an exception (one PUT or a multipart
     upload: the object appears only complete). Everything temporary is removed at the end.
     """
-    base = staging_dir or default_staging_dir()
-    os.makedirs(base, mode=0o700, exist_ok=True)
+    base = private_dir(staging_dir)
     work = tempfile.mkdtemp(prefix="merge-", dir=base)
     try:
         local = [_fetch(s, options, work, n) if is_remote(s) else local_path(s) for n, s in enumerate(shards)]

@@ -35,6 +35,19 @@ class StorageError(Exception):
     when it happens before the run starts."""
 
 
+class StorageUnavailable(StorageError):
+    """The store failed while the run used it (unreachable, no credentials, a time limit, a
+    signal): exit status 3, one line, and the output stays for ``--resume``."""
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters) for a one-line report."""
+    text = str(error).strip().splitlines()
+    reason = text[0][:200] if text and text[0] else ""
+    name = type(error).__name__
+    return reason if name in reason else f"{name}: {reason}" if reason else name
+
+
 def is_stdio(path: str) -> bool:
     """Whether ``path`` is ``-``: standard input for ``-i``, standard output for ``-o``."""
     return path == STDIO
@@ -57,6 +70,30 @@ def local_path(path: str) -> str:
     if is_remote(path):
         raise ValueError(f"{display(path)} is not a local path")
     return urlsplit(path).path if protocol(path) else path
+
+
+def canonical(path: str) -> str:
+    """The one spelling of the object ``path`` names: ``s3a://`` is ``s3://`` (so both take the
+    same staging file and output lock), the scheme in lower case."""
+    proto = protocol(path)
+    if proto is None or not is_remote(path):
+        return path
+    rest = path.split("://", 1)[1]
+    return f"{'s3' if proto in S3_PROTOCOLS else proto}://{rest}"
+
+
+def output_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an output URL, else None: a query or fragment would be written into
+    the key by some backends while messages name another object."""
+    if is_remote(path) and ("?" in path or "#" in path):
+        return (f"{display(path)}: an output URL may not hold '?' or '#' (the key would not be the one "
+                "shown); give s3://BUCKET/KEY")
+    return None
+
+
+#: botocore's limits unless ``--storage-options`` sets ``config_kwargs``: a store that does not
+#: answer fails a call in about a minute, never hangs it (the overall limit is ``--storage-timeout``).
+BOTOCORE_LIMITS = {"connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 3, "mode": "standard"}}
 
 
 def display(path: str) -> str:
@@ -108,6 +145,7 @@ def storage_options(path: str, options: dict[str, Any] | None = None,
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         if not named and endpoint:
             merged["endpoint_url"] = endpoint
+        merged["config_kwargs"] = {**BOTOCORE_LIMITS, **dict(merged.get("config_kwargs") or {})}
     return merged
 
 
@@ -131,10 +169,5 @@ def filesystem(path: str, options: dict[str, Any] | None = None) -> tuple[Any, s
         raise StorageError(f"{display(path)}: bad storage options ({type(e).__name__})") from None
     except TypeError as e:
         raise StorageError(f"{display(path)}: a storage option is not accepted by the {proto} backend "
-                           f"({_first_line(e)})") from None
+                           f"({first_line(e)})") from None
     return fs, rpath
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -27,7 +27,8 @@ from typing import Any, BinaryIO
 import attrs
 import txaio
 
-from .paths import StorageError, display, filesystem, is_remote, is_stdio, local_path
+from . import transfer
+from .paths import StorageError, StorageUnavailable, display, filesystem, first_line, is_remote, is_stdio, local_path
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -36,6 +37,8 @@ CHUNK_BYTES = 8 << 20
 QUEUE_CHUNKS = 4
 #: The longest the reader waits for the next chunk before the read fails (a stalled store).
 READ_TIMEOUT = 300.0
+#: The longest opening an object (its size: one HEAD) may take.
+INFO_TIMEOUT = 120.0
 #: Standard input may idle longer (an upstream stage of the pipeline still working).
 STDIN_TIMEOUT = 3600.0
 _STOP_POLL = 0.5  # how often a producer blocked on a full queue checks whether it was closed
@@ -203,12 +206,15 @@ def count_stream_lines(stream: BinaryIO, chunk_bytes: int = 1 << 20) -> int:
 
 def _open_remote(path: str, options: dict[str, Any] | None, **prefetch: Any) -> tuple[BinaryIO, int | None]:
     fs, rpath = filesystem(path, options)
-    try:
-        info = fs.info(rpath)
+    try:  # one HEAD, bounded like the checks before a run (a store that never answers)
+        info = transfer.call(fs, "info", rpath, timeout=INFO_TIMEOUT, what=f"the size of {display(path)}")
     except FileNotFoundError:
         raise StorageError(f"{display(path)} does not exist") from None
     except PermissionError as e:
         raise StorageError(f"{display(path)}: access denied ({_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - unreachable, no credentials...: one line, exit 3
+        reason = str(e) if isinstance(e, StorageError) else first_line(e)
+        raise StorageUnavailable(f"cannot read {display(path)}: {reason}") from None
     if info.get("type") == "directory":
         raise StorageError(f"{display(path)} is a directory, not an object")
     size = info.get("size")

@@ -1,11 +1,15 @@
 """Outputs to object stores through a local staging file.
 
 The run writes its output where LineWriter, the output lock and ``--resume`` already work: a
-local file in ``staging_dir``. :meth:`StagedOutput.finish` uploads it when the run ends
-(s3fs ``put_file``: one PUT, or a multipart upload past 2 x 50 MiB, so the object appears only
-complete). ``--resume`` continues from the staging file when it is there (a run killed on this
-machine), else downloads the object uploaded by an earlier run to staging first. The network
-calls run in the reactor's thread pool, never on the reactor thread.
+local file in a private staging directory. :meth:`StagedOutput.finish` uploads it when a run
+ended complete (s3fs ``put_file``: one PUT, or a multipart upload past 2 x 50 MiB, so the object
+appears only complete); a stopped run keeps it for ``--resume``. ``--resume`` continues from the
+staging file when it is there (a run killed on this machine), else downloads the object uploaded
+by an earlier run to staging first. Every upload and download has an overall time limit and can
+be cancelled from the reactor (:mod:`.transfer`); its failure is a :class:`.paths.StorageUnavailable`.
+
+The staging directory is the run's own (:mod:`.private`): another local user can neither read
+the staged lines, add to them nor plant a link a download would follow.
 """
 
 from __future__ import annotations
@@ -19,25 +23,38 @@ from typing import Any
 
 import attrs
 import txaio
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import CancelledError
 
-from .paths import S3_PROTOCOLS, StorageError, display, filesystem, is_remote, is_stdio, local_path, protocol
+from . import transfer
+from .paths import (
+    S3_PROTOCOLS,
+    StorageError,
+    StorageUnavailable,
+    canonical,
+    display,
+    filesystem,
+    first_line,
+    is_remote,
+    is_stdio,
+    local_path,
+    output_problem,
+    protocol,
+)
+from .private import private_dir
 
 txaio.use_twisted()
 log = txaio.make_logger()
 
-#: Where staging files go unless told: ``SELDON_BATCH_STAGING_DIR`` or the temp directory.
-STAGING_ENV = "SELDON_BATCH_STAGING_DIR"
 PART_BYTES = 16 << 20
-
-
-def default_staging_dir() -> str:
-    return os.environ.get(STAGING_ENV) or os.path.join(tempfile.gettempdir(), "seldon-batch-staging")
+#: Why a transfer stopped when the run was stopped (SIGTERM/SIGINT past --drain-timeout).
+INTERRUPTED = "interrupted by a signal"
 
 
 def staging_path(url: str, staging_dir: str) -> str:
     """The staging file of ``url``: the same name for every run on that URL (so a resume finds
-    it), a hash of the whole URL first so two URLs never share one."""
+    it), a hash of the whole URL first so two URLs never share one, and every spelling of one
+    object (``s3a://``, ``s3://``) the same one (so the output lock holds across spellings)."""
+    url = canonical(url)
     digest = hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     base = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1])[:100] or "output"
     return os.path.join(staging_dir, f"{digest}-{base}")
@@ -67,94 +84,169 @@ class StagedOutput:
     def stdout(self) -> bool:
         return self.local_path is None
 
-    def upload(self, keep_staging: bool = False) -> int:
-        """Upload the staging file to the URL (blocking); the object's size. The staging file is
-        removed once the object is there whole, unless ``keep_staging``."""
-        if not self.remote or self.local_path is None:
-            return 0
+    def discard_copy(self) -> None:
+        """Remove the staging file when it is only a copy of the object (a refused resume): the next
+        resume downloads the object again instead of refusing a stale copy."""
+        if self.resumed_from == "object" and self.local_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.local_path)
+            self.resumed_from = None
+
+    def _put_args(self) -> tuple[Any, str, dict[str, Any]]:
         fs, rpath = filesystem(self.url, self.options)
-        size = os.path.getsize(self.local_path)
-        try:
-            extra = {"chunksize": self.part_bytes} if protocol(self.url) in S3_PROTOCOLS else {}
-            fs.put_file(self.local_path, rpath, **extra)
-            stored = fs.info(rpath).get("size")
-        except (OSError, ValueError) as e:
-            raise StorageError(f"cannot upload {self.local_path} to {display(self.url)}: "
-                               f"{type(e).__name__}: {str(e)[:200]}; it stays there for --resume") from None
+        extra = {"chunksize": self.part_bytes} if protocol(self.url) in S3_PROTOCOLS else {}
+        return fs, rpath, extra
+
+    def _failed(self, error: BaseException) -> StorageUnavailable:
+        reason = INTERRUPTED if isinstance(error, CancelledError) else \
+            str(error) if isinstance(error, StorageError) else first_line(error)
+        return StorageUnavailable(f"cannot upload {self.local_path} to {display(self.url)}: {reason}; "
+                                  "it stays there for --resume")
+
+    def _uploaded(self, size: int, stored: Any, keep_staging: bool) -> int:
         if stored != size:
-            raise StorageError(f"{display(self.url)} holds {stored} bytes after the upload, the staging file "
-                               f"{size}; the staging file stays for --resume")
+            raise StorageUnavailable(f"{display(self.url)} holds {stored} bytes after the upload, the staging "
+                                     f"file {size}; the staging file stays for --resume")
         self.uploaded = True
         log.info("uploaded {size} bytes to {url}", size=size, url=display(self.url))
-        if not keep_staging:
+        if not keep_staging and self.local_path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.local_path)
         return size
 
-    async def finish(self, reactor: Any, keep_staging: bool = False) -> int:
-        """:meth:`upload` in the reactor's thread pool; call it after the writer is closed,
-        whatever the run's outcome (a stopped run's lines are then there for a resume elsewhere)."""
-        if not self.remote:
+    def upload(self, keep_staging: bool = False, timeout: float = transfer.TRANSFER_TIMEOUT) -> int:
+        """Upload the staging file to the URL (blocking, at most ``timeout`` s per call); the
+        object's size. The staging file is removed once the object is there whole, unless
+        ``keep_staging``. Any failure is a :class:`.paths.StorageUnavailable` (one line)."""
+        if not self.remote or self.local_path is None:
             return 0
-        size: int = await deferToThreadPool(reactor, reactor.getThreadPool(), self.upload, keep_staging)
-        return size
+        what = f"upload to {display(self.url)}"
+        try:
+            fs, rpath, extra = self._put_args()
+            size = os.path.getsize(self.local_path)
+            transfer.call(fs, "put_file", self.local_path, rpath, timeout=timeout, what=what, **extra)
+            stored = transfer.call(fs, "info", rpath, timeout=timeout, what=what).get("size")
+        except Exception as e:  # noqa: BLE001 - botocore's, aiohttp's, fsspec's: every one is one line, exit 3
+            raise self._failed(e) from None
+        return self._uploaded(size, stored, keep_staging)
+
+    async def finish(self, reactor: Any, keep_staging: bool = False,
+                     timeout: float = transfer.TRANSFER_TIMEOUT) -> int:
+        """:meth:`upload` off the reactor thread, bounded by ``timeout``; cancelling the Deferred
+        awaiting it (a stop) ends the upload and keeps the staging file. Call it after the writer is
+        closed, for a run that ended complete only (a stopped run never publishes a partial output)."""
+        if not self.remote or self.local_path is None:
+            return 0
+        what = f"upload to {display(self.url)}"
+        try:
+            fs, rpath, extra = self._put_args()
+            size = os.path.getsize(self.local_path)
+            await transfer.deferred(reactor, fs, "put_file", self.local_path, rpath, timeout=timeout, what=what,
+                                    **extra)
+            info = await transfer.deferred(reactor, fs, "info", rpath, timeout=timeout, what=what)
+        except BaseException as e:  # noqa: BLE001 - a cancel (signal) too: one line, exit 3, staging kept
+            raise self._failed(e) from None
+        return self._uploaded(size, info.get("size"), keep_staging)
 
 
-def _download(fs: Any, url: str, rpath: str, target: str) -> bool:
-    """Copy the object to ``target`` (through a temp name, so a half download is never taken
-    for a staging file); False when there is no object."""
-    temp = f"{target}.download"
-    try:
-        fs.get_file(rpath, temp)
-    except FileNotFoundError:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+def _download_temp(target: str) -> str:
+    """A new empty file beside ``target`` (``O_EXCL``: never an existing name, nor a planted link)."""
+    fd, temp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f"{os.path.basename(target)}.download-")
+    os.close(fd)
+    return temp
+
+
+def _downloaded(url: str, temp: str, target: str, error: BaseException | None) -> bool:
+    """Finish a download into ``temp``: renamed over ``target`` (a rename replaces a link, never writes
+    through it); False when there was no object; :class:`.paths.StorageUnavailable` for a failure."""
+    if error is None:
+        os.replace(temp, target)
+        return True
+    with contextlib.suppress(OSError):
+        os.unlink(temp)
+    if isinstance(error, FileNotFoundError):
         return False
-    except (OSError, ValueError) as e:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise StorageError(f"cannot download {display(url)} to resume it: {type(e).__name__}: {str(e)[:200]}") \
-            from None
-    os.replace(temp, target)
-    return True
+    reason = INTERRUPTED if isinstance(error, CancelledError) else \
+        str(error) if isinstance(error, StorageError) else first_line(error)
+    raise StorageUnavailable(f"cannot download {display(url)} to resume it: {reason}") from None
+
+
+def _download(fs: Any, url: str, rpath: str, target: str, timeout: float = transfer.TRANSFER_TIMEOUT) -> bool:
+    """Copy the object to ``target`` through a new temp file (a half download is never taken for a
+    staging file); False when there is no object. Blocking."""
+    temp = _download_temp(target)
+    try:
+        transfer.call(fs, "get_file", rpath, temp, timeout=timeout, what=f"download of {display(url)}")
+    except Exception as e:  # noqa: BLE001 - every backend error is one line
+        return _downloaded(url, temp, target, e)
+    return _downloaded(url, temp, target, None)
+
+
+def _prepare(url: str, staging_dir: str | None, options: dict[str, Any] | None,
+             resume: bool) -> tuple[StagedOutput, bool]:
+    """The output and whether a resume must download the object first (local work only)."""
+    if is_stdio(url):
+        if resume:
+            raise StorageError("--resume needs an output file or URL; standard output (-o -) cannot be resumed")
+        return StagedOutput(url, None), False
+    if not is_remote(url):
+        return StagedOutput(url, local_path(url)), False
+    problem = output_problem(url)
+    if problem is not None:
+        raise StorageError(problem)
+    directory = private_dir(staging_dir)
+    output = StagedOutput(url, staging_path(url, directory), dict(options or {}))
+    if not resume:
+        return output, False  # LineWriter empties a staging file left over from an earlier run
+    if os.path.lexists(output.local_path or ""):
+        output.resumed_from = "staging"
+        return output, False
+    return output, True
+
+
+def _staged(output: StagedOutput, found: bool) -> StagedOutput:
+    if found:
+        output.resumed_from = "object"
+    log.info("output {url} staged in {path} (resuming from {source})", url=display(output.url),
+             path=output.local_path, source=output.resumed_from or "nothing")
+    return output
 
 
 def stage_output(url: str, staging_dir: str | None = None, options: dict[str, Any] | None = None, *,
-                 resume: bool = False) -> StagedOutput:
+                 resume: bool = False, timeout: float = transfer.TRANSFER_TIMEOUT) -> StagedOutput:
     """Prepare the output ``url`` (blocking; see :func:`open_output`).
 
     A local path is its own "staging file" (nothing to upload); ``-`` is standard output and
     refuses ``resume``; a URL gets a staging file, filled from the object on a resume when
     there is no staging file yet.
     """
-    if is_stdio(url):
-        if resume:
-            raise StorageError("--resume needs an output file or URL; standard output (-o -) cannot be resumed")
-        return StagedOutput(url, None)
-    if not is_remote(url):
-        return StagedOutput(url, local_path(url))
-    directory = staging_dir or default_staging_dir()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    target = staging_path(url, directory)
-    output = StagedOutput(url, target, dict(options or {}))
-    if not resume:
-        return output  # LineWriter empties a staging file left over from an earlier run
-    if os.path.isfile(target):
-        output.resumed_from = "staging"
-    else:
+    output, fetch = _prepare(url, staging_dir, options, resume)
+    if not output.remote or not resume:
+        return output
+    found = False
+    if fetch and output.local_path is not None:
         fs, rpath = filesystem(url, options)
-        if _download(fs, url, rpath, target):
-            output.resumed_from = "object"
-    log.info("output {url} staged in {path} (resuming from {source})", url=display(url), path=target,
-             source=output.resumed_from or "nothing")
-    return output
+        found = _download(fs, url, rpath, output.local_path, timeout)
+    return _staged(output, found)
 
 
 async def open_output(url: str, reactor: Any, staging_dir: str | None = None,
-                      options: dict[str, Any] | None = None, *, resume: bool = False) -> StagedOutput:
-    """:func:`stage_output` in the reactor's thread pool (a resume may download the object)."""
-    if not is_remote(url):
-        return stage_output(url, staging_dir, options, resume=resume)
-    output: StagedOutput = await deferToThreadPool(reactor, reactor.getThreadPool(), stage_output, url,
-                                                   staging_dir, options, resume=resume)
-    return output
+                      options: dict[str, Any] | None = None, *, resume: bool = False,
+                      timeout: float = transfer.TRANSFER_TIMEOUT) -> StagedOutput:
+    """:func:`stage_output` with the download (a resume's) off the reactor thread, bounded by
+    ``timeout`` and ended by cancelling the Deferred awaiting it."""
+    output, fetch = _prepare(url, staging_dir, options, resume)
+    if not output.remote or not resume:
+        return output
+    found = False
+    if fetch and output.local_path is not None:
+        fs, rpath = filesystem(url, options)
+        temp = _download_temp(output.local_path)
+        try:
+            await transfer.deferred(reactor, fs, "get_file", rpath, temp, timeout=timeout,
+                                    what=f"download of {display(url)}")
+        except BaseException as e:  # noqa: BLE001 - a cancel (signal) too: one line
+            found = _downloaded(url, temp, output.local_path, e)
+        else:
+            found = _downloaded(url, temp, output.local_path, None)
+    return _staged(output, found)

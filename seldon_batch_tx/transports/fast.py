@@ -44,7 +44,7 @@ from ..config import BatchConfig
 from ..protocols.base import Target
 from .base import JSONDict, RequestFailed, internal_failure, target_for
 from .fast_connection import Call, Connection, ConnectionFactory, request_head
-from .http import connection_failure, encode_body, model_url, tls_policy
+from .http import connection_failure, encode_request, model_url, tls_policy
 from .lifetime import Lifetime
 
 txaio.use_twisted()
@@ -61,10 +61,13 @@ class FastHttpTransport:
                  target: Target | None = None) -> None:
         self._config = config
         self._reactor = reactor
-        self.url = model_url(config, target_for(config, target))
+        self._target = target_for(config, target)
+        self.url = model_url(config, self._target)
+        #: How a 2xx answer is read (the target's choice; None: strict JSON), for the connections.
+        self.decode = self._target.decode
         self._head, self._host, self._port, self._tls = request_head("POST", self.url,
                                                                      config.call_credentials_token,
-                                                                     config.headers)
+                                                                     config.headers, self._target.content_type)
         self._endpoint = endpoint
         self._factory = ConnectionFactory(self)
         self._timeout = config.timeout
@@ -145,10 +148,12 @@ class FastHttpTransport:
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
         try:
-            payload = encode_body(body)
+            payload, extra = encode_request(body, self._target)
         except RequestFailed as e:
             return fail(e)
-        call = Call(b"%b%d\r\nseldon-puid: %b\r\n\r\n%b" % (self._head, len(payload), puid.encode(), payload))
+        more = b"".join(b"%b: %b\r\n" % (k.encode(), v.encode()) for k, v in extra)
+        call = Call(b"%b%d\r\n%bseldon-puid: %b\r\n\r\n%b" % (self._head, len(payload), more, puid.encode(),
+                                                                 payload))
         call.timer = self._reactor.callLater(self._timeout, self._timed_out, call)
         try:
             self.dispatch(call)

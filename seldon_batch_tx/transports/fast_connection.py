@@ -33,8 +33,8 @@ txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
 
 
-def request_head(method: str, url: str, token: str | None,
-                 extra: tuple[tuple[str, str], ...] = ()) -> tuple[bytes, str, int, bool]:
+def request_head(method: str, url: str, token: str | None, extra: tuple[tuple[str, str], ...] = (),
+                 content_type: str = "application/json") -> tuple[bytes, str, int, bool]:
     """The request line and static headers up to ``Content-Length:``, host, port and TLS.
 
     ``extra`` (``--header``) are added as given; a ``Host`` among them replaces the URL's.
@@ -45,7 +45,7 @@ def request_head(method: str, url: str, token: str | None,
     port = parts.port or (443 if tls else 80)
     host_header = next((v for k, v in extra if k.lower() == "host"), parts.netloc)
     lines = [f"{method} {parts.path or '/'} HTTP/1.1", f"Host: {host_header}", "User-Agent: seldon-batch-tx",
-             "Content-Type: application/json"]
+             f"Content-Type: {content_type}"]
     if token:
         lines.append(f"X-Auth-Token: {token}")
     lines += [f"{k}: {v}" for k, v in extra if k.lower() != "host"]
@@ -265,7 +265,7 @@ class Connection(Protocol):
         if call.done:
             return
         try:
-            result = classify(code, body, retry_after)
+            result = classify(code, body, retry_after, self._pool.decode)
         except RequestFailed as e:
             call.fail(e)
             return

@@ -166,8 +166,8 @@ class GrpcTransport:
             count=count,
             host=config.host,
             tls=config.use_ssl,
-            service=self._service,
-            method=config.method,
+            service=self._route.service or self._service,
+            method=self._route.rpc or config.method,
             mode=self._mode,
         )
 

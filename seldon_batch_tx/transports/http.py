@@ -12,6 +12,8 @@ followed, so a 3xx is an ``http_3xx`` line rather than ``X-Auth-Token`` sent els
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
@@ -28,7 +30,8 @@ from ..config import BatchConfig
 from ..protocols.base import Target, check_answer
 from .base import JSONDict, RequestFailed, ca_certificates, headers_too_large, nested_too_deeply, not_finite
 
-_EXCERPT = 300
+#: The most of an answer's text an error reason quotes (a model's whole message, within reason).
+MAX_REASON_CHARS = 4096
 #: One shared C encoder; compact separators keep request bodies small.
 _encode = strict_json.compact_encoder(ensure_ascii=True)
 
@@ -36,6 +39,19 @@ _encode = strict_json.compact_encoder(ensure_ascii=True)
 def model_url(config: BatchConfig, target: Target) -> str:
     """The model's URL: the scheme ``--ssl`` asks for, ``--host``, and the codec's path."""
     return f"{'https' if config.use_ssl else 'http'}://{config.host}{target.path}"
+
+
+def encode_request(body: JSONDict, target: Target) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """A request body as the target's protocol sends it (strict JSON unless it says otherwise), and
+    the extra headers it needs; RequestFailed ``input_error`` when it cannot be."""
+    if target.encode is None:
+        return encode_body(body), ()
+    try:
+        return target.encode(body)
+    except RecursionError:
+        raise RequestFailed("input_error", "request nested too deeply to encode", info="input_error") from None
+    except (TypeError, ValueError, OverflowError, KeyError, struct.error) as e:
+        raise RequestFailed("input_error", f"cannot encode the request: {e}", info="input_error") from None
 
 
 def encode_body(body: JSONDict) -> bytes:
@@ -86,7 +102,7 @@ def ca_bundle(path: str) -> list[ssl.Certificate]:
 
 def _excerpt(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace").strip()
-    return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "..."
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
 
 
 def _retry_after(value: bytes | None) -> float | None:
@@ -98,11 +114,16 @@ def _retry_after(value: bytes | None) -> float | None:
         return None  # an HTTP date; the usual backoff applies
 
 
-def classify(code: int, body: bytes, retry_after: bytes | None = None) -> JSONDict:
-    """The decoded answer of a 2xx, or the RequestFailed an HTTP status (or a model FAILURE) means."""
+def classify(code: int, body: bytes, retry_after: bytes | None = None,
+             decode: Callable[[bytes], tuple[Any, bytes]] | None = None) -> JSONDict:
+    """The decoded answer of a 2xx (read by ``decode``, the target's, when given), or the
+    RequestFailed an HTTP status (or a model FAILURE) means."""
     if 200 <= code < 300:
         try:
-            decoded = strict_json.decode(body, any_encoding=True)
+            if decode is None:
+                decoded = strict_json.decode(body, any_encoding=True)
+            else:
+                decoded, body = decode(body)
         except strict_json.TooDeep:
             raise nested_too_deeply(code) from None
         except strict_json.NotFinite:

@@ -27,7 +27,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from ..config import BatchConfig
 from ..protocols.base import Target
 from .base import JSONDict, RequestFailed, internal_failure, target_for, too_large
-from .http import classify, connection_failure, encode_body, model_url, tls_policy
+from .http import classify, connection_failure, encode_request, model_url, tls_policy
 from .lifetime import Lifetime
 from .twisted_internals import abort_response, abort_transport, bounded_pool
 
@@ -81,8 +81,9 @@ class RestTransport:
         self._reactor = reactor
         self._client = client
         self._pool: HTTPConnectionPool | None = None
-        self.url = model_url(config, target_for(config, target))
-        headers = {"Content-Type": ["application/json"]}
+        self._target = target_for(config, target)
+        self.url = model_url(config, self._target)
+        headers = {"Content-Type": [self._target.content_type]}
         if config.call_credentials_token:
             headers["X-Auth-Token"] = [config.call_credentials_token]
         for name, value in config.headers:  # --header: gateway routing (seldon-model, Host), auth...
@@ -107,13 +108,15 @@ class RestTransport:
 
     def send(self, body: JSONDict, puid: str) -> Deferred[JSONDict]:
         try:
-            data = encode_body(body)
+            data, extra = encode_request(body, self._target)
         except RequestFailed as e:
             return fail(e)
-        return Deferred.fromCoroutine(self._send(data, puid))
+        return Deferred.fromCoroutine(self._send(data, puid, extra))
 
-    async def _send(self, data: bytes, puid: str) -> JSONDict:
+    async def _send(self, data: bytes, puid: str, extra: tuple[tuple[str, str], ...] = ()) -> JSONDict:
         headers = {**self._headers, "seldon-puid": [puid]}
+        for name, value in extra:
+            headers[name] = [value]
         try:
             started = self._reactor.seconds()
             # unbuffered: treq would otherwise read the whole body into memory, whatever its size;
@@ -128,7 +131,8 @@ class RestTransport:
         except Exception as e:  # noqa: BLE001 - every transport error becomes an error record
             raise connection_failure(e) from None
         try:
-            return classify(response.code, content, response.headers.getRawHeaders(b"retry-after", [None])[0])
+            return classify(response.code, content, response.headers.getRawHeaders(b"retry-after", [None])[0],
+                            self._target.decode)
         except RequestFailed:
             raise
         except Exception as e:  # noqa: BLE001 - a classification bug is this request's error line

@@ -21,8 +21,8 @@
 
   function fmtSeconds(s) {
     if (s === null || s === undefined) { return "\u2013"; }
+    if (s < 59.95) { return s.toFixed(1) + " s"; }  // 1.2 s, not "1 s"
     s = Math.round(s);
-    if (s < 60) { return s + " s"; }
     var m = Math.floor(s / 60), sec = s % 60;
     if (m < 60) { return m + "m " + (sec < 10 ? "0" : "") + sec + "s"; }
     var h = Math.floor(m / 60);
@@ -136,6 +136,7 @@
     tr.setAttribute("data-batch-id", b.id);
     var name = el("td", "name");
     var link = el("a", null, b.name);
+    link.title = b.name;  // the whole name on hover; the cell shows as much as fits, then an ellipsis
     link.href = withToken("batches/" + encodeURIComponent(b.id));
     name.appendChild(link);
     tr.appendChild(name);
@@ -165,7 +166,7 @@
     var spark = el("td", "spark");
     if (b.spark && b.spark.length > 0) { drawChart(spark, b.spark, 1, true); }
     tr.appendChild(spark);
-    tr.appendChild(el("td", null, b.benchmark ? fmtBenchmark(b.benchmark) : (b.state === "running" ? fmtTiming(b) : "")));
+    tr.appendChild(el("td", "bench", b.benchmark ? fmtBenchmark(b.benchmark) : (b.state === "running" ? fmtTiming(b) : "")));
     var files = el("td", "files");
     downloadLinks(files, b, "");
     tr.appendChild(files);
