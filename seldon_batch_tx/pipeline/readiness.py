@@ -2,12 +2,13 @@
 
 :func:`probe` resolves the host, connects, and asks readiness where the protocol has a route
 for it: V2 over REST ``/v2/health/ready`` then ``/v2/models/NAME[/versions/V]/ready`` (each must
-answer 200); the Seldon protocol over REST a ``GET`` of the microservice's ``/health/ping``
-(``--gateway-type seldon``) or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's
-executor answers 503 there until its graph is ready), where any answer but 502/503/504 counts (a
-404 from a service without that route still proves something answers behind the name). gRPC: resolve,
-connect, and for V2 ``ServerReady`` then ``ModelReady`` through the gRPC transport. Probes carry the
-run's TLS settings, ``--header`` values and token, as requests do.
+answer 200; a server without ``/v2/health/ready``, a 404 there, is taken as reachable); the Seldon
+protocol over REST a ``GET`` of the microservice's ``/health/ping`` (``--gateway-type seldon``)
+or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's executor answers 503 there
+until its graph is ready), where any answer but 502/503/504 counts (a 404 from a service without
+that route still proves something answers behind the name). gRPC: resolve, connect, and for V2
+``ServerReady`` then ``ModelReady`` through the gRPC transport. Probes carry the run's TLS
+settings, ``--header`` values and token, as requests do.
 
 It answers ``None`` (ready) or one line naming the host, the port and the cause; every step is
 bounded by :func:`probe_timeout`. :func:`wait_ready` is ``--wait-ready``: probing with backoff
@@ -70,6 +71,9 @@ def routes(config: BatchConfig) -> list[str]:
 
 def cause_of(error: BaseException) -> str:
     """A short, readable cause for a failed connection or probe."""
+    reasons = getattr(error, "reasons", None)  # twisted.web's ResponseFailed / ResponseNeverReceived
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(dict.fromkeys(cause_of(r.value) for r in reasons if hasattr(r, "value")))
     if isinstance(error, terror.ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, terror.DNSLookupError):
@@ -160,14 +164,16 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
         return f"cannot connect to {at}: {cause_of(e)}"
     if config.transport == "grpc":
         return await _grpc_ready(config, reactor, at) if config.protocol == "v2" else None
-    for path in routes(config):
+    for step, path in enumerate(routes(config)):
         try:
             code = await _get(config, reactor, path)
         except Exception as e:  # noqa: BLE001
             return f"no readiness answer from {at}{path}: {cause_of(e)}"
-        if config.protocol == "v2" and code != 200:
-            return f"not ready: HTTP {code} from {at}{path}"
         if code in GATEWAY_DOWN:
+            return f"not ready: HTTP {code} from {at}{path}"
+        if config.protocol == "v2" and code != 200:
+            if step == 0:
+                return None  # a server without V2's health routes (a 404): that it answers is all we can know
             return f"not ready: HTTP {code} from {at}{path}"
     return None
 
