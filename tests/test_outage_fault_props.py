@@ -38,7 +38,9 @@ def test_random_outage_schedules_spend_no_line(schedule: list[tuple[float, float
         host = server.grpc_host if transport == "grpc" else server.rest_host
         proc = subprocess.Popen([PROCESSOR, "-d", "echo", "-g", "seldon", "-h", host, "-t", transport, "-i",
                                  str(source), "-o", str(out), "-w", str(workers), "-r", "0", "--batch-interval",
-                                 "0.01", "--timeout", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 "0.01", "--timeout", "5",
+                                 # the first kill may come before the run starts: its readiness check waits
+                                 "--wait-ready", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=loopback_env(), start_new_session=True)
         try:
             for up, down in schedule:
