@@ -106,6 +106,10 @@ OPTIONS: tuple[Option, ...] = (
            "arrays); each line still gets its own output line (at most 10,000)", count("batch-size")),
     Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker (at most 60)",
            seconds("batch-interval")),
+    Option("max-batch-rows", None, None, "At most this many rows in one request (a line of several rows "
+           "counts each; at most 1,000,000); lines past it go to the next request [default: no limit; with "
+           "--protocol v2, the model's max_batch_size where its metadata states it]",
+           optional_count("max-batch-rows", " rows")),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
            None),
@@ -170,9 +174,8 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
-    Option("wait-ready", None, 0.0, "Seconds to wait for the model to be reachable and ready before the first "
-           "line [default: 0, check once: an unreachable model is one line and exit 4; at most 86400]",
-           seconds("wait-ready")),
+    Option("wait-ready", None, 0.0, "Seconds to wait for the model to be ready before the first line [default: 0: "
+           "check once, unreachable is exit 4; at most 86400]", seconds("wait-ready")),
     Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
            "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing; at most 604800)",
            outage_seconds),

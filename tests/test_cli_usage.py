@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from seldon_batch_tx.exits import EXIT_UNREACHABLE
-from tests.servers import LOOPBACK, loopback_env
+from tests.loopback import LOOPBACK, loopback_env
 
 BIN = Path(sys.executable).parent
 PROCESSOR = str(BIN / "seldon-batch-processor")

@@ -22,7 +22,7 @@ from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_SAFE, apply_sidecar
 from seldon_batch_tx.options import Option
 from seldon_batch_tx.tap import DAEMON_TABLE
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 
 BIN = Path(sys.executable).parent
 #: A bad value for every option with a value; flags take "maybe".
@@ -39,7 +39,7 @@ BAD: dict[str, str] = {
     "max-rate": "fast", "storage-options": "", "staging-dir": "", "dashboard-linger": "later", "dashboard": "",
     "storage-timeout": "0", "storage-options-file": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",
-    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5",
+    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5", "max-batch-rows": "1000001",
     "max-bytes-in-flight": "1",
 }
 COMMAND = [o for o in DAEMON_TABLE if o.name in {p.name for p in cli.ProcessorOptions.table}]

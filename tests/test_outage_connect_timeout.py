@@ -12,8 +12,9 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.pipeline.outage import is_outage
-from seldon_batch_tx.transports.base import RequestFailed
+from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.transports.fast import FastHttpTransport
 
 
@@ -43,7 +44,7 @@ def unanswered() -> Iterator[int]:
 async def test_no_connection_within_the_timeout_is_an_outage(unanswered: int) -> None:
     config = BatchConfig(deployment_name="m", input_data_path="in", output_data_path="out", gateway_type="seldon",
                          host=f"127.0.0.1:{unanswered}", timeout=1.0)
-    transport = FastHttpTransport(config, reactor)
+    transport = FastHttpTransport(config, reactor, target=make_codec(config).target)
     transport.start()
     try:
         with pytest.raises(RequestFailed) as caught:

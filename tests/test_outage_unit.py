@@ -6,9 +6,9 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.pipeline.outage import STREAK, Outage, is_outage
 from seldon_batch_tx.pipeline.stats import BatchStats
-from seldon_batch_tx.transports.base import RequestFailed
 
 REFUSED = RequestFailed("connection", "cannot connect: Connection was refused", retryable=True, info="connection")
 

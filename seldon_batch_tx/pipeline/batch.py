@@ -15,17 +15,19 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
+from ..core.items import Item
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import ResumeError, prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
-from ..protocols.base import make_codec
+from ..protocols.choose import make_codec
 from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio
 from ..storage.pipes import StdoutLines
-from ..transports.base import Transport, make_transport
+from ..transports.base import Transport
+from ..transports.choose import make_transport
 from .engine import BatchRun
-from .reader import Item, OffThreadItems, read_items
+from .reader import OffThreadItems, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
 from .v2_discovery import discover_v2_model
@@ -80,7 +82,7 @@ class Batch:
         self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
         self.stats = stats or BatchStats(config.batch_id, name or batch_name(config.input_data_path))
-        self._transport = transport or make_transport(config, reactor)
+        self._transport = transport or make_transport(config, reactor, make_codec(config).target)
         self._run: BatchRun | None = None
         self._stop_reason: str | None = None
         self._abandon_call: Any = None

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 
 from ..config import BatchConfig
-from ..transports.base import RequestFailed
+from ..core.failures import RequestFailed
 from .readiness import FIRST_PAUSE, LONGEST_PAUSE, clock_time, probe
 from .stats import BatchStats
 

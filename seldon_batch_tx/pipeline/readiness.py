@@ -184,9 +184,10 @@ def _same(route: Any) -> Any:
 
 async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
     """V2 over gRPC: ``ServerReady`` then ``ModelReady``, sent through the gRPC transport (TLS, token, metadata)."""
-    from ..protocols.base import Target
+    from ..core.failures import RequestFailed
+    from ..core.target import Target
     from ..protocols.v2_pb import readiness_routes
-    from ..transports.base import RequestFailed, make_transport
+    from ..transports.choose import make_transport
 
     probing = config.replace(workers=1, grpc_channels=1, timeout=probe_timeout(config), connection_max_age=None)
     for method, route in readiness_routes(config.model_name or config.deployment_name, config.model_version):

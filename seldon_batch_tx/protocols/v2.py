@@ -1,6 +1,6 @@
 """The Open Inference Protocol ("V2": MLServer, Triton, KServe) formats: line -> request -> output lines.
 
-Its :class:`~.base.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
+Its :class:`~..core.target.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
 REST, ``inference.GRPCInferenceService/ModelInfer`` over gRPC, converted by :mod:`.v2_pb`.
 
 The same contract as :class:`~seldon_batch_tx.protocols.seldon.SeldonCodec`, so the engine, retries,
@@ -31,23 +31,20 @@ resume, sharding and the dashboard need not know which protocol runs:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
-from ..pipeline.reader import Item
+from ..core.failures import check_answer
+from ..core.items import Item
+from ..core.strict_json import JSONDict
+from ..core.target import GrpcRoute, Target
 from . import base, v2_binary
-from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
+from .base import BadResponse, Built, InputError, Parsed, ResponseMismatch
 from .v2_lines import output_line
+from .v2_types import NUMERIC_INFERRED, check_datatype, infer_datatype
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
-
-INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
-UINT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64"})
-FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
-#: Inferred numeric types that may share a mini-batch (promoted to FP64 together).
-NUMERIC_INFERRED = frozenset({"INT64", "FP64"})
 
 
 def model_name(config: BatchConfig) -> str:
@@ -66,65 +63,6 @@ def tensor_shape(value: Any, where: str = "payload") -> tuple[int, ...]:
         if tensor_shape(row, where) != inner:
             raise InputError(f"{where}: ragged array, rows have different shapes")
     return (len(value), *inner)
-
-
-def _leaf_type(x: Any) -> str:
-    if isinstance(x, bool):
-        return "BOOL"
-    if isinstance(x, int):
-        return "INT64"
-    if isinstance(x, float):
-        return "FP64"
-    if isinstance(x, str):
-        return "BYTES"
-    raise InputError(f"unsupported value {json.dumps(x)[:40]}: expected numbers, booleans or strings")
-
-
-def infer_datatype(flat: list[Any]) -> str:
-    """INT64 for integers, FP64 once any float appears, BOOL, BYTES; InputError for a mix."""
-    kinds = {_leaf_type(x) for x in flat}
-    if kinds <= NUMERIC_INFERRED:
-        return "FP64" if "FP64" in kinds else "INT64"
-    if len(kinds) == 1:
-        return kinds.pop()
-    raise InputError(f"mixed value types {', '.join(sorted(kinds))} in one tensor")
-
-
-def check_datatype(flat: list[Any], datatype: str) -> None:
-    """InputError unless every element can travel as ``datatype``."""
-    if datatype == "BOOL":
-        ok = all(isinstance(x, bool) for x in flat)
-    elif datatype in INT_TYPES or datatype in UINT_TYPES:
-        ok = all(isinstance(x, int) and not isinstance(x, bool) for x in flat)
-        if ok and datatype in UINT_TYPES:
-            ok = all(x >= 0 for x in flat)
-    elif datatype in FLOAT_TYPES:
-        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
-    else:
-        ok = all(isinstance(x, str) for x in flat)
-    if not ok:
-        bad = next((x for x in flat if _leaf_type(x) != datatype), flat[0])
-        raise InputError(f"value {json.dumps(bad)[:40]} is not a valid {datatype} element")
-    check_range(flat, datatype)
-
-
-#: The finite range of each sized datatype: a value past it cannot travel (binary) or be read (JSON).
-RANGES = {"FP16": (-65504.0, 65504.0), "BF16": (-3.3895313892515355e38, 3.3895313892515355e38),
-          "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
-          **{f"INT{n}": (-(2 ** (n - 1)), 2 ** (n - 1) - 1) for n in (8, 16, 32, 64)},
-          **{f"UINT{n}": (0, 2 ** n - 1) for n in (8, 16, 32, 64)}}
-
-
-def check_range(flat: list[Any], datatype: str) -> None:
-    """InputError naming the first value outside ``datatype``'s range (numbers already checked)."""
-    bounds = RANGES.get(datatype)
-    if bounds is None or not flat:
-        return
-    low, high = bounds
-    if low <= min(flat) and max(flat) <= high:
-        return
-    bad = next(x for x in flat if not low <= x <= high)
-    raise InputError(f"value {json.dumps(bad)[:40]} is out of {datatype}'s range")
 
 
 def _first_dim(request: JSONDict) -> int:
@@ -148,6 +86,11 @@ class V2Codec:
         self.model_name = model_name(config)
         self.model_version = config.model_version
         self.batch_size = config.batch_size
+        #: --max-batch-rows, lowered to the model's own max_batch_size where the server states it.
+        self.max_rows = config.max_batch_rows
+        stated = config.v2_model.max_batch_size if config.v2_model is not None else None
+        if stated and (self.max_rows is None or stated < self.max_rows):
+            self.max_rows = stated
         #: The model's declared inputs (its metadata, read before the run), else None: today's reading.
         self.model_inputs = None
         if config.v2_model is not None and config.v2_model.inputs and self.data_type != "raw":
@@ -169,7 +112,7 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: base.check_answer(v2_pb.response_to_dict(message)),
+                         lambda message: check_answer(v2_pb.response_to_dict(message)),
                          service="inference.GRPCInferenceService", rpc="ModelInfer")
 
     # -- input line -> Parsed -------------------------------------------------------------
@@ -233,21 +176,26 @@ class V2Codec:
     # -- Parsed values -> request body ----------------------------------------------------
 
     def build(self, parsed: list[Parsed]) -> Built:
-        """One request for these lines, the lines it holds, and the lines that cannot join it."""
+        """One request for the first line and the lines that fit it (input names, datatypes, row
+        shapes, at most ``max_rows`` rows), the lines it holds, and the others (another request)."""
         first = parsed[0]
         if len(parsed) == 1:
             return self._request(first.value, first.item), [first], []
         anchor = self._signature(first.value)
-        members, rejected = [first], []
+        members, rest = [first], []
+        rows, limit = first.rows, self.max_rows
         for p in parsed[1:]:
             signature = self._signature(p.value)
-            if signature == anchor:
-                members.append(p)
+            if signature != anchor:
+                rest.append((p, f"inputs {self._describe(signature)} do not fit the mini-batch's "
+                                f"{self._describe(anchor)}"))
+            elif base.over_rows(rows, p.rows, limit):
+                rest.append((p, f"{p.rows} more rows would pass the limit of {limit} rows per request"))
             else:
-                rejected.append((p, f"inputs {self._describe(signature)} do not fit the mini-batch's "
-                                    f"{self._describe(anchor)}"))
+                members.append(p)
+                rows += p.rows
         if len(members) == 1:
-            return self._request(first.value, first.item), members, rejected
+            return self._request(first.value, first.item), members, rest
         merged = []
         for i, tensor in enumerate(first.value["inputs"]):
             parts = [p.value["inputs"][i] for p in members]
@@ -256,7 +204,7 @@ class V2Codec:
             data = [x for t in parts for x in (base.flatten(t["data"]) if isinstance(t["data"], list) else [t["data"]])]
             rows = sum(t["shape"][0] for t in parts)
             merged.append({**tensor, "shape": [rows, *tensor["shape"][1:]], "datatype": datatype, "data": data})
-        return self._request({**first.value, "inputs": merged}, first.item), members, rejected
+        return self._request({**first.value, "inputs": merged}, first.item), members, rest
 
     def _signature(self, request: JSONDict) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
         """What lines of one mini-batch must share: input names, datatypes and row shapes."""

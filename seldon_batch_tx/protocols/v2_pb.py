@@ -31,8 +31,8 @@ from typing import Any
 
 import grpc
 
+from ..core.failures import RequestFailed, not_finite
 from ..protos import grpc_service_pb2, grpc_service_pb2_grpc
-from ..transports.base import RequestFailed, not_finite
 from . import v2_binary
 
 JSONDict = dict[str, Any]
@@ -264,7 +264,7 @@ def request_builder(model_name: str, model_version: str | None) -> RequestBuilde
 
 def readiness_routes(model: str, version: str | None) -> list[tuple[str, Any]]:
     """``(method name, GrpcRoute)`` of ``ServerReady`` then ``ModelReady``: answers ``{"ready": bool}``."""
-    from .base import GrpcRoute
+    from ..core.target import GrpcRoute
 
     def server(channel: Any, _service: str) -> Any:
         return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady
