@@ -111,6 +111,13 @@ class BatchConfig:
     dashboard_linger: float | None = None
     #: Each output line also carries the input line it answers.
     join_input: bool = False
+    #: Tables (seldon_batch_tx/tables): formats when not told by the extension, the feature columns, the
+    #: input columns kept in a table output (None: all), and the feature names a table input was read with.
+    input_format: str | None = None
+    output_format: str | None = None
+    columns: tuple[str, ...] = ()
+    keep_columns: tuple[str, ...] | None = None
+    table_names: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

@@ -22,6 +22,7 @@ from .checks import (
     at_least,
     ca_file_problem,
     choice,
+    column_names,
     header_pair,
     header_pairs,
     host_port,
@@ -170,6 +171,16 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
+    Option("input-format", None, None, "The input's format when its name does not say it (.csv, .parquet): "
+           "jsonl, csv or parquet (a directory or prefix of Parquet files); tables need the [tables] extra",
+           choice("jsonl", "csv", "parquet")),
+    Option("output-format", None, None, "Write the output as this table when its name does not say it "
+           "(.csv, .parquet): jsonl, csv or parquet; the JSON-lines working file OUTPUT.jsonl stays beside it",
+           choice("jsonl", "csv", "parquet")),
+    Option("columns", None, None, "A table input's feature columns, in order, as a,b,c [default: every "
+           "numeric column]", column_names),
+    Option("keep-columns", None, None, "The input columns a table output repeats before the prediction, as "
+           "a,b,c [default: all]", column_names),
     Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
            "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
            "output lines", None),

@@ -21,8 +21,9 @@ from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.base import make_codec
 from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
-from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio
+from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio, parse_storage_options
 from ..storage.pipes import StdoutLines
+from ..tables.formats import input_table
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
 from .reader import Item, OffThreadItems, read_items
@@ -50,6 +51,15 @@ def shard_filter(config: BatchConfig, lines: int | None) -> tuple[list[Callable[
         return [], lines
     index, count = config.shard_index, config.shard_count
     return [lambda i: i % count == index], None if lines is None else len(range(index, lines, count))
+
+
+def table_opener(config: BatchConfig) -> Callable[..., Any] | None:
+    """How a table input is opened (rows counted, not lines), None for lines."""
+    if not input_table(config):
+        return None
+    from ..tables.source import open_table_source
+
+    return open_table_source
 
 
 def writer_path(config: BatchConfig) -> str:
@@ -93,7 +103,7 @@ class Batch:
         staging file is uploaded only when the run ended complete (a stopped run keeps it for
         ``--resume`` and publishes nothing)."""
         try:
-            files = await self._storage(open_files(self.config, self._reactor))
+            files = await self._storage(open_files(self.config, self._reactor, table_opener(self.config)))
         except (StorageError, OSError) as e:
             self.stats.fail(str(e))
             raise
@@ -224,7 +234,14 @@ class Batch:
         if not counted:  # every index is seen, so the total is exact once the input ends
             wanted = files.seen.wanted(wanted)
             self.stats.total_estimated = True
-        items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
+        if input_table(config):  # rows of a CSV or Parquet table, as the items of lines (seldon_batch_tx/tables)
+            from ..tables.source import table_batch_items
+
+            config, items = table_batch_items(config, files.source, parse_storage_options(config.storage_options),
+                                              wanted)
+            self.config = config
+        else:
+            items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
         if not counted:
             items = files.seen.follow(items, self._read_all)
         units: Iterator[Item] | OffThreadItems = items

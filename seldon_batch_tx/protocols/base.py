@@ -112,7 +112,12 @@ def make_codec(config: BatchConfig) -> Codec:
     from .seldon import SeldonCodec
     from .v2 import V2Codec
 
-    return V2Codec(config) if config.protocol == "v2" else SeldonCodec(config)
+    codec: Codec = V2Codec(config) if config.protocol == "v2" else SeldonCodec(config)
+    if config.table_names:  # rows of a table: their errors and column names (protocols/table_rows.py)
+        from .table_rows import TableCodec
+
+        codec = TableCodec(codec, config)
+    return codec
 
 
 def gateway_prefix(config: BatchConfig) -> str:

@@ -1,0 +1,151 @@
+"""CSV and Parquet inputs as a stream of items, one per row, never the whole table in memory.
+
+CSV is read with the standard ``csv`` module over the storage layer's byte stream (any URL it reads),
+so a row wider or narrower than the header is seen at its own place and becomes that row's error.
+Parquet (a file, a directory or a prefix of files) is read in record batches through
+``pyarrow.dataset``; a URL goes through fsspec. Row numbers are the items' indexes (``batch_index``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO
+
+from ..pipeline.reader import Item, instance_ids
+from ..storage.paths import is_remote
+from .formats import TableError, require_pyarrow
+from .rows import RowError, RowRenderer, error_line, looks_numeric
+
+#: Rows read ahead from a CSV to decide which columns are numeric (without ``--columns``).
+CSV_SAMPLE_ROWS = 1000
+#: Rows per Parquet record batch: the most held at once.
+PARQUET_BATCH_ROWS = 8192
+#: Largest CSV field (bytes): a longer one is that row's error, not held.
+CSV_FIELD_LIMIT = 1 << 20
+
+
+def csv_records(stream: BinaryIO) -> Iterator[list[str] | str]:
+    """The CSV's records (the header first); a record the parser refuses is its reason (a str)."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(text)
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield f"not a readable CSV row ({e})"
+            continue
+        if record:  # a blank line is not a row
+            yield record
+
+
+def csv_features(header: Sequence[str], sample: Sequence[list[str] | str], wanted: Sequence[str]) -> list[int]:
+    """Positions of the feature columns: ``wanted`` (``--columns``), else each column whose sampled
+    non-empty cells are mostly numbers (a stray word in one row makes that row an error, not the column text)."""
+    if wanted:
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise TableError(f"--columns: no column {', '.join(map(repr, missing))} in the CSV header")
+        return [header.index(c) for c in wanted]
+    positions = []
+    for i in range(len(header)):
+        cells = [r[i] for r in sample if not isinstance(r, str) and i < len(r) and r[i].strip()]
+        if cells and 2 * sum(map(looks_numeric, cells)) > len(cells):
+            positions.append(i)
+    if not positions:
+        raise TableError("the CSV has no numeric column to send (name them with --columns)")
+    return positions
+
+
+def csv_rows(stream: BinaryIO, wanted: Sequence[str]) -> tuple[list[str], Iterator[Sequence[Any] | str]]:
+    """The feature column names and, per row, its feature values or its error reason."""
+    records = csv_records(stream)
+    header = next(records, None)
+    if header is None or isinstance(header, str):
+        raise TableError("the CSV has no header row" if header is None else f"the CSV header: {header}")
+    sample = list(itertools.islice(records, CSV_SAMPLE_ROWS))
+    positions = csv_features(header, sample, wanted)
+    width = len(header)
+
+    def rows() -> Iterator[Sequence[Any] | str]:
+        for record in itertools.chain(sample, records):
+            if isinstance(record, str):
+                yield record
+            elif len(record) != width:
+                yield f"the row has {len(record)} fields, the header {width}"
+            else:
+                yield [record[i] for i in positions]
+
+    return [header[i] for i in positions], rows()
+
+
+def parquet_dataset(path: str, storage_options: dict[str, Any] | None = None) -> Any:
+    """A ``pyarrow.dataset`` over a Parquet file, directory or prefix (local, or a URL via fsspec)."""
+    require_pyarrow()
+    import pyarrow.dataset as ds
+
+    try:
+        if is_remote(path):
+            import fsspec
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            fs, inner = fsspec.core.url_to_fs(path, **(storage_options or {}))
+            return ds.dataset(inner, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
+        return ds.dataset(os.path.abspath(path), format="parquet")
+    except (OSError, ValueError) as e:
+        raise TableError(f"cannot read the Parquet input: {str(e).splitlines()[0][:300]}") from None
+
+
+def parquet_features(schema: Any, wanted: Sequence[str]) -> list[str]:
+    """``wanted`` (``--columns``, checked against the schema), else every integer or float column."""
+    import pyarrow.types as pt
+
+    if wanted:
+        missing = [c for c in wanted if c not in schema.names]
+        if missing:
+            raise TableError(f"--columns: no column {', '.join(map(repr, missing))} in the Parquet schema")
+        return list(wanted)
+    names = [f.name for f in schema if pt.is_integer(f.type) or pt.is_floating(f.type)]
+    if not names:
+        raise TableError("the Parquet input has no numeric column to send (name them with --columns)")
+    return names
+
+
+def parquet_rows(dataset: Any, wanted: Sequence[str]) -> tuple[list[str], Iterator[Sequence[Any]]]:
+    """The feature column names and their values row by row, a record batch at a time."""
+    names = parquet_features(dataset.schema, wanted)
+
+    def rows() -> Iterator[Sequence[Any]]:
+        for batch in dataset.to_batches(columns=names, batch_size=PARQUET_BATCH_ROWS, use_threads=False):
+            yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+    return names, rows()
+
+
+def table_items(rows: Iterator[Sequence[Any] | str], renderer: RowRenderer, batch_id: str,
+                wanted: Callable[[int], bool] | None = None) -> Iterator[Item]:
+    """One item per row: its JSON line, or an error item with the reason (the codec's input_error)."""
+    make_id = instance_ids(batch_id)
+    line = renderer.line
+    for index, row in enumerate(rows):
+        if wanted is not None and not wanted(index):
+            continue
+        if isinstance(row, str):
+            yield Item(index, make_id(index), error_line(f"row {index}: {row}"))
+            continue
+        try:
+            yield Item(index, make_id(index), line(row))
+        except RowError as e:
+            yield Item(index, make_id(index), error_line(f"row {index}: {e}"))
+
+
+def count_csv_rows(path: str) -> int:
+    """The data rows of a local CSV (records after the header, blank lines not counted)."""
+    with open(path, "rb") as f:
+        return max(0, sum(1 for _ in csv_records(f)) - 1)
