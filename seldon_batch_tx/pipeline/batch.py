@@ -23,7 +23,7 @@ from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio, parse_storage_options
 from ..storage.pipes import StdoutLines
-from ..tables.formats import input_table
+from ..tables.formats import input_table, output_table, working_path
 from ..transports.base import Transport, make_transport
 from .engine import BatchRun
 from .reader import Item, OffThreadItems, read_items
@@ -84,6 +84,12 @@ class Batch:
     def __init__(self, config: BatchConfig, reactor: Any, *, stats: BatchStats | None = None,
                  transport: Transport | None = None, name: str | None = None,
                  output_mode: int | None = None, label: str | None = None) -> None:
+        #: A table output (path, format): the run writes its JSON-lines working file, the table at the end.
+        self._table_output: tuple[str, str] | None = None
+        table_format = output_table(config)
+        if table_format:
+            self._table_output = (config.output_data_path, table_format)
+            config = config.replace(output_data_path=working_path(config.output_data_path))
         self.config = config
         #: What the log calls the input: the daemon reads through ``/proc/self/fd/N`` but names the file.
         self._label = label
@@ -116,8 +122,31 @@ class Batch:
             files.close()
         if files.output.remote:
             summary = await self._upload(files, summary)
+        if self._table_output is not None and not summary.stopped_early:
+            summary = await self._write_table(summary)
         # debug only: the command prints the summary, the daemon logs it once per file (never twice)
         log.debug("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
+        return summary
+
+    async def _write_table(self, summary: Summary) -> Summary:
+        """The scored table from the complete working file (on a thread); a failure is a run that did
+        not finish (exit 3: a --resume writes it again)."""
+        from twisted.internet.threads import deferToThreadPool
+
+        from ..tables.writer import write_table
+
+        assert self._table_output is not None
+        path, fmt = self._table_output
+        config = self.config
+        try:
+            rows = await deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), write_table, config.output_data_path, path, fmt,
+                config.input_data_path, input_table(config) or "csv", keep=config.keep_columns,
+                options=parse_storage_options(config.storage_options))
+        except (StorageError, OSError) as e:
+            log.error("batch {batch_id}: {error}", batch_id=config.batch_id, error=str(e))
+            return attrs.evolve(summary, stopped_early=summary.stopped_early or str(e))
+        log.info("batch {batch_id}: {rows} rows written to {path}", batch_id=config.batch_id, rows=rows, path=path)
         return summary
 
     async def _storage(self, work: Coroutine[Any, Any, T]) -> T:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..storage.paths import StorageError, is_remote
+
 FORMATS = ("jsonl", "csv", "parquet")
 TABLE_FORMATS = ("csv", "parquet")
 #: The one-line message when pyarrow is not installed (exit 2, before anything is sent).
@@ -13,8 +15,8 @@ MISSING_EXTRA = "tables need pyarrow: pip install 'seldon-batch-tx[tables]'"
 WORKING_SUFFIX = ".jsonl"
 
 
-class TableError(ValueError):
-    """A table that cannot be read or written; the message says what is wrong (one line)."""
+class TableError(StorageError):
+    """A table that cannot be read or written; the message says what is wrong (one line, exit 2)."""
 
 
 def require_pyarrow() -> Any:
@@ -53,3 +55,20 @@ def output_table(config: Any) -> str | None:
 def working_path(output: str) -> str:
     """The JSON-lines working file of a table output (``scored.parquet`` -> ``scored.parquet.jsonl``)."""
     return output + WORKING_SUFFIX
+
+
+def table_problem(config: Any) -> str | None:
+    """Why the batch's tables cannot be used (checked before anything is sent), else None."""
+    inp, out = input_table(config), output_table(config)
+    if out and not inp:
+        return f"a table output ({out}) joins a table input: -i must be .csv or .parquet (or --input-format)"
+    if out and is_remote(config.output_data_path):
+        return "a table output is written to a local path (copy it to object storage afterwards)"
+    if out and config.shard_count > 1:
+        return "a table output holds every row: run the shards to JSON lines, merge, then seldon-batch export"
+    if inp == "parquet" or out:
+        try:
+            require_pyarrow()
+        except TableError as e:
+            return str(e)
+    return None
