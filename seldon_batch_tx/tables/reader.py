@@ -149,3 +149,22 @@ def count_csv_rows(path: str) -> int:
     """The data rows of a local CSV (records after the header, blank lines not counted)."""
     with open(path, "rb") as f:
         return max(0, sum(1 for _ in csv_records(f)) - 1)
+
+
+def table_totals(path: str, fmt: str) -> dict[str, int]:
+    """Rows of a written table by ``status`` (and ``rows``), read a column at a time."""
+    require_pyarrow()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        batches = pq.ParquetFile(path).iter_batches(columns=["status"])
+    else:
+        import pyarrow.csv as pcsv
+
+        batches = pcsv.open_csv(path, convert_options=pcsv.ConvertOptions(include_columns=["status"]))
+    counts = {"rows": 0, "success": 0, "failure": 0, "missing": 0}
+    for batch in batches:
+        for value in batch.column(0).to_pylist():
+            counts["rows"] += 1
+            counts[value] = counts.get(value, 0) + 1
+    return counts
