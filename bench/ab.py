@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import ROWS, make_inputs  # noqa: E402
 from bench.servers import REPO_ROOT, NginxServer  # noqa: E402
+from bench.suite import ROWS, make_inputs  # noqa: E402
 from bench.tools import TOOLS, Job, Tool, measure, ours  # noqa: E402
 
 

@@ -36,9 +36,10 @@ from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import DeferredList, ensureDeferred  # noqa: E402
 
 from seldon_batch_tx.config import BatchConfig  # noqa: E402
-from seldon_batch_tx.transports.base import RequestFailed  # noqa: E402
+from seldon_batch_tx.core.failures import RequestFailed  # noqa: E402
 from seldon_batch_tx.transports.grpc_client import MODES, GrpcTransport  # noqa: E402
 from tests.servers import SeldonServer  # noqa: E402
+from tests.targets import target_of  # noqa: E402
 
 
 def body(i: int) -> dict[str, Any]:
@@ -57,7 +58,7 @@ async def run_once(
     Returns (requests/s, client CPU ms per request, failures): with a 2-core box the server is
     the bottleneck, so the client's CPU cost per request tells the modes apart better.
     """
-    transport = GrpcTransport(config, reactor, mode=mode)
+    transport = GrpcTransport(config, reactor, mode=mode, target=target_of(config))
     transport.start()
     items = iter(range(requests))
     failures = 0

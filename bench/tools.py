@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.servers import REPO_ROOT
-from tests.servers import SELDON_BATCH_PROCESSOR, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import SELDON_BATCH_PROCESSOR
 
 OUR_SCRIPT = REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor"
 PROJECT_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"

@@ -28,7 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seldon_batch_tx.config import BatchConfig  # noqa: E402
-from seldon_batch_tx.transports.base import RequestFailed, Transport  # noqa: E402
+from seldon_batch_tx.core.failures import RequestFailed  # noqa: E402
+from seldon_batch_tx.transports.base import Transport  # noqa: E402
+from tests.targets import target_of  # noqa: E402
 
 BODY = '{"data":{"names":["t:0"],"ndarray":[[1]]},"meta":{}}'
 NGINX_CONF = """daemon off;
@@ -93,10 +95,10 @@ def make(client: str, config: BatchConfig, reactor: Any) -> Transport:
     if client == "fast":
         from seldon_batch_tx.transports.fast import FastHttpTransport
 
-        return FastHttpTransport(config, reactor)
+        return FastHttpTransport(config, reactor, target=target_of(config))
     from seldon_batch_tx.transports.treq_client import RestTransport
 
-    return RestTransport(config, reactor)
+    return RestTransport(config, reactor, target=target_of(config))
 
 
 async def run_one(reactor: Any, client: str, port: int, n: int, workers: int) -> tuple[float, float, int]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venvs/kfp: the Kubeflow Pipelines v2 SDK (+ kfp-kubernetes) used only to compile
-# docker/k8s/kubeflow_pipeline.py in tests/test_docker_manifests.py. Kept out of the project's
+# docker/k8s/kubeflow_pipeline.py in tests/test_workflow_manifests.py. Kept out of the project's
 # .venv: kfp pins its own protobuf, kubernetes client and google-cloud libraries.
 #
 # Idempotent: does nothing when the marker matches the requirements below (scripts/lib/venv.sh).

@@ -409,7 +409,7 @@ def ca_file_problem(file_path: str) -> str | None:
     """Why ``file_path`` cannot be the ``--ca-cert`` file, or None: checked before anything is sent."""
     if not (os.path.isfile(file_path) and os.access(file_path, os.R_OK)):
         return "the CA certificate file does not exist or is not readable"
-    from .transports.base import ca_certificates
+    from .core.certificates import ca_certificates
 
     try:
         ca_certificates(file_path)

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 REDACTED = "[redacted]"
 #: What replaces a URL's user part or query.
@@ -57,7 +57,10 @@ def show_path(path: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{HIDDEN}@{netloc.rsplit('@', 1)[1]}"
-    return urlunsplit((parts.scheme, netloc, parts.path, HIDDEN if parts.query else "", ""))
+    # Written out rather than through urlunsplit, which drops the "//" of an empty host
+    # (`dns:///name` would be shown as `dns:/name`).
+    query = f"?{HIDDEN}" if parts.query else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}"
 
 
 def batch_name(path: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import txaio
@@ -27,17 +27,11 @@ from .config import BatchConfig
 from .dashboard.registry import BatchEntry, BatchRegistry
 from .exits import EXIT_FAILED_LINES, EXIT_STOPPED, EXIT_USAGE
 from .pipeline.stats import BatchStats
+from .pipeline.summary import BENCHMARK, Summary
 from .redaction import batch_name, is_url
-
-if TYPE_CHECKING:
-    from .pipeline.summary import Summary
 
 txaio.use_twisted()
 log = txaio.make_logger()
-
-#: The ``--benchmark`` line: printed by the command, logged (with its fields) by the daemon.
-BENCHMARK = ("Benchmark: elapsed time {elapsed:.3f} s for {lines} lines, {rate:.1f} lines/s, "
-             "{workers} workers, batch size {size}")
 
 
 @attrs.frozen

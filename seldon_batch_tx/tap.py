@@ -34,7 +34,8 @@ from .dashboard.registry import BatchRegistry
 from .dashboard.security import DEFAULT_ENDPOINT, TOKEN_ENV, check_endpoint
 from .exits import EXIT_USAGE
 from .options import OPTIONS, Option, ProcessorOptions, parameter_rows
-from .runner import BENCHMARK, OneBatchService, Outcome, service_tree
+from .pipeline.summary import BENCHMARK
+from .runner import OneBatchService, Outcome, service_tree
 from .storage.paths import protocol
 
 txaio.use_twisted()

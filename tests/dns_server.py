@@ -58,7 +58,7 @@ class DnsServer(ManagedProcess):
     stop_signal = signal.SIGTERM
 
     def __init__(self, directory: Path, name: str) -> None:
-        from tests.servers import free_port
+        from tests.loopback import free_port
 
         self.port = free_port()
         self.known = name
@@ -69,7 +69,7 @@ class DnsServer(ManagedProcess):
         return f"{LOOPBACK}:{self.port}"
 
     def start(self) -> DnsServer:
-        from tests.servers import loopback_env
+        from tests.loopback import loopback_env
 
         root = Path(__file__).resolve().parent.parent
         self.spawn([sys.executable, "-m", "tests.dns_server", "--port", str(self.port), "--name", self.known,
@@ -78,7 +78,7 @@ class DnsServer(ManagedProcess):
         return self
 
     def is_ready(self) -> bool:
-        from tests.servers import tcp_accepts
+        from tests.loopback import tcp_accepts
 
         return tcp_accepts(LOOPBACK, self.port)
 

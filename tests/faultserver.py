@@ -289,7 +289,7 @@ class FaultServer(ManagedProcess):
     def __init__(self, *, faults: dict[str, float] | None = None, seed: int = 0, grpc: bool = False,
                  delay: float = 0.0, retry_after: float = 1.0, stall_seconds: float = 600.0,
                  fault_log: str | os.PathLike[str] | None = None) -> None:
-        from tests.servers import free_ports
+        from tests.loopback import free_ports
 
         self.port, grpc_port = free_ports(2)
         self.grpc_port = grpc_port if grpc else 0
@@ -329,7 +329,7 @@ class FaultServer(ManagedProcess):
 
     def start(self, timeout: float = 20.0) -> FaultServer:
         """Start on this server's ports (a new seed each start) and wait until it answers."""
-        from tests.servers import loopback_env
+        from tests.loopback import loopback_env
 
         self.spawn(self.command(), cwd=REPO_ROOT, env=loopback_env())
         self.starts += 1
@@ -337,7 +337,7 @@ class FaultServer(ManagedProcess):
         return self
 
     def is_ready(self) -> bool:
-        from tests.servers import http_request, tcp_accepts
+        from tests.loopback import http_request, tcp_accepts
 
         try:
             ready = http_request("GET", self.rest_host, "/health/ping", timeout=1.0)[1] == b"pong"

@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from tests.loopback import LOOPBACK, free_ports, http_request, loopback_env, tcp_accepts
 from tests.processes import ManagedProcess
-from tests.servers import LOOPBACK, REPO_ROOT, free_ports, http_request, loopback_env, tcp_accepts
+from tests.servers import REPO_ROOT
 
 KSERVE_VENV = REPO_ROOT / ".venvs" / "kserve"
 KSERVE_PYTHON = KSERVE_VENV / "bin" / "python"

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tests.loopback import LOOPBACK, http_request, loopback_env
 from tests.processes import group_pids, stop_group
-from tests.servers import LOOPBACK, REPO_ROOT, SELDON_BATCH_PROCESSOR, SeldonServer, http_request, loopback_env
+from tests.servers import REPO_ROOT, SELDON_BATCH_PROCESSOR, SeldonServer
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 OURS = REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor"

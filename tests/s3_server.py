@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from seldon_batch_tx.storage.paths import filesystem
+from tests.loopback import free_port, loopback_env
 from tests.processes import ManagedProcess
-from tests.servers import free_port, loopback_env
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"

@@ -73,17 +73,30 @@ when every line failed):
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.processes import ManagedProcess, log_tail
+from tests.loopback import (
+    LOOPBACK,
+    free_ports,
+    http_request,
+    loopback_env,
+    port_is_free,
+    tcp_accepts,
+)
+
+# free_port, post_json, NginxGateway and self_signed_cert moved to tests/loopback.py and
+# tests/nginx_gateway.py; still importable from here for test files written before the move.
+from tests.loopback import free_port as free_port
+from tests.loopback import post_json as post_json
+from tests.nginx_gateway import NginxGateway as NginxGateway
+from tests.nginx_gateway import self_signed_cert as self_signed_cert
+from tests.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SELDON_VENV = REPO_ROOT / ".venvs" / "seldon"
@@ -92,20 +105,6 @@ SELDON_BATCH_PROCESSOR = SELDON_VENV / "bin" / "seldon-batch-processor"
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-seldon-venv.sh"
 LAUNCHER = REPO_ROOT / "scripts" / "seldon_loopback.py"
 MODELS_DIR = REPO_ROOT / "examples" / "models"
-LOOPBACK = "127.0.0.1"
-
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy")
-
-
-def loopback_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An environment for child processes that keeps their traffic off any proxy and
-    out of the project's venv (the seldon venv has its own libraries)."""
-    env = dict(os.environ if base is None else base)
-    for name in list(env):
-        if name.lower() in _PROXY_VARS or name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
-            del env[name]
-    env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1,localhost"
-    return env
 
 
 def ensure_seldon_venv(timeout: float = 900.0) -> Path:
@@ -129,89 +128,6 @@ def tftensor_request(tags: Mapping[str, Any]) -> dict[str, Any]:
         },
         "meta": {"tags": dict(tags)},
     }
-
-
-def port_is_free(port: int) -> bool:
-    """True when nothing is bound to 127.0.0.1:port.
-
-    Binds WITHOUT SO_REUSEPORT, so a gRPC server holding the port with SO_REUSEPORT
-    (where a second server would silently share it) counts as taken.  SO_REUSEADDR is
-    set so that connections left in TIME_WAIT do not count.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
-def free_port(exclude: Sequence[int] = ()) -> int:
-    """A TCP port on 127.0.0.1 that nothing is bound to (not in `exclude`)."""
-    for _ in range(100):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind((LOOPBACK, 0))
-            port: int = sock.getsockname()[1]
-        finally:
-            sock.close()
-        if port not in exclude and port_is_free(port):
-            return port
-    raise RuntimeError("no free port found on 127.0.0.1")
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports on 127.0.0.1."""
-    ports: list[int] = []
-    for _ in range(count):
-        ports.append(free_port(exclude=ports))
-    return ports
-
-
-def tcp_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a TCP connection to host:port succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def http_request(
-    method: str,
-    url_host: str,
-    path: str,
-    body: Any = None,
-    timeout: float = 10.0,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[int, bytes]:
-    """One HTTP request to `url_host` ("127.0.0.1:PORT") with no proxy; a dict or list
-    body is sent as JSON, bytes or str as they are.  Returns (status, body)."""
-    host, _, port = url_host.rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        all_headers = dict(headers or {})
-        data: bytes | None = None
-        if isinstance(body, (bytes, str)):
-            data = body.encode() if isinstance(body, str) else body
-            all_headers.setdefault("Content-Type", "application/json")
-        elif body is not None:
-            data = json.dumps(body).encode()
-            all_headers.setdefault("Content-Type", "application/json")
-        conn.request(method, path, body=data, headers=all_headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def post_json(url_host: str, path: str, body: Any, timeout: float = 10.0) -> tuple[int, Any]:
-    """POST `body` as JSON; returns (status, decoded JSON answer)."""
-    status, data = http_request("POST", url_host, path, body, timeout=timeout)
-    return status, json.loads(data)
 
 
 class SeldonServerError(RuntimeError):
@@ -398,83 +314,3 @@ def run_original_processor(
         timeout=timeout,
         check=check,
     )
-
-
-class NginxGateway(ManagedProcess):
-    """An ingress stand-in on 127.0.0.1: nginx routes istio/ambassador-style paths
-    ``/seldon/{namespace}/{deployment}/api/v1.0/...`` to a model's ``/api/v1.0/...``."""
-
-    name = "nginx gateway"
-    startup_timeout = 10.0
-    poll_interval = 0.05
-
-    def __init__(self, upstream: str, namespace: str, deployment: str,
-                 tls: tuple[Path, Path] | None = None) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="nginx-gw-"))
-        ssl = f"ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ";"
-        conf = f"""
-daemon off; worker_processes 1; pid {self.dir}/nginx.pid; error_log {self.dir}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off; client_body_temp_path {self.dir}; proxy_temp_path {self.dir};
-  fastcgi_temp_path {self.dir}; uwsgi_temp_path {self.dir}; scgi_temp_path {self.dir};
-  upstream model {{ server {upstream}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{self.port} {ssl}
-    location /seldon/{namespace}/{deployment}/ {{
-      proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_pass http://model/;
-    }}
-  }}
-}}
-"""
-        (self.dir / "nginx.conf").write_text(conf)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    def where(self) -> str:
-        return self.host
-
-    def is_ready(self) -> bool:
-        return tcp_accepts(LOOPBACK, self.port)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.dir / "error.log", lines)
-
-    def start(self) -> NginxGateway:
-        self.spawn(["nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)], stdout=subprocess.DEVNULL)
-        self.wait_ready_or_stop()
-        return self
-
-
-def self_signed_cert(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1/localhost (it is its own CA): (cert.pem, key.pem)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name),
-                                                    x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path

@@ -21,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.sidecars import apply_sidecar
+from tests.loopback import free_port, http_request, loopback_env
 from tests.overload_server import OverloadServer
-from tests.servers import SeldonServer, free_port, http_request, loopback_env
+from tests.servers import SeldonServer
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 GAUGES = ("seldon_batch_concurrency_limit", "seldon_batch_requests_in_flight", "seldon_batch_rate_limit",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.servers import REPO_ROOT, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import REPO_ROOT
 
 RUN = REPO_ROOT / "bench" / "run.py"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import loopback_env
 from tests.overload_server import OverloadServer
-from tests.servers import loopback_env
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 LINE = 400_000

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import LOOPBACK, loopback_env
 from tests.processes import stop_group, wait_until
-from tests.servers import LOOPBACK, SeldonServer, loopback_env
+from tests.servers import SeldonServer
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
 LINGERING = re.compile(r"the dashboard stays on (http://\S+) ")

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LOOPBACK, loopback_env
+from tests.loopback import LOOPBACK, loopback_env
 
 BIN = Path(sys.executable).parent
 PROCESSOR = str(BIN / "seldon-batch-processor")

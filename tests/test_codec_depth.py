@@ -17,16 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.core.items import Item
+from seldon_batch_tx.core.strict_json import json_depth
+from seldon_batch_tx.pipeline.reader import instance_id
 from seldon_batch_tx.protocols.base import (
     MAX_JSON_DEPTH,
     BadResponse,
     InputError,
     ResponseMismatch,
     load_json_line,
-    make_codec,
 )
-from seldon_batch_tx.strict_json import json_depth
+from seldon_batch_tx.protocols.choose import make_codec
 
 
 def codec(**kw: Any) -> Any:

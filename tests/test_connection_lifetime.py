@@ -20,8 +20,9 @@ from seldon_batch_tx.transports.grpc_client import GrpcTransport
 from seldon_batch_tx.transports.grpc_pool import ChannelPool
 from seldon_batch_tx.transports.lifetime import Lifetime
 from seldon_batch_tx.transports.treq_client import RestTransport
-from tests.test_transport_grpc import LoopbackServer, deferLater, make_config, the_reactor
-from tests.test_transport_http import CLIENTS, REQUEST, WebServer, config_for, reactor, wait_for, web  # noqa: F401
+from tests.grpc_transport_helpers import LoopbackServer, deferLater, make_config, the_reactor
+from tests.http_transport_helpers import CLIENTS, REQUEST, WebServer, config_for, reactor, wait_for, web  # noqa: F401
+from tests.targets import target_of
 
 # -- the rule ----------------------------------------------------------------------------------
 
@@ -110,7 +111,8 @@ def test_channel_pool_by_requests_and_least_busy() -> None:
 
 def rest_client(client: str, server: WebServer, behaviour: str = "ok") -> FastHttpTransport | RestTransport:
     config = config_for(server.port, behaviour, workers=1)
-    return FastHttpTransport(config, reactor) if client == "fast" else RestTransport(config, reactor)
+    kind = FastHttpTransport if client == "fast" else RestTransport
+    return kind(config, reactor, target=target_of(config))
 
 
 def clocked(client: str, server: WebServer, clock: task.Clock, **lifetime: Any) -> FastHttpTransport | RestTransport:
@@ -183,7 +185,7 @@ async def test_grpc_channels_retire_by_requests_without_failing_calls(mode: str)
     other call gets a fresh connection, and the server sees each call once."""
     server = LoopbackServer()
     config = make_config(server.host, workers=4, grpc_channels=1, connection_max_requests=1)
-    transport = GrpcTransport(config, the_reactor(), mode=mode)
+    transport = GrpcTransport(config, the_reactor(), mode=mode, target=target_of(config))
     transport.start()
     try:
         stalled = transport.send({"strData": "stall:0.5"}, "p-stalled")
@@ -202,7 +204,7 @@ async def test_grpc_channels_retire_by_age() -> None:
     """Channels older than --connection-max-age are replaced: a run longer than the age reconnects."""
     server = LoopbackServer()
     config = make_config(server.host, workers=2, grpc_channels=2, connection_max_age=0.2)
-    transport = GrpcTransport(config, the_reactor(), mode="aio")
+    transport = GrpcTransport(config, the_reactor(), mode="aio", target=target_of(config))
     transport.start()
     try:
         for i in range(12):
@@ -284,7 +286,8 @@ async def test_a_retired_connection_resolves_its_name_again(client: str, web: We
             resolver.lookups = resolver.any_lookups = 0
             clock = task.Clock()
             config = config_for(web.port, "ok", workers=1, host=f"{host}:{web.port}")
-            transport = FastHttpTransport(config, reactor) if client == "fast" else RestTransport(config, reactor)
+            kind = FastHttpTransport if client == "fast" else RestTransport
+            transport = kind(config, reactor, target=target_of(config))
             transport.lifetime = Lifetime(5.0, None, clock.seconds, jitter=0)
             transport.start()
             try:

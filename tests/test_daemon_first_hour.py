@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.loopback import free_port, loopback_env
 from tests.processes import stop_group
-from tests.servers import SeldonServer, free_port, loopback_env
+from tests.servers import SeldonServer
 from tests.test_daemon_real import wait_for, write_lines
 
 TWISTD = str(Path(sys.executable).parent / "twistd")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.servers import SeldonServer, free_port, http_request, loopback_env
+from tests.loopback import free_port, http_request, loopback_env
+from tests.servers import SeldonServer
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 

@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import SeldonServer, http_request
+from tests.loopback import http_request
+from tests.servers import SeldonServer
 from tests.test_daemon_real import Daemon, wait_for, write_lines
 
 NOT_UTF8 = b"bad-\xff\xfe.txt"

@@ -24,7 +24,8 @@ import pytest
 
 from seldon_batch_tx.dashboard.channel import HEADER_TIMEOUT, MAX_CONNECTIONS
 from tests.hostile_server import HostileServer
-from tests.servers import REPO_ROOT, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import REPO_ROOT
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 

@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from seldon_batch_tx.dashboard.registry import DEFAULT_LIMIT
 from tests.hostile_server import HostileServer
-from tests.servers import REPO_ROOT, http_request, loopback_env
+from tests.loopback import http_request, loopback_env
+from tests.servers import REPO_ROOT
 from tests.test_daemon_real import Daemon, wait_for, write_lines
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")

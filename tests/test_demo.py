@@ -14,8 +14,9 @@ import time
 import urllib.request
 from typing import Any
 
+from tests.loopback import LOOPBACK, free_port, loopback_env, tcp_accepts
 from tests.processes import stop_group
-from tests.servers import LOOPBACK, REPO_ROOT, free_port, loopback_env, tcp_accepts
+from tests.servers import REPO_ROOT
 
 DEMO = REPO_ROOT / "scripts" / "demo.sh"
 OUTPUT = REPO_ROOT / "out" / "sample.out.txt"

@@ -13,13 +13,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.items import Item
 from seldon_batch_tx.outputs.writer import LineWriter
 from seldon_batch_tx.pipeline.attempts import backoff_delay
 from seldon_batch_tx.pipeline.engine import BatchRun
-from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.pipeline.reader import instance_id
 from seldon_batch_tx.pipeline.stats import BatchStats
 from seldon_batch_tx.pipeline.summary import Summary
 from seldon_batch_tx.transports.treq_client import RestTransport
+from tests.targets import target_of
 
 
 class Echo(Resource):
@@ -68,7 +70,8 @@ def make_run(tmp_path: Path, lines: list[str], resource: Resource, clock: Clock,
     items = iter([Item(i, instance_id("B", i), line.encode()) for i, line in enumerate(lines)])
     writer = LineWriter(config.output_data_path)
     stats = BatchStats("B", "in", total=len(lines))
-    run = BatchRun(config, items, RestTransport(config, clock, client=stub), writer, stats, clock)
+    transport = RestTransport(config, clock, client=stub, target=target_of(config))
+    run = BatchRun(config, items, transport, writer, stats, clock)
     return run, stub, Path(config.output_data_path)
 
 

@@ -24,13 +24,13 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.exits import EXIT_FAILED_LINES, EXIT_OK
 from seldon_batch_tx.outputs.writer import LineWriter
 from seldon_batch_tx.pipeline.engine import BatchRun
 from seldon_batch_tx.pipeline.reader import instance_id, read_items
 from seldon_batch_tx.pipeline.stats import BatchStats
 from seldon_batch_tx.pipeline.summary import Summary
-from seldon_batch_tx.transports.base import RequestFailed
 
 JSONDict = dict[str, Any]
 MAX_LINE = 400

@@ -26,7 +26,8 @@ import pytest
 
 from seldon_batch_tx.outputs.verify import verify
 from tests.faultserver import FaultServer
-from tests.servers import REPO_ROOT, SeldonServer, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import REPO_ROOT, SeldonServer
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 BATCH_ID = "fault-suite"

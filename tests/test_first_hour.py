@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import LOOPBACK, free_ports, loopback_env, tcp_accepts
 from tests.processes import stop_group
-from tests.servers import LOOPBACK, REPO_ROOT, SeldonServer, free_ports, loopback_env, tcp_accepts
+from tests.servers import REPO_ROOT, SeldonServer
 
 BIN = Path(sys.executable).parent
 README = REPO_ROOT / "README.md"

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from seldon_batch_tx.protos import grpc_service_pb2
-from tests.servers import free_port, loopback_env
+from tests.loopback import free_port, loopback_env
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 SELDON_PREDICT = "/seldon.protos.Seldon/Predict"

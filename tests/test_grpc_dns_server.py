@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from tests.dns_server import DnsServer
-from tests.servers import SeldonServer, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import SeldonServer
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 NAME = "model.batch-test.invalid"

@@ -22,7 +22,7 @@ from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import apply_sidecar
 from tests.hostile_server import HostileServer
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 BAD_HEADERS = {

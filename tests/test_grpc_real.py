@@ -2,7 +2,7 @@
 Seldon Core microservice's gRPC port, checked line by line against the REST output of the same file.
 
 Transport-level behaviour (status-code mapping, deadlines, cancellation, trust-on-first-use) is
-proved in tests/test_transport_grpc.py; here the whole command runs as a user runs it.
+proved in tests/test_grpc_loopback.py and tests/test_grpc_tls.py; here the whole command runs as a user runs it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import pytest
 
 from seldon_batch_tx.protocols.seldon_pb import value_to_python
 from seldon_batch_tx.protos import prediction_pb2_grpc
-from tests.servers import LOOPBACK, SeldonServer, free_ports, loopback_env, run_original_processor, self_signed_cert
+from tests.grpc_transport_helpers import Recorder
+from tests.loopback import LOOPBACK, free_ports, loopback_env
+from tests.nginx_gateway import self_signed_cert
+from tests.servers import SeldonServer, run_original_processor
 from tests.test_rest_real import PROCESSOR, by_index, run_ours, tf_server, write_lines
-from tests.test_transport_grpc import Recorder
 
 __all__ = ["tf_server"]  # the module-scoped fixture, used here as well
 

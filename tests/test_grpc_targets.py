@@ -31,9 +31,10 @@ from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.tap import Options as DaemonOptions
 from seldon_batch_tx.transports.grpc_channel import grpc_target, split_host_port
 from seldon_batch_tx.transports.grpc_client import GrpcTransport
+from tests.grpc_transport_helpers import LoopbackServer, make_config, self_signed, the_reactor
 from tests.replica_servers import OURS, ReplicaSeldonServer, line_pid, run_batch, verify, write_input
+from tests.targets import target_of
 from tests.test_cli_usage import assert_one_line_usage_error, run_command
-from tests.test_transport_grpc import LoopbackServer, make_config, self_signed, the_reactor
 
 PROG = "seldon-batch-processor"
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -239,7 +240,7 @@ async def test_trust_on_first_use_with_targets(tmp_path: Path, form: str, ips: l
     try:
         host = form.format(port=first.port, port2=f"127.0.0.1:{second.port}")
         config = make_config(host, use_ssl=True, ssl_verify=False, timeout=5.0)
-        transport = GrpcTransport(config, the_reactor())
+        transport = GrpcTransport(config, the_reactor(), target=target_of(config))
         transport.start()
         try:
             answers = [await transport.send({"strData": f"n{i}"}, "p") for i in range(6)]

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.hostile_server import HostileServer
-from tests.servers import http_request
+from tests.loopback import http_request
 from tests.test_daemon_real import Daemon, wait_for
 
 SECRET = "TOPSECRET-7f3a9c"

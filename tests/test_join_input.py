@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.pipeline.reader import Item, instance_id
-from seldon_batch_tx.protocols.base import Codec, make_codec
-from tests.servers import SeldonServer, loopback_env
+from seldon_batch_tx.core.items import Item
+from seldon_batch_tx.pipeline.reader import instance_id
+from seldon_batch_tx.protocols.base import Codec
+from seldon_batch_tx.protocols.choose import make_codec
+from tests.loopback import loopback_env
+from tests.servers import SeldonServer
 
 LINES = ["[[1, 2]]", "[3, 4]", "[[5, 6], [7, 8]]"]
 
@@ -92,8 +95,8 @@ def test_real_run_pairs_every_answer_with_its_input(tmp_path: Path) -> None:
 def test_joined_input_is_always_writable(raw: bytes) -> None:
     """A line the output cannot carry as JSON (1e999, a lone surrogate, NaN, not UTF-8, too deep) is joined as its
     text, so its error line is written like any other and never stops the run."""
+    from seldon_batch_tx.core.strict_json import compact_encoder
     from seldon_batch_tx.protocols.base import input_value
-    from seldon_batch_tx.strict_json import compact_encoder
 
     value = input_value(Item(0, instance_id("B", 0), raw))
     assert isinstance(value, str)

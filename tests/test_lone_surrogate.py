@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from seldon_batch_tx.protocols.base import InputError, load_json_line, parse_str
 from tests.hostile_server import HostileServer
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 LINES = {

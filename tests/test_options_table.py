@@ -22,7 +22,7 @@ from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_SAFE, apply_sidecar
 from seldon_batch_tx.options import Option
 from seldon_batch_tx.tap import DAEMON_TABLE
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 
 BIN = Path(sys.executable).parent
 #: A bad value for every option with a value; flags take "maybe".

@@ -12,12 +12,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.outputs.writer import LineWriter
 from seldon_batch_tx.pipeline.engine import BatchRun, reorder_window
 from seldon_batch_tx.pipeline.ordering import ReorderBuffer
 from seldon_batch_tx.pipeline.reader import read_items
 from seldon_batch_tx.pipeline.stats import BatchStats
-from seldon_batch_tx.transports.base import RequestFailed
 
 
 def test_units_are_written_in_order() -> None:

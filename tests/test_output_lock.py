@@ -19,8 +19,9 @@ from seldon_batch_tx.outputs.resume import ResumeError, prepare_resume
 from seldon_batch_tx.outputs.verify import verify
 from seldon_batch_tx.outputs.writer import LineWriter, OutputFile, OutputLocked, OutputRefused, lock_holder
 from tests.faultserver import FaultServer
+from tests.loopback import loopback_env
 from tests.processes import stop_group, wait_until
-from tests.servers import REPO_ROOT, loopback_env
+from tests.servers import REPO_ROOT
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 #: A child that locks an output as a run does and holds it until its stdin closes.

@@ -24,6 +24,7 @@ from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.web.client import HTTPConnectionPool
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.pipeline.pacing import (
     AdaptiveConcurrency,
     Pacing,
@@ -32,7 +33,6 @@ from seldon_batch_tx.pipeline.pacing import (
     is_overload,
     outcome_of,
 )
-from seldon_batch_tx.transports.base import RequestFailed
 from tests.overload_server import OverloadServer
 
 # -- RateLimiter on a simulated clock -------------------------------------------------------------

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.pipeline.reader import Item, chunked, instance_id, read_items
+from seldon_batch_tx.core.items import Item
+from seldon_batch_tx.pipeline.reader import chunked, instance_id, read_items
 from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
 
 

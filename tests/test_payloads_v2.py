@@ -12,18 +12,20 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from seldon_batch_tx.config import BatchConfig
+from seldon_batch_tx.core.failures import RequestFailed
+from seldon_batch_tx.core.items import Item
 from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.outputs.lines import line_info
-from seldon_batch_tx.pipeline.reader import Item, instance_id
-from seldon_batch_tx.protocols.base import make_codec
+from seldon_batch_tx.pipeline.reader import instance_id
+from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
 from seldon_batch_tx.protocols.v2 import V2Codec
 from seldon_batch_tx.protocols.v2_pb import request_from_dict, response_to_dict
 from seldon_batch_tx.protos import grpc_service_pb2
-from seldon_batch_tx.transports.base import RequestFailed
 from seldon_batch_tx.transports.fast import request_head
 from seldon_batch_tx.transports.http import model_url
 from seldon_batch_tx.transports.treq_client import RestTransport
+from tests.targets import target_of
 
 
 def endpoint_url(c: BatchConfig, _path: str) -> str:
@@ -337,7 +339,7 @@ def test_v2_endpoint_url(kw: dict[str, Any], url: str) -> None:
 def test_headers_reach_both_rest_clients() -> None:
     """--header goes into the treq transport's headers and the fast client's request head (Host replaced)."""
     c = config(gateway_type="seldon", host="127.0.0.1:9", headers=(("seldon-model", "m"), ("Host", "k.example")))
-    assert RestTransport(c, reactor=Clock())._headers["seldon-model"] == ["m"]
+    assert RestTransport(c, reactor=Clock(), target=target_of(c))._headers["seldon-model"] == ["m"]
     head = request_head("POST", endpoint_url(c, "predictions"), None, c.headers)[0].decode()
     assert "\r\nHost: k.example\r\n" in head and "\r\nseldon-model: m\r\n" in head and "127.0.0.1:9" not in head
     with pytest.raises(ValueError, match="line breaks"):

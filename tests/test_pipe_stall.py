@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.hostile_server import HostileServer
-from tests.servers import REPO_ROOT, free_ports
+from tests.loopback import free_ports
+from tests.servers import REPO_ROOT
 
 PROCESSOR = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 

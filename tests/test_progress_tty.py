@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import SeldonServer, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import SeldonServer
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
 

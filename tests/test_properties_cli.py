@@ -40,7 +40,8 @@ from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.pipeline.batch import Batch
 from seldon_batch_tx.pipeline.reader import instance_id
 from tests.hostile_server import HostileServer
-from tests.servers import REPO_ROOT, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import REPO_ROOT
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")
 MAX_LINE = 2048

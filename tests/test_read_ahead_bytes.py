@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 from tests.test_storage_cli import processor
 
 LINES = 300

@@ -15,17 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import (
-    SELDON_PYTHON,
-    SeldonServer,
-    SeldonServerError,
-    free_port,
-    port_is_free,
-    post_json,
-    run_original_processor,
-    tcp_accepts,
-    tftensor_request,
-)
+from tests.loopback import free_port, port_is_free, post_json, tcp_accepts
+from tests.servers import SELDON_PYTHON, SeldonServer, SeldonServerError, run_original_processor, tftensor_request
 
 PREDICT = "/api/v1.0/predictions"
 FEEDBACK = "/api/v1.0/feedback"

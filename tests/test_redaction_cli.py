@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from tests.hostile_server import HostileServer
+from tests.loopback import loopback_env
 from tests.s3_server import S3Server
-from tests.servers import REPO_ROOT, loopback_env
+from tests.servers import REPO_ROOT
 from tests.test_daemon_real import Daemon
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "seldon-batch-processor")

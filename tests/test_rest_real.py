@@ -13,14 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.servers import (
-    NginxGateway,
-    SeldonServer,
-    free_ports,
-    loopback_env,
-    run_original_processor,
-    self_signed_cert,
-)
+from tests.loopback import free_ports, loopback_env
+from tests.nginx_gateway import NginxGateway, self_signed_cert
+from tests.servers import SeldonServer, run_original_processor
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
 

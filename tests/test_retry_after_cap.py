@@ -21,7 +21,7 @@ import pytest
 
 from seldon_batch_tx.pipeline.attempts import MAX_RETRY_AFTER, OVERLOAD_SPARE, SPARE_RETRY_AFTER, backoff_delay
 from tests.hostile_server import HostileServer
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 
 CLI = str(Path(sys.executable).parent / "seldon-batch-processor")
 REFUSE = {"mode": "raw", "status": 429, "body": "slow down", "headers": [["Retry-After", "999999"]]}

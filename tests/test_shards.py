@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import SeldonServer, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import SeldonServer
 
 BIN = Path(sys.executable).parent
 PROCESSOR = str(BIN / "seldon-batch-processor")

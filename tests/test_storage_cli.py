@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from seldon_batch_tx.storage import staging_path
+from tests.loopback import loopback_env
 from tests.s3_server import S3Server
-from tests.servers import SeldonServer, loopback_env
+from tests.servers import SeldonServer
 
 BIN = Path(sys.executable).parent
 PROCESSOR = str(BIN / "seldon-batch-processor")

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from seldon_batch_tx.storage import staging_path
+from tests.loopback import loopback_env
 from tests.s3_server import S3Server
-from tests.servers import SeldonServer, loopback_env
+from tests.servers import SeldonServer
 from tests.test_storage_cli import indexes, lines_of, processor, run
 from tests.test_storage_hang import one_error_line, wait_until
 from tests.test_tap_usage import twistd

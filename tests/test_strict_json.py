@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from seldon_batch_tx.protocols.base import InputError, load_json_line
-from seldon_batch_tx.strict_json import (
+from seldon_batch_tx.core.failures import RequestFailed
+from seldon_batch_tx.core.strict_json import (
     MAX_ANSWER_DEPTH,
     MAX_JSON_DEPTH,
     NotFinite,
@@ -25,7 +25,7 @@ from seldon_batch_tx.strict_json import (
     json_depth,
     too_deep,
 )
-from seldon_batch_tx.transports.base import RequestFailed
+from seldon_batch_tx.protocols.base import InputError, load_json_line
 from seldon_batch_tx.transports.http import classify
 
 

@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.pipeline.reader import Item, instance_id
-from seldon_batch_tx.protocols.base import InputError, make_codec
+from seldon_batch_tx.pipeline.reader import Item, instance_id, instance_ids
+from seldon_batch_tx.protocols.base import InputError
+from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.tables import ordered
 from seldon_batch_tx.tables.formats import TableError, format_of
 from seldon_batch_tx.tables.predictions import prediction, status_of
@@ -31,7 +32,7 @@ from seldon_batch_tx.tables.rows import ERROR_MARK, RowError, RowRenderer, numbe
 
 def items_of(csv_text: str, columns: tuple[str, ...] = ()) -> tuple[list[str], list[Item]]:
     names, rows = csv_rows(io.BytesIO(csv_text.encode()), columns)
-    return names, list(table_items(rows, RowRenderer(names), "B"))
+    return names, list(table_items(rows, RowRenderer(names), instance_ids("B")))
 
 
 def test_csv_rows_become_one_ndarray_row_each_with_bad_rows_as_their_own_errors() -> None:
@@ -63,7 +64,7 @@ def test_parquet_rows_stream_numeric_columns_and_nulls_are_row_errors(tmp_path: 
     pq.write_table(table, tmp_path / "part-0.parquet")
     pq.write_table(table, tmp_path / "part-1.parquet")  # a directory of files is one table
     names, rows = parquet_rows(parquet_dataset(str(tmp_path)), ())
-    items = list(table_items(rows, RowRenderer(names), "B", wanted=lambda i: i != 2))
+    items = list(table_items(rows, RowRenderer(names), instance_ids("B"), wanted=lambda i: i != 2))
     assert names == ["x", "n"]
     assert [i.index for i in items] == [0, 1, 3, 4, 5]
     assert items[0].line == b"[[1.5,1]]" and items[1].line == ERROR_MARK + b"row 1: column 'x' is empty"

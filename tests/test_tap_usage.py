@@ -28,8 +28,8 @@ from seldon_batch_tx.dashboard.progress import ProgressReporter
 from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.runner import OneBatchService
 from seldon_batch_tx.tap import Options, makeService
+from tests.loopback import LOOPBACK, free_port, loopback_env
 from tests.processes import stop_group, wait_until
-from tests.servers import LOOPBACK, free_port, loopback_env
 from tests.test_cli_usage import (
     SECRET,
     RecordingServer,

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.protocols.v2_binary import HEADER, decode_answer, encode_request, pack, unpack
-from seldon_batch_tx.transports.base import RequestFailed
 from seldon_batch_tx.transports.http import classify
 
 INTS = {"INT8": 8, "INT16": 16, "INT32": 32, "INT64": 64}

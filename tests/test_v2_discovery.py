@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from seldon_batch_tx.protocols.v2_metadata import MAX_METADATA_BYTES
-from tests.servers import LOOPBACK
+from tests.loopback import LOOPBACK
 from tests.v2_runs import run_v2
 
 ANSWERS: dict[str, tuple[int, bytes] | None] = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from seldon_batch_tx.core.failures import RequestFailed
 from seldon_batch_tx.protocols.v2_lines import output_line
-from seldon_batch_tx.transports.base import RequestFailed
 from seldon_batch_tx.transports.http import MAX_REASON_CHARS, classify
 from tests.kserve_servers import MODEL_NAME, KServeServer, ensure_kserve_venv
 from tests.triton_servers import TritonServer, ensure_triton_venv

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from seldon_batch_tx.protocols.v2 import tensor_shape
+from tests.loopback import loopback_env
 from tests.mlserver_servers import MLServerServer, run_mlserver_infer
-from tests.servers import loopback_env
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
 TRANSPORTS = ("rest", "grpc")

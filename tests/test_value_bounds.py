@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from seldon_batch_tx.bounds import LIMITS, limits_table
 from seldon_batch_tx.tap import DAEMON_TABLE
-from tests.servers import loopback_env
+from tests.loopback import loopback_env
 from tests.test_daemon_real import Daemon, wait_for, write_lines
 
 BIN = Path(sys.executable).parent

@@ -21,6 +21,7 @@ from seldon_batch_tx.daemon.service import WatchDirService
 from seldon_batch_tx.daemon.sidecars import apply_sidecar
 from seldon_batch_tx.dashboard.registry import BatchRegistry
 from seldon_batch_tx.transports.treq_client import RestTransport
+from tests.targets import target_of
 
 
 class EchoModel(Resource):
@@ -64,7 +65,8 @@ class Daemon:
                            gateway_type="seldon", host="model.test", workers=2, retries=0,
                            drain_timeout=kw.pop("drain_timeout", 5.0))
         self.service = WatchDirService(str(root), base, clock, self.registry, poll_interval=1.0,
-                                       transport_factory=lambda c, r: RestTransport(c, clock, client=self.stub),
+                                       transport_factory=lambda c, r: RestTransport(c, clock, client=self.stub,
+                                                                             target=target_of(c)),
                                        use_inotify=False, **kw)
 
     def pump(self, until: Callable[[], bool] = lambda: False, seconds: float = 10.0) -> None:

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.loopback import LOOPBACK, free_ports, http_request, loopback_env, tcp_accepts
 from tests.processes import ManagedProcess
-from tests.servers import LOOPBACK, REPO_ROOT, free_ports, http_request, loopback_env, tcp_accepts
+from tests.servers import REPO_ROOT
 
 TRITON_VENV = REPO_ROOT / ".venvs" / "triton"
 TRITON_PYTHON = TRITON_VENV / "bin" / "python"

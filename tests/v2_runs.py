@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.servers import REPO_ROOT, loopback_env
+from tests.loopback import loopback_env
+from tests.servers import REPO_ROOT
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
 REFERENCE = REPO_ROOT / "tests" / "triton_reference.py"

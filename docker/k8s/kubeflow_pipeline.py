@@ -12,7 +12,7 @@ AWS_ENDPOINT_URL), like the Argo workflow in argo-workflow.yaml.
 then upload the YAML in the Kubeflow UI (or ``kfp.Client().create_run_from_pipeline_package``). The
 run's service account must be allowed to create, get and delete SeldonDeployments (argo-rbac.yaml),
 and the Secret ``minio-credentials`` (accesskey, secretkey) must exist in the run's namespace.
-tests/test_docker_manifests.py compiles this file with the real SDK (scripts/setup-kfp-venv.sh).
+tests/test_workflow_manifests.py compiles this file with the real SDK (scripts/setup-kfp-venv.sh).
 """
 
 import argparse

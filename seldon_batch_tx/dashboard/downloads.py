@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from twisted.protocols.basic import FileSender
@@ -21,9 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ..outputs.lines import open_regular
 from .security import display_text
-
-if TYPE_CHECKING:
-    from .site import Views
+from .views import Views
 
 KINDS = {b"output": b"application/x-ndjson; charset=utf-8", b"summary": b"application/json; charset=utf-8"}
 #: Longest file name offered to the browser.

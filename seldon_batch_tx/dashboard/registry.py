@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from ..config import BatchConfig
 from ..pipeline.stats import LATENCY_BUCKETS, BatchStats
+from ..pipeline.summary import BENCHMARK, Summary
 from ..redaction import show_path
 from .figures import SPARK_POINTS, chart, latency_percentiles, timing
 from .security import config_secrets, public_id
-
-if TYPE_CHECKING:
-    from ..pipeline.summary import Summary
 
 FINISHED_STATES = frozenset({"done", "failed", "stopped"})
 #: Batches a page, ``/api/batches`` and the per-batch /metrics series list by default (every running
@@ -113,8 +111,6 @@ class BatchEntry:
 
     def finish(self, now: float, summary: Summary | None = None) -> None:
         """Record the benchmark timing (and its ``--benchmark`` line) and the run's summary, if given."""
-        from ..runner import BENCHMARK  # the runner builds these entries: imported late, not circularly
-
         stats = self.stats
         elapsed = stats.elapsed(now)
         workers = self.config.workers if self.config else None

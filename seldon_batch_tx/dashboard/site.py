@@ -18,15 +18,13 @@ Templates and static files are the top-level ``web/`` directory, installed as th
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import quote
 
-import attrs
 import jinja2
 import txaio
 from twisted.web import pages
@@ -39,6 +37,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .registry import DEFAULT_LIMIT, MAX_LIMIT, BatchRegistry
 from .security import SECURITY_HEADERS, clean, host_allowed, token_ok
+from .views import Views, json_answer
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -49,13 +48,6 @@ WEB = "web"
 
 
 # -- resources ---------------------------------------------------------------------------
-
-def _json(request: Request, data: Any, code: int = 200, secrets: Any = ()) -> bytes:
-    """Strict JSON of ``data`` made safe to show (valid text, bounded, secrets redacted)."""
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    return json.dumps(clean(data, secrets), separators=(",", ":"), allow_nan=False).encode("utf-8")
-
 
 def _segment(path: bytes, request: Request) -> str:
     """The batch id a URL names: this segment and any after it (an id may hold a ``/`` that a
@@ -76,7 +68,7 @@ class Unauthorized(Resource):
 
     def render(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="seldon-batch"')
-        return _json(request, {"error": "a valid dashboard token is required"}, 401)
+        return json_answer(request, {"error": "a valid dashboard token is required"}, 401)
 
 
 class MisdirectedHost(Resource):
@@ -90,18 +82,6 @@ class MisdirectedHost(Resource):
         request.setResponseCode(421)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return self.BODY
-
-
-@attrs.frozen
-class Views:
-    """What every route reads: the registry, the secrets to redact (asked per request) and the templates."""
-
-    registry: BatchRegistry
-    secrets: Callable[[], set[str]]
-    templates: jinja2.Environment
-
-    def json(self, request: Request, data: Any, code: int = 200) -> bytes:
-        return _json(request, data, code, self.secrets())
 
 
 class View(Resource):
@@ -231,7 +211,7 @@ class Health(View):
 
     def render_GET(self, request: Request) -> bytes:
         registry = self.views.registry
-        return _json(request, {"status": "ok", "uptime": round(registry.now() - registry.started, 3),
+        return json_answer(request, {"status": "ok", "uptime": round(registry.now() - registry.started, 3),
                                "batches": registry.counts_by_state()})
 
 

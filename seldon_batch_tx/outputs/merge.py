@@ -23,8 +23,8 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
-from ..pipeline.reader import count_lines
 from ..storage import StorageError, StorageUnavailable, check_access, display, expected_lines, merge_paths
+from ..storage.reading import count_local_lines
 from ..storage.tools import add_storage_argument, tool_storage_options
 from .lines import DEFAULT_MAX_LINE_BYTES, IndexBitmap, outside_ranges, ranges, read_info, read_lines
 
@@ -128,7 +128,7 @@ def merge(paths: Sequence[str], output: str, expected: int | None = None,
         raise MergeError(f"at most {0xFFFF} shard outputs can be merged at once")
     if any(_same_path(p, output) for p in paths):
         raise MergeError(f"the output {output!r} is also a shard output")
-    held = sum(count_lines(p) for p in paths)
+    held = sum(count_local_lines(p) for p in paths)
     if expected is None:
         # With every line present exactly once, the shards hold exactly `total` lines, so any
         # index beyond what they hold already proves a hole or a duplicate.

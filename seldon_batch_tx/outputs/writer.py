@@ -25,8 +25,8 @@ from typing import Any, BinaryIO
 
 import txaio
 
+from ..core.strict_json import compact_encoder
 from ..redaction import Secrets
-from ..strict_json import compact_encoder
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]

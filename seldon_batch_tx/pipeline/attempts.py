@@ -21,9 +21,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 
 from ..config import BatchConfig
+from ..core.failures import RequestFailed
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
 from ..redaction import Secrets
-from ..transports.base import RequestFailed, Transport
+from ..transports.base import Transport
 from .pacing import Pacing, Permit, outcome_of
 from .stats import BatchStats
 from .summary import describe

@@ -15,18 +15,20 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 
 from ..config import BatchConfig
+from ..core.items import Item
 from ..outputs.lines import DEFAULT_MAX_LINE_BYTES
 from ..outputs.resume import ResumeError, prepare_resume
 from ..outputs.writer import LineWriter, OutputRefused
-from ..protocols.base import make_codec
+from ..protocols.choose import make_codec
 from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
 from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio, parse_storage_options
 from ..storage.pipes import StdoutLines
 from ..tables.formats import input_table, output_table, working_path
-from ..transports.base import Transport, make_transport
+from ..transports.base import Transport
+from ..transports.choose import make_transport
 from .engine import BatchRun
-from .reader import Item, OffThreadItems, read_items
+from .reader import OffThreadItems, instance_ids, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
 from .v2_discovery import discover_v2_model
@@ -96,7 +98,7 @@ class Batch:
         self._output_mode = 0o666 if output_mode is None else output_mode
         self._reactor = reactor
         self.stats = stats or BatchStats(config.batch_id, name or batch_name(config.input_data_path))
-        self._transport = transport or make_transport(config, reactor)
+        self._transport = transport or make_transport(config, reactor, make_codec(config).target)
         self._run: BatchRun | None = None
         self._stop_reason: str | None = None
         self._abandon_call: Any = None
@@ -267,7 +269,7 @@ class Batch:
             from ..tables.source import table_batch_items
 
             config, items = table_batch_items(config, files.source, parse_storage_options(config.storage_options),
-                                              wanted)
+                                              instance_ids(config.batch_id), wanted)
             self.config = config
         else:
             items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)

@@ -32,14 +32,17 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from ..config import BatchConfig
+from ..core.failures import RequestFailed
+from ..core.items import Item
 from ..outputs.writer import LineWriter
-from ..protocols.base import InputError, Parsed, make_codec
-from ..transports.base import RequestFailed, Transport
+from ..protocols.base import InputError, Parsed
+from ..protocols.choose import make_codec
+from ..transports.base import Transport
 from .attempts import Attempts, Record
 from .budget import ByteBudget
 from .ordering import ReorderBuffer
 from .pacing import Pacing
-from .reader import Item, OffThreadItems, chunked
+from .reader import OffThreadItems, chunked
 from .stats import BatchStats
 from .summary import Summary, describe
 

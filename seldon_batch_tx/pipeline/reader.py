@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any, BinaryIO
 
-import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from ..storage.reading import count_stream_lines
+# Item is re-exported where the pipeline and its callers have always found it.
+from ..core.items import Item as Item
 
 #: ``--max-line-bytes`` default (as ``BatchConfig.max_line_bytes``): longer lines are never held whole.
 DEFAULT_MAX_LINE_BYTES = 64 << 20
@@ -30,20 +30,6 @@ SKIP_CHUNK_BYTES = 1 << 20
 _INSTANCE_NAMESPACE = uuid.UUID("6f1c3bde-5a43-4c57-9d0e-2f4f1b7d9a10")
 #: A UUID's variant nibble (RFC 4122: 10xx) for each hex digit of the hash it replaces.
 _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
-
-
-@attrs.frozen(slots=True)
-class Item:
-    """One input line: its 0-based position, its stable id and its bytes (newline removed).
-
-    ``oversize`` is the length in bytes of a line longer than ``--max-line-bytes`` (its ``line`` is
-    then ``b""``: it was skipped, never held whole); 0 for every other line.
-    """
-
-    index: int
-    instance_id: str
-    line: bytes
-    oversize: int = 0
 
 
 def instance_id(batch_id: str, index: int) -> str:
@@ -65,12 +51,6 @@ def instance_ids(batch_id: str) -> Callable[[int], str]:
         return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
     return make
-
-
-def count_lines(path: str, chunk_size: int = 1 << 20) -> int:
-    """Count a local file's lines cheaply (a trailing line without newline counts) for progress."""
-    with open(path, "rb") as f:
-        return count_stream_lines(f, chunk_size)
 
 
 def read_items(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -18,11 +18,18 @@ from .history import RunHistory
 
 if TYPE_CHECKING:
     from .pacing import Pacing
-    from .summary import Summary
 
 #: Upper bounds (seconds) of the request latency histogram (/metrics, the dashboard's percentiles):
 #: 100 us to 100 s, neighbours at most 1.5x apart, so an interpolated percentile is within that.
 LATENCY_BUCKETS = tuple(round(m * 10.0 ** e, 6) for e in range(-4, 2) for m in (1, 1.5, 2, 3, 4, 5, 7.5)) + (100.0,)
+
+
+class Ending(Protocol):
+    """What :meth:`BatchStats.conclude` reads of a run's :class:`.summary.Summary` (made from these
+    counters, so it stands above them and is named here by what it holds, not imported)."""
+
+    @property
+    def stopped_early(self) -> str | None: ...
 
 
 @attrs.define
@@ -68,7 +75,7 @@ class BatchStats:
         """The engine started sending this batch's lines."""
         self.state, self.started = "running", now
 
-    def conclude(self, summary: Summary) -> None:
+    def conclude(self, summary: Ending) -> None:
         """The run ended: ``stopped`` when it stopped early (``--resume`` finishes it), else ``done``."""
         self.state = "stopped" if summary.stopped_early else "done"
 

@@ -9,6 +9,10 @@ import attrs
 from ..exits import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED
 from .stats import BatchStats
 
+#: The ``--benchmark`` line: printed by the command, logged (with its fields) by the daemon.
+BENCHMARK = ("Benchmark: elapsed time {elapsed:.3f} s for {lines} lines, {rate:.1f} lines/s, "
+             "{workers} workers, batch size {size}")
+
 #: Longest exception text kept in an ``internal_error`` reason (messages can quote whole bodies).
 MAX_REASON_CHARS = 500
 

@@ -20,8 +20,8 @@ import attrs
 import txaio
 from twisted.internet.threads import deferToThreadPool
 
-from .. import strict_json
 from ..config import BatchConfig
+from ..core import strict_json
 from ..protocols import base
 from ..protocols.v2 import model_name
 from ..protocols.v2_metadata import MAX_METADATA_BYTES, ModelMetadata, from_grpc, from_rest, max_batch_size_from_config
@@ -136,8 +136,8 @@ def _grpc_metadata(config: BatchConfig, wait: float) -> Any:
     """In a thread: one ``ModelMetadata`` call on a channel of its own (closed after)."""
     import grpc
 
+    from ..core.certificates import ca_certificates
     from ..protos import v2_metadata_pb2
-    from ..transports.base import ca_certificates
     from ..transports.grpc_channel import channel_options, grpc_target
 
     options = channel_options(config)

@@ -1,26 +1,30 @@
-"""What every protocol's codec promises, the helpers both codecs share, and :func:`make_codec`.
+"""What every protocol's codec promises, and the helpers both codecs share.
 
 A codec turns input lines into request bodies and answers back into output lines, and tells the
-transport where a request goes (:class:`Target`: a REST path, a gRPC route). The protocol is
-decided here, in :func:`make_codec`, and nowhere else: the engine and the transports only see a
-:class:`Codec` and its :class:`Target`. A third protocol is a module beside ``seldon.py`` and
-``v2.py`` (its protobuf conversion beside ``seldon_pb.py``) and one line in :func:`make_codec`.
+transport where a request goes (:class:`~..core.target.Target`: a REST path, a gRPC route). The
+protocol is decided in :func:`.choose.make_codec` and nowhere else: the engine and the transports
+only see a :class:`Codec` and its ``Target``. A third protocol is a module beside ``seldon.py`` and
+``v2.py`` (its protobuf conversion beside ``seldon_pb.py``) and one line in ``make_codec``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import attrs
 
-from .. import strict_json
 from ..config import BatchConfig
-from ..pipeline.reader import Item
-from ..transports.base import RequestFailed
+from ..core import strict_json
 
-JSONDict = dict[str, Any]
+# The shared vocabulary, re-exported where codecs and their callers have always found it.
+from ..core.failures import check_answer as check_answer
+from ..core.items import Item as Item
+from ..core.strict_json import JSONDict as JSONDict
+from ..core.target import GrpcRoute as GrpcRoute
+from ..core.target import Target as Target
+
 #: A mini-batch's request body, the lines it holds, and the lines that could not join it (with why).
 Built = tuple[JSONDict, list["Parsed"], list[tuple["Parsed", str]]]
 
@@ -51,42 +55,6 @@ class Parsed:
     own_tags: JSONDict = attrs.field(factory=dict)
 
 
-@attrs.frozen
-class GrpcRoute:
-    """What a gRPC transport needs of a protocol: the method, and the message conversions.
-
-    ``method(channel, service)`` is the multi-callable (``service``: the transport's choice of
-    ``Seldon``/``Model`` where the protocol has both); ``request(body)`` the protobuf message
-    (ValueError when the body cannot be one); ``answer(message)`` the REST-shaped answer, or
-    RequestFailed (a model failure, an unreadable message).
-    """
-
-    method: Callable[[Any, str], Any]
-    request: Callable[[JSONDict], Any]
-    answer: Callable[[Any], JSONDict]
-    #: For logs: the gRPC service and method this route calls, when they are not the Seldon ones.
-    service: str | None = None
-    rpc: str | None = None
-
-
-@attrs.frozen
-class Target:
-    """Where a codec's requests go: the REST path (gateway prefix included) and the gRPC route.
-
-    The route is made on first use (``grpc_route()``), so REST runs never import gRPC. Over REST a
-    protocol may also choose how a body is sent (``encode``: bytes and extra headers; default strict
-    JSON) and how a 2xx answer is read (``decode``: the value and the JSON text it came from; default
-    strict JSON), e.g. V2's binary tensors.
-    """
-
-    path: str
-    grpc_route: Callable[[], GrpcRoute]
-    encode: Callable[[JSONDict], tuple[bytes, tuple[tuple[str, str], ...]]] | None = None
-    decode: Callable[[bytes], tuple[Any, bytes]] | None = None
-    #: The REST body's Content-Type (what ``encode`` makes).
-    content_type: str = "application/json"
-
-
 class Codec(Protocol):
     """One protocol's message formats for one batch configuration."""
 
@@ -107,41 +75,9 @@ class Codec(Protocol):
         """The error line for one input line."""
 
 
-def make_codec(config: BatchConfig) -> Codec:
-    """The message formats of ``config.protocol``: the one place the protocol is decided."""
-    from .seldon import SeldonCodec
-    from .v2 import V2Codec
-
-    codec: Codec = V2Codec(config) if config.protocol == "v2" else SeldonCodec(config)
-    if config.table_names:  # rows of a table: their errors and column names (protocols/table_rows.py)
-        from .table_rows import TableCodec
-
-        codec = TableCodec(codec, config)
-    return codec
-
-
 def gateway_prefix(config: BatchConfig) -> str:
     """The path prefix of a Seldon Core gateway (istio, ambassador); none for a direct ``seldon`` one."""
     return "" if config.gateway_type == "seldon" else f"/seldon/{config.namespace}/{config.deployment_name}"
-
-
-def check_answer(answer: JSONDict, code: int | None = None, label: str | None = None) -> JSONDict:
-    """``answer``, unless its ``status`` says the model failed: the one model-FAILURE check of
-    every protocol and transport, a RequestFailed never retried (the model would fail again).
-
-    Its code is the status's (a non-zero integer), else ``code`` (the HTTP status); its reason
-    the status's ``reason``, else its ``info``; its ``info`` is ``label`` when the transport
-    labels its failures by kind (REST), else the status's own ``info``.
-    """
-    status = answer.get("status")
-    if not isinstance(status, dict) or status.get("status") != "FAILURE":
-        return answer
-    model_code, info, reason = status.get("code"), status.get("info"), status.get("reason")
-    info = info if isinstance(info, str) else ""
-    if not (isinstance(reason, str) and reason):
-        reason = info or "the model answered with status FAILURE"
-    raise RequestFailed("model_failure", reason, code=model_code if type(model_code) is int and model_code else code,
-                        retryable=False, info=info if label is None else label)
 
 
 def answer_object(response: Any, what: str) -> JSONDict:

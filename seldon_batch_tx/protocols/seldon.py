@@ -1,6 +1,6 @@
 """The Seldon protocol's message formats: input line -> request body -> output lines.
 
-Its :class:`~.base.Target` is ``[/seldon/NS/NAME]/api/v1.0/predictions`` (or ``feedback``) over
+Its :class:`~..core.target.Target` is ``[/seldon/NS/NAME]/api/v1.0/predictions`` (or ``feedback``) over
 REST, ``seldon.protos.Seldon/Predict`` (or ``SendFeedback``) over gRPC, converted by
 :mod:`.seldon_pb`. Nothing here touches a socket or a file. A line becomes a :class:`Parsed` value, one or more
 of those become a request body, and the model's response is split back into exactly one output
@@ -15,16 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import BatchConfig
-from ..pipeline.reader import Item
+from ..core.items import Item
+from ..core.strict_json import JSONDict
+from ..core.target import GrpcRoute, Target
 from .base import (
     BadResponse,
     Built,
-    GrpcRoute,
     InputError,
-    JSONDict,
     Parsed,
     ResponseMismatch,
-    Target,
     answer_object,
     flatten,
     gateway_prefix,

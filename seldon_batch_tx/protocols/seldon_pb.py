@@ -49,9 +49,9 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from ..core.failures import RequestFailed, check_answer, not_finite
+from ..core.strict_json import JSONDict
 from ..protos import prediction_pb2
-from ..transports.base import RequestFailed, not_finite
-from .base import JSONDict, check_answer
 
 _MAX_EXACT_INT = 2**53
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import BatchConfig
-from ..pipeline.reader import Item
+from ..core.items import Item
 from .base import Built, Codec, InputError, JSONDict, Parsed
 
 #: First byte of a row's error item (as :data:`seldon_batch_tx.tables.rows.ERROR_MARK`).

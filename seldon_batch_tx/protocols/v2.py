@@ -1,6 +1,6 @@
 """The Open Inference Protocol ("V2": MLServer, Triton, KServe) formats: line -> request -> output lines.
 
-Its :class:`~.base.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
+Its :class:`~..core.target.Target` is ``[/seldon/NS/NAME]/v2/models/{model}[/versions/{v}]/infer`` over
 REST, ``inference.GRPCInferenceService/ModelInfer`` over gRPC, converted by :mod:`.v2_pb`.
 
 The same contract as :class:`~seldon_batch_tx.protocols.seldon.SeldonCodec`, so the engine, retries,
@@ -31,23 +31,20 @@ resume, sharding and the dashboard need not know which protocol runs:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 from ..config import V2_DATATYPES, BatchConfig
-from ..pipeline.reader import Item
+from ..core.failures import check_answer
+from ..core.items import Item
+from ..core.strict_json import JSONDict
+from ..core.target import GrpcRoute, Target
 from . import base, v2_binary
-from .base import BadResponse, Built, GrpcRoute, InputError, JSONDict, Parsed, ResponseMismatch, Target
+from .base import BadResponse, Built, InputError, Parsed, ResponseMismatch
 from .v2_lines import output_line
+from .v2_types import NUMERIC_INFERRED, check_datatype, infer_datatype
 
 __all__ = ["V2Codec", "infer_datatype", "model_name", "tensor_shape"]
-
-INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
-UINT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64"})
-FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
-#: Inferred numeric types that may share a mini-batch (promoted to FP64 together).
-NUMERIC_INFERRED = frozenset({"INT64", "FP64"})
 
 
 def model_name(config: BatchConfig) -> str:
@@ -66,65 +63,6 @@ def tensor_shape(value: Any, where: str = "payload") -> tuple[int, ...]:
         if tensor_shape(row, where) != inner:
             raise InputError(f"{where}: ragged array, rows have different shapes")
     return (len(value), *inner)
-
-
-def _leaf_type(x: Any) -> str:
-    if isinstance(x, bool):
-        return "BOOL"
-    if isinstance(x, int):
-        return "INT64"
-    if isinstance(x, float):
-        return "FP64"
-    if isinstance(x, str):
-        return "BYTES"
-    raise InputError(f"unsupported value {json.dumps(x)[:40]}: expected numbers, booleans or strings")
-
-
-def infer_datatype(flat: list[Any]) -> str:
-    """INT64 for integers, FP64 once any float appears, BOOL, BYTES; InputError for a mix."""
-    kinds = {_leaf_type(x) for x in flat}
-    if kinds <= NUMERIC_INFERRED:
-        return "FP64" if "FP64" in kinds else "INT64"
-    if len(kinds) == 1:
-        return kinds.pop()
-    raise InputError(f"mixed value types {', '.join(sorted(kinds))} in one tensor")
-
-
-def check_datatype(flat: list[Any], datatype: str) -> None:
-    """InputError unless every element can travel as ``datatype``."""
-    if datatype == "BOOL":
-        ok = all(isinstance(x, bool) for x in flat)
-    elif datatype in INT_TYPES or datatype in UINT_TYPES:
-        ok = all(isinstance(x, int) and not isinstance(x, bool) for x in flat)
-        if ok and datatype in UINT_TYPES:
-            ok = all(x >= 0 for x in flat)
-    elif datatype in FLOAT_TYPES:
-        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
-    else:
-        ok = all(isinstance(x, str) for x in flat)
-    if not ok:
-        bad = next((x for x in flat if _leaf_type(x) != datatype), flat[0])
-        raise InputError(f"value {json.dumps(bad)[:40]} is not a valid {datatype} element")
-    check_range(flat, datatype)
-
-
-#: The finite range of each sized datatype: a value past it cannot travel (binary) or be read (JSON).
-RANGES = {"FP16": (-65504.0, 65504.0), "BF16": (-3.3895313892515355e38, 3.3895313892515355e38),
-          "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
-          **{f"INT{n}": (-(2 ** (n - 1)), 2 ** (n - 1) - 1) for n in (8, 16, 32, 64)},
-          **{f"UINT{n}": (0, 2 ** n - 1) for n in (8, 16, 32, 64)}}
-
-
-def check_range(flat: list[Any], datatype: str) -> None:
-    """InputError naming the first value outside ``datatype``'s range (numbers already checked)."""
-    bounds = RANGES.get(datatype)
-    if bounds is None or not flat:
-        return
-    low, high = bounds
-    if low <= min(flat) and max(flat) <= high:
-        return
-    bad = next(x for x in flat if not low <= x <= high)
-    raise InputError(f"value {json.dumps(bad)[:40]} is out of {datatype}'s range")
 
 
 def _first_dim(request: JSONDict) -> int:
@@ -169,7 +107,7 @@ class V2Codec:
 
         return GrpcRoute(lambda channel, _service: v2_pb.model_infer_call(channel),
                          v2_pb.request_builder(self.model_name, self.model_version),
-                         lambda message: base.check_answer(v2_pb.response_to_dict(message)),
+                         lambda message: check_answer(v2_pb.response_to_dict(message)),
                          service="inference.GRPCInferenceService", rpc="ModelInfer")
 
     # -- input line -> Parsed -------------------------------------------------------------

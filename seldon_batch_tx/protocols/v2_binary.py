@@ -21,8 +21,8 @@ import math
 import struct
 from typing import Any
 
-from .. import strict_json
-from ..transports.base import RequestFailed, not_finite
+from ..core import strict_json
+from ..core.failures import RequestFailed, not_finite
 
 JSONDict = dict[str, Any]
 

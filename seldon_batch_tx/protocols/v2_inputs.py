@@ -20,8 +20,8 @@ from typing import Any
 
 from ..config import BatchConfig
 from .base import InputError, JSONDict
-from .v2 import check_datatype, check_range
 from .v2_metadata import ModelMetadata, TensorSpec, fit_shape
+from .v2_types import check_datatype, check_range, infer_datatype
 
 __all__ = ["DEFAULT_INPUT_NAME", "ModelInputs"]
 
@@ -121,8 +121,6 @@ class ModelInputs:
             full, rows = list(shape or (1,)), (shape or (1,))[0]
         datatype = datatype or spec.datatype
         if not datatype:
-            from .v2 import infer_datatype
-
             datatype = infer_datatype(flat)
         try:
             if types <= _FAST_TYPES.get(datatype, set()):  # every element has the right type

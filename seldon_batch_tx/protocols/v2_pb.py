@@ -31,8 +31,8 @@ from typing import Any
 
 import grpc
 
+from ..core.failures import RequestFailed, not_finite
 from ..protos import grpc_service_pb2, grpc_service_pb2_grpc
-from ..transports.base import RequestFailed, not_finite
 from . import v2_binary
 
 JSONDict = dict[str, Any]

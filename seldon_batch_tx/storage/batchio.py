@@ -24,8 +24,8 @@ from .staging import StagedOutput, open_output
 
 if TYPE_CHECKING:
     from ..config import BatchConfig
+    from ..core.items import Item
     from ..outputs.writer import LineWriter
-    from ..pipeline.reader import Item
 
 
 @attrs.define

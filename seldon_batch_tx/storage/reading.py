@@ -267,6 +267,12 @@ def open_input(path: str, options: dict[str, Any] | None = None, *, count: bool 
     return InputSource(path, stream, size, total)
 
 
+def count_local_lines(path: str, chunk_size: int = 1 << 20) -> int:
+    """Count a local file's lines cheaply (a trailing line without newline counts) for progress."""
+    with open(path, "rb") as f:
+        return count_stream_lines(f, chunk_size)
+
+
 def count_lines(path: str, options: dict[str, Any] | None = None) -> int:
     """The line count of a local file or an object (one streamed pass, bounded memory)."""
     with open_input(path, options) as source:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
-from ..pipeline.reader import Item, instance_ids
+from ..core.items import Item
 from ..storage.paths import is_remote
 from .formats import TableError, require_pyarrow
 from .rows import RowError, RowRenderer, error_line, looks_numeric
@@ -128,10 +128,10 @@ def parquet_rows(dataset: Any, wanted: Sequence[str]) -> tuple[list[str], Iterat
     return names, rows()
 
 
-def table_items(rows: Iterator[Sequence[Any] | str], renderer: RowRenderer, batch_id: str,
+def table_items(rows: Iterator[Sequence[Any] | str], renderer: RowRenderer, make_id: Callable[[int], str],
                 wanted: Callable[[int], bool] | None = None) -> Iterator[Item]:
-    """One item per row: its JSON line, or an error item with the reason (the codec's input_error)."""
-    make_id = instance_ids(batch_id)
+    """One item per row: its JSON line, or an error item with the reason (the codec's input_error);
+    ``make_id`` gives a row's instance id (the batch's, as for lines)."""
     line = renderer.line
     for index, row in enumerate(rows):
         if wanted is not None and not wanted(index):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..config import BatchConfig
-from ..pipeline.reader import Item
+from ..core.items import Item
 from ..storage.paths import is_remote, local_path
 from ..storage.reading import InputSource, open_input
 from .formats import input_table, require_pyarrow
@@ -46,6 +46,7 @@ def model_columns(config: BatchConfig) -> tuple[str, ...]:
 
 
 def table_batch_items(config: BatchConfig, source: InputSource, options: dict[str, Any] | None,
+                      make_id: Callable[[int], str],
                       wanted: Callable[[int], bool] | None) -> tuple[BatchConfig, Iterator[Item]]:
     """The config with the feature names (the table codec reads them) and the rows as items."""
     per_model = model_columns(config)
@@ -56,4 +57,4 @@ def table_batch_items(config: BatchConfig, source: InputSource, options: dict[st
         names, rows = csv_rows(source.stream, columns)  # type: ignore[assignment]
     renderer = RowRenderer(names, per_column=bool(per_model) and tuple(names) == per_model)
     config = config.replace(table_names=tuple(names))
-    return config, table_items(rows, renderer, config.batch_id, wanted)
+    return config, table_items(rows, renderer, make_id, wanted)

@@ -41,8 +41,9 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.python.failure import Failure
 
 from ..config import BatchConfig
-from ..protocols.base import Target
-from .base import JSONDict, RequestFailed, internal_failure, target_for
+from ..core.failures import RequestFailed, internal_failure
+from ..core.strict_json import JSONDict
+from ..core.target import Target
 from .fast_connection import Call, Connection, ConnectionFactory, request_head
 from .http import connection_failure, encode_request, model_url, tls_policy
 from .lifetime import Lifetime
@@ -58,13 +59,13 @@ class FastHttpTransport:
     """POSTs JSON bodies to one Seldon endpoint over at most ``workers`` keep-alive connections."""
 
     def __init__(self, config: BatchConfig, reactor: Any, endpoint: Any = None, *,
-                 target: Target | None = None) -> None:
+                 target: Target) -> None:
         self._config = config
         self._reactor = reactor
-        self._target = target_for(config, target)
-        self.url = model_url(config, self._target)
+        self._target = target
+        self.url = model_url(config, target)
         #: How a 2xx answer is read (the target's choice; None: strict JSON), for the connections.
-        self.decode = self._target.decode
+        self.decode = target.decode
         self._head, self._host, self._port, self._tls = request_head("POST", self.url,
                                                                      config.call_credentials_token,
                                                                      config.headers, self._target.content_type)

@@ -12,7 +12,9 @@ lost before any byte of its answer sends its call again once on a fresh one (the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as Interface
 from urllib.parse import urlsplit
 
 import txaio
@@ -23,14 +25,32 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from .base import MAX_HEADER_BYTES, JSONDict, RequestFailed, headers_too_large, internal_failure, too_large
+from ..core.failures import RequestFailed, internal_failure, too_large
+from ..core.strict_json import JSONDict
+from .base import MAX_HEADER_BYTES, headers_too_large
 from .http import classify, connection_failure
-
-if TYPE_CHECKING:
-    from .fast import FastHttpTransport
+from .lifetime import Lifetime
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
+
+
+class Pool(Interface):
+    """What a connection asks of the pool that owns it (:class:`.fast.FastHttpTransport`): the
+    pool stands above its connections, so it is named here by what it does, not imported."""
+
+    max_response_bytes: int
+    lifetime: Lifetime
+    #: How a 2xx answer is read (the target's choice; None: strict JSON).
+    decode: Callable[[bytes], tuple[Any, bytes]] | None
+
+    def dispatch(self, call: Call, fresh: bool = False) -> None: ...
+
+    def release(self, conn: Connection, keep_alive: bool) -> None: ...
+
+    def detach(self, conn: Connection) -> None: ...
+
+    def lost(self, conn: Connection) -> None: ...
 
 
 def request_head(method: str, url: str, token: str | None, extra: tuple[tuple[str, str], ...] = (),
@@ -110,7 +130,7 @@ class _Refused(Exception):  # noqa: N818 - a signal out of httptools' callbacks,
 class Connection(Protocol):
     """One keep-alive HTTP/1.1 connection carrying at most one request at a time."""
 
-    def __init__(self, pool: FastHttpTransport) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._limit = pool.max_response_bytes
         self._parser = HttpResponseParser(self)
@@ -304,7 +324,7 @@ class Connection(Protocol):
 class ConnectionFactory(Factory):
     noisy = False  # one "Starting factory" log line per connection is noise at info level
 
-    def __init__(self, pool: FastHttpTransport) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     def buildProtocol(self, addr: Any) -> Connection:

@@ -17,7 +17,7 @@ import grpc
 
 from ..checks import grpc_scheme
 from ..config import BatchConfig
-from .base import RequestFailed, too_large
+from ..core.failures import RequestFailed, too_large
 
 #: Codes worth another attempt: the server was unreachable, too slow or shedding load.
 RETRYABLE_CODES = frozenset(

@@ -2,7 +2,7 @@
 
 Requests arrive as REST-shaped dicts (built by the engine) and leave as the model's response
 in the same shape, so nothing downstream knows which transport ran. Which RPC, and the
-conversions both ways, are the codec's :class:`~seldon_batch_tx.protocols.base.GrpcRoute`
+conversions both ways, are the codec's :class:`~seldon_batch_tx.core.target.GrpcRoute`
 (:mod:`seldon_batch_tx.protocols.seldon_pb`, :mod:`seldon_batch_tx.protocols.v2_pb`); channel
 options, status codes and trust on first use are :mod:`.grpc_channel`.
 
@@ -59,8 +59,10 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from ..config import BatchConfig
-from ..protocols.base import Target
-from .base import JSONDict, RequestFailed, ca_certificates, internal_failure, target_for
+from ..core.certificates import ca_certificates
+from ..core.failures import RequestFailed, internal_failure
+from ..core.strict_json import JSONDict
+from ..core.target import Target
 from .grpc_channel import (
     certificate_name_for,
     channel_count,
@@ -93,7 +95,7 @@ class GrpcTransport:
         *,
         mode: str = "aio",
         service: str = "Seldon",
-        target: Target | None = None,
+        target: Target,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -109,7 +111,7 @@ class GrpcTransport:
         self._trust_on_first_use = config.use_ssl and not config.ssl_verify and not config.ca_cert
         self._waiting: list[Deferred[None]] | None = None  # sends waiting for that
         #: The codec's method and conversions (``Seldon/Predict``, ``ModelInfer``...): no protocol of our own.
-        self._route = target_for(config, target).grpc_route()
+        self._route = target.grpc_route()
         self._metadata = self._base_metadata(config)
 
     @staticmethod

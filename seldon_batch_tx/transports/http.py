@@ -2,10 +2,10 @@
 
 The fast client (:mod:`.fast`) and the treq client (:mod:`.treq_client`) differ only in how
 bytes move; everything that decides what a request is and what an answer means lives here, so
-the two can never disagree: the URL (``http[s]://host`` + the codec's :class:`~..protocols.base.Target`
+the two can never disagree: the URL (``http[s]://host`` + the codec's :class:`~..core.target.Target`
 path), certificate checks (off, a ``--ca-cert`` bundle, or the system's roots), the strict
-compact JSON of a request body, and :func:`classify` (2xx answers read by :mod:`..strict_json`
-within :data:`~..strict_json.MAX_ANSWER_DEPTH` and checked for a model FAILURE by the codec's
+compact JSON of a request body, and :func:`classify` (2xx answers read by :mod:`..core.strict_json`
+within :data:`~..core.strict_json.MAX_ANSWER_DEPTH` and checked for a model FAILURE by the codec's
 rule; 429 and 5xx retryable, with ``Retry-After``; other statuses final; redirects never
 followed, so a 3xx is an ``http_3xx`` line rather than ``X-Auth-Token`` sent elsewhere).
 """
@@ -25,10 +25,13 @@ from twisted.web.client import BrowserLikePolicyForHTTPS, ResponseFailed
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from .. import strict_json
 from ..config import BatchConfig
-from ..protocols.base import Target, check_answer
-from .base import JSONDict, RequestFailed, ca_certificates, headers_too_large, nested_too_deeply, not_finite
+from ..core import strict_json
+from ..core.certificates import ca_certificates
+from ..core.failures import RequestFailed, check_answer, nested_too_deeply, not_finite
+from ..core.strict_json import JSONDict
+from ..core.target import Target
+from .base import headers_too_large
 
 #: The most of an answer's text an error reason quotes (a model's whole message, within reason).
 MAX_REASON_CHARS = 4096

@@ -25,8 +25,9 @@ from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, Res
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from ..config import BatchConfig
-from ..protocols.base import Target
-from .base import JSONDict, RequestFailed, internal_failure, target_for, too_large
+from ..core.failures import RequestFailed, internal_failure, too_large
+from ..core.strict_json import JSONDict
+from ..core.target import Target
 from .http import classify, connection_failure, encode_request, model_url, tls_policy
 from .lifetime import Lifetime
 from .twisted_internals import abort_response, abort_transport, bounded_pool
@@ -76,14 +77,14 @@ class RestTransport:
     """POSTs JSON bodies to one Seldon model endpoint over a shared connection pool."""
 
     def __init__(self, config: BatchConfig, reactor: IReactorTime, client: Any = None, *,
-                 target: Target | None = None) -> None:
+                 target: Target) -> None:
         self._config = config
         self._reactor = reactor
         self._client = client
         self._pool: HTTPConnectionPool | None = None
-        self._target = target_for(config, target)
-        self.url = model_url(config, self._target)
-        headers = {"Content-Type": [self._target.content_type]}
+        self._target = target
+        self.url = model_url(config, target)
+        headers = {"Content-Type": [target.content_type]}
         if config.call_credentials_token:
             headers["X-Auth-Token"] = [config.call_credentials_token]
         for name, value in config.headers:  # --header: gateway routing (seldon-model, Host), auth...

@@ -1,0 +1,19 @@
+"""The item of work: one input line as every layer sees it."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(slots=True)
+class Item:
+    """One input line: its 0-based position, its stable id and its bytes (newline removed).
+
+    ``oversize`` is the length in bytes of a line longer than ``--max-line-bytes`` (its ``line`` is
+    then ``b""``: it was skipped, never held whole); 0 for every other line.
+    """
+
+    index: int
+    instance_id: str
+    line: bytes
+    oversize: int = 0
