@@ -171,12 +171,10 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
-    Option("input-format", None, None, "The input's format when its name does not say it (.csv, .parquet): "
-           "jsonl, csv or parquet (a directory or prefix of Parquet files); tables need the [tables] extra",
-           choice("jsonl", "csv", "parquet")),
-    Option("output-format", None, None, "Write the output as this table when its name does not say it "
-           "(.csv, .parquet): jsonl, csv or parquet; the JSON-lines working file OUTPUT.jsonl stays beside it",
-           choice("jsonl", "csv", "parquet")),
+    Option("input-format", None, None, "The input's format when its name does not say it (.csv, .parquet; a "
+           "directory or prefix of Parquet files); tables need the [tables] extra", choice("jsonl", "csv", "parquet")),
+    Option("output-format", None, None, "Write the output as this table when its name does not say it; the "
+           "JSON-lines working file OUTPUT.jsonl stays beside it", choice("jsonl", "csv", "parquet")),
     Option("columns", None, None, "A table input's feature columns, in order, as a,b,c [default: every "
            "numeric column]", column_names),
     Option("keep-columns", None, None, "The input columns a table output repeats before the prediction, as "
