@@ -91,7 +91,8 @@ class Batch:
         table_format = output_table(config)
         if table_format:
             self._table_output = (config.output_data_path, table_format)
-            config = config.replace(output_data_path=working_path(config.output_data_path))
+            # in input order (--ordered), so the table is joined in one streamed pass, without a sort
+            config = config.replace(output_data_path=working_path(config.output_data_path), ordered=True)
         self.config = config
         #: What the log calls the input: the daemon reads through ``/proc/self/fd/N`` but names the file.
         self._label = label

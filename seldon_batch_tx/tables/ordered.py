@@ -19,7 +19,7 @@ from ..outputs.lines import line_info, open_regular, read_lines
 from .formats import TableError
 
 #: Bytes of lines sorted in memory at once before they are spilled to a temporary file.
-RUN_BYTES = 64 << 20
+RUN_BYTES = 16 << 20
 
 
 def _indexed(path: str) -> Iterator[tuple[int, bytes]]:

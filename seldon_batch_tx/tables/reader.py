@@ -3,7 +3,7 @@
 CSV is read with the standard ``csv`` module over the storage layer's byte stream (any URL it reads),
 so a row wider or narrower than the header is seen at its own place and becomes that row's error.
 Parquet (a file, a directory or a prefix of files) is read in record batches through
-``pyarrow.dataset``; a URL goes through fsspec. Row numbers are the items' indexes (``batch_index``).
+``pyarrow.parquet``; a URL goes through fsspec. Row numbers are the items' indexes (``batch_index``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import csv
 import io
 import itertools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ..core.items import Item
@@ -85,21 +85,58 @@ def csv_rows(stream: BinaryIO, wanted: Sequence[str]) -> tuple[list[str], Iterat
     return [header[i] for i in positions], rows()
 
 
-def parquet_dataset(path: str, storage_options: dict[str, Any] | None = None) -> Any:
-    """A ``pyarrow.dataset`` over a Parquet file, directory or prefix (local, or a URL via fsspec)."""
-    require_pyarrow()
-    import pyarrow.dataset as ds
+class ParquetInput:
+    """A Parquet file, or the ``.parquet``/``.pq`` files of a directory or prefix in name order, read a
+    record batch at a time with ``pyarrow.parquet`` (no pre-buffered row groups: memory stays flat)."""
 
-    try:
-        if is_remote(path):
-            import fsspec
-            from pyarrow.fs import FSSpecHandler, PyFileSystem
+    def __init__(self, path: str, storage_options: dict[str, Any] | None = None) -> None:
+        require_pyarrow()
+        import pyarrow.parquet as pq
 
-            fs, inner = fsspec.core.url_to_fs(path, **(storage_options or {}))
-            return ds.dataset(inner, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
-        return ds.dataset(os.path.abspath(path), format="parquet")
-    except (OSError, ValueError) as e:
-        raise TableError(f"cannot read the Parquet input: {str(e).splitlines()[0][:300]}") from None
+        self._pq = pq
+        try:
+            if is_remote(path):
+                import fsspec
+
+                self._fs, inner = fsspec.core.url_to_fs(path, **(storage_options or {}))
+                self.files = [inner] if self._fs.isfile(inner) else _parquet_names(self._fs.find(inner))
+            else:
+                self._fs = None
+                local = os.path.abspath(path)
+                self.files = [local] if os.path.isfile(local) else _parquet_names(
+                    os.path.join(root, name) for root, _, names in os.walk(local) for name in names)
+            if not self.files:
+                raise TableError(f"no Parquet file (.parquet, .pq) under {path}")
+            self.schema = self._open(self.files[0]).schema_arrow
+        except (OSError, ValueError) as e:
+            raise TableError(f"cannot read the Parquet input: {str(e).splitlines()[0][:300]}") from None
+
+    def _open(self, name: str) -> Any:
+        source = self._fs.open(name, "rb") if self._fs is not None else name
+        return self._pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
+
+    def count_rows(self) -> int:
+        """Rows of every file, from their footers."""
+        return sum(self._open(name).metadata.num_rows for name in self.files)
+
+    def batches(self, columns: Sequence[str] | None) -> Iterator[Any]:
+        """Record batches of ``columns`` (None: all), file after file."""
+        for name in self.files:
+            try:
+                yield from self._open(name).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns,
+                                                         use_threads=False)
+            except (OSError, ValueError) as e:
+                raise TableError(f"cannot read {name}: {str(e).splitlines()[0][:300]}") from None
+
+
+def _parquet_names(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if n.lower().endswith((".parquet", ".pq"))
+                  and not os.path.basename(n).startswith(("_", ".")))
+
+
+def parquet_dataset(path: str, storage_options: dict[str, Any] | None = None) -> ParquetInput:
+    """The Parquet input at ``path`` (TableError, one line, when it cannot be read)."""
+    return ParquetInput(path, storage_options)
 
 
 def parquet_features(schema: Any, wanted: Sequence[str]) -> list[str]:
@@ -122,7 +159,7 @@ def parquet_rows(dataset: Any, wanted: Sequence[str]) -> tuple[list[str], Iterat
     names = parquet_features(dataset.schema, wanted)
 
     def rows() -> Iterator[Sequence[Any]]:
-        for batch in dataset.to_batches(columns=names, batch_size=PARQUET_BATCH_ROWS, use_threads=False):
+        for batch in dataset.batches(names):
             yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
     return names, rows()

@@ -22,13 +22,12 @@ def open_table_source(config: BatchConfig, options: dict[str, Any] | None, *, co
     path = config.input_data_path
     if input_table(config) == "parquet":
         require_pyarrow()
-        total = parquet_dataset(path, options).count_rows()
-        return InputSource(path, io.BytesIO(), None, total)
+        return InputSource(path, io.BytesIO(), None, parquet_dataset(path, options).count_rows())
     if not is_remote(path):
         source = open_input(path)
         source.total_lines = count_csv_rows(local_path(path))
         return source
-    total = None
+    total: int | None = None
     if count:
         with open_input(path, options) as counting:
             total = max(0, sum(1 for _ in csv_records(counting.stream)) - 1)

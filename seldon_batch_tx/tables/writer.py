@@ -82,8 +82,7 @@ def _parquet_batches(path: str, keep: Sequence[str] | None,
         missing = [n for n in keep if n not in dataset.schema.names]
         if missing:
             raise TableError(f"--keep-columns: no column {', '.join(map(repr, missing))} in {path}")
-    for batch in dataset.to_batches(columns=list(keep) if keep else None, batch_size=PARQUET_BATCH_ROWS,
-                                    use_threads=False):
+    for batch in dataset.batches(list(keep) if keep else None):
         yield batch, batch.num_rows
 
 
