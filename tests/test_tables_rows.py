@@ -70,8 +70,11 @@ def test_parquet_rows_stream_numeric_columns_and_nulls_are_row_errors(tmp_path: 
     assert items[0].line == b"[[1.5,1]]" and items[1].line == ERROR_MARK + b"row 1: column 'x' is empty"
     with pytest.raises(TableError, match="no column 'q'"):
         parquet_rows(parquet_dataset(str(tmp_path)), ("q",))
-    with pytest.raises(TableError, match="cannot read the Parquet input"):
+    with pytest.raises(TableError, match="no Parquet file"):
         parquet_dataset(str(tmp_path / "absent.parquet"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(TableError, match="cannot read the Parquet input"):
+        parquet_dataset(str(tmp_path / "junk.parquet"))
 
 
 def test_number_and_renderer() -> None:
