@@ -51,7 +51,8 @@ def table_batch_items(config: BatchConfig, source: InputSource, options: dict[st
     per_model = model_columns(config)
     columns: Sequence[str] = config.columns or per_model
     if input_table(config) == "parquet":
-        names, rows = parquet_rows(parquet_dataset(config.input_data_path, options), columns)
+        names, rows = parquet_rows(parquet_dataset(config.input_data_path, options), columns,
+                                   rendered=not per_model)  # type: ignore[assignment]
     else:
         names, rows = csv_rows(source.stream, columns)  # type: ignore[assignment]
     renderer = RowRenderer(names, per_column=bool(per_model) and tuple(names) == per_model)
