@@ -32,6 +32,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "file-time-slice": (1.0, DAY),
     "storage-timeout": (1.0, DAY),
     "batch-size": (1, 10_000),
+    "max-batch-rows": (1, 1_000_000),
     "retries": (0, 100),
     "max-line-bytes": (1, 1024 * MIB),
     "max-response-bytes": (1, 1024 * MIB),
@@ -50,7 +51,8 @@ def unit(name: str) -> str:
         return "requests per second"
     if name.endswith("-bytes") or name.endswith("-in-flight"):
         return "bytes"
-    return {"batch-size": "lines per request", "retries": "retries", "grpc-channels": "channels"}.get(name, "seconds")
+    return {"batch-size": "lines per request", "max-batch-rows": "rows per request", "retries": "retries",
+            "grpc-channels": "channels"}.get(name, "seconds")
 
 
 def _check(name: str, number: float, unit: str) -> None:

@@ -54,6 +54,8 @@ class BatchConfig:
     benchmark: bool = False
     batch_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     batch_size: int = 1
+    #: Rows in one request at most (None: no limit but the V2 model's own max_batch_size, from its metadata).
+    max_batch_rows: int | None = None
     batch_interval: float = 0.0
     use_ssl: bool = False
     ssl_verify: bool = True

@@ -107,6 +107,10 @@ OPTIONS: tuple[Option, ...] = (
            "arrays); each line still gets its own output line (at most 10,000)", count("batch-size")),
     Option("batch-interval", None, 0.0, "Minimum seconds between two requests of one worker (at most 60)",
            seconds("batch-interval")),
+    Option("max-batch-rows", None, None, "At most this many rows in one request (a line of several rows "
+           "counts each; at most 1,000,000); lines past it go to the next request [default: no limit; with "
+           "--protocol v2, the model's max_batch_size where its metadata states it]",
+           optional_count("max-batch-rows", " rows")),
     Option("use-ssl", None, False, "Use https (REST) or TLS (gRPC)", None),
     Option("ssl-verify", None, True, "Verify the server's certificate (--no-ssl-verify accepts self-signed)",
            None),
@@ -171,14 +175,10 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
-    Option("input-format", None, None, "The input's format when its name does not say it (.csv, .parquet; a "
-           "directory or prefix of Parquet files); tables need the [tables] extra", choice("jsonl", "csv", "parquet")),
-    Option("output-format", None, None, "Write the output as this table when its name does not say it; the "
-           "JSON-lines working file OUTPUT.jsonl stays beside it", choice("jsonl", "csv", "parquet")),
-    Option("columns", None, None, "A table input's feature columns, in order, as a,b,c [default: every "
-           "numeric column]", column_names),
-    Option("keep-columns", None, None, "The input columns a table output repeats before the prediction, as "
-           "a,b,c [default: all]", column_names),
+    Option("input-format", None, None, "-i's format if its name does not say it", choice("jsonl", "csv", "parquet")),
+    Option("output-format", None, None, "-o's format if its name does not say it", choice("jsonl", "csv", "parquet")),
+    Option("columns", None, None, "A table input's feature columns, as a,b,c [default: numeric ones]", column_names),
+    Option("keep-columns", None, None, "Input columns a table output repeats, as a,b,c [default: all]", column_names),
     Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
            "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
            "output lines", None),

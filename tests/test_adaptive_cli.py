@@ -80,10 +80,10 @@ def run_watched(args: list[str], port: int, timeout: float = 120.0) -> tuple[sub
     return subprocess.CompletedProcess(command, process.returncode, out, err), scraped
 
 
-def summary_rate(stderr: str) -> float:
+def summary_rate(output: str) -> float:
     """Lines/s from the command's closing summary ("... 6.02 s, 39.9 lines/s")."""
-    found = re.findall(r"([0-9.]+) s, ([0-9.]+) lines/s", stderr)
-    assert found, stderr[-2000:]
+    found = re.findall(r"([0-9.]+) s, ([0-9.]+) lines/s", output)
+    assert found, output[-2000:]
     return float(found[-1][1])
 
 
@@ -114,7 +114,7 @@ def test_adaptive_settles_near_the_threshold_and_finishes_every_line(tmp_path: P
     share = server["overloads"] / (server["answers"] + server["overloads"])
     limits = [s["seldon_batch_concurrency_limit"][0] for s in scraped]
     settled = limits[len(limits) // 4:]
-    print(f"adaptive: {summary_rate(done.stderr):.0f} lines/s, overload share {share:.3f}, server {server}, "
+    print(f"adaptive: {summary_rate(done.stdout + done.stderr):.0f} lines/s, overload share {share:.3f}, server {server}, "
           f"limit samples {settled}")
     assert server["answers"] == 1000 and server["max_in_flight"] <= 8
     assert share < 0.25  # without --adaptive: ~0.6 of the answers are refusals and lines fail
@@ -153,7 +153,7 @@ def test_max_rate_against_the_real_seldon_microservice(tmp_path: Path, seldon_se
                                  "--max-rate", "25"], port)
     assert done.returncode == 0, done.stderr[-2000:]
     verified_output(output, 150)
-    rate = summary_rate(done.stderr)
+    rate = summary_rate(done.stdout + done.stderr)
     print(f"real Seldon, max-rate 25: {rate:.1f} lines/s, {len(scraped)} scrapes")
     assert abs(rate - 25) <= 2.5
     assert scraped, "the dashboard's /metrics never answered while the batch ran"

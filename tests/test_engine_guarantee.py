@@ -139,14 +139,24 @@ def test_a_build_bug_and_an_async_transport_bug_become_internal_error_lines(tmp_
 
 
 def test_an_unreadable_answer_is_bad_response_not_internal_error(tmp_path: Path) -> None:
-    """The issue's example: -s 2 and an answer whose tensor values are a number."""
-    answer = {"data": {"tensor": {"shape": [2], "values": 5}}}
-    run, clock = make(tmp_path, [b"[1]", b"[2]", b"[3]"], Scripted(lambda body: succeed(answer)),
-                      batch_size=2, payload_type="tensor")
+    """The issue's example: -s 2 and an answer whose tensor values are a number. The mini-batch
+    is split (issue 19), each line sent alone: the line whose own answer is unreadable fails alone."""
+    unreadable = {"data": {"tensor": {"shape": [2], "values": 5}}}
+
+    def answer(body: JSONDict) -> Deferred[JSONDict]:
+        if body["data"]["tensor"]["shape"][0] == 2:
+            return succeed(unreadable)
+        if body["meta"]["tags"]["batch_index"] == 0:
+            return succeed(cast(JSONDict, ["not", "an", "object"]))
+        return succeed(body)
+
+    transport = Scripted(answer)
+    run, clock = make(tmp_path, [b"[1]", b"[2]", b"[3]"], transport, batch_size=2, payload_type="tensor")
     summary = finish(run, clock)
     lines = output(tmp_path)
-    assert kinds(lines) == {0: "bad_response", 1: "bad_response", 2: None}
-    assert "tensor.values" in lines[0]["status"]["reason"]
+    assert kinds(lines) == {0: "bad_response", 1: None, 2: None}
+    assert "not a SeldonMessage object" in lines[0]["status"]["reason"]
+    assert len(transport.bodies) == 4  # [1, 2] unreadable, then [1] and [2] alone, then [3]
     assert summary.exit_code == EXIT_FAILED_LINES
 
 

@@ -38,7 +38,7 @@ BAD: dict[str, str] = {
     "max-rate": "fast", "storage-options": "", "staging-dir": "", "dashboard-linger": "later", "dashboard": "",
     "storage-timeout": "0", "storage-options-file": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",
-    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5",
+    "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5", "max-batch-rows": "1000001",
     "max-bytes-in-flight": "1", "input-format": "xlsx", "output-format": "xlsx", "columns": "a,,b",
     "keep-columns": "a,a",
 }

@@ -41,7 +41,7 @@ SIDECAR_NEVER = frozenset({"input-data-path", "output-data-path", "dashboard", "
 #: its credentials).
 SIDECAR_SAFE = frozenset({"data-type", "payload-type", "method", "batch-size", "batch-id", "batch-interval",
                           "workers", "retries", "timeout", "max-failures", "ordered", "input-name", "benchmark",
-                          "fsync-interval", "max-rate", "adaptive"})
+                          "fsync-interval", "max-rate", "adaptive", "max-batch-rows"})
 #: Keys an operator may add with ``--sidecar-allow``: host, transport, protocol, TLS, headers,
 #: tokens, model and deployment, namespace, gateway, shards, limits and the drain time.
 SIDECAR_ALLOWABLE = frozenset(o.name for o in OPTIONS) - SIDECAR_NEVER - SIDECAR_SAFE
@@ -123,13 +123,19 @@ def _coerce(option: Option, key: Any, value: Any) -> Any:
 
 
 def _no_harder_on_the_model(config: BatchConfig, changes: dict[str, Any], label: str) -> None:
-    """A sidecar may lower the daemon's ``--max-rate`` and turn ``--adaptive`` on, never the reverse:
+    """A sidecar may lower the daemon's ``--max-rate`` and ``--max-batch-rows`` and turn ``--adaptive`` on,
+    never the reverse:
     the operator's limits protect a model shared with online traffic."""
     cap = config.max_rate
     if cap is not None and "max_rate" in changes and (changes["max_rate"] is None or changes["max_rate"] > cap):
         log.info("sidecar {sidecar}: max-rate {asked} capped at the daemon's {cap}", sidecar=label,
                  asked=changes["max_rate"], cap=cap)
         changes["max_rate"] = cap
+    rows = config.max_batch_rows
+    if rows is not None and "max_batch_rows" in changes and (changes["max_batch_rows"] or rows + 1) > rows:
+        log.info("sidecar {sidecar}: max-batch-rows {asked} capped at the daemon's {cap}", sidecar=label,
+                 asked=changes["max_batch_rows"], cap=rows)
+        changes["max_batch_rows"] = rows
     if config.adaptive and changes.get("adaptive") is False:
         log.info("sidecar {sidecar}: adaptive stays on (the daemon's --adaptive)", sidecar=label)
         changes["adaptive"] = True

@@ -43,6 +43,7 @@ from .budget import ByteBudget
 from .ordering import ReorderBuffer
 from .pacing import Pacing
 from .reader import OffThreadItems, chunked
+from .splitting import carry_on, splittable
 from .stats import BatchStats
 from .summary import Summary, describe
 
@@ -282,18 +283,31 @@ class BatchRun:
             except RecursionError:
                 out[item.index] = self._fail(item, "line is not valid input: JSON nested too deeply",
                                              "input_error")
-        if parsed:
-            body, members, rejected = self.codec.build(parsed)
-            for p, reason in rejected:
-                out[p.item.index] = self._fail(p.item, reason, "input_error", own_tags=p.own_tags)
-            outcome = await self._attempts.send(body, members)  # None: stopping before a final answer
-            if isinstance(outcome, RequestFailed):
-                for p in members:
-                    out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
-                                                   own_tags=p.own_tags)
-            elif outcome is not None:
-                for p, record in zip(members, outcome, strict=True):
-                    out[p.item.index] = (p.item, record, None, "")
+        if not parsed:
+            return
+        body, members, rest = self.codec.build(parsed)
+        outcome = await self._attempts.send(body, members)  # None: stopping before a final answer
+        if outcome is None:
+            return
+        if rest or isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
+            # lines left out of the request, or a request refused for what one of its lines carries
+            attempts = self._attempts
+            answered = await carry_on(self.codec, attempts.send, members, outcome, rest,
+                                      lambda: attempts.stopping or attempts.abandoned)
+            for lines, ended in answered:
+                self._record(lines, ended, out)
+            return
+        self._record(members, outcome, out)
+
+    def _record(self, members: list[Parsed], outcome: list[Record] | RequestFailed, out: dict[int, Line]) -> None:
+        """The output lines of one request's lines: their records, or its failure for each."""
+        if isinstance(outcome, RequestFailed):
+            for p in members:
+                out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
+                                               own_tags=p.own_tags)
+        else:
+            for p, record in zip(members, outcome, strict=True):
+                out[p.item.index] = (p.item, record, None, "")
 
     def _fill(self, chunk: list[Item], out: dict[int, Line], error: BaseException) -> None:
         """An ``internal_error`` line for every line of the unit that has no output line yet."""

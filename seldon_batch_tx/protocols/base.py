@@ -25,7 +25,8 @@ from ..core.strict_json import JSONDict as JSONDict
 from ..core.target import GrpcRoute as GrpcRoute
 from ..core.target import Target as Target
 
-#: A mini-batch's request body, the lines it holds, and the lines that could not join it (with why).
+#: A mini-batch's request body, the lines it holds, and the lines that could not join it (with why):
+#: those are not failed, they make another request (:mod:`..pipeline.splitting`).
 Built = tuple[JSONDict, list["Parsed"], list[tuple["Parsed", str]]]
 
 MAX_JSON_DEPTH = strict_json.MAX_JSON_DEPTH
@@ -59,13 +60,16 @@ class Codec(Protocol):
     """One protocol's message formats for one batch configuration."""
 
     batch_size: int
+    #: Rows one request may hold (``--max-batch-rows``, or the model's own limit); None: no limit.
+    max_rows: int | None
     target: Target
 
     def parse(self, item: Item) -> Parsed:
         """Validate one line (InputError if it cannot be a request)."""
 
     def build(self, parsed: list[Parsed]) -> Built:
-        """One request body for these lines, the lines it holds, and lines that cannot join it."""
+        """One request body for the first line and those that fit with it (shape, datatype, at most
+        ``max_rows`` rows), the lines it holds, and the others (for another request)."""
 
     def results(self, response: JSONDict, members: list[Parsed]) -> list[JSONDict]:
         """One output line per member (ResponseMismatch, BadResponse when the answer will not split)."""
@@ -73,6 +77,11 @@ class Codec(Protocol):
     def error(self, item: Item, reason: str, *, info: str, code: int | None = None,
               own_tags: JSONDict | None = None) -> JSONDict:
         """The error line for one input line."""
+
+
+def over_rows(rows: int, more: int, limit: int | None) -> bool:
+    """Whether ``more`` rows would take a request of ``rows`` rows past ``limit``."""
+    return limit is not None and rows + more > limit
 
 
 def gateway_prefix(config: BatchConfig) -> str:

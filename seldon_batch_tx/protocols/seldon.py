@@ -64,6 +64,22 @@ def _shape_of(value: Any, where: str) -> tuple[int, ...]:
     return (len(value),)
 
 
+def _nd_shape(value: Any) -> tuple[int, ...] | None:
+    """The shape of an ndarray line along its nested lists (a row's leaves are not looked at, so
+    a line costs a call per row); None when it is ragged: such a line goes alone."""
+    if not isinstance(value, list):
+        return ()
+    if not value or not isinstance(value[0], list):
+        return (len(value),)  # a row of leaves (numbers, strings, objects: the model's business)
+    inner = _nd_shape(value[0])
+    if inner is None:
+        return None
+    for row in value[1:]:
+        if _nd_shape(row) != inner:
+            return None
+    return (len(value), *inner)
+
+
 def _is_shape(shape: Any) -> bool:
     return isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                            for d in shape)
@@ -96,6 +112,7 @@ class SeldonCodec:
         self.method = config.method
         #: Only plain arrays can be concatenated into one request; others go one per request.
         self.batch_size = config.batch_size if self.batchable(config) else 1
+        self.max_rows = config.max_batch_rows
         path = "feedback" if config.method == "feedback" else "predictions"
         self.target = Target(f"{gateway_prefix(config)}/api/v1.0/{path}", self._grpc_route)
 
@@ -140,9 +157,16 @@ class SeldonCodec:
         if not value:
             raise InputError(f"{self.payload_type} payload: empty array")
         if self.payload_type == "ndarray":
-            if self.batch_size > 1 and not isinstance(value[0], list):
-                value = [value]  # a flat line is one row of the mini-batch
-            return Parsed(item, value, rows=len(value))
+            if self.batch_size == 1:
+                return Parsed(item, value, rows=len(value))
+            first = value[0]
+            if not isinstance(first, list):
+                return Parsed(item, [value], rows=1, shape=(1, len(value)))  # a flat line is one row
+            # rows of one shape only share a request (a ragged ndarray is refused by the model):
+            # shape () marks a line that goes alone
+            if len(value) == 1 and (not first or not isinstance(first[0], list)):
+                return Parsed(item, value, rows=1, shape=(1, len(first)))  # the usual line: one row
+            return Parsed(item, value, rows=len(value), shape=_nd_shape(value) or ())
         shape = _shape_of(value, self.payload_type + " payload")
         if len(shape) == 1 and self.batch_size > 1:
             shape = (1, *shape)
@@ -191,20 +215,25 @@ class SeldonCodec:
         if self.data_type == "json":
             return {"jsonData": first.value, "meta": {"tags": tags}}, [first], []
 
-        members, rejected = [first], []
+        members, rest = [first], []
+        same, rows, limit = first.shape, first.rows, self.max_rows
+        anchor = same[1:] if same else None
         for p in parsed[1:]:
-            if self.payload_type != "ndarray" and p.shape[1:] != first.shape[1:]:
-                rejected.append((p, f"shape {list(p.shape)} does not fit the mini-batch's "
-                                    f"row shape {list(first.shape[1:])}"))
+            shape = p.shape
+            if not shape or shape != same and shape[1:] != anchor:  # the same shape (usual): no slice
+                rest.append((p, f"shape {list(shape)} does not fit the mini-batch's row shape {list(anchor or ())}"))
+            elif limit is not None and rows + p.rows > limit:
+                rest.append((p, f"{p.rows} more rows would pass the limit of {limit} rows per request"))
             else:
                 members.append(p)
+                rows += p.rows
         if len(members) == 1:
             array = first.value
             shape = first.shape
         else:
             array = [row for p in members for row in p.value]
-            shape = (sum(p.rows for p in members), *first.shape[1:])
-        return {"data": self._data(array, shape), "meta": {"tags": tags}}, members, rejected
+            shape = (rows, *first.shape[1:])
+        return {"data": self._data(array, shape), "meta": {"tags": tags}}, members, rest
 
     @staticmethod
     def _with_tags(meta: Any, tags: JSONDict) -> JSONDict:

@@ -86,6 +86,11 @@ class V2Codec:
         self.model_name = model_name(config)
         self.model_version = config.model_version
         self.batch_size = config.batch_size
+        #: --max-batch-rows, lowered to the model's own max_batch_size where the server states it.
+        self.max_rows = config.max_batch_rows
+        stated = config.v2_model.max_batch_size if config.v2_model is not None else None
+        if stated and (self.max_rows is None or stated < self.max_rows):
+            self.max_rows = stated
         #: The model's declared inputs (its metadata, read before the run), else None: today's reading.
         self.model_inputs = None
         if config.v2_model is not None and config.v2_model.inputs and self.data_type != "raw":
@@ -171,21 +176,26 @@ class V2Codec:
     # -- Parsed values -> request body ----------------------------------------------------
 
     def build(self, parsed: list[Parsed]) -> Built:
-        """One request for these lines, the lines it holds, and the lines that cannot join it."""
+        """One request for the first line and the lines that fit it (input names, datatypes, row
+        shapes, at most ``max_rows`` rows), the lines it holds, and the others (another request)."""
         first = parsed[0]
         if len(parsed) == 1:
             return self._request(first.value, first.item), [first], []
         anchor = self._signature(first.value)
-        members, rejected = [first], []
+        members, rest = [first], []
+        rows, limit = first.rows, self.max_rows
         for p in parsed[1:]:
             signature = self._signature(p.value)
-            if signature == anchor:
-                members.append(p)
+            if signature != anchor:
+                rest.append((p, f"inputs {self._describe(signature)} do not fit the mini-batch's "
+                                f"{self._describe(anchor)}"))
+            elif base.over_rows(rows, p.rows, limit):
+                rest.append((p, f"{p.rows} more rows would pass the limit of {limit} rows per request"))
             else:
-                rejected.append((p, f"inputs {self._describe(signature)} do not fit the mini-batch's "
-                                    f"{self._describe(anchor)}"))
+                members.append(p)
+                rows += p.rows
         if len(members) == 1:
-            return self._request(first.value, first.item), members, rejected
+            return self._request(first.value, first.item), members, rest
         merged = []
         for i, tensor in enumerate(first.value["inputs"]):
             parts = [p.value["inputs"][i] for p in members]
@@ -194,7 +204,7 @@ class V2Codec:
             data = [x for t in parts for x in (base.flatten(t["data"]) if isinstance(t["data"], list) else [t["data"]])]
             rows = sum(t["shape"][0] for t in parts)
             merged.append({**tensor, "shape": [rows, *tensor["shape"][1:]], "datatype": datatype, "data": data})
-        return self._request({**first.value, "inputs": merged}, first.item), members, rejected
+        return self._request({**first.value, "inputs": merged}, first.item), members, rest
 
     def _signature(self, request: JSONDict) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
         """What lines of one mini-batch must share: input names, datatypes and row shapes."""

@@ -1,0 +1,72 @@
+"""One unit's lines as requests, so that an error line means THAT line failed.
+
+A unit (``--batch-size`` lines) usually becomes one request answered once: the engine sends it
+itself (one ``build``, one ``send``, nothing more per line) and comes here only when it must.
+
+Then:
+
+* lines that do not fit the first line's request (shape, datatype, ``--max-batch-rows``, the
+  model's own row limit) are not failed: the codec leaves them out and they make the next request;
+* a request of several lines refused as a whole for what it carries (HTTP 400/422, gRPC
+  INVALID_ARGUMENT, a body the transport cannot encode or send) or whose answer cannot be carried
+  back (a row holding ``inf``, rows that do not add up) is split in halves, recursively, until
+  the offending lines stand alone: they get the error line, the others their answers.
+
+A split is not a retry: each half gets the full ``--retries`` budget for server faults, and a
+unit of n lines costs at most 2n - 1 requests however many of its lines are bad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import txaio
+
+from ..core.failures import RequestFailed
+from ..protocols.base import Codec, Parsed
+
+log = txaio.make_logger()
+
+Record = dict[str, Any]
+#: Sends one request body for these lines: their records, the final failure, or None when stopping.
+Send = Callable[[dict[str, Any], list[Parsed]], Awaitable["list[Record] | RequestFailed | None"]]
+#: One request's lines and how it ended.
+Answered = tuple[list[Parsed], "list[Record] | RequestFailed"]
+
+#: Failures that are about what a request carries or what its answer holds, not a server fault
+#: (the Seldon microservice's gRPC answers a model's exception, a refused value too, with a
+#: non-retryable UNKNOWN "Exception calling application").
+SPLIT_KINDS = frozenset({"http_400", "http_422", "grpc_INVALID_ARGUMENT", "grpc_UNKNOWN", "input_error",
+                         "input_too_large", "bad_response", "response_mismatch"})
+
+
+def splittable(failure: RequestFailed, lines: int) -> bool:
+    """Whether halving the request may isolate the lines to blame (never for a retryable fault)."""
+    return lines > 1 and not failure.retryable and failure.kind in SPLIT_KINDS
+
+
+async def carry_on(codec: Codec, send: Send, members: list[Parsed], outcome: list[Record] | RequestFailed,
+                   rest: list[tuple[Parsed, str]], stopping: Callable[[], bool]) -> list[Answered]:
+    """The unit's lines answered, from how its first request (``members``) ended and the lines it
+    left out (``rest``); stops early (lines left without an outcome, for ``--resume``) when the run
+    is stopping: ``stopping()`` before a further request, or ``send`` saying so."""
+    answered: list[Answered] = []
+    pending: list[list[Parsed]] = [[p for p, _ in rest]] if rest else []
+    while True:
+        if isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
+            log.debug("lines {first}..{last} refused together ({kind}): split in halves", first=members[0].item.index,
+                      last=members[-1].item.index, kind=outcome.kind)
+            half = len(members) // 2
+            pending += [members[half:], members[:half]]  # the first half is sent first
+        else:
+            answered.append((members, outcome))
+        if not pending or stopping():
+            return answered  # when stopping, a further request of this unit waits for the resume
+        body, members, more = codec.build(pending.pop())
+        if more:
+            pending.append([p for p, _ in more])  # another request, after this one
+        sent = await send(body, members)
+        if sent is None:
+            return answered  # stopping: what is not answered yet stays for a resume
+        outcome = sent
