@@ -332,7 +332,7 @@ class ProcessorOptions(usage.Options):
         """Local paths here; URLs (checked over the network) and ``-`` in :func:`.storage.preflight`."""
         path = self["input-data-path"]
         local = not (is_remote(path) or is_stdio(path))
-        if local and not os.path.isfile(path):
+        if local and not (os.path.isfile(path) or self["input-format"] == "parquet" and os.path.isdir(path)):
             raise self.error("input-data-path", path, "the input file does not exist or is not a file")
         if local and not os.access(path, os.R_OK):
             raise self.error("input-data-path", path, "the input file is not readable")

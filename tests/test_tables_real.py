@@ -107,9 +107,11 @@ def test_iris_table_through_the_seldon_microservice(seldon: SeldonServer, tmp_pa
 
 
 def test_keep_columns_and_columns_choose_what_is_sent_and_repeated(seldon: SeldonServer, tmp_path: Path) -> None:
-    write_inputs(tmp_path)
-    run(tmp_path, "-g", "seldon", "-h", seldon.rest_host, "-i", "iris.parquet", "-o", "scored.parquet",
-        "--columns", ",".join(FEATURES), "--keep-columns", "species", code=1)
+    _, parquet = write_inputs(tmp_path)
+    (tmp_path / "parts").mkdir()
+    parquet.rename(tmp_path / "parts" / "part-0.parquet")  # a local directory of Parquet files
+    run(tmp_path, "-g", "seldon", "-h", seldon.rest_host, "-i", "parts", "--input-format", "parquet",
+        "-o", "scored.parquet", "--columns", ",".join(FEATURES), "--keep-columns", "species", code=1)
     table = pq.read_table(tmp_path / "scored.parquet")
     assert table.column_names == ["species", *CLASSES, "status", "error_kind", "error_reason", "batch_index"]
     assert table.num_rows == len(ROWS) + 1
