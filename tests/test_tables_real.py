@@ -130,12 +130,16 @@ def test_export_writes_the_same_table_from_an_earlier_output(seldon: SeldonServe
 
 
 def test_iris_table_through_mlserver_v2(tmp_path: Path) -> None:
+    """One [rows, 4] tensor (model iris), and one input per column where the metadata names them (iris-columns)."""
     write_inputs(tmp_path)
-    with MLServerServer([MODELS / "mlserver_iris"]) as server:
-        for transport, host in (("rest", server.rest_host), ("grpc", server.grpc_host)):
-            run(tmp_path, "--protocol", "v2", "-g", "seldon", "-h", host, "-t", transport, "-i", "iris.csv",
-                "-o", f"scored-{transport}.parquet", "-s", "8", "-w", "2")
-            check_table(read_table(tmp_path / f"scored-{transport}.parquet"), "csv", ["proba_0", "proba_1", "proba_2"])
+    with MLServerServer([MODELS / "mlserver_iris", MODELS / "mlserver_iris_columns"]) as server:
+        for model, transport, host in (("iris", "rest", server.rest_host), ("iris", "grpc", server.grpc_host),
+                                       ("iris-columns", "rest", server.rest_host),
+                                       ("iris-columns", "grpc", server.grpc_host)):
+            out = f"scored-{model}-{transport}.parquet"
+            run(tmp_path, "--protocol", "v2", "--model-name", model, "-g", "seldon", "-h", host, "-t", transport,
+                "-i", "iris.csv", "-o", out, "-s", "8", "-w", "2")
+            check_table(read_table(tmp_path / out), "csv", ["proba_0", "proba_1", "proba_2"])
 
 
 def test_without_pyarrow_a_table_is_one_line_naming_the_extra(tmp_path: Path) -> None:
