@@ -181,3 +181,17 @@ def test_arrow_rendered_lines_equal_the_row_by_row_lines(rows: list[tuple[float,
     assert all(isinstance(a, type(b)) for f, s in zip(fast, slow, strict=True)
                for a, b in zip(json.loads(f)[0], json.loads(s)[0], strict=True))  # 3.0 stays a float
     assert ndarray_lines([pa.array([1.0, None])]) is None and ndarray_lines([pa.array([float("inf")])]) is None
+
+
+def test_table_outputs_that_cannot_be_written_are_refused_before_anything_is_sent() -> None:
+    from seldon_batch_tx.tables.formats import table_problem
+
+    def problem(**kw: Any) -> str | None:
+        fields = {"deployment_name": "d", "input_data_path": "in.csv", "output_data_path": "out.parquet", **kw}
+        return table_problem(BatchConfig(**fields))
+
+    assert problem() is None and problem(output_data_path="out.jsonl") is None
+    assert "joins a table input" in (problem(input_data_path="in.jsonl") or "")
+    assert "local path" in (problem(output_data_path="s3://b/out.parquet") or "")
+    assert "seldon-batch export" in (problem(shard_count=2) or "")
+    assert problem(input_data_path="in.jsonl", output_data_path="o.txt", output_format="csv") is not None
