@@ -120,6 +120,11 @@ class BatchConfig:
     columns: tuple[str, ...] = ()
     keep_columns: tuple[str, ...] | None = None
     table_names: tuple[str, ...] = ()
+    #: Seconds to wait for the model before the first line (0: check once; unreachable: exit 4).
+    wait_ready: float = 0.0
+    #: Seconds an outage may last before the run stops (exit 3); None: wait as long as it lasts;
+    #: 0: no pausing, outage errors are retried and recorded like any other.
+    outage_timeout: float | None = 600.0
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

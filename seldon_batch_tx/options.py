@@ -17,12 +17,11 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, seconds
+from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, outage_seconds, seconds
 from .checks import (
     at_least,
     ca_file_problem,
     choice,
-    column_names,
     header_pair,
     header_pairs,
     host_port,
@@ -49,7 +48,7 @@ from .config import (
     V2_DATATYPES,
     BatchConfig,
 )
-from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
+from .flags import SECRET_OPTIONS, TABLES, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
 from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
 from .storage.paths import STDIO, is_remote, is_stdio
 
@@ -175,16 +174,17 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
-    Option("input-format", None, None, "-i's format if its name does not say it", choice("jsonl", "csv", "parquet")),
-    Option("output-format", None, None, "-o's format if its name does not say it", choice("jsonl", "csv", "parquet")),
-    Option("columns", None, None, "A table input's feature columns, as a,b,c [default: numeric ones]", column_names),
-    Option("keep-columns", None, None, "Input columns a table output repeats, as a,b,c [default: all]", column_names),
+    Option("wait-ready", None, 0.0, "Seconds to wait for the model to be ready before the first line [default: 0: "
+           "check once, unreachable is exit 4; at most 86400]", seconds("wait-ready")),
+    Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
+           "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing; at most 604800)",
+           outage_seconds),
     Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
            "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
            "output lines", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
-)
+) + TABLES  # --input-format, --output-format, --columns, --keep-columns (flags.py)
 FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
 #: Options whose value is a path to a file holding another option's secret.
 SECRET_FILES: tuple[tuple[str, str], ...] = (("call-credentials-token-file", "call-credentials-token"),)
