@@ -11,8 +11,9 @@ from typing import Any
 
 import attrs
 
-from .checks import host_transport_problem, shown
+from .checks import shown
 from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
+from .host_checks import host_transport_problem
 
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")

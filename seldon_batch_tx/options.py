@@ -24,8 +24,6 @@ from .checks import (
     choice,
     header_pair,
     header_pairs,
-    host_port,
-    host_transport_problem,
     name_segment,
     option_error,
     optional_int,
@@ -50,6 +48,7 @@ from .config import (
 )
 from .flags import SECRET_OPTIONS, TABLES, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
 from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
+from .host_checks import host_port, host_transport_problem
 from .storage.paths import STDIO, is_remote, is_stdio
 
 __all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_output_path", "normalise_flags",
