@@ -132,11 +132,18 @@ def unescaped(value: str) -> str:
 
 def redact(value: str, secrets: Iterable[str], _rounds: int = 4) -> str:
     """``value`` with every occurrence of a secret replaced (longest first, so none leaks in part);
-    when a secret is there only escaped or percent-encoded (even twice), the unescaped text with it replaced."""
+    when a secret is there only escaped or percent-encoded (even twice), the unescaped text with it replaced;
+    an excerpt cut inside a secret (ending ``...``) with the secret's first characters replaced."""
     ordered = [s for s in sorted(set(secrets), key=len, reverse=True) if len(s) >= MIN_SECRET]
     for secret in ordered:
         if secret in value:
             value = value.replace(secret, REDACTED)
+    if value.endswith("..."):  # an excerpt cut inside a secret ends with its first characters
+        for secret in ordered:
+            cut = next((n for n in range(len(secret) - 1, MIN_SECRET - 1, -1) if value.endswith(secret[:n] + "...")), 0)
+            if cut:
+                value = value[:-cut - 3] + REDACTED + "..."
+                break
     plain = value
     for _ in range(_rounds):
         if "\\" not in plain and "%" not in plain:

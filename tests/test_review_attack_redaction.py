@@ -68,3 +68,22 @@ def test_real_run_error_line_and_log(tmp_path: Path) -> None:
     assert reason.startswith("HTTP 400") and reason.count(REDACTED) == 2, reason
     for text in (out.read_text(), proc.stderr, proc.stdout):
         assert "TOKEN" not in unescaped(unescaped(text)) and "TOKEN" not in text
+
+
+def test_excerpt_cut_inside_the_secret(tmp_path: Path) -> None:
+    """An answer long enough that the reason's excerpt (4,096 characters) ends inside the credential."""
+    assert redact("HTTP 400: xx sekrit/TOK...", [TOKEN]) == "HTTP 400: xx [redacted]..."
+    assert redact("HTTP 400: xx sekr...", [TOKEN]) == "HTTP 400: xx [redacted]..."
+    assert redact("HTTP 400: xx sek...", [TOKEN]) == "HTTP 400: xx sek..."  # shorter than MIN_SECRET
+    body = "A" * 4090 + TOKEN
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("[[1, 2]]\n")
+    with HostileServer(tmp_path / "requests.log") as server:
+        answer = {"mode": "raw", "status": 400, "body_b64": base64.b64encode(body.encode()).decode()}
+        server.script("B2", default=answer)
+        proc = subprocess.run([PROCESSOR, "-d", "script", "-g", "istio", "-n", "ns", "-h", server.rest_host, "-u", "B2",
+                               "--call-credentials-token", TOKEN, "-i", str(src), "-o", str(out), "-l", "debug"],
+                              capture_output=True, text=True, timeout=120, env=loopback_env())
+    reason = json.loads(out.read_text())["status"]["reason"]
+    assert reason.endswith("A" + REDACTED + "..."), reason[-40:]
+    assert "sekrit" not in out.read_text() + proc.stderr + proc.stdout
