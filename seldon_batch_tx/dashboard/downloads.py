@@ -47,22 +47,23 @@ def stream(request: Request, handle: Any) -> None:
     gone: list[bool] = []
     channel = request.channel
     period = getattr(getattr(channel, "site", None), "timeOut", None) or IDLE_TIMEOUT  # the channel's is off now
-    read = -1
+    read, still = -1, 0
     watch: Any = None
 
-    def stalled() -> None:
-        nonlocal read, watch
+    def stalled() -> None:  # every third of the idle timeout: cut after a whole one without progress
+        nonlocal read, still, watch
         if gone or handle.closed:
             return
-        if handle.tell() == read:  # nothing read from the file: the client took nothing for a period
+        still = still + 1 if handle.tell() == read else 0
+        if still >= 3:  # nothing read from the file: the client took nothing for the idle timeout
             transport = channel.transport if channel is not None else None
             if transport is not None:
                 getattr(transport, "abortConnection", transport.loseConnection)()
             return
         read = handle.tell()
-        watch = channel.callLater(period, stalled)
+        watch = channel.callLater(period / 3, stalled)
 
-    watch = channel.callLater(period, stalled) if channel is not None else None
+    watch = channel.callLater(period / 3, stalled) if channel is not None else None
 
     def stop(_: Any) -> None:
         gone.append(True)
