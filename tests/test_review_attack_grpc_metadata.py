@@ -1,0 +1,69 @@
+"""Review attack: a gRPC V2 server whose ``ModelMetadata`` answer lies about shapes.
+
+REST metadata with a dimension below -1, a shape of more than 32 dimensions or more than 1,024
+tensors is not used (requests follow the options); the gRPC answer was taken as it came, so every
+line became an input error quoting a shape of thousands of dimensions. Both are now read alike.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from seldon_batch_tx.protocols.v2_metadata import from_grpc
+from seldon_batch_tx.protos import v2_metadata_pb2
+from tests.loopback import loopback_env
+from tests.v2_runs import PROCESSOR
+
+METHOD = "/inference.GRPCInferenceService/ModelMetadata"
+
+
+def lying(shape: list[int], inputs: int = 1) -> Any:
+    return v2_metadata_pb2.ModelMetadataResponse(name="m", platform="liar", inputs=[
+        v2_metadata_pb2.ModelMetadataResponse.TensorMetadata(name=f"IN{i}", datatype="FP32", shape=shape)
+        for i in range(inputs)])
+
+
+@pytest.mark.parametrize("shape,inputs", [([-1, -7], 1), ([-1] + [2] * 5000, 1), ([-1, 2], 2000)])
+def test_lying_grpc_metadata_is_refused(shape: list[int], inputs: int) -> None:
+    with pytest.raises(ValueError):
+        from_grpc(lying(shape, inputs))
+
+
+@pytest.fixture
+def liar() -> Iterator[int]:
+    """A real gRPC server on loopback answering ModelMetadata with a 5,000-dimension shape."""
+    def metadata(request: Any, context: Any) -> Any:
+        return lying([-1] + [2] * 5000)
+
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelMetadata": grpc.unary_unary_rpc_method_handler(
+            metadata, request_deserializer=v2_metadata_pb2.ModelMetadataRequest.FromString,
+            response_serializer=v2_metadata_pb2.ModelMetadataResponse.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0).wait(5)
+
+
+def test_real_run_ignores_lying_grpc_metadata(liar: int, tmp_path: Path) -> None:
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("[1.0, 2.0]\n")
+    proc = subprocess.run([PROCESSOR, "--protocol", "v2", "-d", "m", "-g", "seldon", "-t", "grpc",
+                           "-h", f"127.0.0.1:{liar}", "-i", str(src), "-o", str(out), "-r", "0", "-l", "info"],
+                          capture_output=True, text=True, timeout=120, env=loopback_env())
+    assert "V2 model m: metadata not read" in proc.stderr, proc.stderr[-2000:]
+    (record,) = [json.loads(x) for x in out.read_text().splitlines()]
+    reason = record["status"]["reason"]
+    assert "does not fit" not in reason and len(reason) < 1000  # the server's own refusal of ModelInfer
+    assert len(proc.stderr) < 20_000
