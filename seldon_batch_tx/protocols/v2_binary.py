@@ -42,7 +42,12 @@ def pack(datatype: str, values: list[Any]) -> bytes:
     if datatype == "BYTES":
         out = []
         for v in values:
-            b = v.encode("utf-8") if isinstance(v, str) else bytes(v)
+            if isinstance(v, str):
+                b = v.encode("utf-8")
+            elif isinstance(v, list | bytes):  # byte values; a number would be bytes(n): n zero bytes
+                b = bytes(v)
+            else:
+                raise ValueError(f"a BYTES element must be text, not {type(v).__name__}")
             out.append(struct.pack("<I", len(b)) + b)
         return b"".join(out)
     if datatype == "BF16":
