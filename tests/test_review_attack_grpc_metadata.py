@@ -1,4 +1,4 @@
-"""Review attack: a gRPC V2 server whose ``ModelMetadata`` answer lies about shapes.
+"""Review attack: a gRPC V2 server whose ``ModelMetadata`` answer lies about shapes, or quotes the token.
 
 REST metadata with a dimension below -1, a shape of more than 32 dimensions or more than 1,024
 tensors is not used (requests follow the options); the gRPC answer was taken as it came, so every
@@ -67,3 +67,40 @@ def test_real_run_ignores_lying_grpc_metadata(liar: int, tmp_path: Path) -> None
     reason = record["status"]["reason"]
     assert "does not fit" not in reason and len(reason) < 1000  # the server's own refusal of ModelInfer
     assert len(proc.stderr) < 20_000
+
+
+TOKEN = "sekrit-TOKEN-5678"
+
+
+@pytest.fixture
+def quoter() -> Iterator[int]:
+    """A real gRPC server refusing ModelMetadata with the X-Auth-Token it was sent quoted in its details."""
+    def metadata(request: Any, context: Any) -> Any:
+        got = dict(context.invocation_metadata()).get("x-auth-token")
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, f"token {got} is not allowed here")
+
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelMetadata": grpc.unary_unary_rpc_method_handler(
+            metadata, request_deserializer=v2_metadata_pb2.ModelMetadataRequest.FromString,
+            response_serializer=v2_metadata_pb2.ModelMetadataResponse.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0).wait(5)
+
+
+def test_twistd_log_never_shows_the_token_a_server_quotes(quoter: int, tmp_path: Path) -> None:
+    """twistd's log redacts nothing itself (the CLI's does): the metadata log line is redacted at its source."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("[1.0, 2.0]\n")
+    twistd = str(Path(PROCESSOR).parent / "twistd")
+    proc = subprocess.run([twistd, "-n", "--pidfile=", "seldon-batch", "--protocol", "v2", "-d", "m", "-g", "seldon",
+                           "-t", "grpc", "-h", f"127.0.0.1:{quoter}", "--call-credentials-token", TOKEN,
+                           "-i", str(src), "-o", str(out), "-r", "0"],
+                          capture_output=True, text=True, timeout=120, env=loopback_env(), cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "no metadata from" in log and "PERMISSION_DENIED: token [redacted] is not allowed here" in log, log[-2000:]
+    assert TOKEN not in log + out.read_text()
