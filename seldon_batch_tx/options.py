@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, seconds
+from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, outage_seconds, seconds
 from .checks import (
     at_least,
     ca_file_problem,
@@ -174,6 +174,11 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
+    Option("wait-ready", None, 0.0, "Seconds to wait for the model to be ready before the first line [default: 0: "
+           "check once, unreachable is exit 4; at most 86400]", seconds("wait-ready")),
+    Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
+           "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing; at most 604800)",
+           outage_seconds),
     Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
            "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
            "output lines", None),
