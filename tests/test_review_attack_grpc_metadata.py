@@ -18,11 +18,30 @@ import grpc
 import pytest
 
 from seldon_batch_tx.protocols.v2_metadata import from_grpc
-from seldon_batch_tx.protos import v2_metadata_pb2
+from seldon_batch_tx.protos import grpc_service_pb2, v2_metadata_pb2
 from tests.loopback import loopback_env
 from tests.v2_runs import PROCESSOR
 
 METHOD = "/inference.GRPCInferenceService/ModelMetadata"
+
+
+def serve(metadata: Any) -> tuple[Any, int]:
+    """A real gRPC server on loopback: ready (the run's readiness probe), ``metadata`` for ModelMetadata."""
+    def ready(kind: str) -> Any:
+        request, response = (getattr(grpc_service_pb2, f"{kind}{part}") for part in ("Request", "Response"))
+        return grpc.unary_unary_rpc_method_handler(lambda r, c: response(ready=True),
+                                                   request_deserializer=request.FromString,
+                                                   response_serializer=response.SerializeToString)
+
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ServerReady": ready("ServerReady"), "ModelReady": ready("ModelReady"),
+        "ModelMetadata": grpc.unary_unary_rpc_method_handler(
+            metadata, request_deserializer=v2_metadata_pb2.ModelMetadataRequest.FromString,
+            response_serializer=v2_metadata_pb2.ModelMetadataResponse.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 def lying(shape: list[int], inputs: int = 1) -> Any:
@@ -43,13 +62,7 @@ def liar() -> Iterator[int]:
     def metadata(request: Any, context: Any) -> Any:
         return lying([-1] + [2] * 5000)
 
-    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
-        "ModelMetadata": grpc.unary_unary_rpc_method_handler(
-            metadata, request_deserializer=v2_metadata_pb2.ModelMetadataRequest.FromString,
-            response_serializer=v2_metadata_pb2.ModelMetadataResponse.SerializeToString)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = serve(metadata)
     try:
         yield port
     finally:
@@ -79,13 +92,7 @@ def quoter() -> Iterator[int]:
         got = dict(context.invocation_metadata()).get("x-auth-token")
         context.abort(grpc.StatusCode.PERMISSION_DENIED, f"token {got} is not allowed here")
 
-    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
-        "ModelMetadata": grpc.unary_unary_rpc_method_handler(
-            metadata, request_deserializer=v2_metadata_pb2.ModelMetadataRequest.FromString,
-            response_serializer=v2_metadata_pb2.ModelMetadataResponse.SerializeToString)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = serve(metadata)
     try:
         yield port
     finally:
