@@ -1,4 +1,4 @@
-"""Review attack: a gRPC V2 server whose ``ModelMetadata`` answer lies about shapes, or quotes the token.
+"""Review attack: a gRPC V2 server whose ``ModelMetadata`` answer lies about shapes, or that quotes the token.
 
 REST metadata with a dimension below -1, a shape of more than 32 dimensions or more than 1,024
 tensors is not used (requests follow the options); the gRPC answer was taken as it came, so every
@@ -111,3 +111,39 @@ def test_twistd_log_never_shows_the_token_a_server_quotes(quoter: int, tmp_path:
     log = proc.stdout + proc.stderr
     assert "no metadata from" in log and "PERMISSION_DENIED: token [redacted] is not allowed here" in log, log[-2000:]
     assert TOKEN not in log + out.read_text()
+
+
+@pytest.fixture
+def refuses_readiness() -> Iterator[int]:
+    """A real gRPC server refusing ServerReady with the X-Auth-Token it was sent quoted in its details."""
+    def ready(request: Any, context: Any) -> Any:
+        got = dict(context.invocation_metadata()).get("x-auth-token")
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, f"token {got} refused")
+
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ServerReady": grpc.unary_unary_rpc_method_handler(
+            ready, request_deserializer=grpc_service_pb2.ServerReadyRequest.FromString,
+            response_serializer=grpc_service_pb2.ServerReadyResponse.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0).wait(5)
+
+
+@pytest.mark.parametrize("command", ["cli", "twistd"])
+def test_readiness_refusal_never_shows_the_token(refuses_readiness: int, tmp_path: Path, command: str) -> None:
+    """The one line (exit 4) naming why the model is not reachable redacts what the server said."""
+    src = tmp_path / "in.txt"
+    src.write_text("[1.0, 2.0]\n")
+    start = [str(Path(PROCESSOR).parent / "twistd"), "-n", "--pidfile=", "seldon-batch"] if command == "twistd" \
+        else [PROCESSOR]
+    proc = subprocess.run([*start, "--protocol", "v2", "-d", "m", "-g", "seldon", "-t", "grpc",
+                           "-h", f"127.0.0.1:{refuses_readiness}", "--call-credentials-token", TOKEN,
+                           "-i", str(src), "-o", str(tmp_path / "out.txt")],
+                          capture_output=True, text=True, timeout=120, env=loopback_env(), cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 4 and "PERMISSION_DENIED: token [redacted] refused" in log, log[-2000:]
+    assert TOKEN not in log
