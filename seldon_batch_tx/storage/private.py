@@ -6,8 +6,10 @@ directory used is checked: a real directory (not a symbolic link), owned by the 
 with no permission for group or others. ``--staging-dir`` (or ``SELDON_BATCH_STAGING_DIR``) that
 is missing is created so (mode 0700); one that exists but is not private (an ``emptyDir``
 volume, ``/tmp``, a link) gets a per-user subdirectory, ``seldon-batch-staging-UID``, checked the same way. The
-default is that subdirectory of the temp directory. A directory that fails the check is refused
-in one line naming it and why (exit 2): nothing is read from it or written to it.
+default is that subdirectory of the temp directory. Every directory above the one used must be the
+user's or root's: another user's could have it renamed away and replaced after the check. A
+directory that fails the check is refused in one line naming it and why (exit 2): nothing is read
+from it or written to it.
 """
 
 from __future__ import annotations
