@@ -31,8 +31,8 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
-from ..checks import grpc_scheme
 from ..config import BatchConfig
+from ..host_checks import grpc_scheme
 from ..protocols.base import gateway_prefix
 from ..redaction import Secrets
 from ..transports.http import tls_policy
