@@ -179,7 +179,8 @@ def test_daemon_outputs_and_debug_log_redact_a_quoted_token(tmp_path: Path, daem
     """``twistd seldon-batch`` at debug level: a 503 quoting the token, retried once, then an error line."""
     batch_id = f"daemon-quote-{time.monotonic_ns()}"
     with HostileServer(tmp_path / "requests.jsonl", mode="script") as server:
-        server.script(batch_id, default={"mode": "raw", "status": 503, "body": QUOTED})
+        # A JSON body: the model's own 503 (a plain-text 503 is a gateway's outage, which the daemon waits out).
+        server.script(batch_id, default={"mode": "raw", "status": 503, "body": json.dumps({"error": QUOTED})})
         watch = tmp_path / "watch"
         daemon = Daemon(tmp_path, server, ["--watch-dir", str(watch), "--poll-interval", "0.2", "-l", "debug",
                                            "-r", "1", "--call-credentials-token", TOKEN,
