@@ -27,6 +27,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "max-rate": (0.01, 1_000_000.0),
     "timeout": (0.01, HOUR),
     "drain-timeout": (0.0, HOUR),
+    "wait-ready": (0.0, DAY),
+    "outage-timeout": (0.0, 7 * DAY),
     "connection-max-age": (0.1, DAY),
     "dashboard-linger": (0.1, 7 * DAY),
     "file-time-slice": (1.0, DAY),
@@ -94,6 +96,13 @@ def linger_seconds(value: str) -> float | None:
     if value.strip().lower() in ("forever", "inf", "infinity"):
         return math.inf
     return optional_seconds("dashboard-linger")(value)
+
+
+def outage_seconds(value: str) -> float | None:
+    """``--outage-timeout``: seconds within limits (``0``: no pausing), or ``none``/``forever`` (no limit)."""
+    if value.strip().lower() in ("none", "forever", "inf", "infinity"):
+        return None
+    return seconds("outage-timeout")(value)
 
 
 def count(name: str, unit: str = "") -> Callable[[str], int]:

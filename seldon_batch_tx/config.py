@@ -11,8 +11,9 @@ from typing import Any
 
 import attrs
 
-from .checks import host_transport_problem, shown
+from .checks import shown
 from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
+from .host_checks import host_transport_problem
 
 GATEWAYS = ("ambassador", "istio", "seldon")
 TRANSPORTS = ("rest", "grpc")
@@ -113,6 +114,11 @@ class BatchConfig:
     dashboard_linger: float | None = None
     #: Each output line also carries the input line it answers.
     join_input: bool = False
+    #: Seconds to wait for the model before the first line (0: check once; unreachable: exit 4).
+    wait_ready: float = 0.0
+    #: Seconds an outage may last before the run stops (exit 3); None: wait as long as it lasts;
+    #: 0: no pausing, outage errors are retried and recorded like any other.
+    outage_timeout: float | None = 600.0
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.shard_index < self.shard_count:

@@ -17,4 +17,7 @@ EXIT_USAGE = 2
 #: The run stopped early (a signal, ``--max-failures``, an unwritable output); ``--resume`` finishes it.
 EXIT_STOPPED = 3
 
-__all__ = ["EXIT_FAILED_LINES", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE"]
+#: The model could not be reached (or was not ready) before the first line; nothing was sent or written.
+EXIT_UNREACHABLE = 4
+
+__all__ = ["EXIT_FAILED_LINES", "EXIT_OK", "EXIT_STOPPED", "EXIT_UNREACHABLE", "EXIT_USAGE"]

@@ -17,15 +17,13 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, seconds
+from .bounds import count, linger_seconds, optional_count, optional_rate, optional_seconds, outage_seconds, seconds
 from .checks import (
     at_least,
     ca_file_problem,
     choice,
     header_pair,
     header_pairs,
-    host_port,
-    host_transport_problem,
     name_segment,
     option_error,
     optional_int,
@@ -50,6 +48,7 @@ from .config import (
 )
 from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
 from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
+from .host_checks import host_port, host_transport_problem
 from .storage.paths import STDIO, is_remote, is_stdio
 
 __all__ = ["FLAG_NAMES", "OPTIONS", "Option", "ProcessorOptions", "default_output_path", "normalise_flags",
@@ -174,6 +173,11 @@ OPTIONS: tuple[Option, ...] = (
            linger_seconds),
     Option("join-input", None, False, "Each output line also carries the input line it answers (as "
            "\"input\"), so a scored file needs no matching by index; costs the input's size again", None),
+    Option("wait-ready", None, 0.0, "Seconds to wait for the model to be ready before the first line [default: 0: "
+           "check once, unreachable is exit 4; at most 86400]", seconds("wait-ready")),
+    Option("outage-timeout", None, 600.0, "Seconds the run waits through an outage of the model (sending paused, "
+           "no line spent) before it stops with exit 3 ('none': as long as it lasts; 0: no pausing; at most 604800)",
+           outage_seconds),
     Option("binary-data", None, False, "--protocol v2 over REST: send tensors as binary data and ask for "
            "binary outputs (Triton's binary tensor extension; needed for FP16/BF16), decoded into the same "
            "output lines", None),

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from .config import BatchConfig
 from .dashboard.registry import BatchEntry, BatchRegistry
-from .exits import EXIT_FAILED_LINES, EXIT_STOPPED, EXIT_USAGE
+from .exits import EXIT_FAILED_LINES, EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_USAGE
 from .pipeline.stats import BatchStats
 from .pipeline.summary import BENCHMARK, Summary
 from .redaction import batch_name, is_url
@@ -120,6 +120,10 @@ class OneBatchService(service.Service):
         from .outputs.writer import OutputRefused
         from .storage.paths import StorageError, StorageUnavailable
 
+        unreachable = await self._ready()
+        if unreachable is not None:
+            self._finish(Outcome(EXIT_UNREACHABLE, refusal=unreachable))
+            return
         try:
             summary = await self._batch.run()
         except StorageUnavailable as e:  # the store failed (a resume's download): one line, exit 3
@@ -133,6 +137,28 @@ class OneBatchService(service.Service):
             entry.finish(self._reactor.seconds(), summary)
             outcome = ran(summary, self._config)
         self._finish(outcome)
+
+    async def _ready(self) -> str | None:
+        """Before the output is opened: the model answers (``None``), else why not, in one line.
+
+        ``--wait-ready`` waits for it (shown as the batch's reason meanwhile); a stop ends the wait.
+        """
+        from .pipeline.readiness import wait_ready
+
+        config = self._config
+        if config.wait_ready > 0:
+            self.stats.reason = f"waiting up to {config.wait_ready:g} s for the model to be ready"
+        try:
+            reason = await wait_ready(config, self._reactor, config.wait_ready, stopped=lambda: self._stopping)
+        except Exception:  # noqa: BLE001 - a bug in the check must not hold the run: its requests will tell
+            log.failure("batch {batch_id}: the readiness check failed; sending anyway", batch_id=config.batch_id)
+            reason = None
+        self.stats.reason = None
+        if reason is None:
+            return None
+        self.stats.fail(reason)
+        return (f"the model is not reachable: {reason}" + (f" (waited {config.wait_ready:g} s)"
+                                                           if config.wait_ready > 0 else ""))
 
     def _finish(self, outcome: Outcome) -> None:
         self._outcome = outcome

@@ -217,6 +217,8 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
     registry = BatchRegistry(reactor)
     work: service.Service
     if options["watch-dir"]:
+        # the daemon waits through an outage however long: a file never goes to failed/ for one (issue 19)
+        config = config.replace(outage_timeout=None) if config.outage_timeout else config
         work = WatchDirService(options["watch-dir"], config, reactor, registry, poll_interval=options["poll-interval"],
                                concurrent=options["concurrent-batches"], sidecar_allow=options["sidecar-allow"],
                                time_slice=options["file-time-slice"])

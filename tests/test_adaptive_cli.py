@@ -114,7 +114,8 @@ def test_adaptive_settles_near_the_threshold_and_finishes_every_line(tmp_path: P
     share = server["overloads"] / (server["answers"] + server["overloads"])
     limits = [s["seldon_batch_concurrency_limit"][0] for s in scraped]
     settled = limits[len(limits) // 4:]
-    print(f"adaptive: {summary_rate(done.stdout + done.stderr):.0f} lines/s, overload share {share:.3f}, server {server}, "
+    print(f"adaptive: {summary_rate(done.stdout + done.stderr):.0f} lines/s, overload share {share:.3f}, "
+          f"server {server}, "
           f"limit samples {settled}")
     assert server["answers"] == 1000 and server["max_in_flight"] <= 8
     assert share < 0.25  # without --adaptive: ~0.6 of the answers are refusals and lines fail

@@ -35,7 +35,8 @@ def test_under_adaptive_an_overload_answer_costs_no_retry(tmp_path: Path) -> Non
 
 def test_without_adaptive_the_same_refusals_fail_the_line(tmp_path: Path) -> None:
     clock, echo = Clock(), Echo({0: BUSY * 3})
-    run, stub, out = make_run(tmp_path, ["[[1]]"], echo, clock, retries=0)
+    # no outage pausing (a 503 without a JSON answer would otherwise wait for the model: issue 19)
+    run, stub, out = make_run(tmp_path, ["[[1]]"], echo, clock, retries=0, outage_timeout=0)
     summary = finish(run, stub, clock)
     assert summary.failed == 1 and output(out)[0]["status"]["code"] == 503
     assert run.pacing is None and run.stats.overload_share == 1.0
@@ -46,7 +47,8 @@ def test_spare_attempts_are_bounded_and_other_errors_still_count(tmp_path: Path)
     (not an overload signal) counts against --retries as before."""
     clock = Clock()
     echo = Echo({0: BUSY * 20, 1: [(500, {}, b"boom")] * 5})
-    run, stub, out = make_run(tmp_path, ["[[1]]", "[[2]]"], echo, clock, retries=1, adaptive=True)
+    run, stub, out = make_run(tmp_path, ["[[1]]", "[[2]]"], echo, clock, retries=1, adaptive=True,
+                              outage_timeout=0)  # a plain 503 is outage-class otherwise (issue 19)
     summary = finish(run, stub, clock, rounds=1000)
     lines = {o["meta"]["tags"]["batch_index"]: o for o in output(out)}
     assert f"after {2 + OVERLOAD_SPARE} attempts" in lines[0]["status"]["reason"]

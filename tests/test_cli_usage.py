@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from seldon_batch_tx.exits import EXIT_UNREACHABLE
 from tests.loopback import LOOPBACK, loopback_env
 
 BIN = Path(sys.executable).parent
@@ -140,9 +141,9 @@ def test_flag_replaces_a_bad_environment_variable(workdir: Path) -> None:
     """A value given on the command line wins; the bad variable it replaces is not an error."""
     proc = run_command([PROCESSOR, "-d", "m", "-g", "seldon", "-h", NOWHERE, "-i", "in.txt", "-r", "0",
                         "--timeout", "2", "-w", "2"], workdir, {"SELDON_BATCH_WORKERS": "0"})
-    assert proc.returncode == 1, proc.stderr[-2000:]  # it ran: both lines are connection errors
-    assert [json.loads(line)["status"]["info"] for line in (workdir / "in.out.txt").read_text().splitlines()] == \
-        ["connection", "connection"]
+    # it ran: the model is not reachable there (issue 19: exit 4, nothing written), no usage error
+    assert proc.returncode == EXIT_UNREACHABLE, proc.stderr[-2000:]
+    assert "the model is not reachable" in proc.stderr and not (workdir / "in.out.txt").exists()
 
 
 # -- secrets from files reach the server, and nowhere else ------------------------------------------------

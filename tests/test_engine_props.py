@@ -213,7 +213,7 @@ def check_one_line_per_input_line(protocol: str, batch_size: int, data: st.DataO
         config = BatchConfig(deployment_name="m", input_data_path="in", output_data_path=str(out), batch_id="B",
                              protocol=protocol, data_type=data_type, payload_type=payload_type,
                              batch_size=batch_size, workers=workers, retries=retries, ordered=ordered,
-                             max_line_bytes=MAX_LINE)
+                             max_line_bytes=MAX_LINE, outage_timeout=0)  # pausing: test_outage_props.py
         stream = io.BufferedReader(io.BytesIO(b"".join(line + b"\n" for line in inputs)))  # type: ignore[arg-type]
         writer = LineWriter(config.output_data_path)
         clock = Clock()

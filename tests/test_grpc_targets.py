@@ -23,10 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.python import usage
 
-from seldon_batch_tx.checks import MAX_HOST_CHARS, grpc_scheme, host_port, host_transport_problem
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import apply_sidecar
+from seldon_batch_tx.host_checks import MAX_HOST_CHARS, grpc_scheme, host_port, host_transport_problem
 from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.tap import Options as DaemonOptions
 from seldon_batch_tx.transports.grpc_channel import grpc_target, split_host_port

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 #: ``""`` is the package's own ``__init__`` (its version only). A longer prefix wins.
 LAYERS: tuple[tuple[str, dict[str, tuple[str, ...]]], ...] = (
     ("vocabulary", {"core": ("", "core", "strict_json", "exits", "redaction"), "generated messages": ("protos",)}),
-    ("settings", {"settings": ("checks", "bounds", "grpc_checks", "config", "flags")}),
+    ("settings", {"settings": ("checks", "host_checks", "bounds", "grpc_checks", "config", "flags")}),
     ("io", {"io": ("storage", "outputs")}),
     ("wire", {"protocols": ("protocols",), "transports": ("transports",)}),
     ("choice", {"codec choice": ("protocols.choose",), "transport choice": ("transports.choose",)}),

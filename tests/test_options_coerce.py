@@ -23,13 +23,13 @@ from seldon_batch_tx.checks import (
     finite,
     header_pair,
     header_pairs,
-    host_port,
     name_segment,
     option_error,
     read_secret_file,
     secret_token,
     shown,
 )
+from seldon_batch_tx.host_checks import host_port
 from seldon_batch_tx.options import FLAG_NAMES, OPTIONS, ProcessorOptions, normalise_flags
 from seldon_batch_tx.tap import DAEMON_TABLE
 from seldon_batch_tx.tap import Options as DaemonOptions

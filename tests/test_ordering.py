@@ -87,7 +87,7 @@ async def test_reading_waits_while_an_early_line_retries(tmp_path: Path) -> None
     source.write_text("".join(f"[[{i}]]\n" for i in range(lines)))
     config = BatchConfig(deployment_name="m", input_data_path=str(source),
                          output_data_path=str(tmp_path / "out.txt"), workers=4, retries=1000,
-                         ordered=True, batch_id="b")
+                         ordered=True, batch_id="b", outage_timeout=0)  # 503s retried, not an outage
     clock = Clock()
     transport = SlowFirstLine(clock)
     writer = LineWriter(config.output_data_path)

@@ -141,14 +141,15 @@ def test_https_self_signed_and_custom_ca(seldon_server: SeldonServer, tmp_path: 
     assert insecure.returncode == 0, insecure.stderr
     assert trusted.returncode == 0, trusted.stderr
     assert by_index(tmp_path / "a.txt", 5)[0]["data"]["ndarray"] == [[0, 0.5, 0]]
-    assert refused.returncode == 1
-    assert by_index(tmp_path / "c.txt", 5)[0]["status"]["info"] == "connection"
+    # a refused certificate is found by the readiness check: exit 4, nothing written (issue 19)
+    assert refused.returncode == 4 and "certificate" in refused.stderr.lower()
+    assert not (tmp_path / "c.txt").exists()
     # A token does not switch to https: plain http to a TLS port gets nginx's 400 answer.
     assert by_index(tmp_path / "d.txt", 5)[0]["status"]["code"] == 400
 
 
 def test_server_down_at_start_then_up(tmp_path: Path) -> None:
-    """Connection errors are retried with backoff: a model that comes up late still gets every line."""
+    """--wait-ready waits for a model that comes up late: it still gets every line."""
     http, grpc, metrics = free_ports(3)
     server = SeldonServer("EchoModel", http_port=http, grpc_port=grpc, metrics_port=metrics)
     infile = write_lines(tmp_path / "in.txt", NDARRAY)
@@ -156,7 +157,7 @@ def test_server_down_at_start_then_up(tmp_path: Path) -> None:
     starter.start()
     try:
         proc = run_ours(["-d", "echo", "-g", "seldon", "-h", f"127.0.0.1:{http}", "-i", str(infile), "-w", "4",
-                         "-r", "10"])
+                         "-r", "10", "--wait-ready", "60"])
     finally:
         starter.join()
         server.stop()
@@ -187,11 +188,12 @@ def test_successes_match_the_original_processor(seldon_server: SeldonServer, tmp
 
 
 def test_exit_status_when_every_line_fails(tmp_path: Path) -> None:
-    """The original exits 0 even when all lines failed; we exit 1 and say why on each line."""
+    """The original exits 0 even when no line could be sent; we say why in one line, exit 4 (issue 19),
+    and write nothing, so the lines are not spent on a model that is not there."""
     infile = write_lines(tmp_path / "in.txt", NDARRAY[:3])
     (port,) = free_ports(1)
     started = time.monotonic()
     proc = run_ours(["-d", "echo", "-g", "seldon", "-h", f"127.0.0.1:{port}", "-i", str(infile), "-r", "0"])
-    assert proc.returncode == 1 and time.monotonic() - started < 60
-    out = by_index(tmp_path / "in.out.txt", 3)
-    assert all("cannot connect" in r["status"]["reason"] for r in out.values())
+    assert proc.returncode == 4 and time.monotonic() - started < 60
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in proc.stderr
+    assert not (tmp_path / "in.out.txt").exists()

@@ -160,14 +160,19 @@ def test_server_error_is_retried_then_reported(mlserver_server: MLServerServer, 
         assert "(after 2 attempts)" in status["reason"]
 
 
-@pytest.mark.parametrize(("transport", "code", "info"), [("rest", 404, "http_404"), ("grpc", 5, "grpc_NOT_FOUND")])
-def test_unknown_model(mlserver_server: MLServerServer, transport: str, code: int, info: str,
-                       tmp_path: Path) -> None:
-    """--model-name of a model the server lacks: every line an error line with 404 / NOT_FOUND."""
-    proc, records = run_v2(mlserver_server, transport, tmp_path, ["[1]", "[2]"], "--model-name", "nope")
-    assert proc.returncode == 1
-    assert [(r["status"]["code"], r["status"]["info"], r["model_name"]) for r in records] == [(code, info, "nope")] * 2
-    assert "Model nope" in records[0]["status"]["reason"] and "not found" in records[0]["status"]["reason"]
+@pytest.mark.parametrize(("transport", "said"), [("rest", "HTTP 404"), ("grpc", "ModelReady")])
+def test_unknown_model(mlserver_server: MLServerServer, transport: str, said: str, tmp_path: Path) -> None:
+    """--model-name of a model the server lacks: its readiness says so before the first line (issue 19): one
+    line naming it, exit 4, no output (the lines are not spent as 404 / NOT_FOUND error lines)."""
+    src, out = tmp_path / "in.txt", tmp_path / "in.out.txt"
+    src.write_text("[1]\n[2]\n")
+    host = mlserver_server.grpc_host if transport == "grpc" else mlserver_server.rest_host
+    proc = subprocess.run([PROCESSOR, "--protocol", "v2", "-d", "m", "-g", "seldon", "-t", transport, "-h", host,
+                           "-i", str(src), "-o", str(out), "--model-name", "nope", "-l", "error"],
+                          capture_output=True, text=True, timeout=90, env=loopback_env())
+    assert proc.returncode == 4, proc.stderr
+    assert "the model is not reachable" in proc.stderr and said in proc.stderr and "nope" in proc.stderr.lower()
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

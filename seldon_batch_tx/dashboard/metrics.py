@@ -153,6 +153,12 @@ def render_metrics(registry: BatchRegistry, secrets: Iterable[str] = ()) -> str:
     for e, ids in entries:
         out.sample(f"{p}_batch_rate_lines_per_second", float(e.stats.rate_now()), ids)
 
+    out.family(f"{p}_batch_waiting_for_model", "gauge", "1 while an outage pauses one batch; its label says "
+               "\"waiting for the model since HH:MM:SS: cause\" (batches waiting only).")
+    for e, ids in entries:
+        if e.stats.waiting:
+            out.sample(f"{p}_batch_waiting_for_model", 1.0, {**ids, "waiting": redact(e.stats.waiting, hidden)})
+
     load_series(out, total, entries)
 
     out.family(f"{p}_uptime_seconds", "gauge", "Seconds since this process started its registry.")

@@ -38,8 +38,9 @@ def render_bar(stats: BatchStats, now: float, width: int = 30) -> str:
     filled = int(width * fraction)
     eta = stats.eta(now)
     eta_text = f" eta {eta:.0f}s" if eta is not None else ""
+    waiting = f"; {stats.waiting}" if stats.waiting else ""  # an outage pauses the run (issue 19)
     return (f"[{'#' * filled}{'.' * (width - filled)}] {100 * fraction:5.1f}% {done}/{total} "
-            f"ok {stats.succeeded} err {stats.failed} {stats.rate_now():.0f}/s{eta_text}")
+            f"ok {stats.succeeded} err {stats.failed} {stats.rate_now():.0f}/s{eta_text}{waiting}")
 
 
 def _columns(stream: TextIO) -> int:
@@ -114,5 +115,6 @@ class ProgressReporter(service.Service):
             bar.total = stats.total
             bar.bar_format = BAR_FORMAT
         bar.n = stats.done
-        bar.set_postfix_str(f"errors {stats.failed}", refresh=False)
+        waiting = f", {stats.waiting}" if stats.waiting else ""  # an outage pauses the run (issue 19)
+        bar.set_postfix_str(f"errors {stats.failed}{waiting}", refresh=False)
         bar.refresh()

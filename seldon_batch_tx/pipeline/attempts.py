@@ -25,6 +25,7 @@ from ..core.failures import RequestFailed
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
 from ..redaction import Secrets
 from ..transports.base import Transport
+from .outage import SPARE, Outage, is_outage
 from .pacing import Pacing, Permit, outcome_of
 from .stats import BatchStats
 from .summary import describe
@@ -84,8 +85,10 @@ class Attempts:
     """Sends requests for one run: retries, backoff and the watchdog, cut short by a stop."""
 
     def __init__(self, config: BatchConfig, codec: Codec, transport: Transport, stats: BatchStats,
-                 clock: IReactorTime, pacing: Pacing | None = None) -> None:
+                 clock: IReactorTime, pacing: Pacing | None = None, outage: Outage | None = None) -> None:
         self._config = config
+        #: The run's outage state (None: failures are retried as they come, as before).
+        self._outage = outage
         self._pacing = pacing
         #: Overload attempts per request not counted against --retries (only with --adaptive).
         self._spare = OVERLOAD_SPARE if pacing is not None and pacing.concurrency is not None else 0
@@ -139,16 +142,22 @@ class Attempts:
         """
         first = members[0].item
         failure: RequestFailed | None = None
-        budget, spare = self._tries, self._spare
+        budget, spare, outage_spare = self._tries, self._spare, SPARE
         spent_spare = False
-        for attempt in range(self._tries + spare):  # each pass spends one of budget or spare
+        outage = self._outage
+        attempt = -1
+        while True:  # each pass spends one of budget, spare or outage_spare, or waited out an outage
+            attempt += 1
             if attempt:
                 self._stats.retries += 1
                 assert failure is not None
-                await self._pause(backoff_delay(attempt - 1, failure.retry_after,
-                                                most=SPARE_RETRY_AFTER if spent_spare else MAX_RETRY_AFTER))
+                if outage is None or not outage.closed:
+                    await self._pause(backoff_delay(attempt - 1, failure.retry_after,
+                                                    most=SPARE_RETRY_AFTER if spent_spare else MAX_RETRY_AFTER))
                 if self.stopping or self.abandoned:
                     return None  # stopping: a resume sends these lines again
+            if outage is not None and outage.closed and not await self._wait_outage(outage):
+                return None  # stopped while waiting for the model: the lines stay for a resume
             admitted, permit = (True, None) if self._pacing is None else await self._admit()
             if not admitted:
                 return None  # stopped while waiting for admission: the lines stay for a resume
@@ -157,6 +166,16 @@ class Attempts:
                 failure = outcome
                 if self.abandoned:
                     return None
+                if outage is not None and is_outage(failure):
+                    outage.failed(failure)
+                    spent_spare = False
+                    if outage.closed or self.stopping:
+                        continue  # not this line's fault: it waits for the model, its budget kept
+                    if outage_spare:
+                        outage_spare -= 1
+                        continue
+                elif outage is not None and outage.since is not None and failure.code is not None:
+                    outage.answered()  # an HTTP or gRPC status: something answered
                 if not failure.retryable:
                     break
                 if self.stopping:
@@ -169,6 +188,8 @@ class Attempts:
                 if budget == 0:
                     break
                 continue
+            if outage is not None and outage.since is not None:
+                outage.answered()
             answer = read_answer(self._codec, outcome, members)
             if isinstance(answer, RequestFailed):
                 failure = answer
@@ -183,6 +204,20 @@ class Attempts:
             return RequestFailed(failure.kind, f"{failure.reason} (after {attempt + 1} attempts)",
                                  code=failure.code, retryable=True, info=failure.info)
         return failure
+
+    async def _wait_outage(self, outage: Outage) -> bool:
+        """Wait until the model may be sent to again; False when the run stopped first."""
+        d = outage.wait()
+        self._pauses.add(d)
+        try:
+            await d
+        except CancelledError:
+            if self.abandoned:
+                raise
+            return False
+        finally:
+            self._pauses.discard(d)
+        return not (self.stopping or self.abandoned)
 
     async def _admit(self) -> tuple[bool, Permit | None]:
         """Wait for the pacing's admission: ``(False, None)`` when the run stopped first."""

@@ -41,6 +41,7 @@ from ..transports.base import Transport
 from .attempts import Attempts, Record
 from .budget import ByteBudget
 from .ordering import ReorderBuffer
+from .outage import Outage
 from .pacing import Pacing
 from .reader import OffThreadItems, chunked
 from .splitting import carry_on, splittable
@@ -105,7 +106,9 @@ class BatchRun:
         self.pacing = Pacing.from_config(config, clock)
         stats.pacing = self.pacing  # the dashboard and /metrics read the limits through the stats
         #: Each request until its final answer: pacing, retries, backoff, the watchdog.
-        self._attempts = Attempts(config, self.codec, transport, stats, clock, self.pacing)
+        #: Waiting through outages of the model (``--outage-timeout``; None with 0: no pausing).
+        self.outage = self._outage_watch()
+        self._attempts = Attempts(config, self.codec, transport, stats, clock, self.pacing, self.outage)
         #: The error that made the output unwritable; once set, nothing more is written.
         self._write_error: OSError | None = None
         #: Internal errors whose traceback is still logged; the others are error lines only.
@@ -115,6 +118,12 @@ class BatchRun:
             ReorderBuffer(reorder_window(config.workers), self._emit) if config.ordered else None)
 
     # -- control --------------------------------------------------------------------------
+
+    def _outage_watch(self) -> Outage | None:
+        """The run's outage state; after ``--outage-timeout`` it stops the run (exit 3)."""
+        if self.config.outage_timeout == 0:
+            return None
+        return Outage(self.config, self._clock, self.stats, self.stop)
 
     @property
     def stop_reason(self) -> str | None:
@@ -166,6 +175,8 @@ class BatchRun:
             await self._drain()
         finally:
             self._attempts.close()
+            if self.outage is not None:
+                self.outage.end()
             sampler.stop()
             stats.finished = self._clock.seconds()
             if self._write_error is None:

@@ -47,6 +47,8 @@ class BatchStats:
     retries: int = 0
     requests: int = 0
     errors_by_kind: Counter[str] = attrs.field(factory=Counter)
+    #: The first reason met of each error kind, for the summary line.
+    error_samples: dict[str, str] = attrs.field(factory=dict)
     latest_errors: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=20))
     started: float | None = None
     finished: float | None = None
@@ -64,6 +66,8 @@ class BatchStats:
     in_flight: int = 0
     answers: int = 0
     overloads: int = 0
+    #: "waiting for the model since HH:MM:SS: cause" while an outage pauses the run, else "".
+    waiting: str = ""
     #: The run's :class:`.Pacing` (``--max-rate``/``--adaptive``), set by the engine; None without.
     pacing: Pacing | None = attrs.field(default=None, repr=False, eq=False)
 
@@ -101,6 +105,8 @@ class BatchStats:
     def record_error(self, kind: str, index: int, reason: str) -> None:
         self.failed += 1
         self.errors_by_kind[kind] += 1
+        if kind not in self.error_samples:
+            self.error_samples[kind] = reason
         self.latest_errors.append({"batch_index": index, "kind": kind, "reason": reason})
 
     def sample(self, now: float) -> None:
@@ -156,4 +162,5 @@ class BatchStats:
             "eta": None if (eta := self.eta(now)) is None else round(eta, 1),
             "mean_latency_ms": round(1000 * self.latency_sum / self.requests, 2) if self.requests else None,
             "reason": self.reason,
+            "waiting": self.waiting,
         }

@@ -15,6 +15,26 @@ BENCHMARK = ("Benchmark: elapsed time {elapsed:.3f} s for {lines} lines, {rate:.
 
 #: Longest exception text kept in an ``internal_error`` reason (messages can quote whole bodies).
 MAX_REASON_CHARS = 500
+#: Longest sample reason per error kind in the summary line, and how many kinds it names.
+SAMPLE_CHARS = 160
+MAX_KINDS_SHOWN = 8
+
+
+def error_kinds(stats: BatchStats) -> tuple[tuple[str, int, str], ...]:
+    """(kind, lines, one sample reason) of this run's error lines, the commonest first."""
+    return tuple((kind, count, stats.error_samples.get(kind, ""))
+                 for kind, count in stats.errors_by_kind.most_common(MAX_KINDS_SHOWN))
+
+
+def kinds_text(kinds: tuple[tuple[str, int, str], ...]) -> str:
+    """``connection x1000 (cannot connect to ...), http_400 x2 (...)``: why lines failed, in short."""
+    shown = []
+    for kind, count, sample in kinds:
+        sample = " ".join(sample.split())
+        if len(sample) > SAMPLE_CHARS:
+            sample = sample[:SAMPLE_CHARS] + "..."
+        shown.append(f"{kind} x{count}" + (f" ({sample})" if sample else ""))
+    return ", ".join(shown)
 
 
 def describe(error: BaseException) -> str:
@@ -40,6 +60,8 @@ class Summary:
     stopped_early: str | None
     #: Lines already in the output when a resumed run started (counted in succeeded/failed).
     resumed: int = 0
+    #: (kind, lines, a sample reason) of the error lines this run wrote.
+    errors: tuple[tuple[str, int, str], ...] = ()
     #: False when the input's line count is unknown (not counted, and the run stopped before its
     #: end): ``lines`` is then the lines with an output line, never an estimate.
     total_known: bool = True
@@ -54,7 +76,7 @@ class Summary:
             succeeded=stats.succeeded, failed=stats.failed, retried=stats.retries,
             not_processed=max((total or done) - done, 0),
             elapsed=stats.elapsed(stats.finished or 0.0), stopped_early=stopped_early,
-            resumed=stats.resumed, total_known=not stats.total_estimated,
+            resumed=stats.resumed, total_known=not stats.total_estimated, errors=error_kinds(stats),
         )
 
     @property
@@ -79,6 +101,7 @@ class Summary:
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
         lines = f"{self.lines} lines" if self.total_known else \
             f"{self.lines} lines of an input whose total is unknown (it was not read to its end)"
-        return (f"{lines}{resumed}: {self.succeeded} succeeded, {self.failed} failed, "
+        why = f": {kinds_text(self.errors)};" if self.errors else ","
+        return (f"{lines}{resumed}: {self.succeeded} succeeded, {self.failed} failed{why} "
                 f"{self.retried} retries, {self.not_processed} not processed{missing}{stopped}; "
                 f"{self.elapsed:.2f} s, {self.rate:.1f} lines/s")

@@ -260,3 +260,21 @@ RequestBuilder = Callable[[JSONDict], grpc_service_pb2.ModelInferRequest]
 def request_builder(model_name: str, model_version: str | None) -> RequestBuilder:
     """``body -> ModelInferRequest`` for one model, as the gRPC transport's ``_build``."""
     return lambda body: request_from_dict(body, model_name, model_version)
+
+
+def readiness_routes(model: str, version: str | None) -> list[tuple[str, Any]]:
+    """``(method name, GrpcRoute)`` of ``ServerReady`` then ``ModelReady``: answers ``{"ready": bool}``."""
+    from ..core.target import GrpcRoute
+
+    def server(channel: Any, _service: str) -> Any:
+        return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady
+
+    def model_ready(channel: Any, _service: str) -> Any:
+        return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelReady
+
+    def ready(message: Any) -> dict[str, Any]:
+        return {"ready": bool(message.ready)}
+
+    return [("ServerReady", GrpcRoute(server, lambda _body: grpc_service_pb2.ServerReadyRequest(), ready)),
+            ("ModelReady", GrpcRoute(model_ready, lambda _body: grpc_service_pb2.ModelReadyRequest(
+                name=model, version=version or ""), ready))]

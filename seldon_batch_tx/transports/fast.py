@@ -217,8 +217,10 @@ class FastHttpTransport:
         try:
             if call.abort_connection():
                 pass  # the connection's loss is not reported: the timeout below is
-            elif call.connecting is not None:
-                call.connecting.cancel()
+            elif (connecting := call.connecting) is not None:  # not even connected: unreachable (an outage)
+                call.fail(RequestFailed("connection", f"cannot connect to {self._host}:{self._port}: no connection "
+                                        f"within --timeout {self._timeout:g} s", retryable=True, info="connection"))
+                connecting.cancel()
             else:
                 with contextlib.suppress(ValueError):
                     self._waiting.remove(call)

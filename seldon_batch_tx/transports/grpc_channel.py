@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
-from ..checks import grpc_scheme
 from ..config import BatchConfig
 from ..core.failures import RequestFailed, too_large
+from ..host_checks import grpc_scheme
 
 #: Codes worth another attempt: the server was unreachable, too slow or shedding load.
 RETRYABLE_CODES = frozenset(

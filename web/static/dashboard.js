@@ -221,6 +221,7 @@
     setField("source", b.source || "\u2013");
     setField("output", b.output || "\u2013");
     setField("reason", b.reason || "");
+    setField("waiting", b.waiting || "");
     var kinds = document.getElementById("error-kinds");
     var items = document.createDocumentFragment();
     var names = Object.keys(b.errors_by_kind).sort();
