@@ -38,8 +38,10 @@ setup(
                 "pyyaml>=6", "cryptography>=42", "kubernetes-validate>=1.29",
                 "prometheus-client>=0.20", "selenium>=4.20",  # /metrics parser and the browser test
                 "hypothesis>=6.100",
-                "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5"],  # object storage and its loopback S3
+                "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5",  # object storage and its loopback S3
+                "pyarrow>=14"],  # tables (CSV and Parquet)
         "s3": ["fsspec>=2024.2", "s3fs>=2024.2"],
+        "tables": ["pyarrow>=14"],
     },
     entry_points={
         "console_scripts": [

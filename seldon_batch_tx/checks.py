@@ -137,6 +137,16 @@ def text(value: str) -> str:
     return value
 
 
+def column_names(value: str) -> tuple[str, ...]:
+    """``a,b,c``: table column names (``--columns``, ``--keep-columns``), each non-empty, none twice."""
+    names = tuple(n.strip() for n in text(value).split(","))
+    if not all(names):
+        raise ValueError("an empty column name (write them as a,b,c)")
+    if len(set(names)) != len(names):
+        raise ValueError("a column named twice")
+    return names
+
+
 def path(value: str) -> str:
     """A file or directory path: non-empty, without NUL or line breaks."""
     if not value:

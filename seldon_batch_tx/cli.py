@@ -66,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .storage.access import preflight
 
     problem = preflight(config)  # URLs and pipes: credentials, buckets, resume; before anything is sent
+    if problem is None:
+        from .tables.formats import table_problem
+
+        problem = table_problem(config)  # tables: the [tables] extra, what can be joined
     if problem is not None:
         usage_exit(problem)
 

@@ -114,6 +114,13 @@ class BatchConfig:
     dashboard_linger: float | None = None
     #: Each output line also carries the input line it answers.
     join_input: bool = False
+    #: Tables (seldon_batch_tx/tables): formats when not told by the extension, the feature columns, the
+    #: input columns kept in a table output (None: all), and the feature names a table input was read with.
+    input_format: str | None = None
+    output_format: str | None = None
+    columns: tuple[str, ...] = ()
+    keep_columns: tuple[str, ...] | None = None
+    table_names: tuple[str, ...] = ()
     #: Seconds to wait for the model before the first line (0: check once; unreachable: exit 4).
     wait_ready: float = 0.0
     #: Seconds an outage may last before the run stops (exit 3); None: wait as long as it lasts;

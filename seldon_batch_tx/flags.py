@@ -16,7 +16,7 @@ import attrs
 from twisted.python import usage
 
 from . import __version__
-from .checks import FALSE_WORDS, TRUE_WORDS, boolean, option_error
+from .checks import FALSE_WORDS, TRUE_WORDS, boolean, choice, column_names, option_error
 
 #: Options whose values are secrets: never shown in an error, a log line or a summary.
 SECRET_OPTIONS = frozenset({"call-credentials-token", "dashboard-token", "storage-options"})
@@ -150,3 +150,12 @@ def versions() -> str:
 
     return (f"seldon-batch-tx {installed('seldon-batch-tx', __version__)}\n"
             f"Twisted {installed('twisted')}\ngrpcio {installed('grpcio')}")
+
+
+#: The table options (seldon_batch_tx/tables), rows of ``options.OPTIONS`` kept here: that table is full.
+TABLES = (
+    Option("input-format", None, None, "-i's format if its name does not say it", choice("jsonl", "csv", "parquet")),
+    Option("output-format", None, None, "-o's format if its name does not say it", choice("jsonl", "csv", "parquet")),
+    Option("columns", None, None, "A table input's feature columns, as a,b,c [default: numeric ones]", column_names),
+    Option("keep-columns", None, None, "Input columns a table output repeats, as a,b,c [default: all]", column_names),
+)

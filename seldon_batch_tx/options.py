@@ -46,7 +46,7 @@ from .config import (
     V2_DATATYPES,
     BatchConfig,
 )
-from .flags import SECRET_OPTIONS, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
+from .flags import SECRET_OPTIONS, TABLES, Option, Parameter, flag_rows, normalise_flags, parameter_rows, versions
 from .grpc_checks import grpc_metadata_problem, grpc_resolver_problem
 from .host_checks import host_port, host_transport_problem
 from .storage.paths import STDIO, is_remote, is_stdio
@@ -183,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
            "output lines", None),
     Option("dashboard", None, None, "Serve the live dashboard on this Twisted endpoint while the batch runs, "
            "e.g. tcp:8080:interface=127.0.0.1 (a non-loopback address needs $SELDON_BATCH_DASHBOARD_TOKEN)", text),
-)
+) + TABLES  # --input-format, --output-format, --columns, --keep-columns (flags.py)
 FLAG_NAMES = frozenset(o.name for o in OPTIONS if o.coerce is None)
 #: Options whose value is a path to a file holding another option's secret.
 SECRET_FILES: tuple[tuple[str, str], ...] = (("call-credentials-token-file", "call-credentials-token"),)
@@ -331,7 +331,7 @@ class ProcessorOptions(usage.Options):
         """Local paths here; URLs (checked over the network) and ``-`` in :func:`.storage.preflight`."""
         path = self["input-data-path"]
         local = not (is_remote(path) or is_stdio(path))
-        if local and not os.path.isfile(path):
+        if local and not (os.path.isfile(path) or self["input-format"] == "parquet" and os.path.isdir(path)):
             raise self.error("input-data-path", path, "the input file does not exist or is not a file")
         if local and not os.access(path, os.R_OK):
             raise self.error("input-data-path", path, "the input file is not readable")

@@ -1,4 +1,4 @@
-"""``seldon-batch``: tools around batch outputs (``verify``, ``merge``).
+"""``seldon-batch``: tools around batch outputs (``verify``, ``merge``, ``export``).
 
 Kept apart from ``seldon-batch-processor`` so that command keeps the seed's interface.
 Each subcommand lives in its own module and registers here.
@@ -24,6 +24,12 @@ def _commands() -> dict[str, tuple[str, Command]]:
         from .outputs.merge import main as merge_main
 
         commands["merge"] = ("combine shard outputs into one file in batch_index order", merge_main)
+    except ImportError:
+        pass
+    try:
+        from .tables.export import main as export_main
+
+        commands["export"] = ("a scored table (Parquet, CSV) from an output joined with its input", export_main)
     except ImportError:
         pass
     return commands

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, dict[str, tuple[str, ...]]], ...] = (
     ("vocabulary", {"core": ("", "core", "strict_json", "exits", "redaction"), "generated messages": ("protos",)}),
     ("settings", {"settings": ("checks", "host_checks", "bounds", "grpc_checks", "config", "flags")}),
     ("io", {"io": ("storage", "outputs")}),
-    ("wire", {"protocols": ("protocols",), "transports": ("transports",)}),
+    ("wire", {"protocols": ("protocols",), "transports": ("transports",), "tables": ("tables",)}),
     ("choice", {"codec choice": ("protocols.choose",), "transport choice": ("transports.choose",)}),
     ("pipeline", {"pipeline": ("pipeline",), "options": ("options",)}),
     ("dashboard", {"dashboard": ("dashboard",)}),

@@ -40,7 +40,8 @@ BAD: dict[str, str] = {
     "storage-timeout": "0", "storage-options-file": "",
     "watch-dir": "", "dashboard-token": "a b", "dashboard-token-file": "", "poll-interval": "0",
     "concurrent-batches": "0", "sidecar-allow": "bogus", "file-time-slice": "0.5", "max-batch-rows": "1000001",
-    "max-bytes-in-flight": "1",
+    "max-bytes-in-flight": "1", "input-format": "xlsx", "output-format": "xlsx", "columns": "a,,b",
+    "keep-columns": "a,a",
 }
 COMMAND = [o for o in DAEMON_TABLE if o.name in {p.name for p in cli.ProcessorOptions.table}]
 

@@ -22,12 +22,13 @@ from ..outputs.writer import LineWriter, OutputRefused
 from ..protocols.choose import make_codec
 from ..redaction import Secrets, batch_name
 from ..storage.batchio import BatchFiles, open_files
-from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio
+from ..storage.paths import StorageError, StorageUnavailable, display, is_remote, is_stdio, parse_storage_options
 from ..storage.pipes import StdoutLines
+from ..tables.formats import input_table, output_table, working_path
 from ..transports.base import Transport
 from ..transports.choose import make_transport
 from .engine import BatchRun
-from .reader import OffThreadItems, read_items
+from .reader import OffThreadItems, instance_ids, read_items
 from .stats import BatchStats
 from .summary import Summary, describe
 from .v2_discovery import discover_v2_model
@@ -54,6 +55,15 @@ def shard_filter(config: BatchConfig, lines: int | None) -> tuple[list[Callable[
     return [lambda i: i % count == index], None if lines is None else len(range(index, lines, count))
 
 
+def table_opener(config: BatchConfig) -> Callable[..., Any] | None:
+    """How a table input is opened (rows counted, not lines), None for lines."""
+    if not input_table(config):
+        return None
+    from ..tables.source import open_table_source
+
+    return open_table_source
+
+
 def writer_path(config: BatchConfig) -> str:
     """The output as messages name it (a URL without its user part or query)."""
     return display(config.output_data_path)
@@ -76,6 +86,13 @@ class Batch:
     def __init__(self, config: BatchConfig, reactor: Any, *, stats: BatchStats | None = None,
                  transport: Transport | None = None, name: str | None = None,
                  output_mode: int | None = None, label: str | None = None) -> None:
+        #: A table output (path, format): the run writes its JSON-lines working file, the table at the end.
+        self._table_output: tuple[str, str] | None = None
+        table_format = output_table(config)
+        if table_format:
+            self._table_output = (config.output_data_path, table_format)
+            # in input order (--ordered), so the table is joined in one streamed pass, without a sort
+            config = config.replace(output_data_path=working_path(config.output_data_path), ordered=True)
         self.config = config
         #: What the log calls the input: the daemon reads through ``/proc/self/fd/N`` but names the file.
         self._label = label
@@ -95,7 +112,7 @@ class Batch:
         staging file is uploaded only when the run ended complete (a stopped run keeps it for
         ``--resume`` and publishes nothing)."""
         try:
-            files = await self._storage(open_files(self.config, self._reactor))
+            files = await self._storage(open_files(self.config, self._reactor, table_opener(self.config)))
         except (StorageError, OSError) as e:
             self.stats.fail(str(e))
             raise
@@ -108,8 +125,31 @@ class Batch:
             files.close()
         if files.output.remote:
             summary = await self._upload(files, summary)
+        if self._table_output is not None and not summary.stopped_early:
+            summary = await self._write_table(summary)
         # debug only: the command prints the summary, the daemon logs it once per file (never twice)
         log.debug("batch {batch_id} finished: {summary}", batch_id=self.config.batch_id, summary=summary.text())
+        return summary
+
+    async def _write_table(self, summary: Summary) -> Summary:
+        """The scored table from the complete working file (on a thread); a failure is a run that did
+        not finish (exit 3: a --resume writes it again)."""
+        from twisted.internet.threads import deferToThreadPool
+
+        from ..tables.writer import write_table
+
+        assert self._table_output is not None
+        path, fmt = self._table_output
+        config = self.config
+        try:
+            rows = await deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), write_table, config.output_data_path, path, fmt,
+                config.input_data_path, input_table(config) or "csv", keep=config.keep_columns,
+                options=parse_storage_options(config.storage_options))
+        except (StorageError, OSError) as e:
+            log.error("batch {batch_id}: {error}", batch_id=config.batch_id, error=str(e))
+            return attrs.evolve(summary, stopped_early=summary.stopped_early or str(e))
+        log.info("batch {batch_id}: {rows} rows written to {path}", batch_id=config.batch_id, rows=rows, path=path)
         return summary
 
     async def _storage(self, work: Coroutine[Any, Any, T]) -> T:
@@ -226,7 +266,14 @@ class Batch:
         if not counted:  # every index is seen, so the total is exact once the input ends
             wanted = files.seen.wanted(wanted)
             self.stats.total_estimated = True
-        items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
+        if input_table(config):  # rows of a CSV or Parquet table, as the items of lines (seldon_batch_tx/tables)
+            from ..tables.source import table_batch_items
+
+            config, items = table_batch_items(config, files.source, parse_storage_options(config.storage_options),
+                                              instance_ids(config.batch_id), wanted)
+            self.config = config
+        else:
+            items = read_items(files.source.stream, config.batch_id, wanted, max_line_bytes=config.max_line_bytes)
         if not counted:
             items = files.seen.follow(items, self._read_all)
         units: Iterator[Item] | OffThreadItems = items

@@ -138,7 +138,10 @@ def preflight(config: BatchConfig) -> str | None:
     problem = output_problem(config.output_data_path)  # said before any network call, not after
     if problem is not None:
         return f"--output-data-path {problem}"
-    paths = (("input-data-path", config.input_data_path, False), ("output-data-path", config.output_data_path, True))
+    paths: tuple[tuple[str, str, bool], ...] = (("input-data-path", config.input_data_path, False),
+                                                ("output-data-path", config.output_data_path, True))
+    if config.input_format == "parquet":  # may be a prefix of files: tables/ checks it as it opens it
+        paths = paths[1:]
     if not any(is_remote(path) for _, path, _ in paths):
         return None  # local paths were checked with the options
     try:

@@ -86,15 +86,21 @@ def _needs_count(config: BatchConfig) -> bool:
     return config.resume or config.retry_failed
 
 
-async def open_files(config: BatchConfig, reactor: Any) -> BatchFiles:
+async def open_files(config: BatchConfig, reactor: Any,
+                     open_source: Callable[..., InputSource] | None = None) -> BatchFiles:
     """Open the batch's input and prepare its output (a resume may download the object first).
+
+    ``open_source(config, options, count=)`` opens an input that is not lines (a table), on a thread.
 
     Raises :class:`.paths.StorageError` (one line) when either cannot be used; nothing was sent.
     """
     options = parse_storage_options(config.storage_options)
     path = config.input_data_path
-    if is_remote(path) or is_stdio(path):
-        source: InputSource = await deferToThreadPool(reactor, reactor.getThreadPool(), open_input, path,
+    if open_source is not None:
+        source: InputSource = await deferToThreadPool(reactor, reactor.getThreadPool(), open_source,
+                                                      config, options, count=_needs_count(config))
+    elif is_remote(path) or is_stdio(path):
+        source = await deferToThreadPool(reactor, reactor.getThreadPool(), open_input, path,
                                                       options, count=_needs_count(config))
     else:
         source = open_input(path, count=True)
