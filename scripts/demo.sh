@@ -24,7 +24,7 @@ read -r HTTP GRPC METRICS < <(.venv/bin/python -c "from tests.servers import fre
 trap 'scripts/serve-model.sh --stop --rest-port "$HTTP" >/dev/null 2>&1' EXIT
 trap 'exit 143' TERM  # a SIGTERM (e.g. from a test) still stops the model server
 scripts/serve-model.sh --background --rest-port "$HTTP" --grpc-port "$GRPC" --metrics-port "$METRICS" | grep -v '^stop it with'
-echo "dashboard: http://127.0.0.1:$PORT/ (stays up after the batch until Ctrl-C)"
+echo "dashboard: http://127.0.0.1:$PORT/ (stays up after the batch until Ctrl-C, or as --dashboard-linger says)"
 OUT=out/sample.out.txt
 mkdir -p out
 rm -f "$OUT"  # a file left by an earlier run is never reported as this run's

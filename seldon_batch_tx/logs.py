@@ -8,6 +8,7 @@ through ``twisted.logger`` to stderr; stdout stays free for the summary. The run
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Any, TextIO
@@ -81,6 +82,14 @@ def _not_port_chatter(event: dict[str, Any]) -> PredicateResult:
 _TWISTD: dict[str, Any] = {}
 
 
+def quiet_grpc_core(level: str) -> None:
+    """gRPC's C core logs to stderr in its own format (an ``I1205 ...`` line per failed TLS handshake):
+    only its errors unless ``--log-level debug`` or ``$GRPC_VERBOSITY`` asks for more. Read when grpc
+    starts, so called before any channel exists."""
+    if level != "debug":
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def use_under_twistd(server_options: Any, level: str) -> None:
     """Make twistd log through :func:`twistd_observer`, unless its ``--logger`` was given."""
     if server_options.get("logger") is None:
@@ -101,6 +110,7 @@ def twistd_observer() -> ILogObserver:
 
 def start_logging(level: str, out: TextIO | None = None) -> None:
     """Send structured log events at ``level`` and above to ``out`` (stderr by default)."""
+    quiet_grpc_core(level)
     level = "warn" if level == "warning" else level  # txaio and twisted.logger spell it "warn"
     txaio.set_global_log_level(level)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))

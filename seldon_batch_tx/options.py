@@ -353,8 +353,8 @@ class ProcessorOptions(usage.Options):
         """The validated settings as a :class:`BatchConfig`."""
         fields = attrs.fields_dict(BatchConfig)
         # None is left to BatchConfig's default, unless the option has a default of its own: then
-        # None was asked for (``--connection-max-age none``: never retire).
-        values = {o.field: self[o.name] for o in OPTIONS
+        # None was asked for (``--connection-max-age none``: never retire). Flags are bools (usage stores 1).
+        values: dict[str, Any] = {o.field: self[o.name] if o.coerce else bool(self[o.name]) for o in OPTIONS
                   if (self[o.name] is not None or o.default is not None) and (o.field in fields or o.name == "header")}
         values.setdefault("output_data_path", default_output_path(values["input_data_path"], self["shard-index"],
                                                                   self["shard-count"]))

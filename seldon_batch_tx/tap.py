@@ -149,8 +149,9 @@ class Options(ProcessorOptions):
         daemon's is ``DIR/twistd.pid``, and a one-file run under ``-n`` writes none (its parent has its pid).
         """
         from .daemon.lock import WatchDirTaken, lock_watch_dir
-        from .logs import use_under_twistd
+        from .logs import quiet_grpc_core, use_under_twistd
 
+        quiet_grpc_core(self["log-level"])  # twistd and twist alike
         parent: Any = self.parent  # twistd's (or twist's) own options
         if "pidfile" in parent:  # twistd (`twist` has neither a pid file nor --logger)
             use_under_twistd(parent, self["log-level"])

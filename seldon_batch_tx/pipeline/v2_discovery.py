@@ -107,10 +107,10 @@ async def _get(config: BatchConfig, reactor: Any, path: str, wait: float) -> tup
     from twisted.web.client import Agent
 
     from ..transports.http import tls_policy
-    from ..transports.twisted_internals import abort_response
+    from ..transports.twisted_internals import abort_response, one_shot_pool
 
     url = f"{'https' if config.use_ssl else 'http'}://{config.host}{path}"
-    client = treq.client.HTTPClient(Agent(reactor, contextFactory=tls_policy(config)))
+    client = treq.client.HTTPClient(Agent(reactor, contextFactory=tls_policy(config), pool=one_shot_pool(reactor)))
     response = await client.get(url, headers=_headers(config), timeout=wait, allow_redirects=False, unbuffered=True)
     parts: list[bytes] = []
     size = 0

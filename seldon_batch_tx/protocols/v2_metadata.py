@@ -67,7 +67,10 @@ class ModelMetadata:
         inputs = ", ".join(s.describe() for s in self.inputs) or "none declared"
         outputs = ", ".join(s.describe() for s in self.outputs) or "none declared"
         limit = "" if self.max_batch_size is None else f"; max_batch_size {self.max_batch_size}"
-        batching = "batches rows" if self.batching else "one request at a time (no batch dimension)"
+        if not self.inputs:  # the codec then builds requests from the options, -s included
+            batching = "requests follow the options as given"
+        else:
+            batching = "batches rows" if self.batching else "one request at a time (no batch dimension)"
         return f"inputs {inputs}; outputs {outputs}{limit}; {batching}"
 
 

@@ -22,6 +22,7 @@ from .paths import (
     is_remote,
     is_stdio,
     local_path,
+    output_problem,
     parse_storage_options,
     protocol,
 )
@@ -134,6 +135,9 @@ def preflight(config: BatchConfig) -> str | None:
     problem = _pipe_problem(config)
     if problem is not None:
         return problem
+    problem = output_problem(config.output_data_path)  # said before any network call, not after
+    if problem is not None:
+        return f"--output-data-path {problem}"
     paths: tuple[tuple[str, str, bool], ...] = (("input-data-path", config.input_data_path, False),
                                                 ("output-data-path", config.output_data_path, True))
     if config.input_format == "parquet":  # may be a prefix of files: tables/ checks it as it opens it

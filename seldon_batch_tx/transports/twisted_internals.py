@@ -101,6 +101,13 @@ def bounded_pool(reactor: Any, per_host: int, lifetime: Lifetime | None = None) 
     return pool
 
 
+def one_shot_pool(reactor: Any) -> HTTPConnectionPool:
+    """A pool that keeps no connection (one request each), quiet and header-bounded like the run's."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietFactory
+    return pool
+
+
 def abort_transport(transport: Any) -> None:
     """Abort the connection under a response body's transport proxy (never reused: it is mid-answer)."""
     if transport is None:
