@@ -317,9 +317,9 @@ class ProcessorOptions(usage.Options):
         self["storage-options"] = read_options_file(self.label("storage-options-file"), file_path, origin=origin)
 
     def _check_protocol(self) -> None:
-        v2_type = self["payload-type"] in V2_DATATYPES
-        if self["protocol"] == "seldon" and v2_type:
-            raise self.error("payload-type", self["payload-type"], "needs --protocol v2")
+        if self["protocol"] == "seldon" and (self["binary-data"] or self["payload-type"] in V2_DATATYPES):
+            name = "binary-data" if self["binary-data"] else "payload-type"  # Seldon's protocol has neither
+            raise self.error(name, None if self["binary-data"] else self[name], "needs --protocol v2")
         if self["protocol"] == "v2":
             if self["method"] != "predict":
                 raise self.error("method", self["method"], "--protocol v2 has no feedback method")

@@ -7,7 +7,8 @@ protocol over REST a ``GET`` of the microservice's ``/health/ping`` (``--gateway
 or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's executor answers 503 there
 until its graph is ready), where any answer but 502/503/504 counts (a 404 from a service without
 that route still proves something answers behind the name). gRPC: resolve, connect, and for V2
-``ServerReady`` then ``ModelReady`` through the gRPC transport. Probes carry the run's TLS
+``ServerReady`` then ``ModelReady`` through the gRPC transport, for Seldon a gRPC channel (the
+run's TLS settings) that must become READY (:mod:`..transports.grpc_ready`). Probes carry the run's TLS
 settings, ``--header`` values and token, as requests do.
 
 It answers ``None`` (ready) or one line naming the host, the port and the cause; every step is
@@ -164,7 +165,7 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
     except Exception as e:  # noqa: BLE001 - every way a connection fails is a cause to report
         return f"cannot connect to {at}: {cause_of(e)}"
     if config.transport == "grpc":
-        return await _grpc_ready(config, reactor, at) if config.protocol == "v2" else None
+        return await (_grpc_ready if config.protocol == "v2" else _channel_ready)(config, reactor, at)
     for step, path in enumerate(routes(config)):
         try:
             code = await _get(config, reactor, path)
@@ -183,6 +184,12 @@ def _same(route: Any) -> Any:
     return route
 
 
+def _quiet(transport: Any) -> Any:
+    """A probe's transport logs nothing ("gRPC channels open" per probe): its outcome is the one line."""
+    transport.log = txaio.make_logger(level="none")
+    return transport
+
+
 async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
     """V2 over gRPC: ``ServerReady`` then ``ModelReady``, sent through the gRPC transport (TLS, token, metadata)."""
     from ..core.failures import RequestFailed
@@ -192,7 +199,8 @@ async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
 
     probing = config.replace(workers=1, grpc_channels=1, timeout=probe_timeout(config), connection_max_age=None)
     for method, route in readiness_routes(config.model_name or config.deployment_name, config.model_version):
-        transport = make_transport(probing, reactor, target=Target(f"grpc:{method}", functools.partial(_same, route)))
+        transport = _quiet(make_transport(probing, reactor, target=Target(f"grpc:{method}",
+                                                                           functools.partial(_same, route))))
         transport.start()
         try:
             answer = await transport.send({}, "readiness")
@@ -204,6 +212,26 @@ async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
         if not answer.get("ready"):
             return f"not ready: gRPC {method} from {at} answered ready=false"
     return None
+
+
+async def _channel_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
+    """Seldon over gRPC (no readiness RPC): a channel with the run's TLS settings must become READY."""
+    from ..core.failures import RequestFailed
+    from ..core.target import Target
+    from ..transports.choose import make_transport
+    from ..transports.grpc_ready import channel_ready_route
+
+    probing = config.replace(workers=1, grpc_channels=1, timeout=probe_timeout(config), connection_max_age=None)
+    route = channel_ready_route(config.use_ssl)
+    transport = _quiet(make_transport(probing, reactor, target=Target("grpc:channel", functools.partial(_same, route))))
+    transport.start()
+    try:
+        answer = await transport.send({}, "readiness")
+    except RequestFailed as e:
+        return f"cannot open a gRPC connection to {at}: {Secrets.of(config).text(e.reason)}"
+    finally:
+        await transport.stop()
+    return None if answer.get("ready") else f"cannot open a gRPC connection to {at}: {answer.get('cause')}"
 
 
 def clock_time(seconds: float) -> str:
