@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-from seldon_batch_tx.exits import EXIT_UNREACHABLE
 from tests.servers import SeldonServer, free_ports
 from tests.test_outage_ready import assert_unreachable, infile, run_ours
 

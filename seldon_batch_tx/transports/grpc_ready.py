@@ -42,7 +42,7 @@ async def until_ready(channel: Any, timeout: float, use_ssl: bool) -> dict[str, 
 
     try:
         state = await asyncio.wait_for(watch(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return {"ready": False, "cause": f"no gRPC connection within {timeout:g} s"}
     if state == READY:
         return {"ready": True, "cause": ""}
