@@ -32,6 +32,7 @@ setup(
         "attrs>=23.1",
         "httptools>=0.6",
         "tqdm>=4.66",  # the progress bar on a terminal
+        "orjson>=3.9",  # strict_json reads lines and answers about 4x quicker (json for the rest)
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-twisted>=1.14", "ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "grpcio-tools>=1.60",

@@ -1,7 +1,7 @@
 """Does a change cost throughput?  This processor at a git ref against the working tree, runs interleaved.
 
     .venv/bin/python bench/ab.py --baseline REF [--current REF] [--runs 7] [--lines 50000]
-                                 [--workers 50] [--ours-args "--opt v ..."]
+                                 [--workers 50] [--batch-size 1|32] [--ours-args "--opt v ..."]
 
 Why interleaved: on a shared 2-core machine the load drifts by tens of percent within minutes, so
 "before" measured at one time and "after" at another says little.  Here both versions run the
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7, help="runs of each version")
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, choices=(1, ROWS), default=1,
+                        help=f"1 (the headline row) or {ROWS}: nginx's {ROWS}-row answers, datapoints/s")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound of one run")
     parser.add_argument("--ours-args", type=shlex.split, default=[], help="extra options for both versions")
     args = parser.parse_args(argv)
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     current = replace(TOOLS["ours"], build=ours("rest", *args.ours_args))
     rates: dict[str, list[float]] = {"baseline": [], "current": []}
     cpus: dict[str, list[float]] = {"baseline": [], "current": []}
+    rss: dict[str, list[float]] = {"baseline": [], "current": []}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         tree = stack.enter_context(worktree(args.baseline))
         baseline: Tool = replace(current, name=f"ours@{revision}", env={"PYTHONPATH": str(tree)})
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                               env={"PYTHONPATH": str(stack.enter_context(worktree(args.current)))})
         nginx = stack.enter_context(NginxServer(workers=1, rows=ROWS))
         work = Path(tmp)
-        job = Job(nginx.host, make_inputs(work, "seldon", args.lines), work / "out.txt", args.workers, 1)
+        host = nginx.host if args.batch_size == 1 else nginx.batch_host
+        job = Job(host, make_inputs(work, "seldon", args.lines), work / "out.txt", args.workers, args.batch_size)
         for i in range(args.runs):
             for label, tool in (("baseline", baseline), ("current", current)):
                 result = measure(tool, job, args.lines, args.timeout, work / f"{label}.log")
@@ -88,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
                 rate = result.lines_out / result.wall
                 rates[label].append(rate)
                 cpus[label].append(1000 * result.cpu / result.lines_out)
-                print(f"  {label:<8} run {i + 1}/{args.runs}: {rate:9,.0f} lines/s  cpu {result.cpu:6.2f} s",
-                      flush=True)
+                rss[label].append(result.maxrss_kb / 1024)
+                print(f"  {label:<8} run {i + 1}/{args.runs}: {rate:9,.0f} lines/s  cpu {result.cpu:6.2f} s"
+                      f"  peak RSS {result.maxrss_kb / 1024:5.1f} MB", flush=True)
     names = {"baseline": f"baseline {revision}",
              "current": f"current {short(args.current) if args.current else '(working tree)'}"}
-    print("\n| version | median lines/s | runs | median CPU s per 1,000 lines |\n|---|---|---|---|")
+    print("\n| version | median lines/s | runs | median CPU s per 1,000 lines | median peak RSS MB |\n"
+          "|---|---|---|---|---|")
     for label, name in names.items():
         print(f"| {name} | {statistics.median(rates[label]):,.0f} | {', '.join(f'{r:,.0f}' for r in rates[label])}"
-              f" | {statistics.median(cpus[label]):.3f} |")
+              f" | {statistics.median(cpus[label]):.3f} | {statistics.median(rss[label]):.1f} |")
     for what, figures in (("lines/s", rates), ("CPU per line", cpus)):
         pairs = sorted(c / b for b, c in zip(figures["baseline"], figures["current"], strict=True))
         ratio = statistics.median(figures["current"]) / statistics.median(figures["baseline"])

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 REDACTED = "[redacted]"
 #: What replaces a URL's user part or query.
@@ -116,11 +116,44 @@ def config_secrets(config: Any) -> list[str]:
     return [s for s in found if len(s) >= MIN_SECRET]
 
 
-def redact(value: str, secrets: Iterable[str]) -> str:
-    """``value`` with every occurrence of a secret replaced (longest first, so none leaks in part)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= MIN_SECRET and secret in value:
+_ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/bfnrt])')
+_ESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def unescaped(value: str) -> str:
+    """``value`` with JSON escapes (``\\u0041``, ``\\/``) and percent-encoding undone: how a server
+    may quote a credential in the text of an error it answers (a reason quotes that text as is)."""
+    if "\\" in value:
+        value = _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if m[1][0] == "u" else _ESCAPED.get(m[1], m[1]), value)
+        # a surrogate pair (\\ud83d\\ude00) is one character
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return unquote(value) if "%" in value else value
+
+
+def redact(value: str, secrets: Iterable[str], _rounds: int = 4) -> str:
+    """``value`` with every occurrence of a secret replaced (longest first, so none leaks in part);
+    when a secret is there only escaped or percent-encoded (even twice), the unescaped text with it replaced;
+    an excerpt cut inside a secret (ending ``...``) with the secret's first characters replaced."""
+    ordered = [s for s in sorted(set(secrets), key=len, reverse=True) if len(s) >= MIN_SECRET]
+    for secret in ordered:
+        if secret in value:
             value = value.replace(secret, REDACTED)
+    if value.endswith("..."):  # an excerpt cut inside a secret ends with its first characters
+        for secret in ordered:
+            cut = next((n for n in range(len(secret) - 1, MIN_SECRET - 1, -1) if value.endswith(secret[:n] + "...")), 0)
+            if cut:
+                value = value[:-cut - 3] + REDACTED + "..."
+                break
+    plain = value
+    for _ in range(_rounds):
+        if "\\" not in plain and "%" not in plain:
+            break
+        further = unescaped(plain)
+        if further == plain:
+            break
+        plain = further
+        if any(secret in plain for secret in ordered):
+            return redact(plain, ordered, _rounds - 1) if _rounds > 1 else REDACTED
     return value
 
 

@@ -11,6 +11,7 @@ from .core.strict_json import JSONDict as JSONDict
 from .core.strict_json import NotFinite as NotFinite
 from .core.strict_json import TooDeep as TooDeep
 from .core.strict_json import check as check
+from .core.strict_json import compact_bytes as compact_bytes
 from .core.strict_json import compact_encoder as compact_encoder
 from .core.strict_json import decode as decode
 from .core.strict_json import has_non_finite as has_non_finite

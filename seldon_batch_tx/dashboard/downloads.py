@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..outputs.lines import open_regular
+from .channel import IDLE_TIMEOUT
 from .security import display_text
 from .views import Views
 
@@ -37,15 +38,40 @@ def disposition(name: str) -> bytes:
 
 def stream(request: Request, handle: Any) -> None:
     """Send ``handle`` as the body through a producer (a chunk at a time, as the client reads), then
-    finish; a client that goes away stops it. The file is closed either way."""
+    finish; a client that goes away stops it. The file is closed either way.
+
+    Twisted stops a connection's idle timeout while a request is answered, so a client that stops
+    reading would hold its connection and the open file for ever: one that has read nothing for
+    the idle timeout (:data:`.channel.IDLE_TIMEOUT`) is cut."""
     sender = FileSender()
     gone: list[bool] = []
+    channel = request.channel
+    period = getattr(getattr(channel, "site", None), "timeOut", None) or IDLE_TIMEOUT  # the channel's is off now
+    read, still = -1, 0
+    watch: Any = None
+
+    def stalled() -> None:  # every third of the idle timeout: cut after a whole one without progress
+        nonlocal read, still, watch
+        if gone or handle.closed:
+            return
+        still = still + 1 if handle.tell() == read else 0
+        if still >= 3:  # nothing read from the file: the client took nothing for the idle timeout
+            transport = channel.transport if channel is not None else None
+            if transport is not None:
+                getattr(transport, "abortConnection", transport.loseConnection)()
+            return
+        read = handle.tell()
+        watch = channel.callLater(period / 3, stalled)
+
+    watch = channel.callLater(period / 3, stalled) if channel is not None else None
 
     def stop(_: Any) -> None:
         gone.append(True)
         sender.stopProducing()
 
     def ended(_: Any) -> None:
+        if watch is not None and watch.active():
+            watch.cancel()
         handle.close()
         if not gone:
             request.finish()

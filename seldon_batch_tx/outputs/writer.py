@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import txaio
 
-from ..core.strict_json import compact_encoder
+from ..core.strict_json import compact_bytes
 from ..redaction import Secrets
 
 txaio.use_twisted()
@@ -215,7 +215,7 @@ class OutputFile:
             self.fd = -1
 
 
-_dumps = compact_encoder(ensure_ascii=False)
+_dumps = compact_bytes(ensure_ascii=False)
 
 
 class LineBuffer:
@@ -226,7 +226,7 @@ class LineBuffer:
     bytes are queued.
     """
 
-    def __init__(self, max_buffered: int = 1 << 16, encode: Callable[[Any], str] = _dumps) -> None:
+    def __init__(self, max_buffered: int = 1 << 16, encode: Callable[[Any], bytes] = _dumps) -> None:
         self._encode = encode
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -241,7 +241,7 @@ class LineBuffer:
 
         A line quoting a credential is written redacted; :class:`.SecretInAnswer` (a ValueError)
         when it cannot be, so the engine writes that line's error instead."""
-        data = (self._encode(record) + "\n").encode("utf-8")
+        data = self._encode(record) + b"\n"
         if self.secrets:
             data = self.secrets.line(data)
         self._buffer.append(data)

@@ -302,9 +302,10 @@ class BatchRun:
             return
         if rest or isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
             # lines left out of the request, or a request refused for what one of its lines carries
-            attempts = self._attempts
+            attempts, stats, most = self._attempts, self.stats, self.config.max_failures
             answered = await carry_on(self.codec, attempts.send, members, outcome, rest,
-                                      lambda: attempts.stopping or attempts.abandoned)
+                                      lambda: attempts.stopping or attempts.abandoned,
+                                      lambda failed: most is not None and stats.failed + failed >= most)
             for lines, ended in answered:
                 self._record(lines, ended, out)
             return

@@ -34,6 +34,7 @@ from twisted.internet.task import deferLater
 from ..config import BatchConfig
 from ..host_checks import grpc_scheme
 from ..protocols.base import gateway_prefix
+from ..redaction import Secrets
 from ..transports.http import tls_policy
 
 txaio.use_twisted()
@@ -196,7 +197,8 @@ async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
         try:
             answer = await transport.send({}, "readiness")
         except RequestFailed as e:
-            return f"no readiness answer from {at} (gRPC {method}): {e.reason}"
+            reason = Secrets.of(config).text(e.reason)  # the server's words may quote the token
+            return f"no readiness answer from {at} (gRPC {method}): {reason}"
         finally:
             await transport.stop()
         if not answer.get("ready"):

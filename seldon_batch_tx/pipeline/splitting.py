@@ -47,11 +47,14 @@ def splittable(failure: RequestFailed, lines: int) -> bool:
 
 
 async def carry_on(codec: Codec, send: Send, members: list[Parsed], outcome: list[Record] | RequestFailed,
-                   rest: list[tuple[Parsed, str]], stopping: Callable[[], bool]) -> list[Answered]:
+                   rest: list[tuple[Parsed, str]], stopping: Callable[[], bool],
+                   enough_failed: Callable[[int], bool] = lambda failed: False) -> list[Answered]:
     """The unit's lines answered, from how its first request (``members``) ended and the lines it
     left out (``rest``); stops early (lines left without an outcome, for ``--resume``) when the run
-    is stopping: ``stopping()`` before a further request, or ``send`` saying so."""
+    is stopping: ``stopping()`` before a further request, or ``send`` saying so, or once the lines
+    failed so far will stop the run when written (``enough_failed(n)``: ``--max-failures``)."""
     answered: list[Answered] = []
+    failed = 0
     pending: list[list[Parsed]] = [[p for p, _ in rest]] if rest else []
     while True:
         if isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
@@ -61,7 +64,8 @@ async def carry_on(codec: Codec, send: Send, members: list[Parsed], outcome: lis
             pending += [members[half:], members[:half]]  # the first half is sent first
         else:
             answered.append((members, outcome))
-        if not pending or stopping():
+            failed += len(members) if isinstance(outcome, RequestFailed) else 0
+        if not pending or stopping() or enough_failed(failed):
             return answered  # when stopping, a further request of this unit waits for the resume
         body, members, more = codec.build(pending.pop())
         if more:

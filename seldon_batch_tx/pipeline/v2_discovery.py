@@ -25,6 +25,7 @@ from ..core import strict_json
 from ..protocols import base
 from ..protocols.v2 import model_name
 from ..protocols.v2_metadata import MAX_METADATA_BYTES, ModelMetadata, from_grpc, from_rest, max_batch_size_from_config
+from ..redaction import Secrets
 
 __all__ = ["discover_v2_model", "metadata_path"]
 
@@ -55,13 +56,13 @@ async def discover_v2_model(config: BatchConfig, reactor: Any) -> ModelMetadata 
             metadata = from_grpc(message)
         else:
             metadata = await _rest_metadata(config, reactor, wait)
-    except _NoMetadata as e:
+    except _NoMetadata as e:  # the server's words: redacted here, as twistd's log redacts nothing itself
         log.info("V2 model {model}: no metadata from {where} ({why}); requests follow the options as given",
-                 model=model_name(config), where=where, why=str(e))
+                 model=model_name(config), where=where, why=Secrets.of(config).text(str(e)))
         return None
     except Exception as e:  # noqa: BLE001 - never fails the run: the requests will say what is wrong
         log.info("V2 model {model}: metadata not read from {where} ({why}); requests follow the options as given",
-                 model=model_name(config), where=where, why=f"{type(e).__name__}: {e}"[:300])
+                 model=model_name(config), where=where, why=Secrets.of(config).text(f"{type(e).__name__}: {e}"[:300]))
         return None
     log.info("V2 model {model} ({platform}): {found}", model=metadata.name, platform=metadata.platform or "?",
              found=metadata.describe())

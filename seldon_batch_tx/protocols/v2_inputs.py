@@ -16,6 +16,7 @@ Whatever cannot fit is that line's ``input_error``, before anything is sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..config import BatchConfig
@@ -30,6 +31,20 @@ DEFAULT_INPUT_NAME = "input-0"
 #: Element types that certainly fit a datatype (checked for a whole tensor at C speed; others element by element).
 _FAST_TYPES: dict[str, set[type]] = {"FP16": {int, float}, "FP32": {int, float}, "FP64": {int, float},
                                      "BF16": {int, float}, "BYTES": {str}, "BOOL": {bool}}
+
+
+#: Names an error line lists (a line's object, or a model's metadata, may hold thousands).
+MAX_LISTED = 10
+#: Characters of one name an error line shows.
+MAX_NAME_CHARS = 100
+
+
+def listed(names: Iterable[str]) -> str:
+    """Names for an error line: at most :data:`MAX_LISTED`, each cut, then how many more there are."""
+    names = list(names)
+    shown = [n if len(n) <= MAX_NAME_CHARS else n[:MAX_NAME_CHARS] + "..." for n in names[:MAX_LISTED]]
+    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    return ", ".join(shown) + more
 
 
 def shape_and_flat(value: Any, where: str) -> tuple[tuple[int, ...], list[Any], set[type]]:
@@ -82,7 +97,7 @@ class ModelInputs:
 
     def _one(self, value: Any) -> tuple[list[JSONDict], int]:
         if self.single is None:
-            names = ", ".join(s.name for s in self.metadata.inputs)
+            names = listed(s.name for s in self.metadata.inputs)
             raise InputError(f"the model takes {len(self.metadata.inputs)} inputs ({names}): give each line "
                              f"as a JSON object of input name to value")
         tensor, rows = self._tensor(self.single, value, self.datatype)
@@ -92,11 +107,11 @@ class ModelInputs:
         declared = {s.name for s in self.metadata.inputs}
         unknown = sorted(set(value) - declared)
         if unknown:
-            raise InputError(f"the model has no input {', '.join(unknown)} (its inputs: {', '.join(sorted(declared))})")
+            raise InputError(f"the model has no input {listed(unknown)} (its inputs: {listed(sorted(declared))})")
         missing = [s.name for s in self.metadata.inputs if s.name not in value]
         if missing:
-            raise InputError(f"input {', '.join(missing)} missing (the model's inputs: "
-                             f"{', '.join(s.name for s in self.metadata.inputs)})")
+            raise InputError(f"input {listed(missing)} missing (the model's inputs: "
+                             f"{listed(s.name for s in self.metadata.inputs)})")
         tensors, rows = [], set()
         for spec in self.metadata.inputs:
             tensor, n = self._tensor(spec, value[spec.name], None)

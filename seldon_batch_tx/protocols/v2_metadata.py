@@ -107,12 +107,13 @@ def from_rest(doc: Any) -> ModelMetadata:
 
 
 def from_grpc(message: Any) -> ModelMetadata:
-    """The metadata in a gRPC ``ModelMetadataResponse``."""
-    def specs(tensors: Sequence[Any]) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(t.name, t.datatype.upper(), tuple(int(d) for d in t.shape))
-                     for t in list(tensors)[:_MAX_TENSORS])
+    """The metadata in a gRPC ``ModelMetadataResponse``; ValueError, as :func:`from_rest`, when its
+    tensors are too many or their shapes too long or below -1."""
+    def specs(tensors: Sequence[Any], where: str) -> tuple[TensorSpec, ...]:
+        return _specs([{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in tensors], where)
 
-    return ModelMetadata(message.name, specs(message.inputs), specs(message.outputs), message.platform)
+    return ModelMetadata(message.name, specs(message.inputs, "inputs"), specs(message.outputs, "outputs"),
+                         message.platform)
 
 
 def max_batch_size_from_config(doc: Any) -> int | None:

@@ -6,8 +6,10 @@ directory used is checked: a real directory (not a symbolic link), owned by the 
 with no permission for group or others. ``--staging-dir`` (or ``SELDON_BATCH_STAGING_DIR``) that
 is missing is created so (mode 0700); one that exists but is not private (an ``emptyDir``
 volume, ``/tmp``, a link) gets a per-user subdirectory, ``seldon-batch-staging-UID``, checked the same way. The
-default is that subdirectory of the temp directory. A directory that fails the check is refused
-in one line naming it and why (exit 2): nothing is read from it or written to it.
+default is that subdirectory of the temp directory. Every directory above the one used must be the
+user's or root's: another user's could have it renamed away and replaced after the check. A
+directory that fails the check is refused in one line naming it and why (exit 2): nothing is read
+from it or written to it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,25 @@ def _make(path: str) -> bool:
     return True
 
 
+def _ancestors_problem(path: str) -> str | None:
+    """Why a directory inside ``path``'s ancestors is not safe: one owned by another user (not root)
+    may rename the run's directory away and put its own in its place after the check. A symbolic
+    link on the way is followed: the directories it leads to are the ones checked."""
+    current = os.path.dirname(os.path.realpath(path))
+    while True:
+        try:
+            owner = os.stat(current).st_uid
+        except OSError as e:
+            return f"its parent directory {current}: {e.strerror}"
+        if owner not in (os.geteuid(), 0):
+            return (f"is inside {current}, which belongs to uid {owner}: that user could replace it "
+                    "(give --staging-dir a directory inside your own or root's directories)")
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
 def private_dir(staging_dir: str | None = None) -> str:
     """The directory staging files of this run go to, created and checked (blocking, local).
 
@@ -84,7 +105,11 @@ def private_dir(staging_dir: str | None = None) -> str:
     a shared one (other users may write or read it) holds a per-user subdirectory instead.
     """
     root = staging_dir or default_staging_dir()
-    if _make(root):
+    created = _make(root)
+    problem = _ancestors_problem(root)
+    if problem is not None:
+        raise StagingRefused(f"the staging directory {root} {problem}")
+    if created:
         return root
     try:
         st = os.lstat(root)
@@ -95,5 +120,8 @@ def private_dir(staging_dir: str | None = None) -> str:
     if not stat.S_ISDIR(os.stat(root).st_mode):
         _checked(root)  # raises: a file is never a staging directory
     user = _user_dir(root)
+    problem = _ancestors_problem(user)  # the shared directory itself (not sticky /tmp, an emptyDir) is another's
+    if problem is not None:
+        raise StagingRefused(f"the staging directory {user} {problem}")
     _make(user)
     return _checked(user)

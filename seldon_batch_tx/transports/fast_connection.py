@@ -30,6 +30,7 @@ from ..core.strict_json import JSONDict
 from .base import MAX_HEADER_BYTES, headers_too_large
 from .http import classify, connection_failure
 from .lifetime import Lifetime
+from .twisted_internals import plain_socket, write_now
 
 txaio.use_twisted()
 log = txaio.make_logger()  # type: ignore[attr-defined]
@@ -140,6 +141,7 @@ class Connection(Protocol):
         self.lost = False
         self.closed: Deferred[None] | None = None
         self.out: Any = None  # the transport, typed loosely (zope interfaces confuse mypy)
+        self._socket: Any = None  # a plain TCP transport's socket, written directly (write_now)
         self.lease = pool.lifetime.lease()  # retired once it runs out (checked by the pool)
         self._reset()
 
@@ -162,7 +164,7 @@ class Connection(Protocol):
         self.call = call
         call.conn = self
         self.lease.take()
-        self.out.write(call.data)
+        write_now(self.out, self._socket, call.data)  # at once: no write event, no epoll_ctl pair
 
     def abort(self) -> None:
         """Close now, dropping anything unsent; used on timeouts, cancels and stop."""
@@ -219,6 +221,7 @@ class Connection(Protocol):
 
     def connectionMade(self) -> None:
         self.out = self.transport
+        self._socket = plain_socket(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         call = self.call

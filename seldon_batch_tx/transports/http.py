@@ -36,7 +36,7 @@ from .base import headers_too_large
 #: The most of an answer's text an error reason quotes (a model's whole message, within reason).
 MAX_REASON_CHARS = 4096
 #: One shared C encoder; compact separators keep request bodies small.
-_encode = strict_json.compact_encoder(ensure_ascii=True)
+_encode = strict_json.compact_bytes(ensure_ascii=True)
 
 
 def model_url(config: BatchConfig, target: Target) -> str:
@@ -60,7 +60,7 @@ def encode_request(body: JSONDict, target: Target) -> tuple[bytes, tuple[tuple[s
 def encode_body(body: JSONDict) -> bytes:
     """A request body as strict compact JSON; RequestFailed ``input_error`` when it cannot be."""
     try:
-        return _encode(body).encode()
+        return _encode(body)
     except RecursionError:
         raise RequestFailed("input_error", "request nested too deeply to encode as JSON", info="input_error") from None
     except (TypeError, ValueError) as e:

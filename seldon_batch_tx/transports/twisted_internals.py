@@ -15,6 +15,11 @@ Twisted's public HTTP client has no hook for two bounds every answer must keep:
   (``Request.persistent`` False: it says ``Connection: close`` and the connection closes after
   the answer), so retiring never fails a request.
 
+And one for the fast client (:mod:`.fast_connection`): a request is written straight to a plain
+TCP transport's ``socket`` when its buffers (``dataBuffer``, ``_tempDataBuffer``) are empty, rather
+than through ``write``, which waits for the next reactor turn and costs a write event and two
+``epoll_ctl`` calls per request (:func:`plain_socket`, :func:`write_now`).
+
 ``tests/test_twisted_internals.py`` checks each of these names, so a Twisted release that changes
 one fails that test by name rather than weakening a bound silently.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.python.failure import Failure
 from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
@@ -110,3 +116,27 @@ def abort_response(response: Any) -> None:
     """Abort the connection carrying ``response`` (treq's wrapper or Twisted's) before reading its body."""
     original = getattr(response, "original", response)
     abort_transport(getattr(original, "_transport", None))
+
+
+def plain_socket(transport: Any) -> Any:
+    """The socket of a plain TCP transport; None over TLS (whose transport is TLS's protocol, or
+    ``TLS`` set on the connection) or anything else, which is only ever written through ``write``."""
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
+        return transport.socket
+    return None
+
+
+def write_now(transport: Any, sock: Any, data: bytes) -> None:
+    """``transport.write(data)``, but sent at once on ``sock`` (:func:`plain_socket`) when nothing is
+    queued before it; what the socket does not take now, or any error, goes through ``write``,
+    which sends the rest in order and reports the error as it always does."""
+    if (sock is not None and transport.connected and not transport.disconnecting and not transport.dataBuffer
+            and not transport._tempDataBuffer):
+        try:
+            sent = sock.send(data)
+        except OSError:  # full, reset...: Twisted's own write finds out and reports it
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
