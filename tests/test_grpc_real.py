@@ -202,7 +202,7 @@ def test_tags_and_metadata_reach_the_server(tmp_path: Path, gateway: str) -> Non
 
 def test_tls_through_the_command(tmp_path: Path) -> None:
     """--use-ssl --ca-cert trusts a self-signed server, --use-ssl --no-ssl-verify accepts it,
-    --use-ssl alone refuses it (error lines saying UNAVAILABLE, exit 1)."""
+    --use-ssl alone refuses it before the first line (issue 19: one line, exit 4, nothing written)."""
     cert, key = self_signed_cert(tmp_path)
     credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
     infile = write_lines(tmp_path / "in.txt", NDARRAY[:5])
@@ -216,8 +216,9 @@ def test_tls_through_the_command(tmp_path: Path) -> None:
     assert insecure.returncode == 0, insecure.stderr
     for name in ("a.txt", "b.txt"):
         assert by_index(tmp_path / name, 5)[2]["data"]["ndarray"] == [[2, 2.5, -2]]
-    assert refused.returncode == 1
-    assert all(r["status"]["info"] == "grpc_UNAVAILABLE" for r in by_index(tmp_path / "c.txt", 5).values())
+    assert refused.returncode == 4, refused.stderr  # EXIT_UNREACHABLE
+    assert "TLS handshake failed" in refused.stderr and server.host in refused.stderr
+    assert not (tmp_path / "c.txt").exists()
     assert len(server.recorder.tags) == 10
 
 
