@@ -41,6 +41,7 @@ def seldon_server(seldon_venv: Path) -> Iterator[SeldonServer]:
     with SeldonServer("EchoModel") as server:
         yield server
 
+from tests.iris_sklearn import iris_models, iris_seldon  # noqa: E402, F401 (session fixtures: the sklearn iris models)
 from tests.mlserver_servers import MLServerServer, ensure_mlserver_venv  # noqa: E402
 
 

@@ -1,10 +1,12 @@
-"""Tables through real models: the iris data as CSV and Parquet, scored by the iris classifier
-(tests/models/iris_math.py, no scikit-learn on this machine) in the real Seldon microservice (REST
-and gRPC) and in MLServer (V2, model metadata discovered), written back as Parquet and CSV tables.
+"""Tables through the real scikit-learn iris model: the 150 rows of ``load_iris()`` (the real column
+names) as CSV and Parquet, scored by LogisticRegression models trained in each model venv
+(tests/iris_sklearn.py) in the real Seldon microservice (REST and gRPC) and in MLServer's sklearn runtime
+(V2, model metadata discovered), written back as Parquet and CSV tables.
 
 Each output table has every input row once, in input order, with the input's columns, the model's
-own probabilities (compared with calling the classifier on the same rows) and a status; bad rows
-(an empty cell, text in a numeric column, a wider CSV row, a null) are their own error rows.
+own probabilities (compared, value by value, with the same saved model called on the same rows in the
+same venv) and a status; bad rows (an empty cell, text in a numeric column, a wider CSV row, a null) are
+their own error rows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,17 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from tests.iris_sklearn import IrisModels, iris
 from tests.mlserver_servers import MLServerServer
 from tests.servers import SeldonServer, loopback_env
 
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from iris_math import CLASSES, FEATURES, iris_rows, proba  # noqa: E402
-
-MODELS = Path(__file__).parent / "models"
 BIN = Path(sys.executable).parent
-ROWS = iris_rows(150)
+FEATURES: list[str] = iris()["features"]
+CLASSES: list[str] = iris()["classes"]
+ROWS: list[list[Any]] = iris()["rows"]
 #: Bad CSV rows appended after the iris rows: (cells, why).
-BAD_CSV = [(["5.0", "", "1.4", "0.2", "setosa"], "column 'sepal_width' is empty"),
-           (["5.0", "3.1", "wide", "0.2", "setosa"], "column 'petal_length' holds 'wide', not a number"),
+BAD_CSV = [(["5.0", "", "1.4", "0.2", "setosa"], f"column '{FEATURES[1]}' is empty"),
+           (["5.0", "3.1", "wide", "0.2", "setosa"], f"column '{FEATURES[2]}' holds 'wide', not a number"),
            (["5.0", "3.1", "1.4", "0.2", "setosa", "extra"], "the row has 6 fields, the header 5")]
 
 
@@ -45,17 +45,17 @@ def write_inputs(directory: Path) -> tuple[Path, Path]:
         writer.writerow([*FEATURES, "species"])
         writer.writerows(csv_rows)
     records = [dict(zip([*FEATURES, "species"], r, strict=True)) for r in ROWS]
-    records.insert(40, {**records[0], "petal_width": None})
+    records.insert(40, {**records[0], FEATURES[3]: None})
     pq.write_table(pa.Table.from_pylist(records), directory / "iris.parquet", row_group_size=64)
     return directory / "iris.csv", directory / "iris.parquet"
 
 
-def expected(fmt: str) -> list[tuple[list[float] | None, str | None]]:
-    """Per input row: the features the model must have seen (None for a bad row) and the error's reason."""
-    good: list[tuple[list[float] | None, str | None]] = [([float(v) for v in r[:4]], None) for r in ROWS]
+def expected(fmt: str) -> list[int | str]:
+    """Per input row: the iris row it is (its index in ROWS), or the error's reason for a bad row."""
+    good: list[int | str] = list(range(len(ROWS)))
     if fmt == "csv":
-        return good[:75] + [(None, why) for _, why in BAD_CSV] + good[75:]
-    return good[:40] + [(None, "column 'petal_width' is empty")] + good[40:]
+        return good[:75] + [why for _, why in BAD_CSV] + good[75:]
+    return good[:40] + [f"column '{FEATURES[3]}' is empty"] + good[40:]
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -64,20 +64,23 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).to_pylist()
 
 
-def check_table(table: list[dict[str, Any]], fmt: str, prediction_columns: list[str]) -> None:
-    """Every row once, in order, the input's columns, the model's own answers, errors where rows were bad."""
+def check_table(table: list[dict[str, Any]], fmt: str, prediction_columns: list[str],
+                proba: list[list[float]]) -> None:
+    """Every row once, in order, the input's columns, the model's own answers (``proba``: the model called
+    on ROWS), errors where rows were bad."""
     want = expected(fmt)
     assert [r["batch_index"] for r in table] == list(range(len(want)))
-    for row, (features, why) in zip(table, want, strict=True):
-        if features is None:
+    for row, which in zip(table, want, strict=True):
+        if isinstance(which, str):
+            why = which
             assert row["status"] == "failure" and row["error_kind"] == "input_error", row
             assert row["error_reason"] == f"row {row['batch_index']}: {why}"
             assert all(row[c] is None for c in prediction_columns)
             continue
         assert row["status"] == "success" and row["error_reason"] is None, row
-        assert [row[c] for c in FEATURES] == pytest.approx(features)
-        assert row["species"] in CLASSES
-        assert [row[c] for c in prediction_columns] == pytest.approx(proba([features])[0], rel=1e-12)
+        assert [row[c] for c in FEATURES] == ROWS[which][:4]
+        assert row["species"] == ROWS[which][4]
+        assert [row[c] for c in prediction_columns] == pytest.approx(proba[which], rel=1e-9, abs=0)
 
 
 def run(cwd: Path, *args: str, code: int = 1) -> subprocess.CompletedProcess[str]:
@@ -87,40 +90,34 @@ def run(cwd: Path, *args: str, code: int = 1) -> subprocess.CompletedProcess[str
     return proc
 
 
-@pytest.fixture(scope="module")
-def seldon() -> Iterator[SeldonServer]:
-    with SeldonServer("IrisModel", MODELS) as server:
-        yield server
-
-
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 @pytest.mark.parametrize(("source", "out"), [("csv", "parquet"), ("parquet", "csv")])
-def test_iris_table_through_the_seldon_microservice(seldon: SeldonServer, tmp_path: Path, transport: str,
-                                                    source: str, out: str) -> None:
+def test_iris_table_through_the_seldon_microservice(iris_seldon: SeldonServer, iris_models: IrisModels,
+                                                    tmp_path: Path, transport: str, source: str, out: str) -> None:
     write_inputs(tmp_path)
-    host = seldon.rest_host if transport == "rest" else seldon.grpc_host
+    host = iris_seldon.rest_host if transport == "rest" else iris_seldon.grpc_host
     proc = run(tmp_path, "-g", "seldon", "-h", host, "-t", transport, "-i", f"iris.{source}",
                "-o", f"scored.{out}", "-s", "8", "-w", "3")
     assert f"rows written to scored.{out}" in proc.stderr
-    check_table(read_table(tmp_path / f"scored.{out}"), source, list(CLASSES))
+    check_table(read_table(tmp_path / f"scored.{out}"), source, CLASSES, iris_models.seldon_proba)
     assert (tmp_path / f"scored.{out}.jsonl").exists()  # the working file stays: what --resume continues
 
 
-def test_keep_columns_and_columns_choose_what_is_sent_and_repeated(seldon: SeldonServer, tmp_path: Path) -> None:
+def test_keep_columns_and_columns_choose_what_is_sent_and_repeated(iris_seldon: SeldonServer, tmp_path: Path) -> None:
     _, parquet = write_inputs(tmp_path)
     (tmp_path / "parts").mkdir()
     parquet.rename(tmp_path / "parts" / "part-0.parquet")  # a local directory of Parquet files
-    run(tmp_path, "-g", "seldon", "-h", seldon.rest_host, "-i", "parts", "--input-format", "parquet",
+    run(tmp_path, "-g", "seldon", "-h", iris_seldon.rest_host, "-i", "parts", "--input-format", "parquet",
         "-o", "scored.parquet", "--columns", ",".join(FEATURES), "--keep-columns", "species", code=1)
     table = pq.read_table(tmp_path / "scored.parquet")
     assert table.column_names == ["species", *CLASSES, "status", "error_kind", "error_reason", "batch_index"]
     assert table.num_rows == len(ROWS) + 1
 
 
-def test_export_writes_the_same_table_from_an_earlier_output(seldon: SeldonServer, tmp_path: Path) -> None:
+def test_export_writes_the_same_table_from_an_earlier_output(iris_seldon: SeldonServer, tmp_path: Path) -> None:
     write_inputs(tmp_path)
-    run(tmp_path, "-g", "seldon", "-h", seldon.rest_host, "-i", "iris.csv", "-o", "plain.jsonl", "-w", "4")
-    run(tmp_path, "-g", "seldon", "-h", seldon.rest_host, "-i", "iris.csv", "-o", "scored.parquet", "-w", "4")
+    run(tmp_path, "-g", "seldon", "-h", iris_seldon.rest_host, "-i", "iris.csv", "-o", "plain.jsonl", "-w", "4")
+    run(tmp_path, "-g", "seldon", "-h", iris_seldon.rest_host, "-i", "iris.csv", "-o", "scored.parquet", "-w", "4")
     proc = subprocess.run([str(BIN / "seldon-batch"), "export", "plain.jsonl", "--join", "iris.csv", "--to",
                            "exported.parquet"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr  # some rows failed
@@ -129,17 +126,18 @@ def test_export_writes_the_same_table_from_an_earlier_output(seldon: SeldonServe
     assert pq.read_table(tmp_path / "exported.parquet").equals(pq.read_table(tmp_path / "scored.parquet"))
 
 
-def test_iris_table_through_mlserver_v2(tmp_path: Path) -> None:
+def test_iris_table_through_mlserver_v2(iris_models: IrisModels, tmp_path: Path) -> None:
     """One [rows, 4] tensor (model iris), and one input per column where the metadata names them (iris-columns)."""
     write_inputs(tmp_path)
-    with MLServerServer([MODELS / "mlserver_iris", MODELS / "mlserver_iris_columns"]) as server:
+    with MLServerServer(iris_models.mlserver_dirs) as server:
         for model, transport, host in (("iris", "rest", server.rest_host), ("iris", "grpc", server.grpc_host),
                                        ("iris-columns", "rest", server.rest_host),
                                        ("iris-columns", "grpc", server.grpc_host)):
             out = f"scored-{model}-{transport}.parquet"
             run(tmp_path, "--protocol", "v2", "--model-name", model, "-g", "seldon", "-h", host, "-t", transport,
                 "-i", "iris.csv", "-o", out, "-s", "8", "-w", "2")
-            check_table(read_table(tmp_path / out), "csv", ["proba_0", "proba_1", "proba_2"])
+            check_table(read_table(tmp_path / out), "csv", [f"predict_proba_{i}" for i in range(3)],
+                        iris_models.mlserver_proba[model])
 
 
 def test_without_pyarrow_a_table_is_one_line_naming_the_extra(tmp_path: Path) -> None:
