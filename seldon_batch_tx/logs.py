@@ -22,9 +22,11 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
+    eventAsText,
     globalLogBeginner,
     textFileLogObserver,
 )
+from zope.interface import implementer
 
 from .redaction import Secrets
 
@@ -38,6 +40,30 @@ def hide_in_logs(secrets: Secrets) -> None:
     """From now on, replace ``secrets`` in every line :func:`start_logging` writes."""
     global _hidden
     _hidden = secrets
+
+
+#: What an event rewritten by :func:`without_secrets` keeps besides its text (the line's time, level, source).
+_KEPT = ("log_time", "log_level", "log_namespace", "log_system")
+
+
+def without_secrets(observer: ILogObserver) -> ILogObserver:
+    """``observer`` behind the credentials of :func:`hide_in_logs`: for the daemon, whose log goes to
+    twistd's observers, not through :class:`_AroundBars`. An event whose text (traceback included)
+    quotes one reaches ``observer`` as that text with ``[redacted]``; other events pass untouched.
+    Costs one formatting of the event while there are credentials, nothing otherwise."""
+
+    @implementer(ILogObserver)
+    def hiding(event: dict[str, Any]) -> None:
+        hidden = _hidden
+        if hidden:
+            text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+            clean = hidden.text(text)
+            if clean != text:
+                event = {key: event[key] for key in _KEPT if key in event}
+                event["log_format"] = clean.replace("{", "{{").replace("}", "}}")
+        observer(event)
+
+    return hiding  # type: ignore[return-value]
 
 
 class _AroundBars:
@@ -91,21 +117,41 @@ def quiet_grpc_core(level: str) -> None:
 
 
 def use_under_twistd(server_options: Any, level: str) -> None:
-    """Make twistd log through :func:`twistd_observer`, unless its ``--logger`` was given."""
-    if server_options.get("logger") is None:
-        _TWISTD.update(options=server_options, level="warn" if level == "warning" else level)
-        server_options["logger"] = f"{__name__}.twistd_observer"  # twistd imports it by name
+    """Make twistd log through :func:`twistd_observer`; a ``--logger`` given is still used, behind
+    :func:`without_secrets` (one that does not import is left to twistd to report)."""
+    given = server_options.get("logger")
+    if given is not None:
+        from twisted.python.reflect import namedAny
+
+        try:
+            _TWISTD["logger"] = namedAny(given)
+        except (ImportError, AttributeError, ValueError):  # twistd says "Logger ... could not be imported"
+            return
+    _TWISTD.update(options=server_options, level="warn" if level == "warning" else level)
+    server_options["logger"] = f"{__name__}.twistd_observer"  # twistd imports it by name
 
 
 def twistd_observer() -> ILogObserver:
     """twistd's own log observer (``--logfile``, ``--syslog``, ``-n``: the one it would have made), with
-    ``--log-level`` applied to every event and without the listening ports' chatter."""
+    ``--log-level`` applied to every event, without the listening ports' chatter and the run's credentials;
+    or the ``--logger`` given, without the credentials only."""
     from twisted.scripts._twistd_unix import UnixAppLogger  # what twistd itself uses on this platform
 
-    made = UnixAppLogger(_TWISTD["options"])._getLogObserver()
+    given = _TWISTD.get("logger")
+    made = given() if given is not None else UnixAppLogger(_TWISTD["options"])._getLogObserver()
     base: ILogObserver = made if ILogObserver.providedBy(made) else LegacyLogObserverWrapper(made)
+    if given is not None:
+        return without_secrets(base)
     level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(_TWISTD["level"]))
-    return FilteringLogObserver(base, [level, _not_port_chatter])  # type: ignore[list-item]
+    return FilteringLogObserver(without_secrets(base), [level, _not_port_chatter])  # type: ignore[list-item]
+
+
+def hide_in_twist(twist_options: Any) -> None:
+    """``twist seldon-batch``: its file log observer (``--log-file``, ``--log-format``) behind
+    :func:`without_secrets`; twist has no ``--logger``, and picks its factory before the service is made."""
+    factory = twist_options.get("fileLogObserverFactory")
+    if factory is not None:
+        twist_options["fileLogObserverFactory"] = lambda out: without_secrets(factory(out))
 
 
 def start_logging(level: str, out: TextIO | None = None) -> None:

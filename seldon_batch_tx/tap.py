@@ -194,6 +194,18 @@ def report_and_stop(outcome: Outcome, reactor: Any) -> None:
         reactor.stop()
 
 
+def hide_daemon_secrets(options: Options, config: Any) -> None:
+    """The config's credentials out of every line the daemon logs (twistd's observers, ``--logger``, twist's);
+    twistd starts its observers after :func:`makeService`, so lines logged before are hidden too."""
+    from .logs import hide_in_logs, hide_in_twist
+    from .redaction import Secrets
+
+    hide_in_logs(Secrets.of(config))
+    parent: Any = options.parent
+    if parent is not None and "fileLogObserverFactory" in parent:
+        hide_in_twist(parent)
+
+
 def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twistd's name
     """Wire the dashboard and the batch or watch-directory service around one registry; start nothing."""
     from twisted.internet import reactor
@@ -214,6 +226,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
             print(f"{command_name()}: error: {problem}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USAGE)
     txaio.set_global_log_level("warn" if options["log-level"] == "warning" else options["log-level"])  # txaio's name
+    hide_daemon_secrets(options, config)
     tune_gc()
     registry = BatchRegistry(reactor)
     work: service.Service
