@@ -180,11 +180,11 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
     return None
 
 
-def _same(route: Any) -> Any:
+def same(route: Any) -> Any:
     return route
 
 
-def _quiet(transport: Any) -> Any:
+def quiet(transport: Any) -> Any:
     """A probe's transport logs nothing ("gRPC channels open" per probe): its outcome is the one line."""
     transport.log = txaio.make_logger(level="none")
     return transport
@@ -199,8 +199,8 @@ async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
 
     probing = config.replace(workers=1, grpc_channels=1, timeout=probe_timeout(config), connection_max_age=None)
     for method, route in readiness_routes(config.model_name or config.deployment_name, config.model_version):
-        transport = _quiet(make_transport(probing, reactor, target=Target(f"grpc:{method}",
-                                                                           functools.partial(_same, route))))
+        transport = quiet(make_transport(probing, reactor, target=Target(f"grpc:{method}",
+                                                                           functools.partial(same, route))))
         transport.start()
         try:
             answer = await transport.send({}, "readiness")
@@ -223,7 +223,7 @@ async def _channel_ready(config: BatchConfig, reactor: Any, at: str) -> str | No
 
     probing = config.replace(workers=1, grpc_channels=1, timeout=probe_timeout(config), connection_max_age=None)
     route = channel_ready_route(config.use_ssl)
-    transport = _quiet(make_transport(probing, reactor, target=Target("grpc:channel", functools.partial(_same, route))))
+    transport = quiet(make_transport(probing, reactor, target=Target("grpc:channel", functools.partial(same, route))))
     transport.start()
     try:
         answer = await transport.send({}, "readiness")

@@ -13,12 +13,12 @@ other checks before a run (a readiness probe) stay separate.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import quote
 
 import attrs
 import txaio
-from twisted.internet.threads import deferToThreadPool
 
 from ..config import BatchConfig
 from ..core import strict_json
@@ -26,6 +26,7 @@ from ..protocols import base
 from ..protocols.v2 import model_name
 from ..protocols.v2_metadata import MAX_METADATA_BYTES, ModelMetadata, from_grpc, from_rest, max_batch_size_from_config
 from ..redaction import Secrets
+from .readiness import quiet, same
 
 __all__ = ["discover_v2_model", "metadata_path"]
 
@@ -33,7 +34,6 @@ log = txaio.make_logger()  # type: ignore[attr-defined]
 
 #: The longest wait for the metadata (the run's --timeout when shorter).
 MAX_WAIT = 10.0
-GRPC_METHOD = "/inference.GRPCInferenceService/ModelMetadata"
 
 
 def metadata_path(config: BatchConfig) -> str:
@@ -48,11 +48,7 @@ async def discover_v2_model(config: BatchConfig, reactor: Any) -> ModelMetadata 
     where = f"{config.host} ({config.transport})"
     try:
         if config.transport == "grpc":
-            if config.use_ssl and not config.ssl_verify and not config.ca_cert:
-                log.info("V2 model metadata not read: gRPC TLS without verification trusts the server's certificate "
-                         "only when the run starts; requests follow the options as given")
-                return None
-            message = await deferToThreadPool(reactor, reactor.getThreadPool(), _grpc_metadata, config, wait)
+            message = await _grpc_metadata(config, reactor, wait)
             metadata = from_grpc(message)
         else:
             metadata = await _rest_metadata(config, reactor, wait)
@@ -133,34 +129,23 @@ async def _get(config: BatchConfig, reactor: Any, path: str, wait: float) -> tup
     return response.code, b"".join(parts)
 
 
-def _grpc_metadata(config: BatchConfig, wait: float) -> Any:
-    """In a thread: one ``ModelMetadata`` call on a channel of its own (closed after)."""
-    import grpc
+async def _grpc_metadata(config: BatchConfig, reactor: Any, wait: float) -> Any:
+    """One ``ModelMetadata`` call through the gRPC transport (the run's TLS, token and metadata;
+    a transport of its own, stopped after)."""
+    from ..core.failures import RequestFailed
+    from ..core.target import Target
+    from ..protocols.v2_pb import metadata_route
+    from ..transports.choose import make_transport
 
-    from ..core.certificates import ca_certificates
-    from ..protos import v2_metadata_pb2
-    from ..transports.grpc_channel import channel_options, grpc_target
-
-    options = channel_options(config)
-    target = grpc_target(config.host)
-    if config.use_ssl:
-        root = b"".join(ca_certificates(config.ca_cert)) if config.ca_cert else None
-        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root), options=options)
-    else:
-        channel = grpc.insecure_channel(target, options=options)
-    metadata: list[tuple[str, str]] = []
-    if config.gateway_type in ("istio", "ambassador"):
-        metadata += [("seldon", config.deployment_name), ("namespace", config.namespace)]
-    if config.call_credentials_token:
-        metadata.append(("x-auth-token", config.call_credentials_token))
-    metadata += [(name.lower(), value) for name, value in config.headers if name.lower() != "host"]
-    with channel:
-        call = channel.unary_unary(GRPC_METHOD,
-                                   request_serializer=v2_metadata_pb2.ModelMetadataRequest.SerializeToString,
-                                   response_deserializer=v2_metadata_pb2.ModelMetadataResponse.FromString)
-        request = v2_metadata_pb2.ModelMetadataRequest(name=model_name(config), version=config.model_version or "")
-        try:
-            return call(request, timeout=wait, metadata=metadata)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            raise _NoMetadata(f"gRPC {getattr(code, 'name', code)}: {(e.details() or '')[:200]}") from None
+    route = metadata_route(model_name(config), config.model_version)
+    asking = config.replace(workers=1, grpc_channels=1, timeout=wait, connection_max_age=None)
+    target = Target("grpc:ModelMetadata", functools.partial(same, route))
+    transport = quiet(make_transport(asking, reactor, target=target))
+    transport.start()
+    try:
+        answer = await transport.send({}, "metadata")
+    except RequestFailed as e:
+        raise _NoMetadata(e.reason[:200]) from None
+    finally:
+        await transport.stop()
+    return answer["metadata"]

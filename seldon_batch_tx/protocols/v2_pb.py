@@ -278,3 +278,19 @@ def readiness_routes(model: str, version: str | None) -> list[tuple[str, Any]]:
     return [("ServerReady", GrpcRoute(server, lambda _body: grpc_service_pb2.ServerReadyRequest(), ready)),
             ("ModelReady", GrpcRoute(model_ready, lambda _body: grpc_service_pb2.ModelReadyRequest(
                 name=model, version=version or ""), ready))]
+
+
+def metadata_route(model: str, version: str | None) -> Any:
+    """The ``GrpcRoute`` of ``ModelMetadata``: answers ``{"metadata": ModelMetadataResponse}`` (read by
+    :func:`.v2_metadata.from_grpc`), sent through the gRPC transport like the readiness calls."""
+    from ..core.target import GrpcRoute
+    from ..protos import v2_metadata_pb2
+
+    def method(channel: Any, _service: str) -> Any:
+        return channel.unary_unary("/inference.GRPCInferenceService/ModelMetadata",
+                                   request_serializer=v2_metadata_pb2.ModelMetadataRequest.SerializeToString,
+                                   response_deserializer=v2_metadata_pb2.ModelMetadataResponse.FromString)
+
+    return GrpcRoute(method, lambda _body: v2_metadata_pb2.ModelMetadataRequest(name=model, version=version or ""),
+                     lambda message: {"metadata": message}, service="inference.GRPCInferenceService",
+                     rpc="ModelMetadata")
