@@ -32,12 +32,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-def test_a_run_stopped_by_max_failures_publishes_nothing(s3: S3Server, tmp_path: Path) -> None:
+def test_a_run_stopped_by_max_failures_publishes_nothing(s3: S3Server, seldon_server: SeldonServer,
+                                                          tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
-    source.write_bytes(lines_of(50))
+    source.write_bytes(b"not a JSON line\n" * 50)  # each line's own input_error (an unreachable model is exit 4)
     target = f"s3://{BUCKET}/stopped/out.txt"
     staging = tmp_path / "staging"
-    done = run(processor("127.0.0.1:9", "-i", str(source), "-o", target, "--staging-dir", str(staging),
+    done = run(processor(seldon_server, "-i", str(source), "-o", target, "--staging-dir", str(staging),
                          "-r", "0", "-w", "1", "--max-failures", "2"), s3.env())
     assert done.returncode == 3, done.stdout + done.stderr
     assert not s3.exists(target)  # the README: the object appears only complete

@@ -205,6 +205,8 @@ async def _grpc_ready(config: BatchConfig, reactor: Any, at: str) -> str | None:
         try:
             answer = await transport.send({}, "readiness")
         except RequestFailed as e:
+            if e.kind == "grpc_UNIMPLEMENTED":  # a server without the readiness RPCs answered: reachable,
+                return None                     # as over REST a server without /v2/health/ready (404)
             reason = Secrets.of(config).text(e.reason)  # the server's words may quote the token
             return f"no readiness answer from {at} (gRPC {method}): {reason}"
         finally:
