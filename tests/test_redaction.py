@@ -37,7 +37,8 @@ JSON_VALUES = st.recursive(
 def test_a_url_never_shows_its_query_or_user_part(scheme: str, host: str, name: str, query: str, user: str) -> None:
     url = f"{scheme}://{user}:{query}@{host}/dir/{name}?X-Amz-Signature={query}&sig={user}"
     shown = show_path(url)
-    assert f"={query}" not in shown and f"{user}:" not in shown
+    after_scheme = shown.split("://", 1)[1]  # the user part is looked for after the scheme ("s:" is in "https:")
+    assert f"={query}" not in shown and f"{user}:" not in after_scheme
     assert not shown.startswith(f"{scheme}://{user}")
     assert "?" not in batch_name(url) and "@" not in batch_name(url)
 

@@ -84,9 +84,12 @@ class BatchEntry:
 
     @property
     def rate_limit(self) -> float | None:
-        """``--max-rate`` of this batch (requests/s), None without one."""
+        """``--max-rate`` of this batch (requests/s), None without one; the option's value until the
+        run's pacing exists (the checks before the first line come first)."""
         pacing = self.stats.pacing
-        return pacing.rate.rate if pacing is not None and pacing.rate is not None else None
+        if pacing is not None and pacing.rate is not None:
+            return pacing.rate.rate
+        return self.config.max_rate if self.config else None
 
     def load_json(self) -> dict[str, Any]:
         """The load on the model, so an operator sharing it with online traffic sees what it bears."""
