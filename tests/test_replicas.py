@@ -36,6 +36,9 @@ PROCESSES = 4
 MIN_SHARE = 0.08
 SPREAD_LINES = 2000
 SPREAD_WORKERS = 32
+#: The run lasts about a second: retiring connections within it is what spreads them (the first 32 may all be
+#: accepted by the one or two gunicorn workers awake at that moment, more so after the readiness probe).
+SPREAD_RETIRE = ("--connection-max-age", "0.3")
 
 # the autoscaling scenario: 1 process, 2 more added ADD_AFTER s into a run paced to RUN_SECONDS
 RUN_SECONDS = 20.0
@@ -79,7 +82,7 @@ def test_every_process_gets_work(replicas: ReplicaSeldonServer, transport: Trans
     output_path = tmp_path / "out.txt"
     pids = pids_of(replicas, transport)
     result = run_batch("ours", host_for(replicas, transport), transport, input_path, output_path,
-                       SPREAD_WORKERS, timeout=240.0)
+                       SPREAD_WORKERS, timeout=240.0, extra=SPREAD_RETIRE)
     check_complete(result, input_path, output_path)
     assert set(result.counts) <= pids, f"answers from unknown processes: {set(result.counts) - pids}"
     shares = result.shares(pids)
