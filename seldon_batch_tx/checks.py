@@ -218,13 +218,10 @@ def boolean(value: str) -> bool:
     raise ValueError("not a boolean (true/false)")
 
 
-def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -> str:
-    """The secret in ``file_path`` (one trailing newline stripped), or a usage error naming the file.
-
-    Kubernetes mounts secrets as files (through symlinks, which are followed). The file is opened
-    without blocking and must be a regular file, so a FIFO or a device never stalls the start.
-    Errors name ``label`` and the path, never the content.
-    """
+def read_small_file(label: str, file_path: str, limit: int, *, origin: str | None = None) -> bytes:
+    """At most ``limit`` bytes of the regular file ``file_path`` (symlinks followed), or a usage error
+    naming ``label`` and the path, never the content. Opened without blocking, so a FIFO or a device
+    never stalls the start."""
 
     def error(why: str) -> usage.UsageError:
         return option_error(label, file_path, why, origin=origin)
@@ -238,13 +235,28 @@ def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise error("is not a regular file")
-        data = os.read(fd, MAX_SECRET_BYTES + 1)
+        data = os.read(fd, limit + 1)
     except OSError as e:
         raise error(f"cannot be read ({e.strerror or e})") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_SECRET_BYTES:
-        raise error(f"is larger than {MAX_SECRET_BYTES} bytes")
+    if len(data) > limit:
+        raise error(f"is larger than {limit} bytes")
+    return data
+
+
+def read_secret_file(label: str, file_path: str, *, origin: str | None = None) -> str:
+    """The secret in ``file_path`` (one trailing newline stripped), or a usage error naming the file.
+
+    Kubernetes mounts secrets as files (through symlinks, which are followed). The file is opened
+    without blocking and must be a regular file, so a FIFO or a device never stalls the start.
+    Errors name ``label`` and the path, never the content.
+    """
+
+    def error(why: str) -> usage.UsageError:
+        return option_error(label, file_path, why, origin=origin)
+
+    data = read_small_file(label, file_path, MAX_SECRET_BYTES, origin=origin)
     data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
     if not data:
         raise error("is empty")

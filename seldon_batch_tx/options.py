@@ -9,7 +9,6 @@ through live in :mod:`.checks`.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from .checks import (
     optional_int,
     path,
     read_secret_file,
+    read_small_file,
     secret_token,
     shown,
     text,
@@ -379,20 +379,7 @@ def read_options_file(label: str, file_path: str, *, origin: str | None = None, 
     def error(why: str) -> usage.UsageError:
         return option_error(label, file_path, why, origin=origin)
 
-    try:
-        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, ValueError) as e:
-        raise error(f"cannot be read ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise error("is not a regular file")
-        data = os.read(fd, limit + 1)
-    except OSError as e:
-        raise error(f"cannot be read ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise error(f"is larger than {limit} bytes")
+    data = read_small_file(label, file_path, limit, origin=origin)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
