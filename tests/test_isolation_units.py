@@ -17,9 +17,10 @@ from twisted.internet.task import Clock
 
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.core.failures import RequestFailed
+from seldon_batch_tx.core.items import Item
 from seldon_batch_tx.outputs.writer import LineWriter
 from seldon_batch_tx.pipeline.engine import BatchRun
-from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.pipeline.reader import instance_id
 from seldon_batch_tx.pipeline.stats import BatchStats
 from seldon_batch_tx.pipeline.summary import Summary
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 #: The layers, bottom first: (name, {unit: module prefixes, relative to the package}).
 #: ``""`` is the package's own ``__init__`` (its version only). A longer prefix wins.
 LAYERS: tuple[tuple[str, dict[str, tuple[str, ...]]], ...] = (
-    ("vocabulary", {"core": ("", "core", "strict_json", "exits", "redaction"), "generated messages": ("protos",)}),
+    ("vocabulary", {"core": ("", "core", "exits", "redaction"), "generated messages": ("protos",)}),
     ("settings", {"settings": ("checks", "host_checks", "bounds", "grpc_checks", "config", "flags")}),
     ("io", {"io": ("storage", "outputs")}),
     ("wire", {"protocols": ("protocols",), "transports": ("transports",), "tables": ("tables",)}),
@@ -220,18 +220,3 @@ def test_the_checks_pass_a_graph_that_keeps_them() -> None:
     edges = {"cli": {"runner", "core.exits"}, "runner": {"pipeline.batch"}, "pipeline.batch": {"protocols.choose"},
              "protocols.choose": {"protocols.v2"}, "protocols.v2": {"protocols.base", "core.target"}}
     assert circles(edges) == [] and wrong_way(edges) == []
-
-
-def test_old_import_paths_name_the_same_objects() -> None:
-    """The vocabulary's old homes re-export it (downward), so code written before the move still runs."""
-    from seldon_batch_tx import strict_json
-    from seldon_batch_tx.core import failures, items, target
-    from seldon_batch_tx.core import strict_json as core_json
-    from seldon_batch_tx.pipeline import reader
-    from seldon_batch_tx.protocols import base as protocol_base
-    from seldon_batch_tx.transports import base as transport_base
-
-    assert set(core_json.__all__) <= set(vars(strict_json))
-    assert all(getattr(strict_json, name) is getattr(core_json, name) for name in core_json.__all__)
-    assert transport_base.RequestFailed is failures.RequestFailed and reader.Item is items.Item
-    assert protocol_base.Target is target.Target and protocol_base.check_answer is failures.check_answer

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from seldon_batch_tx.options import FLAG_NAMES, ProcessorOptions, default_output_path, normalise_flags
+from seldon_batch_tx.flags import normalise_flags
+from seldon_batch_tx.options import FLAG_NAMES, ProcessorOptions, default_output_path
 
 
 @pytest.fixture

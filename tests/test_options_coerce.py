@@ -29,8 +29,9 @@ from seldon_batch_tx.checks import (
     secret_token,
     shown,
 )
+from seldon_batch_tx.flags import normalise_flags
 from seldon_batch_tx.host_checks import host_port
-from seldon_batch_tx.options import FLAG_NAMES, OPTIONS, ProcessorOptions, normalise_flags
+from seldon_batch_tx.options import FLAG_NAMES, OPTIONS, ProcessorOptions
 from seldon_batch_tx.tap import DAEMON_TABLE
 from seldon_batch_tx.tap import Options as DaemonOptions
 

@@ -20,7 +20,7 @@ from seldon_batch_tx import __version__, cli
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.files import Rejected
 from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_SAFE, apply_sidecar
-from seldon_batch_tx.options import Option
+from seldon_batch_tx.flags import Option
 from seldon_batch_tx.tap import DAEMON_TABLE
 from tests.loopback import loopback_env
 

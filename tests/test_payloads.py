@@ -9,7 +9,8 @@ import pytest
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.core.items import Item
 from seldon_batch_tx.pipeline.reader import chunked, instance_id, read_items
-from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
+from seldon_batch_tx.protocols.base import InputError, ResponseMismatch
+from seldon_batch_tx.protocols.seldon import SeldonCodec
 
 
 def codec(**kw: object) -> SeldonCodec:

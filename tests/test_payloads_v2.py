@@ -17,12 +17,13 @@ from seldon_batch_tx.core.items import Item
 from seldon_batch_tx.options import ProcessorOptions
 from seldon_batch_tx.outputs.lines import line_info
 from seldon_batch_tx.pipeline.reader import instance_id
+from seldon_batch_tx.protocols.base import InputError, ResponseMismatch
 from seldon_batch_tx.protocols.choose import make_codec
-from seldon_batch_tx.protocols.seldon import InputError, ResponseMismatch, SeldonCodec
+from seldon_batch_tx.protocols.seldon import SeldonCodec
 from seldon_batch_tx.protocols.v2 import V2Codec
 from seldon_batch_tx.protocols.v2_pb import request_from_dict, response_to_dict
 from seldon_batch_tx.protos import grpc_service_pb2
-from seldon_batch_tx.transports.fast import request_head
+from seldon_batch_tx.transports.fast_connection import request_head
 from seldon_batch_tx.transports.http import model_url
 from seldon_batch_tx.transports.treq_client import RestTransport
 from tests.targets import target_of

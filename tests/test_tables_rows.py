@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.pipeline.reader import Item, instance_id, instance_ids
+from seldon_batch_tx.core.items import Item
+from seldon_batch_tx.pipeline.reader import instance_id, instance_ids
 from seldon_batch_tx.protocols.base import InputError
 from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.tables import ordered

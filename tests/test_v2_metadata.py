@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seldon_batch_tx.config import BatchConfig
-from seldon_batch_tx.pipeline.reader import Item, instance_id
+from seldon_batch_tx.core.items import Item
+from seldon_batch_tx.pipeline.reader import instance_id
 from seldon_batch_tx.protocols.base import InputError
 from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.protocols.v2 import V2Codec

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from seldon_batch_tx import exits
-from seldon_batch_tx.outputs.verify import EXIT_COMPLETE, EXIT_FAILED_LINES, EXIT_INCOMPLETE, EXIT_USAGE, main, ranges
+from seldon_batch_tx.outputs.lines import ranges
+from seldon_batch_tx.outputs.verify import EXIT_COMPLETE, EXIT_FAILED_LINES, EXIT_INCOMPLETE, EXIT_USAGE, main
 
 
 def line(index: int, failed: bool = False) -> str:

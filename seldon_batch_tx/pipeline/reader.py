@@ -14,8 +14,7 @@ from typing import Any, BinaryIO
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-# Item is re-exported where the pipeline and its callers have always found it.
-from ..core.items import Item as Item
+from ..core.items import Item
 
 #: ``--max-line-bytes`` default (as ``BatchConfig.max_line_bytes``): longer lines are never held whole.
 DEFAULT_MAX_LINE_BYTES = 64 << 20

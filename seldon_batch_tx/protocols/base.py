@@ -17,13 +17,9 @@ import attrs
 
 from ..config import BatchConfig
 from ..core import strict_json
-
-# The shared vocabulary, re-exported where codecs and their callers have always found it.
-from ..core.failures import check_answer as check_answer
-from ..core.items import Item as Item
-from ..core.strict_json import JSONDict as JSONDict
-from ..core.target import GrpcRoute as GrpcRoute
-from ..core.target import Target as Target
+from ..core.items import Item
+from ..core.strict_json import JSONDict
+from ..core.target import Target
 
 #: A mini-batch's request body, the lines it holds, and the lines that could not join it (with why):
 #: those are not failed, they make another request (:mod:`..pipeline.splitting`).

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..config import BatchConfig
 from ..core.items import Item
-from .base import Built, Codec, InputError, JSONDict, Parsed
+from ..core.strict_json import JSONDict
+from .base import Built, Codec, InputError, Parsed
 
 #: First byte of a row's error item (as :data:`seldon_batch_tx.tables.rows.ERROR_MARK`).
 ERROR_MARK = b"\x00"

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import BatchConfig
-from .base import InputError, JSONDict
+from ..core.strict_json import JSONDict
+from .base import InputError
 from .v2_metadata import ModelMetadata, TensorSpec, fit_shape
 from .v2_types import check_datatype, check_range, infer_datatype
 

@@ -21,14 +21,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-# The shared vocabulary, re-exported where transports and their callers have always found it.
-from ..core.certificates import ca_certificates as ca_certificates
-from ..core.failures import RequestFailed as RequestFailed
-from ..core.failures import internal_failure as internal_failure
-from ..core.failures import nested_too_deeply as nested_too_deeply
-from ..core.failures import not_finite as not_finite
-from ..core.failures import too_large as too_large
-from ..core.strict_json import JSONDict as JSONDict
+from ..core.failures import RequestFailed
+from ..core.strict_json import JSONDict
 
 #: Largest status line plus headers of an HTTP answer: a server whose headers never end fails
 #: the request instead of filling memory until the timeout.
