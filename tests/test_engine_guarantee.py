@@ -326,3 +326,22 @@ def test_max_failures_counts_written_error_lines(tmp_path: Path) -> None:
     summary = finish(run, clock)
     assert summary.exit_code == EXIT_STOPPED and summary.failed == len(output(tmp_path)) >= 3
     assert os.path.getsize(tmp_path / "out") > 0
+
+
+def test_batch_interval_holds_the_worker_and_a_stop_ends_the_pause_at_once(tmp_path: Path) -> None:
+    """``--batch-interval 5`` at one worker: the second unit is sent 5 s after the first; a stop
+    during that pause ends it at once (no new unit is sent) and the run ends with exit 3."""
+    transport = Scripted()
+    run, clock = make(tmp_path, [b"[[1]]"] * 3, transport, workers=1, batch_interval=5.0)
+    d = Deferred.fromCoroutine(run.run())
+    assert len(transport.bodies) == 1
+    clock.advance(4.9)
+    assert len(transport.bodies) == 1  # the worker is held for the rest of the interval
+    clock.advance(0.2)
+    assert len(transport.bodies) == 2
+    run.stop("signal")
+    assert d.called  # the pause ended with the stop: nothing waits out the interval
+    summary = cast(Summary, d.result)
+    run._writer.close()
+    assert sorted(output(tmp_path)) == [0, 1] and len(transport.bodies) == 2
+    assert summary.exit_code == EXIT_STOPPED and summary.not_processed == 1

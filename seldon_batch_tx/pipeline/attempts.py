@@ -16,15 +16,17 @@ import random
 from typing import Any
 
 import txaio
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
+from twisted.python.failure import Failure
 
 from ..config import BatchConfig
 from ..core.failures import RequestFailed
 from ..protocols.base import BadResponse, Codec, Parsed, ResponseMismatch
 from ..redaction import Secrets
 from ..transports.base import Transport
+from .emitter import Record
 from .outage import SPARE, Outage, is_outage
 from .pacing import Pacing, Permit, outcome_of
 from .stats import BatchStats
@@ -33,7 +35,6 @@ from .summary import describe
 txaio.use_twisted()
 log = txaio.make_logger()
 
-Record = dict[str, Any]
 
 #: Seconds between the watchdog's looks at the requests in flight.
 WATCHDOG_INTERVAL = 1.0
@@ -134,13 +135,35 @@ class Attempts:
         if self._pacing is not None:
             self._pacing.stop()
 
-    async def send(self, body: dict[str, Any], members: list[Parsed]) -> list[Record] | RequestFailed | None:
+    def send(self, body: dict[str, Any], members: list[Parsed]) -> Deferred[list[Record] | RequestFailed | None]:
         """The records of ``members``, the final failure, or None when stopped before a final answer.
 
         A transport that raises anything but :class:`RequestFailed` is a bug: it leaves here and
-        the engine turns the unit into ``internal_error`` lines.
+        the engine turns the unit into ``internal_error`` lines. The common case (no pacing, the
+        model up, answered at the first attempt) is plain callbacks; anything else goes on in
+        :meth:`_retry`.
         """
+        outage = self._outage
+        if self._pacing is not None or outage is not None and outage.closed:
+            return Deferred.fromCoroutine(self._retry(body, members, None))
         first = members[0].item
+        return self._request(body, first.instance_id, first.index, 0, None).addCallback(
+            self._first_ended, body, members)
+
+    def _first_ended(self, outcome: Any, body: dict[str, Any],
+                     members: list[Parsed]) -> list[Record] | RequestFailed | Deferred[Any]:
+        """The first attempt ended: an answer is read here; a failure goes on to the retries."""
+        if isinstance(outcome, RequestFailed):
+            return Deferred.fromCoroutine(self._retry(body, members, outcome))
+        outage = self._outage
+        if outage is not None and outage.since is not None:
+            outage.answered()
+        return read_answer(self._codec, outcome, members)
+
+    async def _retry(self, body: dict[str, Any], members: list[Parsed],
+                     first: RequestFailed | None) -> list[Record] | RequestFailed | None:
+        """:meth:`send`'s attempts, from the first (``first``: how it ended, when already made)."""
+        item = members[0].item
         failure: RequestFailed | None = None
         budget, spare, outage_spare = self._tries, self._spare, SPARE
         spent_spare = False
@@ -156,12 +179,15 @@ class Attempts:
                                                     most=SPARE_RETRY_AFTER if spent_spare else MAX_RETRY_AFTER))
                 if self.stopping or self.abandoned:
                     return None  # stopping: a resume sends these lines again
-            if outage is not None and outage.closed and not await self._wait_outage(outage):
-                return None  # stopped while waiting for the model: the lines stay for a resume
-            admitted, permit = (True, None) if self._pacing is None else await self._admit()
-            if not admitted:
-                return None  # stopped while waiting for admission: the lines stay for a resume
-            outcome = await self._request(body, first.instance_id, first.index, attempt, permit)
+            if first is not None:
+                outcome, first = first, None
+            else:
+                if outage is not None and outage.closed and not await self._wait_outage(outage):
+                    return None  # stopped while waiting for the model: the lines stay for a resume
+                admitted, permit = (True, None) if self._pacing is None else await self._admit()
+                if not admitted:
+                    return None  # stopped while waiting for admission: the lines stay for a resume
+                outcome = await self._request(body, item.instance_id, item.index, attempt, permit)
             if isinstance(outcome, RequestFailed):
                 failure = outcome
                 if self.abandoned:
@@ -229,45 +255,48 @@ class Attempts:
                 raise  # abandon(): this unit writes nothing
             return False, None
 
-    async def _request(self, body: dict[str, Any], puid: str, index: int, attempt: int,
-                       permit: Permit | None) -> Any:
-        """One attempt: the transport's answer, or the :class:`RequestFailed` that ended it.
+    def _request(self, body: dict[str, Any], puid: str, index: int, attempt: int,
+                 permit: Permit | None) -> Deferred[Any]:
+        """One attempt: fires with the transport's answer or the :class:`RequestFailed` that ended it.
 
         A cancel passes through (``abandon``) unless the watchdog made it: that is a timeout.
         How the attempt ended is reported once, to the pacing and the load counters.
         """
-        clock, stats = self._clock, self._stats
-        sent = clock.seconds()
-        error: BaseException | None = None
-        stats.in_flight += 1
-        d: Deferred[Any] | None = None
+        sent = self._clock.seconds()
+        self._stats.in_flight += 1
         try:
             d = self._transport.send(body, puid)
-            self._deadlines[d] = sent + self._watchdog_after
-            return await d
-        except CancelledError as e:
-            if self.abandoned or d not in self._expired:
-                error = e
-                raise  # abandon(): this unit writes nothing
+        except BaseException as e:  # noqa: BLE001 - a transport bug, or its RequestFailed raised: fired below
+            d = fail(e)
+        self._deadlines[d] = sent + self._watchdog_after
+        return d.addCallbacks(self._succeeded, self._failed, callbackArgs=(d, sent, permit),
+                              errbackArgs=(d, sent, permit, index, attempt))
+
+    def _succeeded(self, answer: Any, d: Deferred[Any], sent: float, permit: Permit | None) -> Any:
+        self._ended(d, sent, permit, None)
+        return answer
+
+    def _failed(self, failure: Failure, d: Deferred[Any], sent: float, permit: Permit | None, index: int,
+                attempt: int) -> RequestFailed | Failure:
+        error = failure.value
+        if isinstance(error, CancelledError) and not self.abandoned and d in self._expired:
             error = RequestFailed(
                 "timeout", f"no answer after {self._watchdog_after:g} s: the engine's watchdog ended a request "
                 f"its transport had not ended at --timeout {self._config.timeout:g} s", retryable=True,
                 info="timeout")
+            self._ended(d, sent, permit, error)
             return error
-        except RequestFailed as e:
-            error = e
+        if isinstance(error, RequestFailed):
             if self._secrets:
-                e.reason = self._secrets.text(e.reason)
-                e.args = (e.reason,)
+                error.reason = self._secrets.text(error.reason)
+                error.args = (error.reason,)
             if not self.abandoned:
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
-                          index=index, reason=e.reason)
-            return e
-        except BaseException as e:
-            error = e  # a transport bug: the engine makes it internal_error lines
-            raise
-        finally:
+                          index=index, reason=error.reason)
             self._ended(d, sent, permit, error)
+            return error
+        self._ended(d, sent, permit, error)  # a cancel by abandon(), or a transport bug: it passes on
+        return failure
 
     def _ended(self, d: Deferred[Any] | None, sent: float, permit: Permit | None,
                error: BaseException | None) -> None:

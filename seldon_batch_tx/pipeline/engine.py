@@ -7,7 +7,7 @@ whenever they are all busy: memory stays flat however long the input is.
 The promise is one output line per input line, kept by structure rather than by a list of
 catches: each unit of work (one request's lines) runs inside one guard, and whatever escapes it
 (a codec, the transport, a bug) becomes an ``internal_error`` line for every line of the unit
-that has none yet. Lines are written and counted in one place (:meth:`BatchRun._emit`), which
+that has none yet. Lines are written and counted in one place (:class:`.emitter.Emitter`), which
 never raises: a record that cannot be encoded is replaced by an error line, and an output that
 cannot be written stops the run (exit 3) instead of losing lines silently. Only
 :meth:`BatchRun.abandon` leaves lines without output, on purpose, for ``--resume``.
@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import txaio
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
@@ -38,8 +38,9 @@ from ..outputs.writer import LineWriter
 from ..protocols.base import InputError, Parsed
 from ..protocols.choose import make_codec
 from ..transports.base import Transport
-from .attempts import Attempts, Record
+from .attempts import Attempts
 from .budget import ByteBudget
+from .emitter import Emitter, Line, Record
 from .ordering import ReorderBuffer
 from .outage import Outage
 from .pacing import Pacing
@@ -50,10 +51,6 @@ from .summary import Summary, describe
 
 txaio.use_twisted()
 log = txaio.make_logger()
-
-#: One output line ready to be written: its item, its record, and for an error line its kind and
-#: reason (``None`` and ``""`` for an answer). Counted as succeeded or failed only once written.
-Line = tuple[Item, Record, "str | None", str]
 
 #: Internal-error tracebacks logged per run: enough to debug, not a log that grows with the input.
 MAX_TRACEBACKS = 5
@@ -109,13 +106,13 @@ class BatchRun:
         #: Waiting through outages of the model (``--outage-timeout``; None with 0: no pausing).
         self.outage = self._outage_watch()
         self._attempts = Attempts(config, self.codec, transport, stats, clock, self.pacing, self.outage)
-        #: The error that made the output unwritable; once set, nothing more is written.
-        self._write_error: OSError | None = None
+        #: Every output line is written and counted there (an unwritable output stops the run).
+        self._lines = Emitter(config, self.codec, writer, stats, self.stop)
         #: Internal errors whose traceback is still logged; the others are error lines only.
         self._tracebacks_left = MAX_TRACEBACKS
         #: ``--ordered``: finished units wait here for earlier ones; None writes in completion order.
         self._reorder: ReorderBuffer[Line] | None = (
-            ReorderBuffer(reorder_window(config.workers), self._emit) if config.ordered else None)
+            ReorderBuffer(reorder_window(config.workers), self._lines.emit) if config.ordered else None)
 
     # -- control --------------------------------------------------------------------------
 
@@ -134,7 +131,11 @@ class BatchRun:
     def output_error(self) -> OSError | None:
         """The error that made the output unwritable (the run then stopped), else ``None``: the
         caller's own close of the writer will meet it again and should only log it."""
-        return self._write_error
+        return self._lines.write_error
+
+    def output_failed(self, error: OSError) -> None:
+        """The output cannot take more lines (the caller's final flush or close): stop the run (exit 3)."""
+        self._lines.output_failed(error)
 
     def stop(self, reason: str) -> None:
         """Take no new work; requests in flight still finish and are written."""
@@ -147,10 +148,8 @@ class BatchRun:
                 self._items.cancel()  # a read waiting on a quiet pipe does not hold the stop
             if self._reorder is not None:
                 self._reorder.release()
-            for pause, timer in list(self._pauses.items()):
-                if timer.active():
-                    timer.cancel()
-                    pause.callback(None)
+            for pause in list(self._pauses):
+                self._end_pause(pause)
 
     def abandon(self) -> None:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
@@ -179,11 +178,11 @@ class BatchRun:
                 self.outage.end()
             sampler.stop()
             stats.finished = self._clock.seconds()
-            if self._write_error is None:
+            if self._lines.write_error is None:
                 try:
                     self._writer.flush(stats.finished)
                 except OSError as e:
-                    self.output_failed(e)
+                    self._lines.output_failed(e)
         summary = Summary.of(stats, self._stop_reason)
         stats.conclude(summary)
         stats.sample(stats.finished)
@@ -216,7 +215,7 @@ class BatchRun:
                 self._budget.give(size if held else 0)
                 self._semaphore.release()
                 break
-            d = Deferred.fromCoroutine(self._work(seq, chunk))
+            d = self._work(seq, chunk)
             self._in_flight.add(d)
             self._sizes[d] = size
             d.addBoth(self._finished, d)
@@ -241,81 +240,110 @@ class BatchRun:
 
     # -- one unit of work -----------------------------------------------------------------
 
-    async def _work(self, seq: int, chunk: list[Item]) -> None:
+    def _work(self, seq: int, chunk: list[Item]) -> Deferred[None]:
         """Unit ``seq`` of the run: exactly one output line for each of its lines, in input order.
 
         Whatever escapes :meth:`_compute` gives every line still without a line an
-        ``internal_error`` line; only :meth:`abandon` (a cancel) leaves them unwritten.
+        ``internal_error`` line; only :meth:`abandon` (a cancel) leaves them unwritten. Plain
+        callbacks, no coroutine: a unit answered at its first attempt costs no resumption.
         """
         started = self._clock.seconds()
         out: dict[int, Line] = {}
         try:
-            await self._compute(chunk, out)
-        except CancelledError as e:
+            d = self._compute(chunk, out)
+        except Exception as e:  # noqa: BLE001 - the same guard as for an asynchronous error, below
+            d = fail(e)
+        d.addErrback(self._unit_failed, seq, chunk, out)
+        return d.addCallback(self._unit_done, seq, chunk, out, started)
+
+    def _unit_failed(self, failure: Failure, seq: int, chunk: list[Item], out: dict[int, Line]) -> Failure | None:
+        """What escaped a unit: a cancel by :meth:`abandon` writes nothing (``--resume`` redoes
+        the lines); anything else makes the lines without an output line ``internal_error``."""
+        error = failure.value if failure.value is not None else Exception(failure.getErrorMessage())
+        if failure.check(CancelledError):
             if self._attempts.abandoned:
                 self._commit(seq, chunk, {})  # nothing written: --resume sends these lines again
-                raise
-            self._fill(chunk, out, e)
-        except Exception as e:  # noqa: BLE001 - the structural guarantee: no line of the unit is lost
-            if self._tracebacks_left > 0:  # a bug: its traceback, a few times per run (the log stays small)
-                self._tracebacks_left -= 1
-                log.failure("batch {batch_id}: lines {first}..{last} failed: {error}",
-                            batch_id=self.config.batch_id, first=chunk[0].index, last=chunk[-1].index,
-                            error=describe(e), level=LogLevel.error)
-            self._fill(chunk, out, e)
+                return failure
+        elif not failure.check(Exception):
+            return failure  # KeyboardInterrupt and the like: not the lines' business
+        elif self._tracebacks_left > 0:  # a bug: its traceback, a few times per run (the log stays small)
+            self._tracebacks_left -= 1
+            log.failure("batch {batch_id}: lines {first}..{last} failed: {error}", failure=failure,
+                        batch_id=self.config.batch_id, first=chunk[0].index, last=chunk[-1].index,
+                        error=describe(error), level=LogLevel.error)
+        self._fill(chunk, out, error)
+        return None
+
+    def _unit_done(self, _: None, seq: int, chunk: list[Item], out: dict[int, Line],
+                   started: float) -> Deferred[None] | None:
+        """Write the unit's lines; with ``--batch-interval``, hold its worker for the rest of the interval."""
         self._commit(seq, chunk, out)
         interval = self.config.batch_interval
-        if interval > 0 and self._stop_reason is None:
-            wait = interval - (self._clock.seconds() - started)
-            if wait > 0:
-                pause: Deferred[None] = Deferred()
-                self._pauses[pause] = self._clock.callLater(wait, pause.callback, None)
-                try:
-                    await pause
-                finally:
-                    if self._pauses[pause].active():  # cancelled by abandon()
-                        self._pauses[pause].cancel()
-                    del self._pauses[pause]
+        if interval <= 0 or self._stop_reason is not None:
+            return None
+        wait = interval - (self._clock.seconds() - started)
+        if wait <= 0:
+            return None
+        pause: Deferred[None] = Deferred(self._end_pause)
+        self._pauses[pause] = self._clock.callLater(wait, self._end_pause, pause)
+        return pause
 
-    async def _compute(self, chunk: list[Item], out: dict[int, Line]) -> None:
+    def _end_pause(self, pause: Deferred[None]) -> None:
+        """A ``--batch-interval`` pause ends: its time is up, the run stops, or it is cancelled."""
+        timer = self._pauses.pop(pause, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if not pause.called:
+            pause.callback(None)
+
+    def _compute(self, chunk: list[Item], out: dict[int, Line]) -> Deferred[None]:
         """Fill ``out`` with the output line of each line of ``chunk`` (none when stopping first)."""
         parsed: list[Parsed] = []
         limit = self.config.max_line_bytes
         for item in chunk:
             size = item.oversize or len(item.line)
             if size > limit:
-                out[item.index] = self._fail(item, f"line {item.index + 1} is {size} bytes, over "
+                out[item.index] = self._lines.error_line(item, f"line {item.index + 1} is {size} bytes, over "
                                                    f"--max-line-bytes {limit}", "input_too_large")
                 continue
             try:
                 parsed.append(self.codec.parse(item))
             except InputError as e:
-                out[item.index] = self._fail(item, str(e), "input_error")
+                out[item.index] = self._lines.error_line(item, str(e), "input_error")
             except RecursionError:
-                out[item.index] = self._fail(item, "line is not valid input: JSON nested too deeply",
+                out[item.index] = self._lines.error_line(item, "line is not valid input: JSON nested too deeply",
                                              "input_error")
         if not parsed:
-            return
+            return succeed(None)
         body, members, rest = self.codec.build(parsed)
-        outcome = await self._attempts.send(body, members)  # None: stopping before a final answer
+        return self._attempts.send(body, members).addCallback(self._answered, members, rest, out)
+
+    def _answered(self, outcome: list[Record] | RequestFailed | None, members: list[Parsed],
+                  rest: list[tuple[Parsed, str]], out: dict[int, Line]) -> Deferred[None] | None:
+        """The unit's first request ended (``None``: stopping before a final answer)."""
         if outcome is None:
-            return
+            return None
         if rest or isinstance(outcome, RequestFailed) and splittable(outcome, len(members)):
             # lines left out of the request, or a request refused for what one of its lines carries
-            attempts, stats, most = self._attempts, self.stats, self.config.max_failures
-            answered = await carry_on(self.codec, attempts.send, members, outcome, rest,
-                                      lambda: attempts.stopping or attempts.abandoned,
-                                      lambda failed: most is not None and stats.failed + failed >= most)
-            for lines, ended in answered:
-                self._record(lines, ended, out)
-            return
+            return Deferred.fromCoroutine(self._split(members, outcome, rest, out))
         self._record(members, outcome, out)
+        return None
+
+    async def _split(self, members: list[Parsed], outcome: list[Record] | RequestFailed,
+                     rest: list[tuple[Parsed, str]], out: dict[int, Line]) -> None:
+        """The unit's further requests (:mod:`.splitting`) until each of its lines has an outcome."""
+        attempts, stats, most = self._attempts, self.stats, self.config.max_failures
+        answered = await carry_on(self.codec, attempts.send, members, outcome, rest,
+                                  lambda: attempts.stopping or attempts.abandoned,
+                                  lambda failed: most is not None and stats.failed + failed >= most)
+        for lines, ended in answered:
+            self._record(lines, ended, out)
 
     def _record(self, members: list[Parsed], outcome: list[Record] | RequestFailed, out: dict[int, Line]) -> None:
         """The output lines of one request's lines: their records, or its failure for each."""
         if isinstance(outcome, RequestFailed):
             for p in members:
-                out[p.item.index] = self._fail(p.item, outcome.reason, outcome.kind, code=outcome.code,
+                out[p.item.index] = self._lines.error_line(p.item, outcome.reason, outcome.kind, code=outcome.code,
                                                own_tags=p.own_tags)
         else:
             for p, record in zip(members, outcome, strict=True):
@@ -326,7 +354,7 @@ class BatchRun:
         reason = describe(error)
         for item in chunk:
             if item.index not in out:
-                out[item.index] = self._fail(item, reason, "internal_error")
+                out[item.index] = self._lines.error_line(item, reason, "internal_error")
 
     def _commit(self, seq: int, chunk: list[Item], out: dict[int, Line]) -> None:
         """Hand the unit's lines, in input order, to the writer (or to ``--ordered``'s buffer)."""
@@ -335,66 +363,4 @@ class BatchRun:
             self._reorder.put(seq, lines)
         else:
             for line in lines:
-                self._emit(line)
-
-    def _fail(self, item: Item, reason: str, kind: str, *, code: int | None = None,
-              own_tags: dict[str, Any] | None = None) -> Line:
-        """The error line for ``item`` (counted when written)."""
-        return item, self.codec.error(item, reason, info=kind, code=code, own_tags=own_tags), kind, reason
-
-    # -- writing --------------------------------------------------------------------------
-
-    def _emit(self, line: Line) -> None:
-        """Write one output line and count it; never raises, so no caller can lose lines to it.
-
-        A record the writer cannot encode (nested too deeply, a lone surrogate...) is replaced by
-        an error line; an output that cannot be written (disk full, I/O error) stops the run.
-        """
-        if self._write_error is not None:
-            return  # the output is broken: the line stays unwritten and uncounted, for --resume
-        item, record, kind, reason = line
-        try:
-            self._writer.write(record)
-            if kind is None:
-                self.stats.succeeded += 1
-                return
-        except OSError as e:  # the line is queued in the writer; what follows it cannot be
-            self._count(item, kind, reason)
-            self.output_failed(e)
-            return
-        except Exception as e:  # noqa: BLE001 - this record only: write an error line instead
-            if kind is None:
-                kind, reason = "bad_response", f"the answer cannot be written as a JSON line: {describe(e)}"
-            else:
-                reason = f"{reason} (its error line could not be written: {describe(e)})"
-            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
-            try:
-                self._writer.write(self.codec.error(item, reason, info=kind))
-            except OSError as e2:
-                self._count(item, kind, reason)
-                self.output_failed(e2)
-                return
-            except Exception as e2:  # noqa: BLE001 - a bug in error lines themselves: stop, never hide
-                log.failure("batch {batch_id}: cannot write the error line of line {index}",
-                            batch_id=self.config.batch_id, index=item.index, level=LogLevel.error)
-                self.stop(f"internal error writing line {item.index}: {describe(e2)}")
-                return
-        self._count(item, kind, reason)
-
-    def _count(self, item: Item, kind: str | None, reason: str) -> None:
-        stats = self.stats
-        if kind is None:
-            stats.succeeded += 1
-            return
-        stats.record_error(kind, item.index, reason)
-        limit = self.config.max_failures
-        if limit is not None and stats.failed >= limit:
-            self.stop(f"{stats.failed} lines failed (--max-failures {limit})")
-
-    def output_failed(self, error: OSError) -> None:
-        """The output cannot take more lines: stop the run, naming the error (exit 3)."""
-        if self._write_error is None:
-            self._write_error = error
-            log.error("batch {batch_id}: cannot write {path}: {error}", batch_id=self.config.batch_id,
-                      path=self._writer.path, error=describe(error))
-        self.stop(f"cannot write the output {self._writer.path}: {describe(error)}")
+                self._lines.emit(line)

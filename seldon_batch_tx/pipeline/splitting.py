@@ -25,10 +25,10 @@ import txaio
 
 from ..core.failures import RequestFailed
 from ..protocols.base import Codec, Parsed
+from .emitter import Record
 
 log = txaio.make_logger()
 
-Record = dict[str, Any]
 #: Sends one request body for these lines: their records, the final failure, or None when stopping.
 Send = Callable[[dict[str, Any], list[Parsed]], Awaitable["list[Record] | RequestFailed | None"]]
 #: One request's lines and how it ended.
