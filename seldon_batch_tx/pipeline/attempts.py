@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 import txaio
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
@@ -266,6 +266,8 @@ class Attempts:
         self._stats.in_flight += 1
         try:
             d = self._transport.send(body, puid)
+            if not isinstance(d, Deferred):  # a coroutine is awaited; anything else raises TypeError here
+                d = ensureDeferred(d)
         except BaseException as e:  # noqa: BLE001 - a transport bug, or its RequestFailed raised: fired below
             d = fail(e)
         self._deadlines[d] = sent + self._watchdog_after
@@ -320,9 +322,9 @@ class Attempts:
             return
         now = self._clock.seconds()
         for d, deadline in list(self._deadlines.items()):
-            if now >= deadline and not d.called:
+            if now >= deadline and d not in self._expired:  # fired but waiting on another Deferred counts
                 self._expired.add(d)
-                d.cancel()  # fires d: with CancelledError if the transport's canceller does not
+                d.cancel()  # fires d (or the Deferred it waits on): with CancelledError if no canceller does
 
     async def _pause(self, seconds: float) -> None:
         """Backoff between attempts; cut short by :meth:`stop`."""

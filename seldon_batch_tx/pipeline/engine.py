@@ -346,6 +346,8 @@ class BatchRun:
                 out[p.item.index] = self._lines.error_line(p.item, outcome.reason, outcome.kind, code=outcome.code,
                                                own_tags=p.own_tags)
         else:
+            if len(outcome) != len(members):  # a codec bug: no line gets a record that may be another's
+                raise ValueError(f"the codec gave {len(outcome)} records for {len(members)} lines")
             for p, record in zip(members, outcome, strict=True):
                 out[p.item.index] = (p.item, record, None, "")
 

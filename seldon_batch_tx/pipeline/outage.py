@@ -156,7 +156,8 @@ class Outage:
             self._sleeping.cancel()
         waiters, self._waiters = self._waiters, []
         for d in waiters:
-            d.callback(None)
+            if not d.called:  # an earlier waiter's callbacks may have cancelled it (a stop)
+                d.callback(None)
 
     async def _probe_until_open(self) -> None:
         """Probe with backoff while closed; a ready model reopens (the outage ends at its first answer)."""
