@@ -19,6 +19,7 @@ import txaio
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from ..config import BatchConfig
@@ -68,6 +69,17 @@ def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.1,
 def is_spare(failure: RequestFailed) -> bool:
     """Whether an overload refusal may use an ``--adaptive`` spare try: not when it asks for a long wait."""
     return outcome_of(failure) == "overload" and (failure.retry_after or 0.0) <= MAX_RETRY_AFTER
+
+
+def cancel(d: Deferred[Any]) -> None:
+    """Cancel a request or a unit; a canceller that raises (a transport bug) still ends it with
+    ``CancelledError``, so neither the watchdog nor ``abandon`` can be stopped by one."""
+    try:
+        d.cancel()
+    except Exception:  # noqa: BLE001 - logged; the Deferred is ended here instead
+        log.failure("a canceller failed", level=LogLevel.error)
+        if not d.called:
+            d.errback(CancelledError())
 
 
 def read_answer(codec: Codec, response: Any, members: list[Parsed]) -> list[Record] | RequestFailed:
@@ -324,7 +336,7 @@ class Attempts:
         for d, deadline in list(self._deadlines.items()):
             if now >= deadline and d not in self._expired:  # fired but waiting on another Deferred counts
                 self._expired.add(d)
-                d.cancel()  # fires d (or the Deferred it waits on): with CancelledError if no canceller does
+                cancel(d)  # fires d (or the Deferred it waits on): with CancelledError if no canceller does
 
     async def _pause(self, seconds: float) -> None:
         """Backoff between attempts; cut short by :meth:`stop`."""

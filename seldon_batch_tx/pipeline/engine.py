@@ -38,7 +38,7 @@ from ..outputs.writer import LineWriter
 from ..protocols.base import InputError, Parsed
 from ..protocols.choose import make_codec
 from ..transports.base import Transport
-from .attempts import Attempts
+from .attempts import Attempts, cancel
 from .budget import ByteBudget
 from .emitter import Emitter, Line, Record
 from .ordering import ReorderBuffer
@@ -155,7 +155,7 @@ class BatchRun:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
         self._attempts.abandon()
         for d in list(self._in_flight):
-            d.cancel()
+            cancel(d)
 
     async def run(self) -> Summary:
         stats = self.stats
