@@ -233,17 +233,7 @@ class Attempts:
 
     async def _wait_outage(self, outage: Outage) -> bool:
         """Wait until the model may be sent to again; False when the run stopped first."""
-        d = outage.wait()
-        self._pauses.add(d)
-        try:
-            await d
-        except CancelledError:
-            if self.abandoned:
-                raise
-            return False
-        finally:
-            self._pauses.discard(d)
-        return not (self.stopping or self.abandoned)
+        return await self._wait(outage.wait()) and not (self.stopping or self.abandoned)
 
     async def _admit(self) -> tuple[bool, Permit | None]:
         """Wait for the pacing's admission: ``(False, None)`` when the run stopped first."""
@@ -326,12 +316,18 @@ class Attempts:
 
     async def _pause(self, seconds: float) -> None:
         """Backoff between attempts; cut short by :meth:`stop`."""
-        d: Deferred[None] = deferLater(self._clock, seconds)
+        await self._wait(deferLater(self._clock, seconds))
+
+    async def _wait(self, d: Deferred[Any]) -> bool:
+        """Wait for ``d``, which :meth:`stop` cancels: True once it fired, False when a stop came
+        first; :meth:`abandon`'s cancel passes through (this unit writes nothing)."""
         self._pauses.add(d)
         try:
             await d
         except CancelledError:
             if self.abandoned:
                 raise
+            return False
         finally:
             self._pauses.discard(d)
+        return True
