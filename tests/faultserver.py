@@ -39,7 +39,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-from tests.processes import ManagedProcess
+from tests.processes import LoopbackPorts, ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- for tests: the server as a subprocess --------------------------------------------------------
 
 
-class FaultServer(ManagedProcess):
+class FaultServer(LoopbackPorts, ManagedProcess):
     """``python -m tests.faultserver`` as a child process on fixed ports, restartable."""
 
     name = "fault server"
@@ -291,7 +291,7 @@ class FaultServer(ManagedProcess):
                  fault_log: str | os.PathLike[str] | None = None) -> None:
         from tests.loopback import free_ports
 
-        self.port, grpc_port = free_ports(2)
+        self.http_port, grpc_port = free_ports(2)
         self.grpc_port = grpc_port if grpc else 0
         self.faults = dict(faults or {})
         unknown = set(self.faults) - set(FAULTS)
@@ -306,12 +306,9 @@ class FaultServer(ManagedProcess):
         self.starts = 0
 
     @property
-    def rest_host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def grpc_host(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
+    def port(self) -> int:
+        """The REST port (rest_host, grpc_host and where() come from LoopbackPorts)."""
+        return self.http_port
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "tests.faultserver", "--port", str(self.port),
@@ -323,9 +320,6 @@ class FaultServer(ManagedProcess):
         if self.fault_log:
             cmd += ["--fault-log", self.fault_log]
         return cmd
-
-    def where(self) -> str:
-        return self.rest_host
 
     def start(self, timeout: float = 20.0) -> FaultServer:
         """Start on this server's ports (a new seed each start) and wait until it answers."""

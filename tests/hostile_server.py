@@ -43,7 +43,7 @@ from tests.hostile_answers import (
 )
 from tests.hostile_grpc import make_grpc_server
 from tests.hostile_rest import make_factory
-from tests.processes import ManagedProcess
+from tests.processes import LoopbackPorts, ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- for tests: the server as a subprocess --------------------------------------------------------
 
 
-class HostileServer(ManagedProcess):
+class HostileServer(LoopbackPorts, ManagedProcess):
     """``python -m tests.hostile_server`` as a child process on free loopback ports."""
 
     name = "hostile server"
@@ -89,7 +89,7 @@ class HostileServer(ManagedProcess):
                  ) -> None:
         from tests.loopback import free_ports
 
-        self.port, grpc_port = free_ports(2)
+        self.http_port, grpc_port = free_ports(2)
         self.grpc_port = grpc_port if grpc else 0
         self.mode = mode
         self.request_log = Path(log)
@@ -97,15 +97,9 @@ class HostileServer(ManagedProcess):
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
-    def rest_host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def grpc_host(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
-
-    def where(self) -> str:
-        return self.rest_host
+    def port(self) -> int:
+        """The REST port (rest_host, grpc_host and where() come from LoopbackPorts)."""
+        return self.http_port
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "tests.hostile_server", "--port", str(self.port), "--grpc-port",

@@ -17,16 +17,14 @@ Findings against the real server (echo model):
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.loopback import LOOPBACK, free_ports, http_request, loopback_env, tcp_accepts
-from tests.processes import ManagedProcess
+from tests.loopback import LOOPBACK, loopback_env
+from tests.processes import ModelServer, ensure_venv
 from tests.servers import REPO_ROOT
 
 MLSERVER_VENV = REPO_ROOT / ".venvs" / "mlserver"
@@ -35,33 +33,20 @@ SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-mlserver-venv.sh"
 ECHO_MODEL = REPO_ROOT / "examples" / "mlserver" / "echo"
 
 
-def ensure_mlserver_venv(timeout: float = 900.0) -> Path:
-    """Run scripts/setup-mlserver-venv.sh unless ``.venvs/mlserver`` already has mlserver."""
-    if not MLSERVER.exists():
-        subprocess.run(["bash", str(SETUP_SCRIPT)], check=True, timeout=timeout, env=loopback_env())
-    return MLSERVER
+#: Run scripts/setup-mlserver-venv.sh unless ``.venvs/mlserver`` already has mlserver.
+ensure_mlserver_venv = functools.partial(ensure_venv, MLSERVER, SETUP_SCRIPT)
 
 
-class MLServerError(RuntimeError):
-    """MLServer did not start, or not in time."""
-
-
-class MLServerServer(ManagedProcess):
+class MLServerServer(ModelServer):
     """One MLServer process serving ``model_dirs`` on free loopback ports; stopped by its group id."""
 
     name = "mlserver"
-    error = MLServerError
 
     def __init__(self, model_dirs: Sequence[Path] = (ECHO_MODEL,), *, startup_timeout: float = 90.0,
                  stop_timeout: float = 15.0) -> None:
         self.model_dirs = [Path(d) for d in model_dirs]
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self.process: subprocess.Popen[bytes] | None = None
-        self._tmp = tempfile.TemporaryDirectory(prefix="mlserver-")
-        self.root = Path(self._tmp.name)
-        self.log_path = self.root / "mlserver.log"
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout, extra_ports=1)
+        (self.metrics_port,) = self.extra_ports
         self._write_settings()
 
     def _write_settings(self) -> None:
@@ -75,46 +60,13 @@ class MLServerServer(ManagedProcess):
             if not link.exists():
                 link.symlink_to(d.resolve(), target_is_directory=True)
 
-    @property
-    def rest_host(self) -> str:
-        return f"{LOOPBACK}:{self.http_port}"
-
-    @property
-    def grpc_host(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
-
-    def where(self) -> str:
-        return self.rest_host
-
-    def start(self) -> MLServerServer:
-        """Start ``mlserver start`` and wait until ``/v2/health/ready`` and the gRPC port answer."""
-        if self.running:
-            return self
+    def launch(self) -> tuple[list[str], dict[str, str]]:
+        """``mlserver start``; ready once ``/v2/health/ready`` and the gRPC port answer."""
         if not MLSERVER.exists():
-            raise MLServerError(f"{MLSERVER} is missing: run scripts/setup-mlserver-venv.sh")
+            raise self.error(f"{MLSERVER} is missing: run scripts/setup-mlserver-venv.sh")
         env = loopback_env()
         env["PYTHONUNBUFFERED"] = "1"
-        self.spawn([str(MLSERVER), "start", str(self.root)], cwd=self.root, env=env)
-        self.wait_ready_or_stop(self.startup_timeout)
-        return self
-
-    def is_ready(self) -> bool:
-        try:
-            status, _ = http_request("GET", self.rest_host, "/v2/health/ready", timeout=2.0)
-        except (OSError, http.client.HTTPException):
-            return False
-        return status == 200 and tcp_accepts(LOOPBACK, self.grpc_port)
-
-    def close(self) -> None:
-        self.stop()
-        self._tmp.cleanup()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"MLServerServer(rest={self.rest_host}, grpc={self.grpc_host}, running={self.running})"
+        return [str(MLSERVER), "start", str(self.root)], env
 
 
 def run_mlserver_infer(args: Sequence[str], *, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

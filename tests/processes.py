@@ -2,22 +2,29 @@
 own, poll until ready within a bound, stop by the process group (SIGTERM, then SIGKILL).
 
 :class:`ManagedProcess` is the base of tests/servers.py's ``SeldonServer`` and
-``NginxGateway``, tests/mlserver_servers.py's ``MLServerServer``, tests/faultserver.py's
-``FaultServer`` and bench/servers.py's servers; :func:`stop_group` and :func:`wait_until`
-serve the ones that run several children.
+``NginxGateway``, tests/faultserver.py's ``FaultServer``, tests/hostile_server.py's
+``HostileServer`` and bench/servers.py's servers; :class:`ModelServer` (one temporary directory,
+REST and gRPC ports, a V2 readiness path) that of the real KServe, MLServer and Triton servers;
+:class:`LoopbackPorts` and :func:`http_ready` give them all one way to name their addresses and
+to tell when they are ready; :func:`stop_group` and :func:`wait_until` serve the ones that run
+several children.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
+
+from tests.loopback import LOOPBACK, free_ports, http_request, loopback_env, tcp_accepts
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -196,3 +203,96 @@ class ManagedProcess(Managed):
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
+
+
+def ensure_venv(made: Path, setup_script: Path, timeout: float = 900.0) -> Path:
+    """Run `setup_script` (a scripts/setup-*-venv.sh) unless `made`, a file the venv holds once
+    that script has run, already exists; return `made`."""
+    if not made.exists():
+        subprocess.run(["bash", str(setup_script)], check=True, timeout=timeout, env=loopback_env())
+    return made
+
+
+def http_ready(rest_host: str, path: str, *, grpc_port: int | None = None, body: bytes | None = None,
+               timeout: float = 2.0) -> bool:
+    """True once ``GET path`` on `rest_host` answers 200 (with `body`, stripped, when given) and,
+    when `grpc_port` is given, that port accepts TCP; False while the server is not there yet."""
+    try:
+        status, got = http_request("GET", rest_host, path, timeout=timeout)
+    except (OSError, http.client.HTTPException):
+        return False
+    if status != 200 or (body is not None and got.strip() != body):
+        return False
+    return grpc_port is None or tcp_accepts(LOOPBACK, grpc_port)
+
+
+class ModelServerError(RuntimeError):
+    """A model server did not start, or not in time (the message names which)."""
+
+
+class LoopbackPorts:
+    """The addresses of a server on LOOPBACK that serves REST on ``http_port`` and gRPC on
+    ``grpc_port``, in the ``host:port`` form ``--host`` takes."""
+
+    http_port: int
+    grpc_port: int
+
+    @property
+    def rest_host(self) -> str:
+        return f"{LOOPBACK}:{self.http_port}"
+
+    @property
+    def grpc_host(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    def where(self) -> str:
+        return self.rest_host
+
+
+class ModelServer(LoopbackPorts, ManagedProcess):
+    """A real model server (KServe, MLServer, Triton) on free loopback ports, run in a temporary
+    directory of its own that holds its log; ready once ``ready_path`` answers 200 and the gRPC
+    port accepts.  ``close()`` (or leaving ``with``) stops its group and removes the directory.
+
+    Subclasses say in :meth:`launch` what to run; the directory is named ``tmp_prefix`` (``name-``
+    unless said) and the log ``name.log``.
+    """
+
+    error = ModelServerError
+    tmp_prefix: str | None = None
+    ready_path = "/v2/health/ready"
+
+    def __init__(self, *, startup_timeout: float = 90.0, stop_timeout: float = 15.0, extra_ports: int = 0) -> None:
+        self.http_port, self.grpc_port, *self.extra_ports = free_ports(2 + extra_ports)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix=self.tmp_prefix or f"{self.name}-")
+        self.root = Path(self._tmp.name)
+        self.log_path = self.root / f"{self.name}.log"
+
+    def launch(self) -> tuple[list[str], dict[str, str]]:
+        """Whatever set-up the server needs first; then its command line and environment."""
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Run :meth:`launch`'s command in ``root`` and wait until it is ready (stopped if not)."""
+        if self.running:
+            return self
+        command, env = self.launch()
+        self.spawn(command, cwd=self.root, env=env)
+        self.wait_ready_or_stop(self.startup_timeout)
+        return self
+
+    def is_ready(self) -> bool:
+        return http_ready(self.rest_host, self.ready_path, grpc_port=self.grpc_port)
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rest={self.rest_host}, grpc={self.grpc_host}, running={self.running})"

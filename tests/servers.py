@@ -72,7 +72,6 @@ when every line failed):
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import subprocess
@@ -84,19 +83,18 @@ from typing import Any
 from tests.loopback import (
     LOOPBACK,
     free_ports,
-    http_request,
     loopback_env,
     port_is_free,
-    tcp_accepts,
 )
 
 # free_port, post_json, NginxGateway and self_signed_cert moved to tests/loopback.py and
 # tests/nginx_gateway.py; still importable from here for test files written before the move.
 from tests.loopback import free_port as free_port
+from tests.loopback import http_request as http_request  # bench/servers.py imports it from here
 from tests.loopback import post_json as post_json
 from tests.nginx_gateway import NginxGateway as NginxGateway
 from tests.nginx_gateway import self_signed_cert as self_signed_cert
-from tests.processes import ManagedProcess
+from tests.processes import LoopbackPorts, ManagedProcess, http_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SELDON_VENV = REPO_ROOT / ".venvs" / "seldon"
@@ -134,7 +132,7 @@ class SeldonServerError(RuntimeError):
     """The microservice did not start, or not in time."""
 
 
-class SeldonServer(ManagedProcess):
+class SeldonServer(LoopbackPorts, ManagedProcess):
     """The real Seldon Core v1 model microservice on 127.0.0.1 (REST, gRPC, metrics).
 
     Ports are chosen once (free ports unless given) and kept across stop()/start(), so a
@@ -190,16 +188,7 @@ class SeldonServer(ManagedProcess):
     def where(self) -> str:
         return f"{self.rest_host} / {self.grpc_host}"
 
-    # addresses -----------------------------------------------------------------
-    @property
-    def rest_host(self) -> str:
-        """Host and port, "127.0.0.1:HTTP_PORT": the form `--host` takes."""
-        return f"{LOOPBACK}:{self.http_port}"
-
-    @property
-    def grpc_host(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
-
+    # addresses (rest_host and grpc_host from LoopbackPorts) --------------------------
     @property
     def metrics_host(self) -> str:
         return f"{LOOPBACK}:{self.metrics_port}"
@@ -265,11 +254,7 @@ class SeldonServer(ManagedProcess):
 
     def is_ready(self) -> bool:
         """REST answers `GET /health/ping` with pong and the gRPC port accepts TCP."""
-        try:
-            status, body = http_request("GET", self.rest_host, "/health/ping", timeout=2.0)
-        except (OSError, http.client.HTTPException):
-            return False
-        return status == 200 and body.strip() == b"pong" and tcp_accepts(LOOPBACK, self.grpc_port)
+        return http_ready(self.rest_host, "/health/ping", grpc_port=self.grpc_port, body=b"pong")
 
     def stop(self, sig: int | None = signal.SIGTERM) -> None:
         """Send `sig` (SIGTERM) to the server's process group, SIGKILL what is left after

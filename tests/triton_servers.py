@@ -18,17 +18,14 @@ No GPU: Triton logs that CUDA is missing and serves the CPU models all the same.
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.loopback import LOOPBACK, free_ports, http_request, loopback_env, tcp_accepts
-from tests.processes import ManagedProcess
+from tests.loopback import LOOPBACK, loopback_env
+from tests.processes import ModelServer, ensure_venv
 from tests.servers import REPO_ROOT
 
 TRITON_VENV = REPO_ROOT / ".venvs" / "triton"
@@ -43,8 +40,8 @@ ALL_MODELS = tuple(sorted(p.name for p in MODELS.iterdir()
 
 def ensure_triton_venv(timeout: float = 900.0) -> Path:
     """Run scripts/setup-triton-venv.sh unless ``.venvs/triton`` already has pytriton."""
-    if not _site_packages().joinpath("pytriton", "tritonserver", "bin", "tritonserver").exists():
-        subprocess.run(["bash", str(SETUP_SCRIPT)], check=True, timeout=timeout, env=loopback_env())
+    binary = _site_packages().joinpath("pytriton", "tritonserver", "bin", "tritonserver")
+    ensure_venv(binary, SETUP_SCRIPT, timeout)
     return TRITON_PYTHON
 
 
@@ -62,36 +59,17 @@ def _interpreter_facts() -> tuple[str, str]:
     return out[0], out[1]
 
 
-class TritonError(RuntimeError):
-    """Triton did not start, or not in time."""
-
-
-class TritonServer(ManagedProcess):
-    """One ``tritonserver`` serving ``models`` (names under tests/models/triton) on free loopback ports."""
+class TritonServer(ModelServer):
+    """One ``tritonserver`` serving ``models`` (names under tests/models/triton) on free loopback ports;
+    ready once ``/v2/health/ready`` (every model loaded) and gRPC answer."""
 
     name = "tritonserver"
-    error = TritonError
+    tmp_prefix = "triton-"
 
     def __init__(self, models: Sequence[str] = ALL_MODELS, *, startup_timeout: float = 120.0,
                  stop_timeout: float = 20.0) -> None:
         self.models = list(models)
-        self.http_port, self.grpc_port = free_ports(2)
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self._tmp = tempfile.TemporaryDirectory(prefix="triton-")
-        self.root = Path(self._tmp.name)
-        self.log_path = self.root / "tritonserver.log"
-
-    @property
-    def rest_host(self) -> str:
-        return f"{LOOPBACK}:{self.http_port}"
-
-    @property
-    def grpc_host(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
-
-    def where(self) -> str:
-        return self.rest_host
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
 
     def _layout(self) -> tuple[Path, Path, dict[str, str]]:
         """The model repository, the backend folder and the environment Triton runs with."""
@@ -121,36 +99,13 @@ class TritonServer(ManagedProcess):
         env.pop("PYTHONHOME", None)
         return repo, self.root / "backends", env
 
-    def start(self) -> TritonServer:
-        """Start tritonserver and wait until ``/v2/health/ready`` (every model loaded) and gRPC answer."""
-        if self.running:
-            return self
+    def launch(self) -> tuple[list[str], dict[str, str]]:
+        """The venv (made if missing), the model repository and backend folder, then the command."""
         ensure_triton_venv()
         binary = _site_packages() / "pytriton" / "tritonserver" / "bin" / "tritonserver"
         repo, backends, env = self._layout()
-        self.spawn([str(binary), f"--model-repository={repo}", f"--backend-directory={backends}",
-                    f"--http-address={LOOPBACK}", f"--http-port={self.http_port}",
-                    f"--grpc-address={LOOPBACK}", f"--grpc-port={self.grpc_port}",
-                    "--allow-metrics=false", "--allow-gpu-metrics=false", "--exit-on-error=true",
-                    "--strict-readiness=true", "--exit-timeout-secs=5"],
-                   cwd=self.root, env=env)
-        self.wait_ready_or_stop(self.startup_timeout)
-        return self
-
-    def is_ready(self) -> bool:
-        try:
-            status, _ = http_request("GET", self.rest_host, "/v2/health/ready", timeout=2.0)
-        except (OSError, http.client.HTTPException):
-            return False
-        return status == 200 and tcp_accepts(LOOPBACK, self.grpc_port)
-
-    def close(self) -> None:
-        self.stop()
-        self._tmp.cleanup()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"TritonServer(rest={self.rest_host}, grpc={self.grpc_host}, running={self.running})"
+        return [str(binary), f"--model-repository={repo}", f"--backend-directory={backends}",
+                f"--http-address={LOOPBACK}", f"--http-port={self.http_port}",
+                f"--grpc-address={LOOPBACK}", f"--grpc-port={self.grpc_port}",
+                "--allow-metrics=false", "--allow-gpu-metrics=false", "--exit-on-error=true",
+                "--strict-readiness=true", "--exit-timeout-secs=5"], env
