@@ -5,12 +5,17 @@ And ``--binary-data`` (V2 only) is refused with ``--protocol seldon``. Real Seld
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 from tests.servers import SeldonServer, free_ports
-from tests.test_outage_ready import assert_unreachable, infile, run_ours
+from tests.test_outage_ready import (
+    assert_unreachable,
+    assert_waited_and_ran,
+    infile,
+    run_ours,
+    run_with_model_started_later,
+)
 
 
 def grpc_args(host: str, source: Path, *extra: str) -> list[str]:
@@ -54,18 +59,9 @@ def test_wait_ready_gives_up_with_the_tls_reason(tmp_path: Path, seldon_server: 
 
 def test_wait_ready_waits_for_a_grpc_model_started_later(tmp_path: Path) -> None:
     """``--wait-ready 30`` over gRPC with the microservice started 4 s later: a normal run."""
-    http, grpc, metrics = free_ports(3)
-    server = SeldonServer("EchoModel", http_port=http, grpc_port=grpc, metrics_port=metrics)
-    starter = threading.Timer(4.0, server.start)
-    starter.start()
-    try:
-        proc = run_ours(grpc_args(f"127.0.0.1:{grpc}", infile(tmp_path), "--wait-ready", "30"))
-    finally:
-        starter.join()
-        server.stop()
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "40 succeeded, 0 failed" in proc.stdout
-    assert "waiting up to 30 s for the model" in proc.stderr
+    source = infile(tmp_path)
+    assert_waited_and_ran(run_with_model_started_later(4.0, lambda rest, grpc: grpc_args(grpc, source,
+                                                                                        "--wait-ready", "30")))
 
 
 def test_binary_data_needs_protocol_v2(tmp_path: Path) -> None:

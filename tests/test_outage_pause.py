@@ -52,6 +52,20 @@ def kill_mid_run(server: Any, proc: subprocess.Popen[str], out: Path) -> None:
     server.stop(signal.SIGKILL)  # like a crash: the whole process group at once
 
 
+def outlive_outage(server: Any, proc: subprocess.Popen[str], out: Path, down: float) -> tuple[str, str]:
+    """Kill the model mid-run, start it again ``down`` s later on the same ports, and wait for the
+    run's end: its stdout and stderr (the run is killed if it is still going after 180 s)."""
+    try:
+        kill_mid_run(server, proc, out)
+        time.sleep(down)
+        server.start()
+        return proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def args_for(server: Any, kind: str, source: Path, out: Path) -> list[str]:
     seldon = isinstance(server, SeldonServer)
     host = server.grpc_host if kind == "grpc" else server.rest_host
@@ -72,15 +86,7 @@ def test_killed_and_restarted_model_loses_no_line(tmp_path: Path, name: str, kin
     source, out = write_input(tmp_path), tmp_path / "out.txt"
     with make_server(name) as server:
         proc = start(args_for(server, kind, source, out))
-        try:
-            kill_mid_run(server, proc, out)
-            time.sleep(15)
-            server.start()
-            stdout, stderr = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        stdout, stderr = outlive_outage(server, proc, out, 15)
     assert proc.returncode == EXIT_OK, stderr[-3000:] + stdout
     assert f"{LINES} succeeded, 0 failed" in stdout
     assert "waiting for the model since" in stderr
@@ -132,15 +138,7 @@ def test_a_gateway_502_while_the_model_is_down_pauses_too(tmp_path: Path) -> Non
         with NginxGateway(f"127.0.0.1:{http}", "ns", "dep") as gateway:
             proc = start(["-d", "dep", "-n", "ns", "-g", "istio", "-h", gateway.host, "-i", str(source), "-o", str(out),
                           "-w", "4", "-r", "1"])
-            try:
-                kill_mid_run(server, proc, out)
-                time.sleep(5)
-                server.start()
-                stdout, stderr = proc.communicate(timeout=180)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
+            stdout, stderr = outlive_outage(server, proc, out, 5)
     finally:
         server.stop()
     assert proc.returncode == EXIT_OK, stderr[-3000:] + stdout

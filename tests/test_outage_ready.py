@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,22 +71,32 @@ def test_unresolvable_name(tmp_path: Path) -> None:
     assert not (tmp_path / "in.out.txt").exists()
 
 
-def test_wait_ready_waits_for_a_model_started_later(tmp_path: Path) -> None:
-    """``--wait-ready 30`` with the microservice started 10 s later: a normal run, every line answered."""
+def run_with_model_started_later(delay: float,
+                                 args: Callable[[str, str], list[str]]) -> subprocess.CompletedProcess[str]:
+    """Run ours with ``args(rest_host, grpc_host)`` while the Seldon microservice starts ``delay`` s later;
+    the server is stopped afterwards whatever happened."""
     http, grpc, metrics = free_ports(3)
     server = SeldonServer("EchoModel", http_port=http, grpc_port=grpc, metrics_port=metrics)
-    source = infile(tmp_path)
-    starter = threading.Timer(10.0, server.start)
+    starter = threading.Timer(delay, server.start)
     starter.start()
     try:
-        proc = run_ours(["-d", "echo", "-g", "seldon", "-h", f"127.0.0.1:{http}", "-i", str(source), "-w", "2",
-                         "--wait-ready", "30"])
+        return run_ours(args(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"))
     finally:
         starter.join()
         server.stop()
+
+
+def assert_waited_and_ran(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "40 succeeded, 0 failed" in proc.stdout
     assert "waiting up to 30 s for the model" in proc.stderr
+
+
+def test_wait_ready_waits_for_a_model_started_later(tmp_path: Path) -> None:
+    """``--wait-ready 30`` with the microservice started 10 s later: a normal run, every line answered."""
+    source = infile(tmp_path)
+    assert_waited_and_ran(run_with_model_started_later(10.0, lambda rest, grpc: [
+        "-d", "echo", "-g", "seldon", "-h", rest, "-i", str(source), "-w", "2", "--wait-ready", "30"]))
 
 
 def test_wait_ready_gives_up_with_the_last_reason(tmp_path: Path) -> None:
