@@ -41,9 +41,10 @@ class BadResponse(ValueError):
     """An answer that is not what the protocol promises (not an object, values of the wrong type)."""
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Parsed:
-    """A line that passed validation: its value, how many rows it adds, and its own tags."""
+    """A line that passed validation: its value, how many rows it adds, and its own tags (never
+    changed once made; not frozen, which triples the cost of making one per line)."""
 
     item: Item
     value: Any
