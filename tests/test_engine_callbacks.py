@@ -45,7 +45,7 @@ def clean(run: BatchRun, requests: bool = True) -> None:
     (``requests=False``: a retry whose canceller raised when abandoned stays counted in flight.)"""
     attempts = run._attempts
     assert not requests or run.stats.in_flight == 0 and not attempts._deadlines and not attempts._expired
-    assert not attempts._pauses and not run._pauses and not run._in_flight and not run._sizes
+    assert not attempts._pauses and not run._pauses and not run._feed._in_flight and not run._feed._sizes
 
 
 def in_order(tmp_path: Path) -> list[int]:

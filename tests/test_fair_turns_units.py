@@ -10,7 +10,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
 from seldon_batch_tx.daemon.turns import YIELDED, Turns
@@ -81,13 +80,12 @@ def test_a_file_that_finished_while_yielding_is_not_kept_behind() -> None:
 def test_the_budget_admits_by_bytes_and_a_stop_releases_the_waiting() -> None:
     budget = ByteBudget(100)
     assert budget.fits(1000)  # nothing in flight: any unit runs alone
-    first: Deferred[bool] = ensureDeferred(budget.take(60))
-    assert first.result is True and budget.in_flight == 60
-    second: Deferred[bool] = ensureDeferred(budget.take(60))
-    assert not second.called  # 120 > 100: waits
+    assert budget.try_take(60) and budget.in_flight == 60
+    assert not budget.try_take(60)  # 120 > 100: the engine waits for bytes to be given back
+    freed = budget.freed()
     budget.give(60)
-    assert second.result is True and budget.in_flight == 60
-    third: Deferred[bool] = ensureDeferred(budget.take(50))
-    assert not third.called
+    assert freed.called and budget.try_take(60) and budget.in_flight == 60
+    assert not budget.try_take(50)
+    waiting = budget.freed()
     budget.stop()
-    assert third.result is False and budget.in_flight == 60
+    assert waiting.called and not budget.try_take(0) and budget.in_flight == 60  # a stop: nothing more held

@@ -109,9 +109,10 @@ def decode(data: bytes, *, any_encoding: bool = False) -> Any:
 def check(value: Any, data: bytes, max_depth: int) -> None:
     """:class:`TooDeep` if ``value`` (decoded from ``data``) nests past ``max_depth``;
     :class:`NotFinite` if it holds an infinity (a literal such as ``1e999``)."""
-    if too_deep(data, max_depth):
+    size = len(data)
+    if size > 2 * max_depth and too_deep(data, max_depth):  # n bytes of valid JSON nest at most n/2 deep
         raise TooDeep(f"JSON nested too deeply (more than {max_depth} levels)")
-    if may_overflow(data) and has_non_finite(value, len(data) + 1):
+    if (size > 308 or b"e" in data or b"E" in data) and may_overflow(data) and has_non_finite(value, size + 1):
         raise NotFinite("a number beyond the range of a double (such as 1e999)")
 
 

@@ -24,16 +24,18 @@ class ByteBudget:
     def fits(self, size: int) -> bool:
         return self.in_flight == 0 or self.in_flight + size <= self.limit
 
-    async def take(self, size: int) -> bool:
-        """Hold ``size`` bytes once they fit; False (nothing held) when a stop came first."""
-        while not self.fits(size) and not self.stopped:
-            if self._waiting is None:
-                self._waiting = Deferred()
-            await self._waiting
-        if self.stopped:
+    def try_take(self, size: int) -> bool:
+        """Hold ``size`` bytes if they fit now (never once stopped)."""
+        if self.stopped or not self.fits(size):
             return False
         self.in_flight += size
         return True
+
+    def freed(self) -> Deferred[None]:
+        """Fires when bytes are given back, or at a stop: the time to try again."""
+        if self._waiting is None:
+            self._waiting = Deferred()
+        return self._waiting
 
     def give(self, size: int) -> None:
         self.in_flight -= size

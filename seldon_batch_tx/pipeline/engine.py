@@ -1,8 +1,9 @@
 """The batch engine: read -> build request -> send (with retries) -> write one line per input line.
 
-A single loop reads the input lazily and takes a token from a ``DeferredSemaphore`` sized to
-``--workers`` before each request, so at most that many requests are in flight and reading waits
-whenever they are all busy: memory stays flat however long the input is.
+:mod:`.feed` reads the input lazily and starts each unit of work (``--batch-size`` lines) once a
+token of a ``DeferredSemaphore`` sized to ``--workers`` is free, so at most that many requests
+are in flight and reading waits whenever they are all busy: memory stays flat however long the
+input is.
 
 The promise is one output line per input line, kept by structure rather than by a list of
 catches: each unit of work (one request's lines) runs inside one guard, and whatever escapes it
@@ -21,11 +22,11 @@ samples (every second), the only sampler of :class:`.BatchStats`.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import txaio
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
@@ -38,13 +39,13 @@ from ..outputs.writer import LineWriter
 from ..protocols.base import InputError, Parsed
 from ..protocols.choose import make_codec
 from ..transports.base import Transport
-from .attempts import Attempts, cancel
-from .budget import ByteBudget
+from .attempts import Attempts
 from .emitter import Emitter, Line, Record
+from .feed import Feed
 from .ordering import ReorderBuffer
 from .outage import Outage
 from .pacing import Pacing
-from .reader import OffThreadItems, chunked
+from .reader import OffThreadItems
 from .splitting import carry_on, splittable
 from .stats import BatchStats
 from .summary import Summary, describe
@@ -86,16 +87,10 @@ class BatchRun:
                  writer: LineWriter, stats: BatchStats, clock: IReactorTime) -> None:
         self.config = config
         self.codec = make_codec(config)
-        self._items = items
         self._transport = transport
         self._writer = writer
         self.stats = stats
         self._clock = clock
-        self._semaphore = DeferredSemaphore(config.workers)
-        #: --max-bytes-in-flight: input bytes held by units in flight (unit -> its size).
-        self._budget = ByteBudget(config.max_bytes_in_flight)
-        self._sizes: dict[Deferred[None], int] = {}
-        self._in_flight: set[Deferred[None]] = set()
         #: --batch-interval pauses, ended at once by a stop (a stopping file never waits them out).
         self._pauses: dict[Deferred[None], Any] = {}
         self._stop_reason: str | None = None
@@ -113,6 +108,8 @@ class BatchRun:
         #: ``--ordered``: finished units wait here for earlier ones; None writes in completion order.
         self._reorder: ReorderBuffer[Line] | None = (
             ReorderBuffer(reorder_window(config.workers), self._lines.emit) if config.ordered else None)
+        #: The input's units to the workers, each started by :meth:`_work`.
+        self._feed = Feed(items, self.codec.batch_size, config, self._reorder, self._work, self._worker_failed)
 
     # -- control --------------------------------------------------------------------------
 
@@ -142,20 +139,15 @@ class BatchRun:
         if self._stop_reason is None:
             self._stop_reason = reason
             log.info("stopping batch {batch_id}: {reason}", batch_id=self.config.batch_id, reason=reason)
-            self._budget.stop()
+            self._feed.stop()
             self._attempts.stop()  # no more retries: a line between attempts stays unwritten for a resume
-            if isinstance(self._items, OffThreadItems):
-                self._items.cancel()  # a read waiting on a quiet pipe does not hold the stop
-            if self._reorder is not None:
-                self._reorder.release()
             for pause in list(self._pauses):
                 self._end_pause(pause)
 
     def abandon(self) -> None:
         """Give up on requests still in flight: they write nothing and a resume redoes them."""
         self._attempts.abandon()
-        for d in list(self._in_flight):
-            cancel(d)
+        self._feed.cancel()
 
     async def run(self) -> Summary:
         stats = self.stats
@@ -166,12 +158,12 @@ class BatchRun:
         self._attempts.start()
         try:
             try:
-                await self._feed()
+                await self._feed.run()
             except Exception as e:  # noqa: BLE001 - reading failed (EIO, a bug): stop, never end silently
                 log.failure("batch {batch_id}: reading the input failed", batch_id=self.config.batch_id,
                             level=LogLevel.error)
                 self.stop(f"cannot read the input: {describe(e)}")
-            await self._drain()
+            await self._feed.drain()
         finally:
             self._attempts.close()
             if self.outage is not None:
@@ -188,55 +180,13 @@ class BatchRun:
         stats.sample(stats.finished)
         return summary
 
-    async def _units(self) -> AsyncIterator[list[Item]]:
-        """The input's units of work (``--batch-size`` lines); a stalling input is read off the reactor thread."""
-        size = self.codec.batch_size
-        if isinstance(self._items, OffThreadItems):
-            async for block in self._items.blocks():
-                for chunk in chunked(iter(block), size, self.config.max_bytes_in_flight):
-                    yield chunk
-        else:
-            for chunk in chunked(self._items, size, self.config.max_bytes_in_flight):
-                yield chunk
-
-    async def _feed(self) -> None:
-        """Read units and start each as soon as a worker is free, until the input ends or a stop."""
-        seq = -1
-        async for chunk in self._units():
-            seq += 1
-            if self._stop_reason is not None:
-                break
-            if self._reorder is not None:
-                await self._reorder.room(seq)  # --ordered: reading waits while earlier lines are pending
-            await self._semaphore.acquire()
-            size = sum(len(item.line) for item in chunk)
-            held = await self._budget.take(size)
-            if not held or self._stop_reason is not None:
-                self._budget.give(size if held else 0)
-                self._semaphore.release()
-                break
-            d = self._work(seq, chunk)
-            self._in_flight.add(d)
-            self._sizes[d] = size
-            d.addBoth(self._finished, d)
-
-    def _finished(self, result: Failure | None, d: Deferred[None]) -> None:
-        """A unit ended. :meth:`_work` handles its own errors, so a failure here is a bug in that
-        handling: it stops the run (exit 3, lines left for ``--resume``) as well as being logged."""
-        self._in_flight.discard(d)
-        self._budget.give(self._sizes.pop(d, 0))
-        self._semaphore.release()
-        if isinstance(result, Failure) and not result.check(CancelledError):
-            log.failure("batch {batch_id}: unexpected error in a worker", failure=result,
-                        batch_id=self.config.batch_id, level=LogLevel.error)
-            error = result.value
-            self.stop(f"internal error: {describe(error) if error is not None else result.getErrorMessage()}")
-
-    async def _drain(self) -> None:
-        for _ in range(self.config.workers):
-            await self._semaphore.acquire()
-        for _ in range(self.config.workers):
-            self._semaphore.release()
+    def _worker_failed(self, failure: Failure) -> None:
+        """A unit failed past :meth:`_work`'s own handling of errors: a bug in that handling. It
+        stops the run (exit 3, lines left for ``--resume``) as well as being logged."""
+        log.failure("batch {batch_id}: unexpected error in a worker", failure=failure,
+                    batch_id=self.config.batch_id, level=LogLevel.error)
+        error = failure.value
+        self.stop(f"internal error: {describe(error) if error is not None else failure.getErrorMessage()}")
 
     # -- one unit of work -----------------------------------------------------------------
 
