@@ -159,8 +159,7 @@ class Attempts:
         if self._pacing is not None or outage is not None and outage.closed:
             return Deferred.fromCoroutine(self._retry(body, members, None))
         first = members[0].item
-        return self._request(body, first.instance_id, first.index, 0, None).addCallback(
-            self._first_ended, body, members)
+        return self._request(body, first.instance_id, first.index, 0, None, members)
 
     def _first_ended(self, outcome: Any, body: dict[str, Any],
                      members: list[Parsed]) -> list[Record] | RequestFailed | Deferred[Any]:
@@ -258,8 +257,9 @@ class Attempts:
             return False, None
 
     def _request(self, body: dict[str, Any], puid: str, index: int, attempt: int,
-                 permit: Permit | None) -> Deferred[Any]:
-        """One attempt: fires with the transport's answer or the :class:`RequestFailed` that ended it.
+                 permit: Permit | None, first: list[Parsed] | None = None) -> Deferred[Any]:
+        """One attempt: fires with the transport's answer or the :class:`RequestFailed` that ended it;
+        for the ``first`` attempt of :meth:`send` (its lines given), with :meth:`_first_ended`'s outcome.
 
         A cancel passes through (``abandon``) unless the watchdog made it: that is a timeout.
         How the attempt ended is reported once, to the pacing and the load counters.
@@ -273,34 +273,34 @@ class Attempts:
         except BaseException as e:  # noqa: BLE001 - a transport bug, or its RequestFailed raised: fired below
             d = fail(e)
         self._deadlines[d] = sent + self._watchdog_after
-        return d.addCallbacks(self._succeeded, self._failed, callbackArgs=(d, sent, permit),
-                              errbackArgs=(d, sent, permit, index, attempt))
+        return d.addCallbacks(self._succeeded, self._failed, callbackArgs=(d, sent, permit, body, first),
+                              errbackArgs=(d, sent, permit, index, attempt, body, first))
 
-    def _succeeded(self, answer: Any, d: Deferred[Any], sent: float, permit: Permit | None) -> Any:
+    def _succeeded(self, answer: Any, d: Deferred[Any], sent: float, permit: Permit | None, body: dict[str, Any],
+                   first: list[Parsed] | None) -> Any:
         self._ended(d, sent, permit, None)
-        return answer
+        return answer if first is None else self._first_ended(answer, body, first)
 
     def _failed(self, failure: Failure, d: Deferred[Any], sent: float, permit: Permit | None, index: int,
-                attempt: int) -> RequestFailed | Failure:
+                attempt: int, body: dict[str, Any], first: list[Parsed] | None) -> Any:
         error = failure.value
         if isinstance(error, CancelledError) and not self.abandoned and d in self._expired:
             error = RequestFailed(
                 "timeout", f"no answer after {self._watchdog_after:g} s: the engine's watchdog ended a request "
                 f"its transport had not ended at --timeout {self._config.timeout:g} s", retryable=True,
                 info="timeout")
-            self._ended(d, sent, permit, error)
-            return error
-        if isinstance(error, RequestFailed):
+        elif isinstance(error, RequestFailed):
             if self._secrets:
                 error.reason = self._secrets.text(error.reason)
                 error.args = (error.reason,)
             if not self.abandoned:
                 log.debug("attempt {attempt} for line {index} failed: {reason}", attempt=attempt + 1,
                           index=index, reason=error.reason)
-            self._ended(d, sent, permit, error)
-            return error
-        self._ended(d, sent, permit, error)  # a cancel by abandon(), or a transport bug: it passes on
-        return failure
+        else:
+            self._ended(d, sent, permit, error)  # a cancel by abandon(), or a transport bug: it passes on
+            return failure
+        self._ended(d, sent, permit, error)
+        return error if first is None else self._first_ended(error, body, first)
 
     def _ended(self, d: Deferred[Any] | None, sent: float, permit: Permit | None,
                error: BaseException | None) -> None:

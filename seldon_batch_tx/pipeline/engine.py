@@ -203,12 +203,14 @@ class BatchRun:
             d = self._compute(chunk, out)
         except Exception as e:  # noqa: BLE001 - the same guard as for an asynchronous error, below
             d = fail(e)
-        d.addErrback(self._unit_failed, seq, chunk, out)
-        return d.addCallback(self._unit_done, seq, chunk, out, started)
+        return d.addCallbacks(self._unit_done, self._unit_failed, callbackArgs=(seq, chunk, out, started),
+                              errbackArgs=(seq, chunk, out, started))
 
-    def _unit_failed(self, failure: Failure, seq: int, chunk: list[Item], out: dict[int, Line]) -> Failure | None:
+    def _unit_failed(self, failure: Failure, seq: int, chunk: list[Item], out: dict[int, Line],
+                     started: float) -> Failure | Deferred[None] | None:
         """What escaped a unit: a cancel by :meth:`abandon` writes nothing (``--resume`` redoes
-        the lines); anything else makes the lines without an output line ``internal_error``."""
+        the lines); anything else makes the lines without an output line ``internal_error``, then
+        the unit ends as one answered (:meth:`_unit_done`)."""
         error = failure.value if failure.value is not None else Exception(failure.getErrorMessage())
         if failure.check(CancelledError):
             if self._attempts.abandoned:
@@ -222,7 +224,7 @@ class BatchRun:
                         batch_id=self.config.batch_id, first=chunk[0].index, last=chunk[-1].index,
                         error=describe(error), level=LogLevel.error)
         self._fill(chunk, out, error)
-        return None
+        return self._unit_done(None, seq, chunk, out, started)
 
     def _unit_done(self, _: None, seq: int, chunk: list[Item], out: dict[int, Line],
                    started: float) -> Deferred[None] | None:
