@@ -152,7 +152,7 @@ class FastHttpTransport:
             payload, extra = encode_request(body, self._target)
         except RequestFailed as e:
             return fail(e)
-        more = b"".join(b"%b: %b\r\n" % (k.encode(), v.encode()) for k, v in extra)
+        more = b"".join(b"%b: %b\r\n" % (k.encode(), v.encode()) for k, v in extra) if extra else b""
         call = Call(b"%b%d\r\n%bseldon-puid: %b\r\n\r\n%b" % (self._head, len(payload), more, puid.encode(),
                                                                  payload))
         call.timer = self._reactor.callLater(self._timeout, self._timed_out, call)
