@@ -13,7 +13,8 @@ The baseline (and ``--current`` when given, say to bisect) runs from a temporary
 of REF on the same venv (PYTHONPATH), so it must not need packages the venv lacks.  Client CPU per
 1,000 lines (``os.wait4``) is printed too: it drifts less with the machine's load than the rate.
 Every run is checked like bench/run.py's: one output
-line per input line and no error line.  Everything runs on 127.0.0.1.
+line per input line and no error line.  Both trees' bytecode is written first (``compileall``),
+as for an installed copy.  Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.servers import REPO_ROOT, NginxServer  # noqa: E402
 from bench.suite import ROWS, make_inputs  # noqa: E402
-from bench.tools import TOOLS, Job, Tool, measure, ours  # noqa: E402
+from bench.tools import TOOLS, Job, Tool, compiled, measure, ours  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -75,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         tree = stack.enter_context(worktree(args.baseline))
         baseline: Tool = replace(current, name=f"ours@{revision}", env={"PYTHONPATH": str(tree)})
+        current_tree = REPO_ROOT
         if args.current:
-            current = replace(current, name=f"ours@{short(args.current)}",
-                              env={"PYTHONPATH": str(stack.enter_context(worktree(args.current)))})
+            current_tree = stack.enter_context(worktree(args.current))
+            current = replace(current, name=f"ours@{short(args.current)}", env={"PYTHONPATH": str(current_tree)})
+        for measured in (tree, current_tree):
+            compiled(measured)  # both as installed: no module compiled at each start
         nginx = stack.enter_context(NginxServer(workers=1, rows=ROWS))
         work = Path(tmp)
         host = nginx.host if args.batch_size == 1 else nginx.batch_host
