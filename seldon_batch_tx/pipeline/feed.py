@@ -137,7 +137,7 @@ class Feed:
             size = sum(len(item.line) for item in chunk)
             if not budget.try_take(size):
                 return budget.freed()  # a stop fires it too: the next pass ends the feed
-            semaphore.acquire()  # a token is free: fires at once
+            semaphore.tokens -= 1  # acquire() without its Deferred: a token is free (checked above)
             self._next = None
             d = self._start(seq, chunk)
             self._in_flight.add(d)
