@@ -396,3 +396,36 @@ def test_random_schedules_keep_one_line_per_line(tmp_path_factory: pytest.TempPa
     if "internal_error" in kinds(lines).values():  # a transport bug's line, never the engine's
         assert {k for k, _ in plan} & {"raise_bug", "fail_bug", "cancel_raises"}, repr(lines)
     clean(run, requests=not (abandon and ("cancel_raises", 0) in plan))
+
+
+# -- the feed: a unit's end that must wait for the window or the bytes ---------------------------
+
+
+@pytest.mark.parametrize("option", [{"ordered": True}, {"max_bytes_in_flight": 40}])
+def test_a_unit_ending_while_the_next_must_wait_hands_the_wait_to_the_feed(
+        tmp_path: Path, option: dict[str, Any]) -> None:
+    """Line 0 answers last; the others answer a tick after they are sent, so each next unit is
+    started from the end of the one before. With ``--ordered`` the window fills behind line 0; with
+    a byte cap the next unit does not fit while another is in flight. Either way the run ends with
+    every line written once (in input order for ``--ordered``), not stopped, nothing left behind."""
+    held: list[Deferred[JSONDict]] = []
+    clock_box: list[Clock] = []
+
+    def answer(body: JSONDict) -> Deferred[JSONDict]:
+        d: Deferred[JSONDict] = Deferred()
+        if index_of(body) == 0:
+            held.append(d)
+            clock_box[0].callLater(30, d.callback, echo(body))
+        else:
+            clock_box[0].callLater(0.01, d.callback, echo(body))
+        return d
+
+    lines = [b"[[%d, 2, 3, 4]]" % i for i in range(60)]
+    run, clock = make(tmp_path, lines, Scripted(answer), workers=4, **option)
+    clock_box.append(clock)
+    summary = finish(run, clock)
+    assert summary.stopped_early is None and summary.exit_code == EXIT_OK
+    assert sorted(output(tmp_path)) == list(range(60)) and held
+    if option.get("ordered"):
+        assert in_order(tmp_path) == list(range(60))
+    clean(run)

@@ -25,9 +25,11 @@ from .ordering import ReorderBuffer
 from .reader import OffThreadItems, chunked
 
 #: What :meth:`Feed._pump` may need from the feed's coroutine: nothing more (the input ended, or
-#: a stop), or the next block of input read on a thread.
+#: a stop), the next block of input read on a thread, or a wait (``Feed._blocker``) before the
+#: next unit may start.
 _ENDED = object()
 _INPUT = object()
+_WAIT = object()
 
 
 class Feed:
@@ -55,6 +57,8 @@ class Feed:
         self._more_input = False
         self._next: list[Item] | None = None
         self._seq = -1
+        #: What the unit in ``_next`` waits for (room in --ordered's window, bytes in the budget).
+        self._blocker: Deferred[Any] | None = None
         #: Set while the coroutine waits for a worker: the end of a unit fires it with what the
         #: pump needs next.
         self._wake: Deferred[Any] | None = None
@@ -94,8 +98,9 @@ class Feed:
                 else:
                     self._chunks = self._chunked(iter(block))
             else:
-                assert isinstance(need, Deferred)
-                await need  # --ordered's window or the byte budget
+                blocker, self._blocker = self._blocker, None
+                assert need is _WAIT and blocker is not None
+                await blocker  # --ordered's window or the byte budget
 
     async def drain(self) -> None:
         """Wait until every unit started has ended."""
@@ -107,12 +112,12 @@ class Feed:
     def _chunked(self, items: Iterator[Item]) -> Iterator[list[Item]]:
         return chunked(items, self._unit, self._max_bytes)
 
-    def _pump(self) -> Deferred[Any] | object | None:
+    def _pump(self) -> object | None:
         """Start units while a worker is free and nothing must be waited for.
 
         None when every worker is busy; :data:`_ENDED` at the input's end or a stop; :data:`_INPUT`
-        when the next block of input must be awaited; else the Deferred to wait on before the
-        unit held in ``_next`` may start (room in ``--ordered``'s window, bytes in the budget).
+        when the next block of input must be awaited; :data:`_WAIT` when the unit held in ``_next``
+        must wait for ``_blocker`` (room in ``--ordered``'s window, bytes in the budget).
         """
         semaphore, budget = self._semaphore, self._budget
         while True:
@@ -131,12 +136,14 @@ class Feed:
             if self._reorder is not None:  # --ordered: reading waits while earlier lines are pending
                 room = self._reorder.room(seq)
                 if not room.called:
-                    return room
+                    self._blocker = room
+                    return _WAIT
             if not semaphore.tokens:
                 return None
             size = sum(len(item.line) for item in chunk)
             if not budget.try_take(size):
-                return budget.freed()  # a stop fires it too: the next pass ends the feed
+                self._blocker = budget.freed()  # a stop fires it too: the next pass ends the feed
+                return _WAIT
             semaphore.tokens -= 1  # acquire() without its Deferred: a token is free (checked above)
             self._next = None
             d = self._start(seq, chunk)
