@@ -429,3 +429,22 @@ def test_a_unit_ending_while_the_next_must_wait_hands_the_wait_to_the_feed(
     if option.get("ordered"):
         assert in_order(tmp_path) == list(range(60))
     clean(run)
+
+
+def test_a_unit_that_cannot_start_stops_the_run_and_frees_its_worker(tmp_path: Path) -> None:
+    """A bug raised while starting a unit (none raises today): the run stops (exit 3) and still
+    ends, its worker and bytes given back, the units already started written."""
+    run, clock = make(tmp_path, [b"[[%d]]" % i for i in range(6)], Scripted(), workers=2)
+    work = run._work
+
+    def buggy(seq: int, chunk: list[Any]) -> Deferred[None]:
+        if seq == 3:
+            raise ZeroDivisionError("cannot start")
+        return work(seq, chunk)
+
+    run._feed._start = buggy
+    summary = finish(run, clock)
+    assert summary.exit_code == EXIT_STOPPED and "ZeroDivisionError" in (summary.stopped_early or "")
+    assert sorted(output(tmp_path)) == [0, 1, 2]
+    assert run._feed._semaphore.tokens == 2 and run._feed._budget.in_flight == 0
+    clean(run)

@@ -88,10 +88,13 @@ def test_ascii_output_escapes_del_and_non_ascii() -> None:
     assert FAST[True](["\x7f", "é"]) == b'["\\u007f","\\u00e9"]'
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, [-math.inf]])
-def test_nan_is_refused_not_written_as_null(value: Any) -> None:
+@pytest.mark.parametrize("value", [math.nan, math.inf, [-math.inf], {"a": (math.nan,)}, [{"b": (1, math.inf)}],
+                                   {"a": None, "b": [math.nan]}])
+@pytest.mark.parametrize("ensure_ascii", [False, True])
+def test_nan_is_refused_not_written_as_null(value: Any, ensure_ascii: bool) -> None:
+    """Also inside a tuple (orjson writes it as an array) and beside a real ``null``."""
     with pytest.raises(ValueError):
-        FAST[False](value)
+        FAST[ensure_ascii](value)
 
 
 def test_lone_surrogate_fails_as_before() -> None:

@@ -172,8 +172,9 @@ def may_overflow(data: bytes) -> bool:
 
 
 def has_non_finite(value: Any, budget: int) -> bool:
-    """Whether a decoded JSON value holds NaN or an infinity; iterative, at most ``budget`` values
-    visited (True when the budget runs out: a text of ``n`` bytes holds fewer than ``n`` values)."""
+    """Whether a decoded JSON value (or a record made of one: tuples count as arrays) holds NaN or an
+    infinity; iterative, at most ``budget`` values visited (True when the budget runs out: a text of
+    ``n`` bytes holds fewer than ``n`` values)."""
     stack = [value]
     for _ in range(budget):
         if not stack:
@@ -183,7 +184,7 @@ def has_non_finite(value: Any, budget: int) -> bool:
         if kind is float:
             if x - x != 0.0:  # NaN and the infinities; 0.0 for every finite float
                 return True
-        elif kind is list:
+        elif kind is list or kind is tuple:  # a tuple is written as an array
             stack.extend(x)
         elif kind is dict:
             stack.extend(x.values())

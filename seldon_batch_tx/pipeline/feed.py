@@ -146,7 +146,12 @@ class Feed:
                 return _WAIT
             semaphore.tokens -= 1  # acquire() without its Deferred: a token is free (checked above)
             self._next = None
-            d = self._start(seq, chunk)
+            try:
+                d = self._start(seq, chunk)
+            except BaseException:  # a bug: raised to the run, which stops; the worker and bytes are freed
+                semaphore.release()
+                budget.give(size)
+                raise
             self._in_flight.add(d)
             self._sizes[d] = size
             d.addBoth(self._finished, d)
@@ -164,7 +169,7 @@ class Feed:
             self._wake = None  # units ending inside the pump below only free their worker
             try:
                 need = self._pump()
-            except Exception:  # noqa: BLE001 - reading failed: the coroutine raises it, and the run stops
+            except Exception:  # noqa: BLE001 - reading (or a bug starting a unit): the coroutine raises it, the run stops
                 wake.errback()
                 return
             if need is None:
