@@ -109,10 +109,9 @@ def decode(data: bytes, *, any_encoding: bool = False) -> Any:
 def check(value: Any, data: bytes, max_depth: int) -> None:
     """:class:`TooDeep` if ``value`` (decoded from ``data``) nests past ``max_depth``;
     :class:`NotFinite` if it holds an infinity (a literal such as ``1e999``)."""
-    size = len(data)
-    if size > 2 * max_depth and too_deep(data, max_depth):  # n bytes of valid JSON nest at most n/2 deep
+    if too_deep(data, max_depth):
         raise TooDeep(f"JSON nested too deeply (more than {max_depth} levels)")
-    if (size > 308 or b"e" in data or b"E" in data) and may_overflow(data) and has_non_finite(value, size + 1):
+    if may_overflow(data) and has_non_finite(value, len(data) + 1):
         raise NotFinite("a number beyond the range of a double (such as 1e999)")
 
 
@@ -136,12 +135,12 @@ def _depth(brackets: bytes) -> int:
 def too_deep(data: bytes, limit: int) -> bool:
     """Whether the valid JSON text ``data`` nests lists and objects deeper than ``limit``.
 
-    Cheap for the usual text: fewer brackets than ``limit`` cannot nest that deep; otherwise,
-    strings dropped, deleting the innermost ``[]`` then ``{}`` pairs takes off at most two levels
-    a pass, so brackets gone within ``limit // 2`` passes are at most ``limit`` deep. Only past
-    that is the exact depth summed up.
+    Cheap for the usual text: ``n`` bytes of valid JSON nest at most ``n / 2`` deep, and fewer
+    brackets than ``limit`` cannot nest that deep; otherwise, strings dropped, deleting the
+    innermost ``[]`` then ``{}`` pairs takes off at most two levels a pass, so brackets gone within
+    ``limit // 2`` passes are at most ``limit`` deep. Only past that is the exact depth summed up.
     """
-    if data.count(b"[") + data.count(b"{") <= limit:
+    if len(data) <= 2 * limit or data.count(b"[") + data.count(b"{") <= limit:
         return False
     brackets = whole = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
     for _ in range(limit // 2):

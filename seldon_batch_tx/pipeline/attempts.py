@@ -166,10 +166,14 @@ class Attempts:
         """The first attempt ended: an answer is read here; a failure goes on to the retries."""
         if isinstance(outcome, RequestFailed):
             return Deferred.fromCoroutine(self._retry(body, members, outcome))
+        return self._read(outcome, members)
+
+    def _read(self, response: Any, members: list[Parsed]) -> list[Record] | RequestFailed:
+        """An answer came: the model is up (an outage ends), and its records are read."""
         outage = self._outage
         if outage is not None and outage.since is not None:
             outage.answered()
-        return read_answer(self._codec, outcome, members)
+        return read_answer(self._codec, response, members)
 
     async def _retry(self, body: dict[str, Any], members: list[Parsed],
                      first: RequestFailed | None) -> list[Record] | RequestFailed | None:
@@ -225,9 +229,7 @@ class Attempts:
                 if budget == 0:
                     break
                 continue
-            if outage is not None and outage.since is not None:
-                outage.answered()
-            answer = read_answer(self._codec, outcome, members)
+            answer = self._read(outcome, members)
             if isinstance(answer, RequestFailed):
                 failure = answer
                 break
