@@ -32,14 +32,22 @@ from .redaction import Secrets
 
 txaio.use_twisted()
 
-#: Credentials no log line may show (:func:`hide_in_logs`); empty: nothing is searched.
+#: Credentials no log line may show (:func:`hide_in_logs`, :func:`hide_also`); empty: nothing is searched.
 _hidden = Secrets()
+_run = Secrets()
 
 
 def hide_in_logs(secrets: Secrets) -> None:
-    """From now on, replace ``secrets`` in every line :func:`start_logging` writes."""
+    """From now on, replace the run's ``secrets`` in every line :func:`start_logging` writes."""
+    global _hidden, _run
+    _hidden = _run = secrets
+
+
+def hide_also(secrets: Secrets) -> None:
+    """Replace ``secrets`` too, besides the run's, until the next call (the daemon: those of the files
+    running, which a sidecar may bring; they are dropped when the file ends)."""
     global _hidden
-    _hidden = secrets
+    _hidden = Secrets((*_run.values, *secrets.values)) if secrets else _run
 
 
 #: What an event rewritten by :func:`without_secrets` keeps besides its text (the line's time, level, source).

@@ -211,6 +211,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
     from twisted.internet import reactor
 
     from .daemon.service import WatchDirService
+    from .logs import hide_also
     from .pipeline.engine import tune_gc
 
     try:
@@ -235,7 +236,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twist
         config = config.replace(outage_timeout=None) if config.outage_timeout else config
         work = WatchDirService(options["watch-dir"], config, reactor, registry, poll_interval=options["poll-interval"],
                                concurrent=options["concurrent-batches"], sidecar_allow=options["sidecar-allow"],
-                               time_slice=options["file-time-slice"])
+                               time_slice=options["file-time-slice"], hide=hide_also)
     else:
         work = OneBatchService(config, reactor, registry)
         work.when_finished().addCallback(report_and_stop, reactor)

@@ -9,8 +9,10 @@ keeps it out. In-process checks cover tracebacks, braces and events that pass un
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from seldon_batch_tx.redaction import REDACTED, Secrets
 from tests.daemon_log_observer import LOG_ENV
 from tests.hostile_server import REPO_ROOT, HostileServer
 from tests.loopback import loopback_env
-from tests.test_daemon_real import TWISTD
+from tests.test_daemon_real import TWISTD, Daemon, wait_for
 
 TOKEN = "tok-Secret-0123456789abcdef"
 TWIST = str(Path(sys.executable).parent / "twist")
@@ -86,6 +88,33 @@ def test_twist_log_hides_the_token(tmp_path: Path, server: HostileServer) -> Non
     assert done.returncode == 0, done.stdout
     assert "3 lines" in done.stdout
     assert_hidden(done.stdout, tmp_path)
+
+
+def test_daemon_hides_a_sidecars_token_while_its_file_runs(tmp_path: Path, server: HostileServer) -> None:
+    """A token a file's sidecar brings (``--sidecar-allow call-credentials-token``), quoted by a failing
+    server: hidden in the daemon's debug log and in the file's output, as the daemon's own would be."""
+    sidecar_token = "side-Token-9876543210fedcba"
+    batch_id = f"sidecar-{time.monotonic_ns()}"
+    server.script(batch_id, default={"mode": "raw", "status": 500, "body": f"you sent Bearer {sidecar_token}"})
+    watch = tmp_path / "watch"
+    daemon = Daemon(tmp_path, server, ["-d", "script", "-g", "istio", "-n", "ns", "--watch-dir", str(watch),
+                                       "--poll-interval", "0.2", "-l", "debug", "-r", "1", "--timeout", "5",
+                                       "--sidecar-allow", "call-credentials-token"])
+    try:
+        daemon.wait_ready()
+        (watch / "incoming" / "in.jsonl.json").write_text(json.dumps(
+            {"call-credentials-token": sidecar_token, "batch-id": batch_id}))
+        (watch / "incoming" / "in.jsonl").write_text("[1]\n[2]\n")
+        (watch / "incoming" / "in.jsonl.ready").touch()
+        wait_for(lambda: list((watch / "failed").glob("in*.summary.json")) or list(
+            (watch / "done").glob("in*.summary.json")), 60, "the file to be filed", details=daemon.log)
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    assert "attempt 1 for line 0 failed" in log and f"Bearer {REDACTED}" in log, log[-3000:]
+    outputs = [p.read_text() for d in ("done", "failed") for p in (watch / d).glob("in*.out*")]
+    assert outputs and all(text.count("\n") == 2 and REDACTED in text for text in outputs), outputs
+    assert sidecar_token not in log + "".join(outputs)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from seldon_batch_tx.config import BatchConfig
 from seldon_batch_tx.daemon.service import WatchDirService
 from seldon_batch_tx.daemon.sidecars import SIDECAR_ALLOWABLE, SIDECAR_NEVER, SIDECAR_SAFE, check_sidecar_allow
+from seldon_batch_tx.redaction import Secrets
 from tests import watchdir_hostile_helpers
 from tests.test_watchdir import write_lines
 from tests.watchdir_hostile_helpers import deadline, make, reason, stop
@@ -109,3 +110,18 @@ def test_sidecar_allow_is_checked_when_the_service_is_built(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="output-data-path"):
         WatchDirService(str(tmp_path), base, Clock(), None,  # type: ignore[arg-type]
                         sidecar_allow=frozenset({"output-data-path"}))
+
+
+def test_a_sidecars_token_is_hidden_in_the_log_while_its_file_runs(tmp_path: Path) -> None:
+    """The daemon tells its log filter (``hide``) the credentials of the files running: a token an allowed
+    sidecar brings is added when its file starts and dropped when it ends."""
+    told: list[Secrets] = []
+    daemon = make(tmp_path, sidecar_allow=frozenset({"call-credentials-token"}), hide=told.append)
+    incoming = daemon.path("incoming")
+    write_lines(incoming / "a.txt", 2)
+    (incoming / "a.txt.json").write_text(json.dumps({"call-credentials-token": "sidecar-token-123456"}))
+    (incoming / "a.txt.ready").touch()
+    daemon.service.startService()
+    daemon.pump(lambda: daemon.path("done", "a.txt.summary.json").exists())
+    assert [("sidecar-token-123456" in secrets.values) for secrets in told] == [True, False]
+    stop(daemon)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import stat
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -24,6 +25,7 @@ from twisted.internet.defer import Deferred
 from ..config import BatchConfig
 from ..dashboard.registry import BatchEntry, BatchRegistry
 from ..pipeline.stats import BatchStats
+from ..redaction import Secrets
 from .files import Rejected, absent, kind, lock, move, open_regular, shown, unlink
 from .layout import READY, SIDECAR, WatchDir, short_name
 from .sidecars import apply_sidecar
@@ -164,3 +166,8 @@ def file_config(dirs: WatchDir, base: BatchConfig, job: Job, allow: frozenset[st
     if os.path.lexists(sidecar):
         config = apply_sidecar(config, sidecar, allow, max_workers=base.workers)
     return resume_config(job, config) if job.restarted else config
+
+
+def running_secrets(configs: Iterable[BatchConfig]) -> Secrets:
+    """The credentials of the files running: the daemon's own and any a sidecar brought (``--sidecar-allow``)."""
+    return Secrets(value for config in configs for value in Secrets.of(config).values)

@@ -9,11 +9,10 @@ a ``NAME.ready`` marker exists, or its size and mtime did not change between two
 poll interval apart). Symlinks, FIFOs, sockets, devices and directories in ``incoming/`` or
 ``processing/`` go to ``failed/`` with ``NAME.reason.txt``.
 
-Never spin: any failure to prepare, run or file away a file sends it to ``failed/`` with a
-reason; a file that cannot even be moved there is remembered (by device, inode, size and mtime)
-and not taken again until it changes or the daemon restarts. Directory scans run only on the
-``--poll-interval`` timer; a rename seen by inotify or a finished batch only starts work already
-queued or the renamed file itself. A scan step that keeps failing logs its error once.
+Never spin: a file that cannot be prepared, run or filed away goes to ``failed/`` with a reason;
+one that cannot even be moved there is not taken again until it changes (device, inode, size,
+mtime) or the daemon restarts. Scans run only on the ``--poll-interval`` timer (inotify and a
+finished batch start queued work only); a scan step that keeps failing logs its error once.
 """
 
 from __future__ import annotations
@@ -34,12 +33,14 @@ from ..config import BatchConfig
 from ..dashboard.registry import BatchEntry, BatchRegistry
 from ..pipeline.batch import Batch
 from ..pipeline.stats import BatchStats
+from ..redaction import Secrets
 from ..transports.base import Transport
-from .claims import Job, Replaced, claim, file_config, take_up
+from .claims import Job, Replaced, claim, file_config, running_secrets, take_up
 from .files import Rejected, absent, identity, not_regular, shown
 from .filing import file_away, file_failed, file_finished
 from .inputs import check_fd, is_candidate
 from .layout import READY, WatchDir
+from .renames import watch_renames
 from .sidecars import check_sidecar_allow
 from .turns import Turns
 
@@ -55,7 +56,9 @@ class WatchDirService(service.Service):
     def __init__(self, directory: str, base: BatchConfig, reactor: Any, registry: BatchRegistry, *,
                  poll_interval: float = 1.0, concurrent: int = 1, stop_grace: float | None = None,
                  transport_factory: TransportFactory | None = None, use_inotify: bool = True,
-                 sidecar_allow: frozenset[str] = frozenset(), time_slice: float = 600.0) -> None:
+                 sidecar_allow: frozenset[str] = frozenset(), time_slice: float = 600.0,
+                 hide: Callable[[Secrets], None] | None = None) -> None:
+        #: ``hide`` is told the credentials of the files running (a sidecar may bring its own) for the log to hide
         self.dirs = WatchDir.at(directory)
         self.directory = self.dirs.directory
         self._base = base
@@ -67,6 +70,7 @@ class WatchDirService(service.Service):
         self._transport_factory = transport_factory
         self._use_inotify = use_inotify
         self._sidecar_allow = check_sidecar_allow(sidecar_allow)
+        self._hide = hide
         self._loop: LoopingCall | None = None
         self._notifier: Any = None
         self._soon: Any = None
@@ -91,7 +95,8 @@ class WatchDirService(service.Service):
         super().startService()
         self._stopping = False
         self.dirs.create()
-        self._start_inotify()
+        if self._use_inotify:
+            self._notifier = watch_renames(self._reactor, self.dirs.incoming, self.note_renamed_in)
         self._loop = LoopingCall(self.poll)
         self._loop.clock = self._reactor
         self._loop.start(self._poll_interval, now=True)
@@ -120,24 +125,6 @@ class WatchDirService(service.Service):
                 job.batch.stop("the daemon is stopping", self._stop_grace)
         log.info("stopping: waiting for {count} running batch(es)", count=len(running))
         return DeferredList([job.finished for job in running if job.finished is not None])
-
-    def _start_inotify(self) -> None:
-        """Renamed-in files are complete at once; without inotify they wait for two polls."""
-        if not self._use_inotify:
-            return
-        try:
-            from twisted.internet import inotify
-            from twisted.python.filepath import FilePath
-
-            notifier = inotify.INotify(self._reactor)
-            notifier.startReading()
-            notifier.watch(FilePath(self.dirs.incoming), mask=inotify.IN_MOVED_TO, callbacks=[self._on_moved_in])
-            self._notifier = notifier
-        except Exception as e:  # noqa: BLE001 - inotify is an optimisation
-            log.info("no inotify ({error}); renamed-in files are taken after two polls", error=e)
-
-    def _on_moved_in(self, _watch: Any, path: Any, _mask: int) -> None:
-        self.note_renamed_in(os.fsdecode(path.basename()))
 
     def note_renamed_in(self, name: str) -> None:
         """``name`` was renamed into incoming/, so it is complete: take it soon (not a scan)."""
@@ -348,6 +335,7 @@ class WatchDirService(service.Service):
 
     def _ended(self, _: Any, job: Job) -> None:
         self._running.pop(job.name, None)
+        self._hide_running()
         self._turns.end(job)
         with contextlib.suppress(OSError):
             os.close(job.fd)
@@ -359,6 +347,10 @@ class WatchDirService(service.Service):
                 log.warn("{name} stays in processing/ and is not taken again until it changes or the daemon "
                          "restarts", name=shown(job.name))
         self._kick()
+
+    def _hide_running(self) -> None:
+        if self._hide is not None:
+            self._hide(running_secrets(job.batch.config for job in self._running.values() if job.batch))
 
     def _prepare(self, job: Job) -> Batch:
         """Everything before the first request: settings, input check, transport, batch."""
@@ -378,6 +370,7 @@ class WatchDirService(service.Service):
     async def _process(self, job: Job) -> None:
         try:
             batch = job.batch = self._prepare(job)
+            self._hide_running()
         except Rejected as e:
             file_failed(self.dirs, job, str(e))
             return
