@@ -85,6 +85,39 @@ def test_seldon_only_the_offending_lines_fail(picky: SeldonServer, tmp_path: Pat
     assert " 0 retries" in proc.stdout + proc.stderr  # the summary line
 
 
+#: -s 8: lines the model raises on (777, text, a ragged row) among numbers; a text line must not turn
+#: its neighbours' numbers into text (one array of strings), nor fail them.
+RAISING_LINES = ["[1, 1, 1]", '["a", "b", "c"]', "[2, 2, 2]", "[1, [2], 3]", "[777, 1, 1]", "[3, 3, 3]",
+                 "[4, 4, 4]", "[5, 5, 5]"]
+
+
+@pytest.mark.parametrize(("transport", "raised"), [("rest", "http_500"), ("grpc", "grpc_UNKNOWN")])
+def test_seldon_a_model_that_raises_fails_only_its_lines(picky: SeldonServer, tmp_path: Path, transport: str,
+                                                         raised: str) -> None:
+    """The microservice answers a model's exception with HTTP 500 MICROSERVICE_INTERNAL_ERROR (REST) or
+    UNKNOWN (gRPC): about these lines, so the request is split, not retried; text lines go on their own."""
+    host = picky.rest_host if transport == "rest" else picky.grpc_host
+    proc, records = run(["-d", "picky", "-g", "seldon", "-t", transport, "-h", host, "-s", "8"], tmp_path,
+                        RAISING_LINES)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert failed(records) == {1: raised, 3: raised, 4: raised}
+    if transport == "rest":
+        assert "the model cannot take 777" in records[4]["status"]["reason"]
+    for i in (0, 2, 5, 6, 7):
+        assert rows(records[i]) == [[2.0 * x for x in json.loads(RAISING_LINES[i])]], i
+    assert " 0 retries" in proc.stdout + proc.stderr
+
+
+def test_seldon_grpc_a_request_past_the_servers_size_limit_is_split(picky: SeldonServer, tmp_path: Path) -> None:
+    """8 lines of 60,000 numbers at -s 8 are ~5 MB of protobuf, past the microservice's 4 MB receive limit
+    (RESOURCE_EXHAUSTED "Received message larger than max"): halves fit, and every line is answered."""
+    lines = [json.dumps([float(i)] * 60_000) for i in range(1, 9)]
+    proc, records = run(["-d", "picky", "-g", "seldon", "-t", "grpc", "-h", picky.grpc_host, "-s", "8"], tmp_path,
+                        lines)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [records[i]["data"]["ndarray"][0][:2] for i in range(8)] == [[2 * i, 2 * i] for i in range(1, 9)]
+
+
 def test_seldon_a_three_column_line_in_every_unit(picky: SeldonServer, tmp_path: Path) -> None:
     """The issue's run: one 3-column line among 4-column lines in each unit of 8: every line answered."""
     rng = random.Random(19)

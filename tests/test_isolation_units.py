@@ -136,7 +136,21 @@ def test_seldon_ndarray_never_sends_a_ragged_array(tmp_path: Path) -> None:
                     else len(row) for row in array}) == 1, array
     assert out[0]["data"]["ndarray"] == out[4]["data"]["ndarray"] == [[1, 2], [3]]  # each alone, as it was
     assert out[5]["data"]["ndarray"] == [[1, 1, 1, 1], [2, 2, 2, 2]]
-    assert len(model.bodies) == 4  # ragged, 4 columns (3 lines), 3 columns (2), ragged
+    assert out[7]["data"]["ndarray"] == [["a", "b", "c", "d"]]
+    assert len(model.bodies) == 5  # ragged, 4 columns of numbers (3 lines), 3 columns (2), ragged, texts
+
+
+def test_seldon_ndarray_stacks_only_lines_of_one_kind(tmp_path: Path) -> None:
+    """Numbers, texts and booleans each share their own request (never one array of strings); a line
+    of mixed or nested leaves goes alone; every answer keeps its own values."""
+    lines = ["[[1.5, 2.5]]", '[["a", "b"]]', "[[3, 4]]", "[[true, false]]", '[["c", "d"]]', "[[1, null]]",
+             "[[1, [2]]]", "[[false, true]]", '[[5, "e"]]', "[6, 7]"]
+    model = Model(seldon_echo())
+    _, out, _ = run_lines(tmp_path, lines, model, batch_size=16)
+    assert not failures(out)
+    assert [out[i]["data"]["ndarray"] for i in range(len(lines))] == [
+        json.loads(line) if line.startswith("[[") else [json.loads(line)] for line in lines]
+    assert sorted(len(b["data"]["ndarray"]) for b in model.bodies) == [1, 1, 1, 2, 2, 3]
 
 
 def test_a_400_is_split_until_the_bad_line_stands_alone(tmp_path: Path) -> None:

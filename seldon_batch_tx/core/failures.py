@@ -7,6 +7,8 @@ of every protocol and transport.
 
 from __future__ import annotations
 
+import json
+
 from .strict_json import JSONDict
 
 
@@ -80,3 +82,16 @@ def check_answer(answer: JSONDict, code: int | None = None, label: str | None = 
         reason = info or "the model answered with status FAILURE"
     raise RequestFailed("model_failure", reason, code=model_code if type(model_code) is int and model_code else code,
                         retryable=False, info=info if label is None else label)
+
+
+def model_raised(body: bytes) -> bool:
+    """Whether an HTTP 500's body is the Seldon microservice's word that the model raised
+    (``{"status": {"reason": "MICROSERVICE_INTERNAL_ERROR"}}``): what its gRPC side says with UNKNOWN,
+    about these lines (a ragged or mistyped array, a value the model refuses), not a server fault."""
+    if b"MICROSERVICE_INTERNAL_ERROR" not in body:
+        return False
+    try:
+        status = json.loads(body).get("status")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    return isinstance(status, dict) and status.get("reason") == "MICROSERVICE_INTERNAL_ERROR"

@@ -35,10 +35,13 @@ Send = Callable[[dict[str, Any], list[Parsed]], Awaitable["list[Record] | Reques
 Answered = tuple[list[Parsed], "list[Record] | RequestFailed"]
 
 #: Failures that are about what a request carries or what its answer holds, not a server fault
-#: (the Seldon microservice's gRPC answers a model's exception, a refused value too, with a
-#: non-retryable UNKNOWN "Exception calling application").
-SPLIT_KINDS = frozenset({"http_400", "http_422", "grpc_INVALID_ARGUMENT", "grpc_UNKNOWN", "input_error",
-                         "input_too_large", "bad_response", "response_mismatch"})
+#: (the Seldon microservice answers a model's exception, a refused value too, with a non-retryable
+#: gRPC UNKNOWN "Exception calling application" or an HTTP 500 MICROSERVICE_INTERNAL_ERROR; a
+#: request or an answer past a size limit: HTTP 413, gRPC RESOURCE_EXHAUSTED, ours). Only the
+#: non-retryable ones split: a 500 or RESOURCE_EXHAUSTED of an overloaded server is retried.
+SPLIT_KINDS = frozenset({"http_400", "http_413", "http_422", "http_500", "grpc_INVALID_ARGUMENT", "grpc_UNKNOWN",
+                         "grpc_RESOURCE_EXHAUSTED", "input_error", "input_too_large", "response_too_large",
+                         "bad_response", "response_mismatch"})
 
 
 def splittable(failure: RequestFailed, lines: int) -> bool:

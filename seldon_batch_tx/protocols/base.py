@@ -51,6 +51,8 @@ class Parsed:
     rows: int = 1
     shape: tuple[int, ...] = ()
     own_tags: JSONDict = attrs.field(factory=dict)
+    #: What its leaves are, where the codec stacks lines (numbers, texts...): only lines of one kind share a request.
+    kind: str = ""
 
 
 class Codec(Protocol):

@@ -64,20 +64,36 @@ def _shape_of(value: Any, where: str) -> tuple[int, ...]:
     return (len(value),)
 
 
-def _nd_shape(value: Any) -> tuple[int, ...] | None:
-    """The shape of an ndarray line along its nested lists (a row's leaves are not looked at, so
-    a line costs a call per row); None when it is ragged: such a line goes alone."""
+_NUMBERS = frozenset({int, float})
+
+
+def leaf_kind(leaves: list[Any]) -> str:
+    """What a row's leaves are: ``number``, ``text`` or ``bool`` when they are all of one of these,
+    else ``""`` (lists, objects, nulls or a mix). Lines of different kinds never share a request:
+    the model would get one array of strings (numbers sent as text) or of objects."""
+    kinds = set(map(type, leaves))
+    if kinds <= _NUMBERS:
+        return "number"
+    if len(kinds) == 1:
+        return "text" if str in kinds else "bool" if bool in kinds else ""
+    return ""
+
+
+def _nd_shape(value: Any) -> tuple[tuple[int, ...], str] | None:
+    """The shape of an ndarray line along its nested lists and the kind of its leaves; None when it
+    is ragged or its leaves are of no one kind: such a line goes alone."""
     if not isinstance(value, list):
-        return ()
+        return None
     if not value or not isinstance(value[0], list):
-        return (len(value),)  # a row of leaves (numbers, strings, objects: the model's business)
+        kind = leaf_kind(value)
+        return ((len(value),), kind) if kind else None
     inner = _nd_shape(value[0])
     if inner is None:
         return None
     for row in value[1:]:
         if _nd_shape(row) != inner:
             return None
-    return (len(value), *inner)
+    return (len(value), *inner[0]), inner[1]
 
 
 def _is_shape(shape: Any) -> bool:
@@ -159,14 +175,18 @@ class SeldonCodec:
         if self.payload_type == "ndarray":
             if self.batch_size == 1:
                 return Parsed(item, value, rows=len(value))
+            # rows of one shape and leaves of one kind only share a request (a ragged ndarray is
+            # refused by the model, a mixed one turns numbers into text): shape () goes alone
             first = value[0]
             if not isinstance(first, list):
-                return Parsed(item, [value], rows=1, shape=(1, len(value)))  # a flat line is one row
-            # rows of one shape only share a request (a ragged ndarray is refused by the model):
-            # shape () marks a line that goes alone
+                kind = leaf_kind(value)  # a flat line is one row
+                return Parsed(item, [value], rows=1, shape=(1, len(value)) if kind else (), kind=kind)
             if len(value) == 1 and (not first or not isinstance(first[0], list)):
-                return Parsed(item, value, rows=1, shape=(1, len(first)))  # the usual line: one row
-            return Parsed(item, value, rows=len(value), shape=_nd_shape(value) or ())
+                kind = leaf_kind(first)  # the usual line: one row
+                return Parsed(item, value, rows=1, shape=(1, len(first)) if kind else (), kind=kind)
+            found = _nd_shape(value)
+            return Parsed(item, value, rows=len(value), shape=found[0] if found else (),
+                          kind=found[1] if found else "")
         shape = _shape_of(value, self.payload_type + " payload")
         if len(shape) == 1 and self.batch_size > 1:
             shape = (1, *shape)
@@ -216,12 +236,14 @@ class SeldonCodec:
             return {"jsonData": first.value, "meta": {"tags": tags}}, [first], []
 
         members, rest = [first], []
-        same, rows, limit = first.shape, first.rows, self.max_rows
+        same, rows, limit, kind = first.shape, first.rows, self.max_rows, first.kind
         anchor = same[1:] if same else None
         for p in parsed[1:]:
             shape = p.shape
             if not shape or shape != same and shape[1:] != anchor:  # the same shape (usual): no slice
                 rest.append((p, f"shape {list(shape)} does not fit the mini-batch's row shape {list(anchor or ())}"))
+            elif p.kind != kind:
+                rest.append((p, f"its {p.kind} values do not fit the mini-batch's {kind} values"))
             elif limit is not None and rows + p.rows > limit:
                 rest.append((p, f"{p.rows} more rows would pass the limit of {limit} rows per request"))
             else:

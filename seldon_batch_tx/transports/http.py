@@ -6,8 +6,9 @@ the two can never disagree: the URL (``http[s]://host`` + the codec's :class:`~.
 path), certificate checks (off, a ``--ca-cert`` bundle, or the system's roots), the strict
 compact JSON of a request body, and :func:`classify` (2xx answers read by :mod:`..core.strict_json`
 within :data:`~..core.strict_json.MAX_ANSWER_DEPTH` and checked for a model FAILURE by the codec's
-rule; 429 and 5xx retryable, with ``Retry-After``; other statuses final; redirects never
-followed, so a 3xx is an ``http_3xx`` line rather than ``X-Auth-Token`` sent elsewhere).
+rule; 429 and 5xx retryable, with ``Retry-After``, but not the microservice's 500 for a model that raised;
+other statuses final; redirects never followed, so a 3xx is an ``http_3xx`` line rather than
+``X-Auth-Token`` sent elsewhere).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from zope.interface import implementer
 from ..config import BatchConfig
 from ..core import strict_json
 from ..core.certificates import ca_certificates
-from ..core.failures import RequestFailed, check_answer, nested_too_deeply, not_finite
+from ..core.failures import RequestFailed, check_answer, model_raised, nested_too_deeply, not_finite
 from ..core.strict_json import JSONDict
 from ..core.target import Target
 from .base import headers_too_large
@@ -144,7 +145,7 @@ def classify(code: int, body: bytes, retry_after: bytes | None = None,
         except strict_json.NotFinite:
             raise not_finite(code) from None
         return check_answer(decoded, code, label="model_failure")
-    retryable = code == 429 or code >= 500
+    retryable = (code == 429 or code >= 500) and not (code == 500 and model_raised(body))
     raise RequestFailed(f"http_{code}", f"HTTP {code}: {_excerpt(body)}", code=code, retryable=retryable,
                         retry_after=_retry_after(retry_after) if retryable else None, info=f"http_{code}")
 

@@ -2,6 +2,8 @@
 isolation of lines in mini-batches (issue 19) is checked against the real microservice.
 
 * any request holding the value 666 is refused as a whole: HTTP 400 ``MICROSERVICE_BAD_DATA``;
+* any request holding 777 raises a plain exception, as do texts and ragged rows (``np.asarray``):
+  HTTP 500 ``MICROSERVICE_INTERNAL_ERROR`` / gRPC UNKNOWN;
 * a row holding 999 is answered with a row of ``inf`` (the microservice writes ``Infinity``);
 * any other row comes back as floats, ``[x * 2 for x in row]``, so a test sees the model did it.
 """
@@ -22,6 +24,8 @@ class PickyModel:
         array = np.asarray(X, dtype=float)
         if (array == 666).any():
             raise SeldonMicroserviceException("the value 666 is refused", status_code=400)
+        if (array == 777).any():
+            raise ValueError("the model cannot take 777")
         out = array * 2
         for i, row in enumerate(array):
             if (row == 999).any():
