@@ -19,7 +19,7 @@ from . import __version__
 from .checks import FALSE_WORDS, TRUE_WORDS, boolean, choice, column_names, option_error
 
 #: Options whose values are secrets: never shown in an error, a log line or a summary.
-SECRET_OPTIONS = frozenset({"call-credentials-token", "dashboard-token", "storage-options"})
+SECRET_OPTIONS = frozenset({"call-credentials-token", "dashboard-token", "storage-options", "header"})
 #: Options given any number of times (an ``opt_<name>`` method of ProcessorOptions collects them).
 REPEATABLE = frozenset({"header"})
 

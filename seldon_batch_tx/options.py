@@ -254,7 +254,7 @@ class ProcessorOptions(usage.Options):
         try:
             self["header"] = (*self["header"], header_pair(value))
         except ValueError as e:
-            raise option_error("--header", value, str(e)) from None
+            raise option_error("--header", value, str(e), secret=True) from None  # a value may be a credential
 
     def postOptions(self) -> None:  # noqa: N802
         for name, error in self._environment_errors.items():

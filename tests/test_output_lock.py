@@ -61,7 +61,8 @@ def test_a_second_writer_is_refused_names_the_holder_and_changes_nothing(
     for append in (False, True):
         with pytest.raises(OutputLocked) as caught:
             LineWriter(str(out), append=append)
-        assert f"process {holder.pid} (" in str(caught.value) and "seldon_batch_tx.outputs.writer" in str(caught.value)
+        assert f"process {holder.pid} (python" in str(caught.value) and " -c)" in str(caught.value)
+        assert "seldon_batch_tx" not in str(caught.value)  # its program, never its arguments
     with pytest.raises(OutputLocked):
         prepare_resume(str(out), None, total=2, retry_failed=True)
     assert out.read_bytes() == before
@@ -196,6 +197,9 @@ def test_indexes_outside_the_input_are_named(tmp_path: Path) -> None:
     assert "line 2: <41-digit number>" in str(caught.value) and "line 3: -1" in str(caught.value)
 
 
+TOKEN = "lock-Secret-0123456789abcdef"
+
+
 def _cli(server: FaultServer, source: Path, out: Path, *extra: str) -> list[str]:
     return [CLI, "-d", "model", "-g", "seldon", "-h", server.rest_host, "-i", str(source), "-o", str(out),
             "-w", "2", "-r", "2", "--timeout", "10", "-l", "warning", "-u", "lock-test", "--resume", *extra]
@@ -219,7 +223,7 @@ def test_two_cli_runs_on_one_output_never_both_append(tmp_path: Path) -> None:
     env = loopback_env()
     with FaultServer(delay=0.03) as server:  # ~3 s of requests a run with two workers
         out = tmp_path / "out-sequential.txt"
-        first = subprocess.Popen(_cli(server, source, out), env=env, stdout=subprocess.PIPE,
+        first = subprocess.Popen(_cli(server, source, out, "--call-credentials-token", TOKEN), env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             wait_until(lambda: _locked_by(out, first.pid), 60, "first run locking its output",
@@ -232,6 +236,7 @@ def test_two_cli_runs_on_one_output_never_both_append(tmp_path: Path) -> None:
         assert first.returncode == 0, first_err[-2000:]
         assert second.returncode == 2, second.stderr[-2000:]
         assert second.stderr.count("\n") == 1 and f"locked by process {first.pid} (" in second.stderr
+        assert "seldon-batch-processor)" in second.stderr and TOKEN not in second.stderr  # another run's token
         report = verify(str(source), str(out))
         assert report.complete and report.lines == lines
 

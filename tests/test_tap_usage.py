@@ -55,7 +55,7 @@ MISTAKES: list[tuple[list[str], dict[str, str], list[str]]] = [
     ([], {"SELDON_BATCH_DASHBOARD_TOKEN": f"{SECRET}\nX: 1"},
      ["--dashboard-token (value not shown) (from $SELDON_BATCH_DASHBOARD_TOKEN)"]),
     (["-h", "x:abc"], {}, ["--host x:abc: port abc is not a number"]),
-    (["--header", "X-A: 1\r\nX-Injected: 2"], {}, ["--header 'X-A: 1\\r\\nX-Injected: 2'"]),
+    (["--header", "X-A: 1\r\nX-Injected: 2"], {}, ["--header (value not shown): the value of header X-A"]),
     (["--call-credentials-token", f"{SECRET}\r\n"], {}, ["--call-credentials-token (value not shown)"]),
     (["--call-credentials-token-file", "two-lines.tok"], {}, ["--call-credentials-token-file two-lines.tok"]),
     (["--dashboard-token", f"{SECRET} x"], {}, ["--dashboard-token (value not shown)"]),

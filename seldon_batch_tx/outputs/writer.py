@@ -79,16 +79,19 @@ def lock_holder(st: os.stat_result) -> str:
 
 
 def _describe(pid: int) -> str:
+    """The holder's pid and program, never its arguments: they may hold another run's credentials."""
     if pid == os.getpid():
         return f"this process (pid {pid}, another batch)"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read(4096).replace(b"\0", b" ").strip().decode("utf-8", "replace")
+            argv = f.read(4096).decode("utf-8", "replace").split("\0")
     except OSError:
         return f"process {pid}"
-    if len(command) > 200:
-        command = command[:200] + "..."
-    return f"process {pid} ({command})" if command else f"process {pid}"
+    program = os.path.basename(argv[0])[:80]
+    if program.startswith("python") and len(argv) > 1:  # the script or module it runs, not its options
+        program += " " + (f"-m {argv[2][:80]}" if argv[1] == "-m" and len(argv) > 2
+                          else argv[1] if argv[1].startswith("-") else os.path.basename(argv[1])[:80])
+    return f"process {pid} ({program})" if program else f"process {pid}"
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
