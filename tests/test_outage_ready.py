@@ -64,6 +64,17 @@ def test_an_existing_output_is_left_as_it_was(tmp_path: Path) -> None:
     assert out.read_text() == "not ours\n"
 
 
+@pytest.mark.parametrize("gateway", ["istio", "ambassador"])
+def test_a_gateway_type_given_to_a_bare_microservice(tmp_path: Path, seldon_server: SeldonServer,
+                                                     gateway: str) -> None:
+    """The default ``-g istio`` against the microservice on its own port (a new user's first try): its
+    500 ``404 Not Found`` at the gateway's route is not "ready"; one line says to give ``-g seldon``."""
+    source = infile(tmp_path)
+    proc = run_ours(["-d", "m", "-g", gateway, "-h", seldon_server.rest_host, "-i", str(source)])
+    assert_unreachable(proc, seldon_server.rest_host, f"not an {gateway} gateway", "-g seldon")
+    assert not (tmp_path / "in.out.txt").exists()
+
+
 def test_unresolvable_name(tmp_path: Path) -> None:
     source = infile(tmp_path)
     proc = run_ours(["-d", "m", "-g", "seldon", "-h", "no-such-model.invalid:9000", "-i", str(source)])

@@ -6,7 +6,8 @@ answer 200; a server without ``/v2/health/ready``, a 404 there, is taken as reac
 protocol over REST a ``GET`` of the microservice's ``/health/ping`` (``--gateway-type seldon``)
 or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's executor answers 503 there
 until its graph is ready), where any answer but 502/503/504 counts (a 404 from a service without
-that route still proves something answers behind the name). gRPC: resolve, connect, and for V2
+that route still proves something answers behind the name; but the microservice's own 500 there, from a
+host whose root answers ``/health/ping``, is the microservice on its own port: "give -g seldon"). gRPC: resolve, connect, and for V2
 ``ServerReady`` then ``ModelReady`` through the gRPC transport, for Seldon a gRPC channel (the
 run's TLS settings) that must become READY (:mod:`..transports.grpc_ready`). Probes carry the run's TLS
 settings, ``--header`` values and token, as requests do.
@@ -33,6 +34,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
 from ..config import BatchConfig
+from ..core.failures import model_raised
 from ..host_checks import grpc_scheme
 from ..protocols.base import gateway_prefix
 from ..redaction import Secrets
@@ -89,12 +91,14 @@ def cause_of(error: BaseException) -> str:
 
 
 class _Discard(Protocol):
-    """Reads at most :data:`MAX_PROBE_BYTES` of an answer body, then drops the connection."""
+    """Keeps at most :data:`MAX_PROBE_BYTES` of an answer body, then drops the connection."""
 
     def __init__(self, done: Deferred[None]) -> None:
-        self.done, self.seen = done, 0
+        self.done, self.seen, self.head = done, 0, b""
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self.seen < MAX_PROBE_BYTES:
+            self.head += data[:MAX_PROBE_BYTES - self.seen]
         self.seen += len(data)
         if self.seen > MAX_PROBE_BYTES and self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
@@ -116,8 +120,8 @@ async def _connect(config: BatchConfig, reactor: Any, host: str, port: int) -> N
         conn.transport.abortConnection()
 
 
-async def _get(config: BatchConfig, reactor: Any, path: str) -> int:
-    """The HTTP status of ``GET path`` with the run's TLS, headers and token."""
+async def _get(config: BatchConfig, reactor: Any, path: str) -> tuple[int, bytes]:
+    """The HTTP status of ``GET path`` (with the start of its body) with the run's TLS, headers and token."""
     from twisted.web.client import Agent
 
     from ..transports.twisted_internals import bounded_pool
@@ -130,7 +134,7 @@ async def _get(config: BatchConfig, reactor: Any, path: str) -> int:
         await pool.closeCachedConnections()
 
 
-async def _get_with(config: BatchConfig, reactor: Any, path: str, agent: Any) -> int:
+async def _get_with(config: BatchConfig, reactor: Any, path: str, agent: Any) -> tuple[int, bytes]:
     from twisted.web.http_headers import Headers
 
     headers = Headers({b"User-Agent": [b"seldon-batch-tx"]})
@@ -143,11 +147,12 @@ async def _get_with(config: BatchConfig, reactor: Any, path: str, agent: Any) ->
     d.addTimeout(probe_timeout(config), reactor)
     response = await d
     done: Deferred[None] = Deferred()
-    response.deliverBody(_Discard(done))
+    body = _Discard(done)
+    response.deliverBody(body)
     done.addTimeout(probe_timeout(config), reactor)
     with contextlib.suppress(TimeoutError, CancelledError):
-        await done  # the status is what counts
-    return int(response.code)
+        await done  # the status is what counts, and the body's start when it names what answered
+    return int(response.code), body.head
 
 
 async def probe(config: BatchConfig, reactor: Any) -> str | None:
@@ -168,9 +173,12 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
         return await (_grpc_ready if config.protocol == "v2" else _channel_ready)(config, reactor, at)
     for step, path in enumerate(routes(config)):
         try:
-            code = await _get(config, reactor, path)
+            code, body = await _get(config, reactor, path)
         except Exception as e:  # noqa: BLE001
             return f"no readiness answer from {at}{path}: {cause_of(e)}"
+        if config.gateway_type != "seldon" and code == 500 and model_raised(body) and await _bare(config, reactor):
+            return (f"{at} is a Seldon model microservice, not an {config.gateway_type} gateway: it has no route "
+                    f"{path} (it answered HTTP 500 MICROSERVICE_INTERNAL_ERROR); score it with -g seldon")
         if code in GATEWAY_DOWN:
             return f"not ready: HTTP {code} from {at}{path}"
         if config.protocol == "v2" and code != 200:
@@ -178,6 +186,15 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
                 return None  # a server without V2's health routes (a 404): that it answers is all we can know
             return f"not ready: HTTP {code} from {at}{path}"
     return None
+
+
+async def _bare(config: BatchConfig, reactor: Any) -> bool:
+    """Whether the host answers the microservice's own ``/health/ping`` at its root: the model microservice
+    on its own port, not a gateway (behind which a model without Seldon's executor also lacks ``/ready``)."""
+    try:
+        return (await _get(config, reactor, "/health/ping"))[0] == 200
+    except Exception:  # noqa: BLE001 - no answer: not what tells a bare microservice
+        return False
 
 
 def same(route: Any) -> Any:
