@@ -223,8 +223,8 @@ def test_two_cli_runs_on_one_output_never_both_append(tmp_path: Path) -> None:
     env = loopback_env()
     with FaultServer(delay=0.03) as server:  # ~3 s of requests a run with two workers
         out = tmp_path / "out-sequential.txt"
-        first = subprocess.Popen(_cli(server, source, out, "--call-credentials-token", TOKEN), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        first = subprocess.Popen(_cli(server, source, out, "--call-credentials-token", TOKEN), env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             wait_until(lambda: _locked_by(out, first.pid), 60, "first run locking its output",
                        alive=lambda: first.poll() is None)

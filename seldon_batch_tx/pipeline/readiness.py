@@ -7,10 +7,10 @@ protocol over REST a ``GET`` of the microservice's ``/health/ping`` (``--gateway
 or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's executor answers 503 there
 until its graph is ready), where any answer but 502/503/504 counts (a 404 from a service without
 that route still proves something answers behind the name; but the microservice's own 500 there, from a
-host whose root answers ``/health/ping``, is the microservice on its own port: "give -g seldon"). gRPC: resolve, connect, and for V2
-``ServerReady`` then ``ModelReady`` through the gRPC transport, for Seldon a gRPC channel (the
-run's TLS settings) that must become READY (:mod:`..transports.grpc_ready`). Probes carry the run's TLS
-settings, ``--header`` values and token, as requests do.
+host whose root answers ``/health/ping``, is the microservice on its own port: "give -g seldon").
+gRPC: resolve, connect, and for V2 ``ServerReady`` then ``ModelReady`` through the gRPC transport, for
+Seldon a gRPC channel (the run's TLS settings) that must become READY (:mod:`..transports.grpc_ready`).
+Probes carry the run's TLS settings, ``--header`` values and token, as requests do.
 
 It answers ``None`` (ready) or one line naming the host, the port and the cause; every step is
 bounded by :func:`probe_timeout`. :func:`wait_ready` is ``--wait-ready``: probing with backoff
