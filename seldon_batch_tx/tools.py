@@ -17,7 +17,12 @@ def _commands() -> dict[str, tuple[str, Command]]:
     try:
         from .outputs.verify import main as verify_main
 
-        commands["verify"] = ("report missing, duplicated and failed lines of an output", verify_main)
+        def verify_command(argv: Sequence[str]) -> int:
+            from .tables.formats import table_rows  # a table input is counted in rows, as the run reads it
+
+            return verify_main(argv, table_rows)
+
+        commands["verify"] = ("report missing, duplicated and failed lines of an output", verify_command)
     except ImportError:
         pass
     try:

@@ -25,7 +25,8 @@ from seldon_batch_tx.pipeline.reader import instance_id, instance_ids
 from seldon_batch_tx.protocols.base import InputError
 from seldon_batch_tx.protocols.choose import make_codec
 from seldon_batch_tx.tables import ordered
-from seldon_batch_tx.tables.formats import TableError, format_of
+from seldon_batch_tx.tables.errors import TableError
+from seldon_batch_tx.tables.formats import format_of
 from seldon_batch_tx.tables.predictions import prediction, status_of
 from seldon_batch_tx.tables.reader import csv_rows, parquet_dataset, parquet_rows, table_items
 from seldon_batch_tx.tables.rows import ERROR_MARK, RowError, RowRenderer, number
@@ -110,15 +111,19 @@ def write_output(path: Path, indexes: list[int]) -> None:
             f.write(json.dumps({"data": {"ndarray": [[i]]}, "meta": {"tags": {"batch_index": i}}}) + "\n")
 
 
-def test_ordered_records_sorts_outside_memory_and_keeps_the_first_of_a_duplicate(
+def test_ordered_records_sorts_outside_memory_and_refuses_a_duplicate(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ordered, "RUN_BYTES", 200)  # many spilled runs
     path = tmp_path / "out.jsonl"
-    write_output(path, [5, 3, 9, 0, 3, 1, 8, 2, 7, 6, 4])
+    write_output(path, [5, 3, 9, 0, 1, 8, 2, 7, 6, 4])
     got = list(ordered.ordered_records(str(path)))
     assert [i for i, _ in got] == list(range(10))
     assert all(r["data"]["ndarray"] == [[i]] for i, r in got)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("seldon-batch-sort-")]  # spilled runs removed
+    write_output(path, [5, 3, 9, 0, 3, 1, 8, 2, 7, 6, 4])  # which line of row 3 would the table hold?
+    with pytest.raises(TableError, match="batch_index 3 is there more than once"):
+        list(ordered.ordered_records(str(path)))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("seldon-batch-sort-")]
     write_output(path, [0, 1, 2])
     assert ordered.in_order(str(path))
     with open(path, "a") as f:
@@ -183,8 +188,12 @@ def test_arrow_rendered_lines_equal_the_row_by_row_lines(rows: list[tuple[float,
     assert ndarray_lines([pa.array([float("nan"), 1.0])]) is None and ndarray_lines([pa.array(["1"])]) is None
 
 
-def test_table_outputs_that_cannot_be_written_are_refused_before_anything_is_sent() -> None:
+def test_table_outputs_that_cannot_be_written_are_refused_before_anything_is_sent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from seldon_batch_tx.tables.formats import table_problem
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
 
     def problem(**kw: Any) -> str | None:
         fields = {"deployment_name": "d", "input_data_path": "in.csv", "output_data_path": "out.parquet", **kw}

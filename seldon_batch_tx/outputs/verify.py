@@ -1,4 +1,4 @@
-"""``seldon-batch verify INPUT OUTPUT``: is every input line in the output exactly once?
+"""``seldon-batch verify INPUT OUTPUT``: is every input line (a table's row) in the output exactly once?
 
 Checks an output against its input by ``meta.tags.batch_index`` alone (order does not matter)
 and reports, as compact ranges, the indexes that are missing, duplicated, out of range and
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -35,6 +35,9 @@ __all__ = ["EXIT_COMPLETE", "EXIT_FAILED_LINES", "EXIT_INCOMPLETE", "EXIT_USAGE"
 EXIT_COMPLETE, EXIT_INCOMPLETE = EXIT_OK, EXIT_FAILED_LINES
 #: Out-of-range indexes and unreadable line numbers kept for the report; the rest are counted.
 _KEPT = 1000
+#: ``(input, --input-format, storage options)`` -> a table input's data rows, None for a JSON-lines one; given
+#: by ``seldon-batch`` (:mod:`seldon_batch_tx.tools`: tables stand above this layer).
+TableRows = Callable[[str, "str | None", "dict[str, Any] | None"], "int | None"]
 
 
 @attrs.frozen
@@ -123,12 +126,14 @@ class Report:
 
 
 def verify(input_path: str, output_path: str, shard_index: int = 0, shard_count: int = 1, *,
-           max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, storage: dict[str, Any] | None = None) -> Report:
-    """Compare ``output_path`` with the lines of ``input_path`` this shard owns; never raises on
-    what the output holds (every line is readable or counted as unreadable with its number).
+           max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, storage: dict[str, Any] | None = None,
+           total: int | None = None) -> Report:
+    """Compare ``output_path`` with the lines (a table: rows) of ``input_path`` this shard owns; never
+    raises on what the output holds (every line is readable or counted as unreadable with its number).
 
-    Either may be a URL (``storage``: its fsspec options): both are streamed once, in order."""
-    report = Report(expected_lines(input_path, storage), shard_index, shard_count)
+    Either may be a URL (``storage``: its fsspec options): both are streamed once, in order. ``total``: the
+    input's rows when it is a table (counted as the run numbers them), else its lines are counted."""
+    report = Report(expected_lines(input_path, storage) if total is None else total, shard_index, shard_count)
     total = report.total
     with open_input(output_path, storage) as source:
         for line in read_lines(source.stream, max_line_bytes):
@@ -176,12 +181,15 @@ def render(report: Report, out: TextIO) -> None:
         print(f"  several batch ids: {', '.join(sorted(report.batch_ids))}", file=out)
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], table_rows: TableRows | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seldon-batch verify", description=__doc__.split("\n")[0],
                                      epilog="Exit status: 0 complete, 1 missing/duplicated/unexpected/unreadable "
                                             "lines or error lines (with --allow-failed: only the former), "
                                             "2 usage error.")
-    parser.add_argument("input", help="the input file (or s3:// / fsspec URL), one JSON value per line")
+    parser.add_argument("input", help="the input file (or s3:// / fsspec URL), one JSON value per line, or a "
+                        ".csv or .parquet table (a row per line)")
+    parser.add_argument("--input-format", choices=("jsonl", "csv", "parquet"),
+                        help="the input's format, as given to the run [default: from its name]")
     parser.add_argument("output", help="the output file (or URL) written by seldon-batch-processor")
     parser.add_argument("--shard-index", type=int, default=0, help="the output is of this shard only")
     parser.add_argument("--shard-count", type=int, default=1)
@@ -197,11 +205,12 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     try:
         storage = tool_storage_options(args.storage_options)
-        for path in (args.input, args.output):
+        total = table_rows(args.input, args.input_format, storage) if table_rows else None
+        for path in (args.input, args.output) if total is None else (args.output,):  # a table: maybe a directory
             problem = check_access(path, storage)
             if problem is not None:
                 raise StorageError(problem)
-        report = verify(args.input, args.output, args.shard_index, args.shard_count, storage=storage)
+        report = verify(args.input, args.output, args.shard_index, args.shard_count, storage=storage, total=total)
     except StorageError as e:
         print(f"seldon-batch verify: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -4,6 +4,9 @@ CSV is read with the standard ``csv`` module over the storage layer's byte strea
 so a row wider or narrower than the header is seen at its own place and becomes that row's error.
 Parquet (a file, a directory or a prefix of files) is read in record batches through
 ``pyarrow.parquet``; a URL goes through fsspec. Row numbers are the items' indexes (``batch_index``).
+Before anything is sent, :func:`input_problem` reads the header (a schema) and the first rows: a table
+without a header or whose column names repeat, and for a table output kept columns named like its own
+columns, are refused in one line (exit 2), before the output is created.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from ..core.items import Item
-from ..storage.paths import is_remote
-from .formats import TableError, require_pyarrow
+from ..storage.paths import display, is_remote
+from ..storage.reading import open_input
+from .errors import TableError, require_pyarrow
 from .rows import RowError, RowRenderer, error_line, looks_numeric
 
 #: Rows read ahead from a CSV to decide which columns are numeric (without ``--columns``).
@@ -27,6 +31,8 @@ CSV_SAMPLE_ROWS = 1000
 PARQUET_BATCH_ROWS = 8192
 #: Largest CSV field (bytes): a longer one is that row's error, not held.
 CSV_FIELD_LIMIT = 1 << 20
+#: The table output's own columns, after the prediction.
+STATUS_COLUMNS = ("status", "error_kind", "error_reason", "batch_index")
 
 
 def csv_records(stream: BinaryIO) -> Iterator[list[str] | str]:
@@ -64,12 +70,39 @@ def csv_features(header: Sequence[str], sample: Sequence[list[str] | str], wante
     return positions
 
 
-def csv_rows(stream: BinaryIO, wanted: Sequence[str]) -> tuple[list[str], Iterator[Sequence[Any] | str]]:
-    """The feature column names and, per row, its feature values or its error reason."""
+def unique_names(names: Sequence[str], where: str) -> None:
+    """TableError naming the column names that appear more than once (one line)."""
+    seen: set[str] = set()
+    twice: dict[str, None] = {}
+    for name in names:
+        if name in seen:
+            twice[name] = None
+        seen.add(name)
+    if twice:
+        raise TableError(f"{where}: the column name{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
+                         f"appear{'' if len(twice) > 1 else 's'} more than once: give each column its own name")
+
+
+class CsvHeader(NamedTuple):
+    """A CSV's header (checked: present, readable, each name once) and the records after it."""
+
+    header: list[str]
+    rest: Iterator[list[str] | str]
+
+
+def csv_header(stream: BinaryIO, where: str = "the CSV header") -> CsvHeader:
+    """The CSV's header and its other records; TableError when it has none or its names repeat."""
     records = csv_records(stream)
     header = next(records, None)
     if header is None or isinstance(header, str):
         raise TableError("the CSV has no header row" if header is None else f"the CSV header: {header}")
+    unique_names(header, where)
+    return CsvHeader(header, records)
+
+
+def csv_rows(stream: BinaryIO, wanted: Sequence[str]) -> tuple[list[str], Iterator[Sequence[Any] | str]]:
+    """The feature column names and, per row, its feature values or its error reason."""
+    header, records = csv_header(stream)
     sample = list(itertools.islice(records, CSV_SAMPLE_ROWS))
     positions = csv_features(header, sample, wanted)
     width = len(header)
@@ -159,6 +192,7 @@ def parquet_rows(dataset: Any, wanted: Sequence[str],
                  rendered: bool = False) -> tuple[list[str], Iterator[Sequence[Any] | bytes]]:
     """The feature column names and their values row by row, a record batch at a time; with
     ``rendered``, a batch of finite numbers without nulls comes as its rows' lines (:func:`ndarray_lines`)."""
+    unique_names(dataset.schema.names, "the Parquet schema")
     names = parquet_features(dataset.schema, wanted)
 
     def rows() -> Iterator[Sequence[Any] | bytes]:
@@ -210,6 +244,14 @@ def table_items(rows: Iterator[Sequence[Any] | str | bytes], renderer: RowRender
             yield Item(index, make_id(index), error_line(f"row {index}: {e}"))
 
 
+def count_table_rows(path: str, fmt: str, options: dict[str, Any] | None = None) -> int:
+    """A table input's data rows as the run numbers them, streamed (Parquet: from the footers)."""
+    if fmt == "parquet":
+        return parquet_dataset(path, options).count_rows()
+    with open_input(path, options) as source:
+        return sum(1 for _ in csv_header(source.stream, display(path)).rest)
+
+
 def count_csv_rows(path: str) -> int:
     """The data rows of a local CSV (records after the header, blank lines not counted)."""
     with open(path, "rb") as f:
@@ -233,3 +275,57 @@ def table_totals(path: str, fmt: str) -> dict[str, int]:
             counts["rows"] += 1
             counts[value] = counts.get(value, 0) + 1
     return counts
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(map(repr, names))
+
+
+def kept_problem(names: Sequence[str], where: str, keep: Sequence[str] | None) -> str | None:
+    """Why the input's columns cannot be repeated in a table output (``keep``: ``--keep-columns``), else None."""
+    if keep:
+        missing = [n for n in keep if n not in names]
+        if missing:
+            return f"--keep-columns: no column {_listed(missing)} in {where}"
+    clash = [n for n in (keep or names) if n in STATUS_COLUMNS]
+    if clash:
+        return (f"{where}: the input column{'s' if len(clash) > 1 else ''} {_listed(clash)} "
+                f"{'are' if len(clash) > 1 else 'is'} named like the table output's own columns "
+                f"({', '.join(STATUS_COLUMNS)}): choose the input columns to repeat with --keep-columns")
+    return None
+
+
+def input_problem(path: str, fmt: str, options: dict[str, Any] | None, *, columns: Sequence[str],
+                  features: bool, keep: Sequence[str] | None, table_output: bool) -> str | None:
+    """Why the table input at ``path`` cannot be run (one line), read from its header (a Parquet schema) and
+    first rows only, else None: no header, column names that repeat, ``--columns`` it lacks or no numeric
+    column (``features``: the features are known before the model is asked), and for a ``table_output``
+    the kept columns (:func:`kept_problem`) and at least one row."""
+    where = display(path)
+    try:
+        if fmt == "parquet":
+            dataset = parquet_dataset(path, options)
+            names = list(dataset.schema.names)
+            unique_names(names, where)
+            if features:
+                parquet_features(dataset.schema, columns)
+            rows = bool(table_output and dataset.count_rows())
+        else:
+            with open_input(path, options) as source:
+                records = csv_header(source.stream, where)
+                names = records.header
+                sample = list(itertools.islice(records.rest, CSV_SAMPLE_ROWS))
+            if features:
+                csv_features(names, sample, columns)
+            rows = bool(sample)
+    except TableError as e:
+        return str(e)
+    except OSError as e:
+        return f"{where}: {e.strerror or e}"
+    if table_output:
+        problem = kept_problem(names, where, keep)
+        if problem is not None:
+            return problem
+        if not rows:
+            return f"{where} has no rows: no table to write"
+    return None

@@ -10,7 +10,8 @@ from ..config import BatchConfig
 from ..core.items import Item
 from ..storage.paths import is_remote, local_path
 from ..storage.reading import InputSource, open_input
-from .formats import input_table, require_pyarrow
+from .errors import require_pyarrow
+from .formats import input_table
 from .reader import count_csv_rows, csv_records, csv_rows, parquet_dataset, parquet_rows, table_items
 from .rows import RowRenderer
 

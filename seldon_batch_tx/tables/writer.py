@@ -1,9 +1,12 @@
 """A scored table from an output's JSON lines joined with the input it answers, streamed.
 
 Columns: the input's (or ``--keep-columns``), then the prediction (:mod:`.predictions`), then
-``status``, ``error_kind``, ``error_reason`` and ``batch_index``; one row per input row, in input
-order (the output's records in index order, :mod:`.ordered`). A record batch at a time is held;
-the table is written beside its name and renamed into place, so a reader never sees half of it.
+``status``, ``error_kind``, ``error_reason`` and ``batch_index``. These keep their names: kept input
+columns named like the last four are refused (:func:`.reader.kept_problem`, before the run), one named
+like a prediction column is written as ``input_NAME``. One row per input row, in input order (the
+output's records in index order, :mod:`.ordered`; an output that is not one run's over this input, with
+an index twice or past the input's rows, writes no table). A record batch at a time is held; the table
+is written beside its name and renamed into place, so a reader never sees half of it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,24 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..storage.paths import display
 from ..storage.reading import open_input
-from .formats import TableError, require_pyarrow
+from .errors import TableError, require_pyarrow
 from .ordered import _indexed, ordered_records
 from .predictions import prediction, status_of
-from .reader import CSV_SAMPLE_ROWS, PARQUET_BATCH_ROWS, csv_records, parquet_dataset
+from .reader import (
+    CSV_SAMPLE_ROWS,
+    PARQUET_BATCH_ROWS,
+    STATUS_COLUMNS,
+    csv_header,
+    kept_problem,
+    parquet_dataset,
+    unique_names,
+)
 from .rows import looks_numeric
 
-STATUS_COLUMNS = ("status", "error_kind", "error_reason", "batch_index")
+#: What an input column named like a prediction column is renamed to (then ``_1``, ``_2``... if taken).
+INPUT_PREFIX = "input_"
 
 
 def first_prediction(records_path: str) -> list[tuple[str, Any]]:
@@ -39,14 +52,9 @@ def _csv_batches(path: str, keep: Sequence[str] | None, options: dict[str, Any] 
     """A CSV's kept columns in record batches: numeric columns (as the reader decides) as float64."""
     pa = require_pyarrow()
     with open_input(path, options) as source:
-        records = csv_records(source.stream)
-        header = next(records, None)
-        if header is None or isinstance(header, str):
-            raise TableError(f"{path}: no CSV header")
+        header, records = csv_header(source.stream, display(path))
+        _check_kept(header, path, keep)
         names = list(keep) if keep else list(header)
-        missing = [n for n in names if n not in header]
-        if missing:
-            raise TableError(f"--keep-columns: no column {', '.join(map(repr, missing))} in {path}")
         positions = [header.index(n) for n in names]
         sample = list(itertools.islice(records, CSV_SAMPLE_ROWS))
         numeric = []
@@ -78,23 +86,36 @@ def _float(cell: str | None) -> float | None:
 def _parquet_batches(path: str, keep: Sequence[str] | None,
                      options: dict[str, Any] | None) -> Iterator[tuple[Any, int]]:
     dataset = parquet_dataset(path, options)
-    if keep:
-        missing = [n for n in keep if n not in dataset.schema.names]
-        if missing:
-            raise TableError(f"--keep-columns: no column {', '.join(map(repr, missing))} in {path}")
+    unique_names(dataset.schema.names, display(path))
+    _check_kept(dataset.schema.names, path, keep)
     for batch in dataset.batches(list(keep) if keep else None):
         yield batch, batch.num_rows
 
 
-def _unique(names: Sequence[str], taken: set[str]) -> list[str]:
-    out = []
-    for name in names:
-        new, n = name, 1
-        while new in taken:
-            new, n = f"{name}_{n}", n + 1
-        taken.add(new)
-        out.append(new)
-    return out
+def _free(name: str, taken: set[str]) -> str:
+    new, n = name, 1
+    while new in taken:
+        new, n = f"{name}_{n}", n + 1
+    taken.add(new)
+    return new
+
+
+def output_names(kept: Sequence[str], predictions: Sequence[str]) -> list[str]:
+    """The written table's column names: the kept input columns, the prediction's, then :data:`STATUS_COLUMNS`.
+
+    The status columns and the prediction's keep their names (a prediction named twice, or like a status
+    column, gets ``_1``...); an input column named like a prediction column becomes ``input_NAME``."""
+    taken = set(STATUS_COLUMNS)
+    pred = [_free(n, taken) for n in predictions]
+    taken |= set(kept)
+    inputs = [_free(INPUT_PREFIX + n, taken) if n in pred else n for n in kept]
+    return [*inputs, *pred, *STATUS_COLUMNS]
+
+
+def _check_kept(names: list[str], path: str, keep: Sequence[str] | None) -> None:
+    problem = kept_problem(names, display(path), keep)
+    if problem is not None:
+        raise TableError(problem)
 
 
 def write_table(records_path: str, out_path: str, fmt: str, input_path: str, input_format: str, *,
@@ -110,11 +131,12 @@ def write_table(records_path: str, out_path: str, fmt: str, input_path: str, inp
                   for _, v in sample]
     batches = (_parquet_batches if input_format == "parquet" else _csv_batches)(input_path, keep, options)
     records = ordered_records(records_path)
-    pending = next(records, None)
     tmp = f"{out_path}.writing"
     writer: Any = None
+    names: list[str] = []
     rows = 0
     try:
+        pending = next(records, None)
         for batch, count in batches:
             columns: list[list[Any]] = [[] for _ in range(len(pred_names) + len(STATUS_COLUMNS))]
             for index in range(rows, rows + count):
@@ -128,8 +150,7 @@ def write_table(records_path: str, out_path: str, fmt: str, input_path: str, inp
                 for j, value in enumerate((*status, index)):
                     columns[len(pred_names) + j].append(value)
             types = [*pred_types, pa.string(), pa.string(), pa.string(), pa.int64()]
-            taken = set(batch.schema.names)
-            names = [*batch.schema.names, *_unique([*pred_names, *STATUS_COLUMNS], taken)]
+            names = names or output_names(batch.schema.names, pred_names)
             arrays = [*batch.columns, *(pa.array(c, t) for c, t in zip(columns, types, strict=True))]
             table_batch = pa.RecordBatch.from_arrays(arrays, names=names)
             if writer is None:
@@ -138,13 +159,19 @@ def write_table(records_path: str, out_path: str, fmt: str, input_path: str, inp
             writer.write_batch(table_batch)
             rows += count
         if writer is None:
-            raise TableError(f"{input_path}: the input has no rows, no table written")
+            raise TableError(f"{display(input_path)}: the input has no rows, no table written")
+        while pending is not None and pending[0] < rows:
+            pending = next(records, None)
+        if pending is not None:  # an output of another input, or edited: verify lists every such index
+            raise TableError(f"{records_path}: batch_index {pending[0]} is past the last row of "
+                             f"{display(input_path)} ({rows} rows); no table written")
         writer.close()
         writer = None
         os.replace(tmp, out_path)
     except OSError as e:
         raise TableError(f"cannot write {out_path}: {e.strerror or e}") from None
     finally:
+        records.close()  # its spilled runs are removed even when the table is not written
         if writer is not None:
             writer.close()
         if os.path.exists(tmp):
