@@ -157,3 +157,22 @@ def test_a_reject_that_finds_no_free_name_in_failed_leaves_the_file_and_writes_n
     assert not daemon.path("failed", "link.txt.reason.txt").exists()
     assert daemon.path("failed", "link.txt").read_text() == "taken\n"
     assert (str(daemon.path("incoming")), "link.txt") in daemon.service._skip
+
+
+def test_a_table_dropped_in_goes_to_failed_saying_what_to_do(tmp_path: Path) -> None:
+    """CSV and Parquet files are for seldon-batch-processor: the reason says so (not "none of the lines is JSON")."""
+    daemon = make(tmp_path)
+    incoming = daemon.path("incoming")
+    (incoming / "t.csv").write_text("a,b\n1,2\n")
+    (incoming / "p.parquet").write_bytes(b"PAR1\x00\x00PAR1")
+    (incoming / "ok.jsonl").write_text("[1]\n")
+    for name in ("t.csv", "p.parquet", "ok.jsonl"):
+        (incoming / (name + ".ready")).touch()
+    daemon.service.startService()
+    daemon.pump(lambda: daemon.path("done", "ok.jsonl.summary.json").exists()
+                and all(daemon.path("failed", n + ".reason.txt").exists() for n in ("t.csv", "p.parquet")))
+    for name in ("t.csv", "p.parquet"):
+        assert "watch directory takes JSON-lines files" in reason(daemon, name)
+        assert "seldon-batch-processor -i TABLE" in reason(daemon, name)
+    assert daemon.path("done", "ok.jsonl.summary.json").exists()
+    stop(daemon)

@@ -56,8 +56,16 @@ def check_head(head: bytes, truncated: bool) -> None:
     raise Rejected(f"none of the first {len(texts)} lines is JSON (first error: {errors[0]})")
 
 
-def check_fd(fd: int) -> None:
-    """:func:`check_head` on an open file's first :data:`SNIFF_BYTES` (its offset is not moved)."""
+#: Names of tables, which a watch directory does not read (it takes JSON lines).
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def check_fd(fd: int, name: str = "") -> None:
+    """:func:`check_head` on an open file's first :data:`SNIFF_BYTES` (its offset is not moved); a table's
+    name (``.csv``, ``.parquet``) is refused first, with a reason that says what to do with it."""
+    if name.lower().endswith(TABLE_SUFFIXES):
+        raise Rejected("a CSV or Parquet table: a watch directory takes JSON-lines files (score a table with "
+                       "seldon-batch-processor -i TABLE, or convert it to JSON lines)")
     head = os.pread(fd, SNIFF_BYTES, 0)
     check_head(head, len(head) == SNIFF_BYTES)
 

@@ -360,7 +360,7 @@ class WatchDirService(service.Service):
             self._registry.remove(stats.batch_id)
             stats.batch_id = config.batch_id
             entry = job.entry = self._registry.add(stats, config=config, source=entry.source)
-        check_fd(job.fd)
+        check_fd(job.fd, job.original or job.name)
         entry.config, entry.output = config, config.output_data_path
         mode = stat.S_IMODE(job.st.st_mode) if job.st is not None else 0o600
         transport = self._transport_factory(config, self._reactor) if self._transport_factory else None
