@@ -12,7 +12,7 @@ import math
 import os
 import signal as stdlib_signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from twisted.application import service
@@ -100,7 +100,9 @@ def _tree(reactor: Any, config: BatchConfig) -> tuple[service.MultiService, OneB
         if config.dashboard:
             from .dashboard.listener import DashboardService
 
-            dashboard = DashboardService(config.dashboard, registry, reactor, token=os.environ.get(TOKEN_ENV) or None)
+            # this command has no --dashboard-token: the refusal names the variable it does read
+            dashboard = DashboardService(config.dashboard, registry, reactor, token=os.environ.get(TOKEN_ENV) or None,
+                                         set_token=f"{TOKEN_ENV} in the environment")
         top = service_tree(work, dashboard, progress)
         top.privilegedStartService()
     except Exception as e:  # noqa: BLE001 - a bad endpoint or a taken port: nothing was opened or sent
@@ -114,10 +116,13 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
     top, work = _tree(reactor, config)
     signal = Signal()
     ended: Deferred[None] = Deferred()
+    once = OneSignal()
+    reactor.callWhenRunning(once.install)  # after the reactor installed its handlers (during startup)
 
     def on_shutdown() -> Deferred[None]:
         # As twistd: a signal stops the batch (it drains and closes its output) or ends the linger; the
         # reactor waits until the outcome is reported, so the exit status is the batch's.
+        once.quiet()
         signal.fire()
         Deferred.fromCoroutine(_stop_batch(top))
         return ended
@@ -142,6 +147,40 @@ def _run(reactor: Any, config: BatchConfig) -> Deferred[None]:
             ended.callback(None)
 
     return Deferred.fromCoroutine(run())
+
+
+class OneSignal:
+    """The reactor's SIGINT and SIGTERM handlers, made to act once: the first signal stops the reactor
+    (as before), any later one (``timeout`` and a group kill both sending SIGTERM, a double Ctrl-C) is
+    ignored. Twisted's handler would call ``reactor.stop()`` again (a CRITICAL ReactorNotRunning
+    traceback), and while the interpreter exits Python restores the default action, so a signal then
+    killed the process (status -15/130 instead of the batch's). SIGKILL still ends a long drain."""
+
+    def __init__(self) -> None:
+        self.handled = False
+        self._numbers: list[int] = []
+
+    def install(self) -> None:
+        for number in (stdlib_signal.SIGINT, stdlib_signal.SIGTERM):
+            previous = stdlib_signal.getsignal(number)
+            if callable(previous):  # not SIG_IGN: a background job's SIGINT stays ignored
+                stdlib_signal.signal(number, self._handler(previous))
+                self._numbers.append(number)
+
+    def _handler(self, previous: Callable[[int, Any], Any]) -> Callable[[int, Any], None]:
+        def handle(number: int, frame: Any) -> None:
+            if not self.handled:
+                self.handled = True
+                previous(number, frame)
+            self.quiet()
+
+        return handle
+
+    def quiet(self) -> None:
+        """The reactor stops: from now on (also while the interpreter exits) these signals are ignored."""
+        self.handled = True
+        for number in self._numbers:
+            stdlib_signal.signal(number, stdlib_signal.SIG_IGN)
 
 
 class Signal:
@@ -203,3 +242,7 @@ async def _linger(reactor: Any, top: service.MultiService, seconds: float | None
     if not math.isinf(seconds):
         waiting.addTimeout(seconds, reactor, onTimeoutCancel=lambda result, timeout: None)
     await waiting
+
+
+if __name__ == "__main__":  # `python -m seldon_batch_tx.cli ...`, as the installed command
+    main()

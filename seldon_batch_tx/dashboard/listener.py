@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from zope.interface import implementer
 
 from .registry import BatchRegistry
-from .security import check_endpoint
+from .security import SET_TOKEN, check_endpoint
 from .site import make_site
 
 txaio.use_twisted()
@@ -46,13 +46,14 @@ class DashboardService(service.MultiService):
     """The dashboard on a Twisted endpoint string: a ``strports.service`` made when the service starts.
 
     Refused at construction (:func:`.security.check_endpoint`): a listener reachable from other hosts
-    without a token. A port that cannot be bound raises from ``startService`` (strports' own rule).
+    without a token (the message names ``set_token``, how the caller reads one). A port that cannot be
+    bound raises from ``startService`` (strports' own rule).
     """
 
     def __init__(self, endpoint: str, registry: BatchRegistry, reactor: Any, *, token: str | None = None,
-                 secrets: Collection[str] = ()) -> None:
+                 secrets: Collection[str] = (), set_token: str = SET_TOKEN) -> None:
         super().__init__()
-        check_endpoint(endpoint, token)
+        check_endpoint(endpoint, token, set_token)
         self.endpoint = endpoint
         self._registry = registry
         self._reactor = reactor

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 DEFAULT_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 TOKEN_ENV = "SELDON_BATCH_DASHBOARD_TOKEN"
+#: How to give the token, for ``twistd seldon-batch`` (whose options have it); ``seldon-batch-processor``
+#: reads it from the environment only, and says so (:func:`check_endpoint`'s ``set_token``).
+SET_TOKEN = f"--dashboard-token (or {TOKEN_ENV})"
 #: Sent with every answer: no inline script, no framing, no sniffing, nothing cached.
 SECURITY_HEADERS = {
     b"content-security-policy": b"default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -75,13 +78,14 @@ def endpoint_is_loopback(description: str) -> bool:
         return False
 
 
-def check_endpoint(description: str, token: str | None) -> None:
-    """Refuse, before anything starts, a dashboard reachable from other hosts without a token."""
+def check_endpoint(description: str, token: str | None, set_token: str = SET_TOKEN) -> None:
+    """Refuse, before anything starts, a dashboard reachable from other hosts without a token; the
+    message tells to set ``set_token`` (what the command that refuses it reads)."""
     if not description or description.strip().lower() == "none":
         return
     if not endpoint_is_loopback(description) and not token:
-        raise ValueError(f"the dashboard endpoint {description!r} is not loopback-only: set --dashboard-token "
-                         f"(or {TOKEN_ENV}) so that other hosts need the token")
+        raise ValueError(f"the dashboard endpoint {description!r} is not loopback-only: set {set_token} "
+                         "so that other hosts need the token")
 
 
 def token_ok(request: Request, token: str) -> bool:
