@@ -75,6 +75,14 @@ def test_a_gateway_type_given_to_a_bare_microservice(tmp_path: Path, seldon_serv
     assert not (tmp_path / "in.out.txt").exists()
 
 
+def test_use_ssl_against_a_plain_http_port(tmp_path: Path, seldon_server: SeldonServer) -> None:
+    """--use-ssl given for the microservice's plain REST port: one line that says to leave it out, exit 4."""
+    proc = run_ours(["-d", "m", "-g", "seldon", "-h", seldon_server.rest_host, "--use-ssl", "--timeout", "3",
+                     "-i", str(infile(tmp_path))])
+    assert_unreachable(proc, seldon_server.rest_host, "TLS handshake failed", "leave out --use-ssl")
+    assert not (tmp_path / "in.out.txt").exists()
+
+
 def test_unresolvable_name(tmp_path: Path) -> None:
     source = infile(tmp_path)
     proc = run_ours(["-d", "m", "-g", "seldon", "-h", "no-such-model.invalid:9000", "-i", str(source)])

@@ -175,6 +175,9 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
         try:
             code, body = await _get(config, reactor, path)
         except Exception as e:  # noqa: BLE001
+            if config.use_ssl and await _plain(config, reactor, path):
+                return (f"TLS handshake failed with {at}: it answers plain HTTP (leave out --use-ssl, or give its "
+                        "TLS port)")
             return f"no readiness answer from {at}{path}: {cause_of(e)}"
         if config.gateway_type != "seldon" and code == 500 and model_raised(body) and await _bare(config, reactor):
             return (f"{at} is a Seldon model microservice, not an {config.gateway_type} gateway: it has no route "
@@ -186,6 +189,15 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
                 return None  # a server without V2's health routes (a 404): that it answers is all we can know
             return f"not ready: HTTP {code} from {at}{path}"
     return None
+
+
+async def _plain(config: BatchConfig, reactor: Any, path: str) -> bool:
+    """Whether the host answers ``path`` over plain HTTP: ``--use-ssl`` given for a port without TLS."""
+    try:
+        await _get(config.replace(use_ssl=False), reactor, path)
+    except Exception:  # noqa: BLE001 - no plain answer either: the TLS error stands
+        return False
+    return True
 
 
 async def _bare(config: BatchConfig, reactor: Any) -> bool:
