@@ -50,6 +50,16 @@ def test_csv_rows_become_one_ndarray_row_each_with_bad_rows_as_their_own_errors(
                       5: "row 5: column 'b' is 'nan', not a finite number"}
 
 
+def test_a_csv_row_the_parser_refuses_is_its_own_error_and_later_rows_are_kept() -> None:
+    """A quote not followed by a comma, an unterminated quote at the end: each is that row's error; an
+    unterminated quote no longer swallows the rows after it as text of one cell."""
+    names, items = items_of('a,b\n1,"2"x\n3,4\n5,"6\n7,8\n')
+    assert names == ["a", "b"]
+    assert [i.line for i in items if not i.line.startswith(ERROR_MARK)] == [b"[[3,4]]"]
+    errors = [i.line[1:].decode() for i in items if i.line.startswith(ERROR_MARK)]
+    assert len(errors) == 2 and "not a readable CSV row" in errors[0] and "unexpected end of data" in errors[1]
+
+
 def test_csv_columns_option_chooses_and_orders_features_and_names_unknown_ones() -> None:
     names, items = items_of("a,b,c\n1,2,3\n", ("c", "a"))
     assert names == ["c", "a"] and items[0].line == b"[[3,1]]"

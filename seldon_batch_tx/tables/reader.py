@@ -39,7 +39,7 @@ def csv_records(stream: BinaryIO) -> Iterator[list[str] | str]:
     """The CSV's records (the header first); a record the parser refuses is its reason (a str)."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.reader(text)
+    reader = csv.reader(text, strict=True)  # an unterminated quote is an error row, never later rows swallowed
     while True:
         try:
             record = next(reader)
