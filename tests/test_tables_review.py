@@ -183,3 +183,11 @@ def test_a_misspelt_column_leaves_an_earlier_output_as_it_was(seldon_server: Sel
                    "seldon-batch-processor")
     assert "'zz'" in line
     assert (tmp_path / "keep.txt").read_text() == "an earlier run's line\n"
+
+
+def test_export_of_a_json_lines_input_says_there_is_no_table_to_join(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("[1]\n")
+    (tmp_path / "out.jsonl").write_text("")
+    line = refusal(tool(tmp_path, "export", "out.jsonl", "--join", "in.txt", "--to", "x.csv", code=2),
+                   "seldon-batch export")
+    assert "--join: the input must be a CSV or Parquet table" in line and "no table to join" in line

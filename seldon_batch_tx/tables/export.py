@@ -42,9 +42,10 @@ def main(argv: Sequence[str]) -> int:
     fmt = format_of(args.to, args.format)
     in_fmt = format_of(args.join, args.input_format)
     if fmt not in TABLE_FORMATS or in_fmt not in TABLE_FORMATS:
-        which = "--to" if fmt not in TABLE_FORMATS else "--join"
-        print(f"{PROG}: error: {which}: name a .csv or .parquet file (or give --format/--input-format)",
-              file=sys.stderr)
+        why = ("--to: name a .csv or .parquet file (or give --format)" if fmt not in TABLE_FORMATS else
+               "--join: the input must be a CSV or Parquet table (a .csv or .parquet name, or --input-format); "
+               "the output of a JSON-lines input already holds each line's answer: no table to join")
+        print(f"{PROG}: error: {why}", file=sys.stderr)
         return EXIT_USAGE
     if is_remote(args.to):
         print(f"{PROG}: error: --to: write the table to a local path", file=sys.stderr)
