@@ -112,3 +112,15 @@ def test_the_progress_line_says_it_waits() -> None:
     for _ in range(STREAK):
         outage.failed(REFUSED)
     assert render_bar(stats, clock.seconds()).endswith("; " + stats.waiting)
+
+
+def test_connection_failures_read_plainly() -> None:
+    """What the outage line, the dashboard and error lines say of a refused connection or an unknown name."""
+    from twisted.internet.error import ConnectionRefusedError as Refused
+    from twisted.internet.error import DNSLookupError
+
+    from seldon_batch_tx.transports.http import connection_failure
+
+    assert connection_failure(Refused()).reason == "cannot connect: connection refused"
+    assert connection_failure(DNSLookupError("model.local")).reason == \
+        "cannot connect: the name does not resolve (model.local)"

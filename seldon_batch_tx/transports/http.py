@@ -21,6 +21,7 @@ from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupError
+from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.client import BrowserLikePolicyForHTTPS, ResponseFailed
 from twisted.web.iweb import IPolicyForHTTPS
@@ -163,10 +164,21 @@ def connection_failure(failure: BaseException) -> RequestFailed:
         return RequestFailed("connection", f"connection lost during the response: {inner}",
                              retryable=True, info="connection")
     if isinstance(failure, (ConnectError, DNSLookupError, ConnectionClosed)):
-        return RequestFailed("connection", f"cannot connect: {failure}", retryable=True, info="connection")
+        return RequestFailed("connection", f"cannot connect: {_connect_cause(failure)}", retryable=True,
+                             info="connection")
     return RequestFailed("connection", f"{type(failure).__name__}: {failure}", retryable=True, info="connection")
 
 
+
+
+def _connect_cause(failure: BaseException) -> str:
+    """Twisted's words for the usual causes, said plainly ("Connection was refused by other side: 111:
+    Connection refused." is "connection refused")."""
+    if isinstance(failure, Refused):
+        return "connection refused"
+    if isinstance(failure, DNSLookupError):
+        return f"the name does not resolve ({failure.args[0] if failure.args else ''})".replace(" ()", "")
+    return " ".join(str(failure).split())
 
 
 class HeadersTooLarge(Exception):
