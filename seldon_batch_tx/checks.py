@@ -50,7 +50,7 @@ def option_error(label: str, value: str | None, why: str, *, secret: bool = Fals
     ``origin`` names the environment variable the value came from, if it did not come from a flag.
     """
     if value is not None and not secret and "@" in value:  # user:password@host: the user part is never shown
-        value = re.sub(r"^([a-z][a-z0-9+.-]*://)?[^/]*@", lambda m: f"{m.group(1) or ''}***@", value, flags=re.I)
+        value = re.sub(r"^([a-z][a-z0-9+.-]*://)?.*@", lambda m: f"{m.group(1) or ''}***@", value, flags=re.I)
     head = label if value is None else f"{label} {'(value not shown)' if secret else shown(value)}"
     if origin:
         head += f" (from ${origin})"
@@ -194,7 +194,8 @@ def header_pair(line: str) -> tuple[str, str]:
     if not sep or not name:
         raise ValueError("is not a header NAME:VALUE")
     if not all(c in _TOKEN_CHARS for c in name):
-        raise ValueError(f"header name {shown(name)} may only hold letters, digits and !#$%&'*+-.^_`|~")
+        # not quoted: it may hold a credential whose header lacked its colon (``X-Api-Key=secret:1``)
+        raise ValueError("a header name may only hold letters, digits and !#$%&'*+-.^_`|~")
     if name.lower() in _CLIENT_HEADERS:
         raise ValueError(f"header {name} is set by the HTTP client itself")
     if not all(" " <= c <= "~" or c == "\t" for c in value):

@@ -146,6 +146,9 @@ def host_port(value: str) -> str:
         raise ValueError("contains a space, control character or line break")
     if len(value) > MAX_HOST_CHARS:
         raise ValueError(f"is longer than {MAX_HOST_CHARS} characters")
+    if "@" in value:  # user:password@host: the reason must not quote it either
+        raise ValueError("holds a user part (user:password@): give host[:port]; credentials go in "
+                         "--call-credentials-token or --header")
     scheme = grpc_scheme(value)
     if scheme == "dns":
         _dns_target(value[4:])

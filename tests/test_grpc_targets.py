@@ -66,7 +66,7 @@ BAD = [
     ("unix:/run/model.sock", "not a target this tool takes"), ("xds:///svc", "not a target this tool takes"),
     ("http://host:80", "not a target this tool takes"), ("é", "ASCII"), ("x" * (MAX_HOST_CHARS + 1), "longer than"),
     # zone ids, in every bracketed form: in a URL the text after % could name another host or break parsing
-    ("[fd00::9%@[::1]:18464", "zone ids"), ("[::1%#x]:80", "zone ids"), ("[::1%?]:80", "zone ids"),
+    ("[fd00::9%@[::1]:18464", "user part"), ("[::1%#x]:80", "zone ids"), ("[::1%?]:80", "zone ids"),
     ("[fe80::1%eth0]:80", "zone ids"), ("dns:///[fe80::1%eth0]:80", "zone ids"),
 ]
 

