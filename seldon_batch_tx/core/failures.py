@@ -20,7 +20,9 @@ class RequestFailed(Exception):
     ``kind`` is a short stable label used for counters: ``http_503``, ``connection``,
     ``timeout``, ``grpc_UNAVAILABLE``, ``bad_response``, ``response_too_large``,
     ``model_failure``, ``input_error``, ``input_too_large``, ``internal_error``.
-    ``reason`` is a sentence a person can act on.
+    ``reason`` is a sentence a person can act on. ``split_first``: a retryable fault that may be about
+    what the request carries (a model's exception): a request of several lines is split at once (the
+    engine's halving isolates the lines that make it fail), a request of one line is retried.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class RequestFailed(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         info: str = "",
+        split_first: bool = False,
     ) -> None:
         super().__init__(reason)
         self.kind = kind
@@ -40,6 +43,7 @@ class RequestFailed(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.info = info
+        self.split_first = split_first
 
 
 def too_large(limit: int) -> RequestFailed:

@@ -217,8 +217,8 @@ class Attempts:
                         continue
                 elif outage is not None and outage.since is not None and failure.code is not None:
                     outage.answered()  # an HTTP or gRPC status: something answered
-                if not failure.retryable:
-                    break
+                if not failure.retryable or failure.split_first and len(members) > 1:
+                    break  # final, or about these lines: the engine splits them (one line alone is retried)
                 if self.stopping:
                     return None  # leave the lines for a resume rather than record a transient error
                 spent_spare = bool(spare) and is_spare(failure)

@@ -36,17 +36,18 @@ Answered = tuple[list[Parsed], "list[Record] | RequestFailed"]
 
 #: Failures that are about what a request carries or what its answer holds, not a server fault
 #: (the Seldon microservice answers a model's exception, a refused value too, with a non-retryable
-#: gRPC UNKNOWN "Exception calling application" or an HTTP 500 MICROSERVICE_INTERNAL_ERROR; a
-#: request or an answer past a size limit: HTTP 413, gRPC RESOURCE_EXHAUSTED, ours). Only the
-#: non-retryable ones split: a 500 or RESOURCE_EXHAUSTED of an overloaded server is retried.
+#: gRPC UNKNOWN "Exception calling application", or over REST with a 500 MICROSERVICE_INTERNAL_ERROR
+#: that is ``split_first``: one line alone is still retried; a request or an answer past a size limit:
+#: HTTP 413, gRPC RESOURCE_EXHAUSTED, ours). Only the non-retryable and ``split_first`` ones split: a
+#: 500 or RESOURCE_EXHAUSTED of an overloaded server is retried.
 SPLIT_KINDS = frozenset({"http_400", "http_413", "http_422", "http_500", "grpc_INVALID_ARGUMENT", "grpc_UNKNOWN",
                          "grpc_RESOURCE_EXHAUSTED", "input_error", "input_too_large", "response_too_large",
                          "bad_response", "response_mismatch"})
 
 
 def splittable(failure: RequestFailed, lines: int) -> bool:
-    """Whether halving the request may isolate the lines to blame (never for a retryable fault)."""
-    return lines > 1 and not failure.retryable and failure.kind in SPLIT_KINDS
+    """Whether halving the request may isolate the lines to blame (never for a server fault)."""
+    return lines > 1 and (not failure.retryable or failure.split_first) and failure.kind in SPLIT_KINDS
 
 
 async def carry_on(codec: Codec, send: Send, members: list[Parsed], outcome: list[Record] | RequestFailed,

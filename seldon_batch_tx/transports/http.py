@@ -6,8 +6,8 @@ the two can never disagree: the URL (``http[s]://host`` + the codec's :class:`~.
 path), certificate checks (off, a ``--ca-cert`` bundle, or the system's roots), the strict
 compact JSON of a request body, and :func:`classify` (2xx answers read by :mod:`..core.strict_json`
 within :data:`~..core.strict_json.MAX_ANSWER_DEPTH` and checked for a model FAILURE by the codec's
-rule; 429 and 5xx retryable, with ``Retry-After``, but not the microservice's 500 for a model that raised;
-other statuses final; redirects never followed, so a 3xx is an ``http_3xx`` line rather than
+rule; 429 and 5xx retryable, with ``Retry-After`` (the microservice's 500 for a model that raised is
+``split_first``); other statuses final; redirects never followed, so a 3xx is an ``http_3xx`` line rather than
 ``X-Auth-Token`` sent elsewhere).
 """
 
@@ -146,9 +146,10 @@ def classify(code: int, body: bytes, retry_after: bytes | None = None,
         except strict_json.NotFinite:
             raise not_finite(code) from None
         return check_answer(decoded, code, label="model_failure")
-    retryable = (code == 429 or code >= 500) and not (code == 500 and model_raised(body))
+    retryable = code == 429 or code >= 500
     raise RequestFailed(f"http_{code}", f"HTTP {code}: {_excerpt(body)}", code=code, retryable=retryable,
-                        retry_after=_retry_after(retry_after) if retryable else None, info=f"http_{code}")
+                        retry_after=_retry_after(retry_after) if retryable else None, info=f"http_{code}",
+                        split_first=code == 500 and model_raised(body))
 
 
 def connection_failure(failure: BaseException) -> RequestFailed:
