@@ -144,13 +144,13 @@ def test_seldon_ndarray_stacks_only_lines_of_one_kind(tmp_path: Path) -> None:
     """Numbers, texts and booleans each share their own request (never one array of strings); a line
     of mixed or nested leaves goes alone; every answer keeps its own values."""
     lines = ["[[1.5, 2.5]]", '[["a", "b"]]', "[[3, 4]]", "[[true, false]]", '[["c", "d"]]', "[[1, null]]",
-             "[[1, [2]]]", "[[false, true]]", '[[5, "e"]]', "[6, 7]"]
+             "[[1, [2]]]", "[[false, true]]", '[[5, "e"]]', "[6, 7]", "[[9007199254740993, 1]]"]
     model = Model(seldon_echo())
     _, out, _ = run_lines(tmp_path, lines, model, batch_size=16)
     assert not failures(out)
     assert [out[i]["data"]["ndarray"] for i in range(len(lines))] == [
         json.loads(line) if line.startswith("[[") else [json.loads(line)] for line in lines]
-    assert sorted(len(b["data"]["ndarray"]) for b in model.bodies) == [1, 1, 1, 2, 2, 3]
+    assert sorted(len(b["data"]["ndarray"]) for b in model.bodies) == [1, 1, 1, 1, 2, 2, 3]  # the big int alone
 
 
 def test_a_400_is_split_until_the_bad_line_stands_alone(tmp_path: Path) -> None:

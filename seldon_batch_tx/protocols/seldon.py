@@ -65,14 +65,19 @@ def _shape_of(value: Any, where: str) -> tuple[int, ...]:
 
 
 _NUMBERS = frozenset({int, float})
+#: Integers a float64 holds exactly: a larger one stacked with floats would reach the model rounded.
+_EXACT = 2**53
 
 
 def leaf_kind(leaves: list[Any]) -> str:
     """What a row's leaves are: ``number``, ``text`` or ``bool`` when they are all of one of these,
-    else ``""`` (lists, objects, nulls or a mix). Lines of different kinds never share a request:
-    the model would get one array of strings (numbers sent as text) or of objects."""
+    else ``""`` (lists, objects, nulls, a mix, an integer past 2**53). Lines of different kinds never
+    share a request: the model would get one array of strings (numbers sent as text), of objects, or
+    of floats that round a large integer."""
     kinds = set(map(type, leaves))
     if kinds <= _NUMBERS:
+        if int in kinds and not all(-_EXACT <= x <= _EXACT for x in leaves if type(x) is int):
+            return ""
         return "number"
     if len(kinds) == 1:
         return "text" if str in kinds else "bool" if bool in kinds else ""
