@@ -238,10 +238,12 @@ class Attempts:
         if failure.retryable and (failure.retry_after or 0.0) > MAX_RETRY_AFTER:
             failure = RequestFailed(failure.kind, f"{failure.reason} (it asked to retry after "
                                     f"{failure.retry_after:g} s; at most {MAX_RETRY_AFTER:g} s is waited)",
-                                    code=failure.code, retryable=True, info=failure.info)
+                                    code=failure.code, retryable=True, info=failure.info,
+                                    split_first=failure.split_first)
         if attempt > 0 and failure.retryable and not self.stopping:
             return RequestFailed(failure.kind, f"{failure.reason} (after {attempt + 1} attempts)",
-                                 code=failure.code, retryable=True, info=failure.info)
+                                 code=failure.code, retryable=True, info=failure.info,
+                                 split_first=failure.split_first)  # the engine may still split these lines
         return failure
 
     async def _wait_outage(self, outage: Outage) -> bool:
