@@ -231,3 +231,23 @@ def test_a_stop_during_a_split_leaves_the_rest_for_resume(tmp_path: Path) -> Non
     assert [len(seldon_rows(b)) for b in model.bodies] == [8, 4]
     assert sorted(out) == [0, 1, 2, 3] and not failures(out)
     assert summary.exit_code != 0
+
+
+def test_a_model_exception_after_a_retry_still_splits_the_unit(tmp_path: Path) -> None:
+    """A unit's first attempt meets a server fault (503, retried), its retry a model exception on one line
+    (``split_first``): the unit is split and only that line fails, as when the exception comes first."""
+    faults = iter([RequestFailed("http_503", "HTTP 503: busy", code=503, retryable=True, info="http_503")])
+    echo = seldon_echo()
+
+    def answer(body: JSONDict) -> Deferred[JSONDict]:
+        fault = next(faults, None)
+        if fault is not None:
+            return fail(fault)
+        if any(777 in row for row in seldon_rows(body)):
+            return fail(RequestFailed("http_500", "HTTP 500: the model raised", code=500, retryable=True,
+                                      info="http_500", split_first=True))
+        return echo(body)
+
+    lines = ["[1, 1]", "[777, 1]", "[2, 2]", "[3, 3]"]
+    _, out, _ = run_lines(tmp_path, lines, Model(answer), batch_size=4, retries=1)
+    assert failures(out) == {1: "http_500"}
