@@ -76,7 +76,7 @@ def leaf_kind(leaves: list[Any]) -> str:
     of floats that round a large integer."""
     kinds = set(map(type, leaves))
     if kinds <= _NUMBERS:
-        if int in kinds and not all(-_EXACT <= x <= _EXACT for x in leaves if type(x) is int):
+        if int in kinds and (max(leaves) > _EXACT or min(leaves) < -_EXACT):  # (a large float with ints too)
             return ""
         return "number"
     if len(kinds) == 1:
