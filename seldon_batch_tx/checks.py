@@ -50,7 +50,7 @@ def option_error(label: str, value: str | None, why: str, *, secret: bool = Fals
     ``origin`` names the environment variable the value came from, if it did not come from a flag.
     """
     if value is not None and not secret and "@" in value:  # user:password@host: the user part is never shown
-        value = re.sub(r"^([a-z][a-z0-9+.-]*://)?.*@", lambda m: f"{m.group(1) or ''}***@", value, flags=re.I)
+        value = re.sub(r"^([a-z][a-z0-9+.-]*://)?.*@", lambda m: f"{m.group(1) or ''}***@", value, flags=re.I | re.S)
     head = label if value is None else f"{label} {'(value not shown)' if secret else shown(value)}"
     if origin:
         head += f" (from ${origin})"

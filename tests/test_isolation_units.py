@@ -251,3 +251,29 @@ def test_a_model_exception_after_a_retry_still_splits_the_unit(tmp_path: Path) -
     lines = ["[1, 1]", "[777, 1]", "[2, 2]", "[3, 3]"]
     _, out, _ = run_lines(tmp_path, lines, Model(answer), batch_size=4, retries=1)
     assert failures(out) == {1: "http_500"}
+
+
+def test_a_unit_of_lines_the_model_raises_on_costs_at_most_2n_minus_1_requests(tmp_path: Path) -> None:
+    """Every line makes the model raise (HTTP 500 MICROSERVICE_INTERNAL_ERROR): halving isolates them, and a
+    line isolated so is not retried (its request is final): 15 requests for 8 lines, whatever -r says."""
+    def answer(body: JSONDict) -> Deferred[JSONDict]:
+        return fail(RequestFailed("http_500", "HTTP 500: the model raised", code=500, retryable=True,
+                                  info="http_500", split_first=True))
+
+    model = Model(answer)
+    _, out, _ = run_lines(tmp_path, [f"[777, {i}]" for i in range(8)], model, batch_size=8, retries=3)
+    assert failures(out) == {i: "http_500" for i in range(8)}
+    assert len(model.bodies) == 15
+
+
+def test_integers_past_2_53_stack_only_with_integers(tmp_path: Path) -> None:
+    """Timestamps in nanoseconds stack together (int64 holds them); with a float line they never share a
+    request (a float array would round them); a large float beside small integers is just a number."""
+    lines = ["[[1700000000000000001, 1]]", "[[1700000000000000002, 2]]", "[[0.5, 1]]", "[[9007199254740993, 1.5]]",
+             "[[1, 1e20]]", "[[2, 1e20]]"]
+    model = Model(seldon_echo())
+    _, out, _ = run_lines(tmp_path, lines, model, batch_size=8)
+    assert not failures(out)
+    assert sorted(b["data"]["ndarray"] for b in model.bodies) == sorted([
+        [[1700000000000000001, 1], [1700000000000000002, 2]], [[0.5, 1], [1, 1e20], [2, 1e20]],
+        [[9007199254740993, 1.5]]])

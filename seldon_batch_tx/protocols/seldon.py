@@ -70,14 +70,14 @@ _EXACT = 2**53
 
 
 def leaf_kind(leaves: list[Any]) -> str:
-    """What a row's leaves are: ``number``, ``text`` or ``bool`` when they are all of one of these,
-    else ``""`` (lists, objects, nulls, a mix, an integer past 2**53). Lines of different kinds never
-    share a request: the model would get one array of strings (numbers sent as text), of objects, or
-    of floats that round a large integer."""
+    """``number``, ``text`` or ``bool`` for a row of one of these; ``integer`` for integers one of which is
+    past 2**53; else ``""`` (lists, objects, nulls, a mix, such an integer with floats). Lines of different
+    kinds never share a request: the model would get strings, objects or floats rounding an integer."""
     kinds = set(map(type, leaves))
     if kinds <= _NUMBERS:
-        if int in kinds and (max(leaves) > _EXACT or min(leaves) < -_EXACT):  # (a large float with ints too)
-            return ""
+        if int in kinds and (max(leaves) > _EXACT or min(leaves) < -_EXACT) and any(
+                type(x) is int and not -_EXACT <= x <= _EXACT for x in leaves):
+            return "" if float in kinds else "integer"
         return "number"
     if len(kinds) == 1:
         return "text" if str in kinds else "bool" if bool in kinds else ""
