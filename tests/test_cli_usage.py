@@ -266,6 +266,7 @@ def test_dashboard_port_taken_is_exit_2(workdir: Path) -> None:
     (["-h", f"user:{SECRET}@127.0.0.1:19000"], {}, "-h/--host ***@127.0.0.1:19000: holds a user part"),
     (["-h", f"user:{SECRET}@127.0.0.1"], {}, "-h/--host ***@127.0.0.1: holds a user part"),
     (["-h", f"user:pa/{SECRET}@127.0.0.1:1"], {}, "-h/--host ***@127.0.0.1:1"),
+    (["-h", f"x\nuser:{SECRET}@127.0.0.1:1"], {}, "***@127.0.0.1:1"),
     ([], {"SELDON_BATCH_HOST": f"u:{SECRET}@127.0.0.1"}, "***@127.0.0.1 (from $SELDON_BATCH_HOST)"),
     (["--header", f"X-Api-Key={SECRET}:1"], {}, "a header name may only hold"),
     (["-h", f"http://user:{SECRET}@127.0.0.1:x"], {}, "http://***@127.0.0.1:x"),
