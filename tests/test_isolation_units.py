@@ -253,17 +253,17 @@ def test_a_model_exception_after_a_retry_still_splits_the_unit(tmp_path: Path) -
     assert failures(out) == {1: "http_500"}
 
 
-def test_a_unit_of_lines_the_model_raises_on_costs_at_most_2n_minus_1_requests(tmp_path: Path) -> None:
-    """Every line makes the model raise (HTTP 500 MICROSERVICE_INTERNAL_ERROR): halving isolates them, and a
-    line isolated so is not retried (its request is final): 15 requests for 8 lines, whatever -r says."""
+def test_a_unit_of_lines_the_model_raises_on_costs_2n_minus_1_requests_and_their_retries(tmp_path: Path) -> None:
+    """Every line makes the model raise (HTTP 500 MICROSERVICE_INTERNAL_ERROR): halving isolates them in 15
+    requests for 8 lines (the unit is not retried whole), then each line alone gets its -r retries."""
     def answer(body: JSONDict) -> Deferred[JSONDict]:
         return fail(RequestFailed("http_500", "HTTP 500: the model raised", code=500, retryable=True,
                                   info="http_500", split_first=True))
 
     model = Model(answer)
-    _, out, _ = run_lines(tmp_path, [f"[777, {i}]" for i in range(8)], model, batch_size=8, retries=3)
+    _, out, run = run_lines(tmp_path, [f"[777, {i}]" for i in range(8)], model, batch_size=8, retries=3)
     assert failures(out) == {i: "http_500" for i in range(8)}
-    assert len(model.bodies) == 15
+    assert len(model.bodies) == 15 + 8 * 3 and run.stats.retries == 8 * 3
 
 
 def test_integers_past_2_53_stack_only_with_integers(tmp_path: Path) -> None:

@@ -161,11 +161,6 @@ class Attempts:
         first = members[0].item
         return self._request(body, first.instance_id, first.index, 0, None, members)
 
-    def send_part(self, body: dict[str, Any], members: list[Parsed]) -> Deferred[list[Record] | RequestFailed | None]:
-        """:meth:`send` for a part of a split unit: a ``split_first`` failure is final, even for one line
-        (halving, not retries, finds the lines to blame: at most 2N-1 requests per unit of N lines)."""
-        return Deferred.fromCoroutine(self._retry(body, members, None, split=True))
-
     def _first_ended(self, outcome: Any, body: dict[str, Any],
                      members: list[Parsed]) -> list[Record] | RequestFailed | Deferred[Any]:
         """The first attempt ended: an answer is read here; a failure goes on to the retries."""
@@ -180,10 +175,9 @@ class Attempts:
             outage.answered()
         return read_answer(self._codec, response, members)
 
-    async def _retry(self, body: dict[str, Any], members: list[Parsed], first: RequestFailed | None,
-                     split: bool = False) -> list[Record] | RequestFailed | None:
-        """:meth:`send`'s attempts, from the first (``first``: how it ended, when already made); ``split``:
-        these lines are a part of a split unit (:meth:`send_part`)."""
+    async def _retry(self, body: dict[str, Any], members: list[Parsed],
+                     first: RequestFailed | None) -> list[Record] | RequestFailed | None:
+        """:meth:`send`'s attempts, from the first (``first``: how it ended, when already made)."""
         item = members[0].item
         failure: RequestFailed | None = None
         budget, spare, outage_spare = self._tries, self._spare, SPARE
@@ -223,8 +217,8 @@ class Attempts:
                         continue
                 elif outage is not None and outage.since is not None and failure.code is not None:
                     outage.answered()  # an HTTP or gRPC status: something answered
-                if not failure.retryable or failure.split_first and (split or len(members) > 1):
-                    break  # final, or about these lines: the engine splits them (a unit of one line is retried)
+                if not failure.retryable or failure.split_first and len(members) > 1:
+                    break  # final, or about these lines: the engine splits them (one line alone is retried)
                 if self.stopping:
                     return None  # leave the lines for a resume rather than record a transient error
                 spent_spare = bool(spare) and is_spare(failure)

@@ -285,7 +285,7 @@ class BatchRun:
                      rest: list[tuple[Parsed, str]], out: dict[int, Line]) -> None:
         """The unit's further requests (:mod:`.splitting`) until each of its lines has an outcome."""
         attempts, stats, most = self._attempts, self.stats, self.config.max_failures
-        answered = await carry_on(self.codec, attempts.send_part, members, outcome, rest,
+        answered = await carry_on(self.codec, attempts.send, members, outcome, rest,
                                   lambda: attempts.stopping or attempts.abandoned,
                                   lambda failed: most is not None and stats.failed + failed >= most)
         for lines, ended in answered:

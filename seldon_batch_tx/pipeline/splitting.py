@@ -13,7 +13,8 @@ Then:
   the offending lines stand alone: they get the error line, the others their answers.
 
 A split is not a retry: each half gets the full ``--retries`` budget for server faults, and a
-unit of n lines costs at most 2n - 1 requests however many of its lines are bad.
+unit of n lines costs at most 2n - 1 requests however many of its lines are bad (plus the retries
+of a line alone whose model exception, ``split_first``, may be passing).
 """
 
 from __future__ import annotations
