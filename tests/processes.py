@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -91,6 +92,24 @@ def wait_until(check: Callable[..., Any], timeout: float, what: str,
             raise RuntimeError(f"{what}: process exited before it was ready")
         time.sleep(interval)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
+
+
+def read_stderr_until(process: subprocess.Popen[str], pattern: re.Pattern[str],
+                      timeout: float = 60) -> tuple[re.Match[str], list[str]]:
+    """Read the child's stderr a line at a time until one matches ``pattern``: the match and the lines read
+    (AssertionError, with them, once the stream ends or ``timeout`` passes first)."""
+    assert process.stderr is not None
+    read: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        read.append(line)
+        found = pattern.search(line)
+        if found:
+            return found, read
+    raise AssertionError(f"no line matching {pattern.pattern!r}: " + "".join(read)[-2000:])
 
 
 def log_tail(path: Path | None, lines: int = 40) -> str:

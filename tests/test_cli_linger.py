@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.loopback import LOOPBACK, loopback_env
-from tests.processes import stop_group, wait_until
+from tests.processes import read_stderr_until, stop_group, wait_until
 from tests.servers import SeldonServer
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
@@ -42,18 +42,8 @@ def start(server: SeldonServer, workdir: Path, linger: str) -> subprocess.Popen[
 
 def lingering_url(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, list[str]]:
     """Read stderr until the linger line; the lines read so far."""
-    assert process.stderr is not None
-    read: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        read.append(line)
-        found = LINGERING.search(line)
-        if found:
-            return found.group(1), read
-    raise AssertionError("no linger line: " + "".join(read)[-2000:])
+    found, read = read_stderr_until(process, LINGERING, timeout)
+    return found.group(1), read
 
 
 def page(url: str) -> str:

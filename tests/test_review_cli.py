@@ -21,7 +21,7 @@ import pytest
 
 from seldon_batch_tx.dashboard.security import TOKEN_ENV, check_endpoint
 from tests.loopback import LOOPBACK, free_port, loopback_env
-from tests.processes import stop_group
+from tests.processes import read_stderr_until, stop_group
 from tests.servers import SeldonServer
 
 PROCESSOR = str(Path(sys.executable).parent / "seldon-batch-processor")
@@ -42,18 +42,8 @@ def start(server: SeldonServer, workdir: Path, *extra: str, lines: int = 3000) -
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 60) -> list[str]:
-    assert process.stderr is not None
-    read: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        read.append(line)
-        if re.search(pattern, line):
-            return read
-    raise AssertionError(f"no line matching {pattern!r}: " + "".join(read)[-2000:])
+def read_until(process: subprocess.Popen[str], pattern: str) -> list[str]:
+    return read_stderr_until(process, re.compile(pattern))[1]
 
 
 def signal_twice(process: subprocess.Popen[str], number: int, gap: float) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..tables.formats import TABLE_FORMATS, format_of
 from .files import Rejected, open_regular
 from .layout import READY, SIDECAR
 
@@ -56,14 +57,10 @@ def check_head(head: bytes, truncated: bool) -> None:
     raise Rejected(f"none of the first {len(texts)} lines is JSON (first error: {errors[0]})")
 
 
-#: Names of tables, which a watch directory does not read (it takes JSON lines).
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-
-
 def check_fd(fd: int, name: str = "") -> None:
     """:func:`check_head` on an open file's first :data:`SNIFF_BYTES` (its offset is not moved); a table's
     name (``.csv``, ``.parquet``) is refused first, with a reason that says what to do with it."""
-    if name.lower().endswith(TABLE_SUFFIXES):
+    if format_of(name, None) in TABLE_FORMATS:  # a watch directory takes JSON lines
         raise Rejected("a CSV or Parquet table: a watch directory takes JSON-lines files (score a table with "
                        "seldon-batch-processor -i TABLE, or convert it to JSON lines)")
     head = os.pread(fd, SNIFF_BYTES, 0)

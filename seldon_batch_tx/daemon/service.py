@@ -58,7 +58,6 @@ class WatchDirService(service.Service):
                  transport_factory: TransportFactory | None = None, use_inotify: bool = True,
                  sidecar_allow: frozenset[str] = frozenset(), time_slice: float = 600.0,
                  hide: Callable[[Secrets], None] | None = None) -> None:
-        #: ``hide`` is told the credentials of the files running (a sidecar may bring its own) for the log to hide
         self.dirs = WatchDir.at(directory)
         self.directory = self.dirs.directory
         self._base = base
@@ -70,7 +69,7 @@ class WatchDirService(service.Service):
         self._transport_factory = transport_factory
         self._use_inotify = use_inotify
         self._sidecar_allow = check_sidecar_allow(sidecar_allow)
-        self._hide = hide
+        self._hide = hide  # told the credentials of the files running (a sidecar may bring some): the log hides them
         self._loop: LoopingCall | None = None
         self._notifier: Any = None
         self._soon: Any = None

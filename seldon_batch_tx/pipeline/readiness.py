@@ -176,9 +176,9 @@ async def probe(config: BatchConfig, reactor: Any) -> str | None:
         try:
             code, body = await _get(config, reactor, path)
         except Exception as e:  # noqa: BLE001
-            return f"no readiness answer from {at}{path}: {cause_of(e)}{_tls_hint(config, cause_of(e))}"
-        bare = config.gateway_type != "seldon" and code == 500 and model_raised(body)
-        if bare and await _bare(config, reactor, path):
+            cause = cause_of(e)
+            return f"no readiness answer from {at}{path}: {cause}{_tls_hint(config, cause)}"
+        if code == 500 and model_raised(body) and await _bare(config, reactor):
             return (f"{at} is a Seldon model microservice, not an {config.gateway_type} gateway: it has no route "
                     f"{path} (it answered HTTP 500 MICROSERVICE_INTERNAL_ERROR); score it with -g seldon")
         if code in GATEWAY_DOWN:
@@ -206,11 +206,13 @@ def _tls_hint(config: BatchConfig, cause: str) -> str:
     return ""
 
 
-async def _bare(config: BatchConfig, reactor: Any, ready: str) -> bool:
-    """Whether the host is the model microservice on its own port, not a gateway: it answers its own
+async def _bare(config: BatchConfig, reactor: Any) -> bool:
+    """Whether a gateway type was given to the model microservice on its own port: it answers its own
     ``/health/ping`` at its root but not under the gateway's prefix (behind a gateway, a model without
     Seldon's executor lacks ``/ready`` too, yet answers ``PREFIX/health/ping``)."""
-    prefix = ready.removesuffix("/ready")
+    prefix = gateway_prefix(config)
+    if not prefix:  # -g seldon: the microservice itself is what was asked for
+        return False
     try:
         return (await _get(config, reactor, f"{prefix}/health/ping"))[0] != 200 and \
             (await _get(config, reactor, "/health/ping"))[0] == 200

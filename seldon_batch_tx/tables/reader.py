@@ -16,6 +16,7 @@ import io
 import itertools
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, NamedTuple
 
@@ -72,12 +73,7 @@ def csv_features(header: Sequence[str], sample: Sequence[list[str] | str], wante
 
 def unique_names(names: Sequence[str], where: str) -> None:
     """TableError naming the column names that appear more than once (one line)."""
-    seen: set[str] = set()
-    twice: dict[str, None] = {}
-    for name in names:
-        if name in seen:
-            twice[name] = None
-        seen.add(name)
+    twice = [name for name, count in Counter(names).items() if count > 1]
     if twice:
         raise TableError(f"{where}: the column name{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
                          f"appear{'' if len(twice) > 1 else 's'} more than once: give each column its own name")
@@ -250,12 +246,6 @@ def count_table_rows(path: str, fmt: str, options: dict[str, Any] | None = None)
         return parquet_dataset(path, options).count_rows()
     with open_input(path, options) as source:
         return sum(1 for _ in csv_header(source.stream, display(path)).rest)
-
-
-def count_csv_rows(path: str) -> int:
-    """The data rows of a local CSV (records after the header, blank lines not counted)."""
-    with open(path, "rb") as f:
-        return max(0, sum(1 for _ in csv_records(f)) - 1)
 
 
 def table_totals(path: str, fmt: str) -> dict[str, int]:

@@ -8,11 +8,11 @@ from typing import Any
 
 from ..config import BatchConfig
 from ..core.items import Item
-from ..storage.paths import is_remote, local_path
+from ..storage.paths import is_remote
 from ..storage.reading import InputSource, open_input
 from .errors import require_pyarrow
 from .formats import input_table
-from .reader import count_csv_rows, csv_records, csv_rows, parquet_dataset, parquet_rows, table_items
+from .reader import count_table_rows, csv_rows, parquet_dataset, parquet_rows, table_items
 from .rows import RowRenderer
 
 
@@ -23,15 +23,8 @@ def open_table_source(config: BatchConfig, options: dict[str, Any] | None, *, co
     path = config.input_data_path
     if input_table(config) == "parquet":
         require_pyarrow()
-        return InputSource(path, io.BytesIO(), None, parquet_dataset(path, options).count_rows())
-    if not is_remote(path):
-        source = open_input(path)
-        source.total_lines = count_csv_rows(local_path(path))
-        return source
-    total: int | None = None
-    if count:
-        with open_input(path, options) as counting:
-            total = max(0, sum(1 for _ in csv_records(counting.stream)) - 1)
+        return InputSource(path, io.BytesIO(), None, count_table_rows(path, "parquet", options))
+    total = count_table_rows(path, "csv", options) if count or not is_remote(path) else None
     source = open_input(path, options)
     source.total_lines = total
     return source
