@@ -154,3 +154,13 @@ def test_errors_are_jsons_errors(text: bytes, error: type[Exception]) -> None:
 
 def test_answers_in_other_encodings_are_still_read() -> None:
     assert decode('{"a":[1,2]}'.encode("utf-16"), any_encoding=True) == {"a": [1, 2]}
+
+
+@given(st.text(alphabet=st.sampled_from("a\x85\u2028\u2029\xe9\n")), st.sampled_from([0, 10**30]))
+def test_an_output_line_is_one_line_for_every_line_reader(text: str, number: int) -> None:
+    """U+0085, U+2028 and U+2029 are valid raw in a JSON string, but Python's ``splitlines`` (and editors)
+    break lines there: an output line writes them escaped, on the orjson path and on json's (a big integer)."""
+    record = {"strData": text, "n": number}
+    data = compact_bytes(ensure_ascii=False)(record)
+    assert len((data + b"\n").decode("utf-8").splitlines()) == 1
+    assert json.loads(data) == record

@@ -207,6 +207,22 @@ def compact_encoder(*, ensure_ascii: bool) -> Callable[[Any], str]:
     return lambda record: "".join(c_encode(record, 0))
 
 
+#: Characters valid raw in a JSON string that line readers (Python's ``splitlines``, editors) take for a
+#: line break: written as ``\u`` escapes, so one record is always one line.
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def _one_line(data: bytes) -> bytes:
+    """``data`` with U+0085, U+2028 and U+2029 escaped (in JSON they only stand inside strings); ASCII
+    text, the usual line, is returned after one C check."""
+    if data.isascii():
+        return data
+    for raw, escaped in _LINE_BREAKS:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def compact_bytes(*, ensure_ascii: bool) -> Callable[[Any], bytes]:
     """Compact strict JSON as UTF-8 bytes, by orjson (about 7x quicker than ``json``).
 
@@ -215,12 +231,13 @@ def compact_bytes(*, ensure_ascii: bool) -> Callable[[Any], bytes]:
     ``json`` writes what orjson cannot (integers beyond 64 bits, nesting past 254 levels) and
     gives the errors for what no strict line can carry: NaN and the infinities (orjson's
     ``null``, told from a real ``null`` by walking the value), lone surrogates. With
-    ``ensure_ascii``, a text with non-ASCII or DEL goes to ``json`` for its ``\\u`` escapes.
+    ``ensure_ascii``, a text with non-ASCII or DEL goes to ``json`` for its ``\\u`` escapes; without,
+    the characters line readers break lines at are escaped (:func:`_one_line`).
     """
     slow = compact_encoder(ensure_ascii=ensure_ascii)
 
     def encode_slowly(record: Any) -> bytes:
-        return slow(record).encode("utf-8")
+        return _one_line(slow(record).encode("utf-8"))
 
     if orjson is None:  # pragma: no cover - an install without it
         return encode_slowly
@@ -237,6 +254,6 @@ def compact_bytes(*, ensure_ascii: bool) -> Callable[[Any], bytes]:
             return encode_slowly(record)  # json's ValueError: NaN is not strict JSON
         if ensure_ascii and (not data.isascii() or b"\x7f" in data):
             return encode_slowly(record)
-        return data
+        return _one_line(data)
 
     return encode
